@@ -1,0 +1,1 @@
+//! sparseflow-capi (placeholder: being built)

@@ -1,0 +1,1 @@
+//! sparseflow-codegen (placeholder: being built)

@@ -1,0 +1,1 @@
+//! sparseflow-ir (placeholder: being built)

@@ -1,0 +1,1 @@
+//! sparseflow-python (placeholder: being built)

@@ -1,0 +1,1 @@
+//! sparseflow-runtime (placeholder: being built)
