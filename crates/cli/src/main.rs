@@ -1,1 +1,48 @@
-fn main() {}
+//! `sparseflow`: the command line face of SparseFlow.
+//!
+//! One subcommand per file under `cmd/`; this file only parses arguments and
+//! turns errors into a message on stderr plus a non-zero exit code.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// SparseFlow: fast 2:4 structured sparsity for transformer inference on NVIDIA tensor cores.
+#[derive(Parser)]
+#[command(name = "sparseflow", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole pipeline (prune → validate → compress → reference GEMM) on a built-in
+    /// Llama-style layer set. Needs no GPU and no download.
+    Demo(cmd::demo::Args),
+    /// Parse, verify and transform SparseFlow IR, like `mlir-opt`.
+    Opt(cmd::opt::Args),
+    /// Compile kernels ahead of time into the on-disk kernel cache.
+    Compile(cmd::compile::Args),
+    /// Time SparseFlow against cuBLAS dense and cuSPARSELt on the same shapes.
+    Benchmark(cmd::benchmark::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => cmd::demo::run(args),
+        Command::Opt(args) => cmd::opt::run(args),
+        Command::Compile(args) => cmd::compile::run(args),
+        Command::Benchmark(args) => cmd::benchmark::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! One module per subcommand. Each exposes `Args` (clap) and `run(Args) -> anyhow::Result<ExitCode>`.
+
+pub mod benchmark;
+pub mod compile;
+pub mod demo;
+pub mod opt;
+pub mod table;
