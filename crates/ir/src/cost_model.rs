@@ -1,0 +1,126 @@
+//! Analytic time estimate of one tile configuration on one target. Only the
+//! ranking matters, so the model keeps the first-order effects that decide tiles
+//! on sparse tensor cores:
+//! * occupancy: blocks per SM limited by shared memory, threads and registers;
+//! * wave quantization: the last wave of blocks leaves SMs idle;
+//! * bytes moved: W is re-read once per M tile, X once per N tile, split-K adds
+//!   fp32 partial sums; weight streaming needs enough bytes in flight per SM
+//!   (Little's law) and every SM busy to reach DRAM bandwidth;
+//! * arithmetic intensity: small tiles re-read operands through L2 more often.
+//!
+//! All arithmetic is in f64 so absurd shapes cannot overflow.
+
+use crate::kernel_space::{smem_bytes, GemmShape, TileConfig};
+use crate::targets::Target;
+
+/// DRAM latency the pipeline must cover (ns); sets the bytes needed in flight.
+const DRAM_LATENCY_NS: f64 = 700.0;
+/// L2 → SM bandwidth as a multiple of DRAM bandwidth (Ampere/Hopper are ~3–5×).
+const L2_BW_OVER_DRAM: f64 = 4.0;
+/// Registers per thread beyond the fp32 accumulators (fragments, addresses, loop state).
+const REG_OVERHEAD: f64 = 48.0;
+/// Warps per SM needed to hide MMA and shared-memory latency.
+const WARPS_TO_HIDE_LATENCY: f64 = 8.0;
+/// Fixed cost of a launch, and of the extra split-K reduction step (µs).
+const LAUNCH_US: f64 = 3.0;
+const SPLIT_K_REDUCE_US: f64 = 1.0;
+
+/// A legal candidate with its estimate; lower `est_us` is better.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TileChoice {
+    pub config: TileConfig,
+    pub est_us: f64,
+    pub compute_us: f64,
+    pub dram_us: f64,
+    pub l2_us: f64,
+    pub blocks_per_sm: u32,
+    pub grid: u64,
+    pub waves: f64,
+    pub wave_efficiency: f64,
+}
+
+/// Estimates `cfg` for a concrete `m`; `None` when it cannot run (spills, no
+/// block fits an SM). Family/shape legality is `kernel_space::check`'s job.
+pub fn estimate(
+    cfg: &TileConfig,
+    shape: &GemmShape,
+    m: u64,
+    target: &Target,
+) -> Option<TileChoice> {
+    let el = shape.dtype.size_bytes() as f64;
+    let (m, n, k) = (m.max(1) as f64, shape.n as f64, shape.k as f64);
+    let (tm, tn, tk) = (cfg.tile_m as f64, cfg.tile_n as f64, cfg.tile_k as f64);
+    let threads = cfg.warps as f64 * 32.0;
+
+    let regs = (tm * tn / threads + REG_OVERHEAD).ceil();
+    if regs > target.max_regs_per_thread as f64 {
+        return None;
+    }
+    let smem = smem_bytes(cfg, shape.dtype).max(1) as f64;
+    let by_smem = (target.smem_per_sm as f64 / smem).floor();
+    let by_threads = (target.max_threads_per_sm as f64 / threads).floor();
+    let by_regs = (target.regs_per_sm as f64 / (regs * threads)).floor();
+    let blocks = by_smem
+        .min(by_threads)
+        .min(by_regs)
+        .min(target.max_blocks_per_sm as f64);
+    if blocks < 1.0 {
+        return None;
+    }
+
+    let m_tiles = (m / tm).ceil();
+    let n_tiles = (n / tn).ceil();
+    let k_tiles = (k / tk).ceil();
+    let grid = m_tiles * n_tiles * cfg.split_k as f64;
+    let slots = target.sm_count as f64 * blocks;
+    let waves = grid / slots;
+    let wave_efficiency = grid / (waves.ceil() * slots);
+
+    // Compute: padded tiles still execute; 2:4 sparse MMA runs at twice dense rate.
+    let flops = 2.0 * (m_tiles * tm) * (n_tiles * tn) * (k_tiles * tk);
+    let stage_factor = match cfg.stages {
+        0..=2 => 0.8,
+        3 => 0.92,
+        _ => 1.0,
+    };
+    let hide = (blocks * cfg.warps as f64 / WARPS_TO_HIDE_LATENCY).min(1.0) * stage_factor;
+    let compute_s = flops / (2.0 * target.dense_tc_flops * hide * wave_efficiency);
+
+    // DRAM: W once per M tile, X once (re-reads across N tiles hit L2), Y once,
+    // split-K partials written and read back in fp32.
+    let w_bytes = n * k / 2.0 * el + n * k / 8.0;
+    let x_bytes = m * k * el;
+    let y_bytes = m * n * el;
+    let partials = if cfg.split_k > 1 {
+        m * n * 4.0 * cfg.split_k as f64 * 2.0
+    } else {
+        0.0
+    };
+    let dram_bytes = w_bytes * m_tiles + x_bytes + y_bytes + partials;
+    let stage_bytes = smem / cfg.stages.max(1) as f64;
+    let in_flight = blocks * (cfg.stages.max(2) - 1) as f64 * stage_bytes;
+    let needed = target.dram_bw * DRAM_LATENCY_NS * 1e-9 / target.sm_count as f64;
+    let busy_sms = (grid / target.sm_count as f64).min(1.0);
+    let mem_eff = (in_flight / needed).min(1.0) * busy_sms * wave_efficiency.max(busy_sms);
+    let dram_s = dram_bytes / (target.dram_bw * mem_eff);
+
+    // L2: every block streams its X and W slices for its K range.
+    let per_tile = (tm * el + tn / 2.0 * el + tn / 8.0) * k;
+    let l2_s = m_tiles * n_tiles * per_tile / (target.dram_bw * L2_BW_OVER_DRAM * busy_sms);
+
+    let mut est_us = compute_s.max(dram_s).max(l2_s) * 1e6 + LAUNCH_US;
+    if cfg.split_k > 1 {
+        est_us += SPLIT_K_REDUCE_US;
+    }
+    Some(TileChoice {
+        config: *cfg,
+        est_us,
+        compute_us: compute_s * 1e6,
+        dram_us: dram_s * 1e6,
+        l2_us: l2_s * 1e6,
+        blocks_per_sm: blocks as u32,
+        grid: grid as u64,
+        waves,
+        wave_efficiency,
+    })
+}

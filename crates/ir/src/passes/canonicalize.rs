@@ -1,0 +1,89 @@
+//! `canonicalize`: identity folding, then dead-code elimination.
+//!
+//! Folds (each replaces the op's result by an existing value):
+//! * `arith.mulf %x, splat(1.0)` and `arith.addf %x, splat(0.0)` (either operand
+//!   order) → `%x`, when `%x` already has the result's type;
+//! * `arith.relu (arith.relu %x)` → the inner relu (relu is idempotent).
+//!
+//! DCE removes every op whose result is unused. All ops are pure (no memory
+//! effects in this IR), so an unused result means the op does nothing.
+
+use crate::error::IrError;
+use crate::function::{Function, Inst, Module, Value};
+use crate::ops::Opcode;
+use crate::pass::PassContext;
+
+pub fn run(module: &mut Module, cx: &mut PassContext<'_>) -> Result<(), IrError> {
+    for f in &mut module.functions {
+        let folded = fold_identities(f);
+        let removed = eliminate_dead_code(f);
+        if cx.explain && (folded + removed) > 0 {
+            cx.notes.push(format!(
+                "canonicalize: @{}: folded {folded} identity op(s), removed {removed} dead op(s)",
+                f.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Returns how many ops were folded away (their uses now point elsewhere).
+pub fn fold_identities(f: &mut Function) -> usize {
+    let mut folded = 0;
+    for inst in f.insts().to_vec() {
+        if let Some((from, to)) = identity_of(f, inst) {
+            f.replace_all_uses(from, to);
+            folded += 1;
+        }
+    }
+    folded
+}
+
+/// `(result, replacement)` when `inst` computes one of its operands unchanged.
+fn identity_of(f: &Function, inst: Inst) -> Option<(Value, Value)> {
+    let data = f.inst(inst);
+    let result = data.result?;
+    match (data.op, data.operands.as_slice()) {
+        (Opcode::MulF, &[a, b]) | (Opcode::AddF, &[a, b]) => {
+            let neutral = if data.op == Opcode::MulF { 1.0 } else { 0.0 };
+            let result_ty = f.value_type(result);
+            [(a, b), (b, a)].into_iter().find_map(|(keep, other)| {
+                (f.value_type(keep) == result_ty && splat_value(f, other) == Some(neutral))
+                    .then_some((result, keep))
+            })
+        }
+        (Opcode::Relu, &[x]) => {
+            let inner = f.def_inst(x)?;
+            (f.inst(inner).op == Opcode::Relu && f.insts().contains(&inner)).then_some((result, x))
+        }
+        _ => None,
+    }
+}
+
+fn splat_value(f: &Function, v: Value) -> Option<f64> {
+    let def = f.def_inst(v)?;
+    let data = f.inst(def);
+    (data.op == Opcode::Constant).then(|| data.attrs.get("value")?.as_float())?
+}
+
+/// Removes unused ops until none is left; returns how many were removed.
+pub fn eliminate_dead_code(f: &mut Function) -> usize {
+    let mut removed = 0;
+    // Walking backwards removes a whole dead chain in one sweep; loop for safety.
+    loop {
+        let mut changed = false;
+        for inst in f.insts().iter().rev().copied().collect::<Vec<_>>() {
+            let Some(result) = f.inst(inst).result else {
+                continue;
+            };
+            if f.uses(result).is_empty() {
+                f.remove_inst(inst);
+                removed += 1;
+                changed = true;
+            }
+        }
+        if !changed {
+            return removed;
+        }
+    }
+}

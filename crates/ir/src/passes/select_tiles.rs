@@ -1,0 +1,102 @@
+//! `select-tiles`: writes `family, tile_m, tile_n, tile_k, warps, stages,
+//! split_k` on every `fused_sparse_gemm`, chosen by the cost model for the
+//! `--target`. Deterministic; re-running it gives the same attributes.
+//!
+//! Dynamic M (`?`): uses the op's `m_hint` integer attribute if present, else
+//! `select::DYNAMIC_M_DEFAULT`, always with the `sm80` family (valid for any M).
+//! The runtime re-selects per actual M with `select::select_for_m`.
+
+use crate::attrs::Attr;
+use crate::error::IrError;
+use crate::function::{Function, Inst, Module};
+use crate::kernel_space::GemmShape;
+use crate::ops::Opcode;
+use crate::pass::PassContext;
+use crate::select::{describe, rank, DYNAMIC_M_DEFAULT};
+use crate::targets::Target;
+use crate::types::{Dim, Type};
+
+/// Candidates shown per op by `--explain`.
+const EXPLAIN_TOP: usize = 5;
+
+pub fn run(module: &mut Module, cx: &mut PassContext<'_>) -> Result<(), IrError> {
+    let target = cx.require_target("select-tiles")?;
+    for f in &mut module.functions {
+        for inst in f.insts_with(Opcode::FusedSparseGemm) {
+            select_one(f, inst, target, cx)?;
+        }
+    }
+    Ok(())
+}
+
+fn select_one(
+    f: &mut Function,
+    inst: Inst,
+    target: &Target,
+    cx: &mut PassContext<'_>,
+) -> Result<(), IrError> {
+    let data = f.inst(inst);
+    let (Some(&x), Some(&w)) = (data.operands.first(), data.operands.get(1)) else {
+        return Ok(()); // the verifier has already rejected this shape
+    };
+    let (Type::Tensor { shape, dtype }, Type::Sparse24 { n, k, .. }) =
+        (f.value_type(x), f.value_type(w))
+    else {
+        return Ok(());
+    };
+    let static_m = shape.first().and_then(|d| d.as_static());
+    let hint = data
+        .attrs
+        .get("m_hint")
+        .and_then(Attr::as_int)
+        .and_then(|v| u64::try_from(v).ok())
+        .filter(|&v| v > 0);
+    let gemm = GemmShape {
+        m: static_m,
+        n: *n,
+        k: *k,
+        dtype: *dtype,
+    };
+    // Dynamic M must work for every M, so only the any-M family is eligible.
+    let m = match (shape.first(), static_m) {
+        (_, Some(m)) => m,
+        (Some(Dim::Dynamic), _) => hint.unwrap_or(DYNAMIC_M_DEFAULT).max(17),
+        _ => DYNAMIC_M_DEFAULT,
+    };
+    let ranked = rank(&gemm, m, target);
+    let Some(best) = ranked.first().copied() else {
+        let loc = data.loc.map(|l| format!("{l}: ")).unwrap_or_default();
+        return Err(IrError::Plan(format!(
+            "{loc}select-tiles: no legal tile configuration for M={m} N={n} K={k} {dtype} on {}",
+            target.name
+        )));
+    };
+    if cx.explain {
+        let loc = data.loc.map(|l| format!(" at {l}")).unwrap_or_default();
+        let m_text = match static_m {
+            Some(m) => m.to_string(),
+            None => format!("? (using {m})"),
+        };
+        cx.notes.push(format!(
+            "select-tiles: @{}: fused_sparse_gemm{loc}: M={m_text} N={n} K={k} {dtype} on {} ({}): {} legal candidates, family {}",
+            f.name, target.name, target.description, ranked.len(), best.config.family
+        ));
+        for (i, c) in ranked.iter().take(EXPLAIN_TOP).enumerate() {
+            cx.notes.push(format!("  #{} {}", i + 1, describe(c)));
+        }
+    }
+    let c = best.config;
+    let attrs = &mut f.inst_mut(inst).attrs;
+    attrs.set("family", Attr::Str(c.family.to_string()));
+    for (key, v) in [
+        ("tile_m", c.tile_m),
+        ("tile_n", c.tile_n),
+        ("tile_k", c.tile_k),
+        ("warps", c.warps),
+        ("stages", c.stages),
+        ("split_k", c.split_k),
+    ] {
+        attrs.set(key, Attr::Int(v as i64));
+    }
+    Ok(())
+}

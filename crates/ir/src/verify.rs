@@ -1,0 +1,403 @@
+//! The verifier: a separate pass over the IR that collects *every* problem (not
+//! just the first), each naming the op and its location. Passes are verified
+//! after each run, so it must never panic on malformed arenas either: all
+//! lookups here are checked.
+
+use std::collections::HashSet;
+
+use sparseflow_core::EpilogueSpec;
+
+use crate::error::{Diagnostic, IrError};
+use crate::function::{Function, Inst, InstData, Module, Value, ValueDef};
+use crate::kernel_space::{check, GemmShape, TileConfig};
+use crate::ops::Opcode;
+use crate::targets::Target;
+use crate::types::{Dim, Type};
+
+/// What the verifier checks against.
+#[derive(Clone, Copy)]
+pub struct VerifyOptions<'a> {
+    /// Tile attributes are checked against this target's limits when given.
+    pub target: Option<&'a Target>,
+    /// The epilogue table `epilogue` attributes must name an entry of.
+    pub epilogues: &'a [EpilogueSpec],
+}
+
+impl Default for VerifyOptions<'static> {
+    fn default() -> Self {
+        VerifyOptions {
+            target: None,
+            epilogues: sparseflow_core::EPILOGUES,
+        }
+    }
+}
+
+/// The tile attribute names of `fused_sparse_gemm`, in printing order.
+pub const TILE_ATTRS: [&str; 7] = [
+    "family", "tile_m", "tile_n", "tile_k", "warps", "stages", "split_k",
+];
+
+pub fn verify_module(module: &Module, opts: &VerifyOptions<'_>) -> Result<(), IrError> {
+    let mut diags = Vec::new();
+    let mut names = HashSet::new();
+    for f in &module.functions {
+        if !names.insert(f.name.as_str()) {
+            diags.push(func_diag(
+                f,
+                format!("redefinition of function @{}", f.name),
+            ));
+        }
+        verify_function(f, opts, &mut diags);
+    }
+    if diags.is_empty() {
+        Ok(())
+    } else {
+        Err(IrError::Verify(diags))
+    }
+}
+
+fn func_diag(f: &Function, message: String) -> Diagnostic {
+    Diagnostic {
+        loc: f.loc,
+        op: "func.func".into(),
+        message,
+    }
+}
+
+struct Ctx<'f, 'd> {
+    func: &'f Function,
+    inst: &'f InstData,
+    diags: &'d mut Vec<Diagnostic>,
+}
+
+impl Ctx<'_, '_> {
+    fn err(&mut self, message: impl Into<String>) {
+        self.diags.push(Diagnostic {
+            loc: self.inst.loc,
+            op: self.inst.op.name().into(),
+            message: message.into(),
+        });
+    }
+
+    fn ty(&self, v: Value) -> Option<&Type> {
+        self.func.values.get(v.0 as usize).map(|d| &d.ty)
+    }
+
+    fn operand_ty(&self, i: usize) -> Option<&Type> {
+        self.inst.operands.get(i).and_then(|&v| self.ty(v))
+    }
+
+    fn result_ty(&self) -> Option<&Type> {
+        self.inst.result.and_then(|v| self.ty(v))
+    }
+}
+
+fn verify_function(f: &Function, opts: &VerifyOptions<'_>, diags: &mut Vec<Diagnostic>) {
+    // Values visible so far: parameters, then results of earlier ops.
+    let mut defined: HashSet<Value> = f.params.iter().copied().collect();
+    let mut seen: HashSet<Inst> = HashSet::new();
+    let n = f.layout.len();
+    for (pos, &inst) in f.layout.iter().enumerate() {
+        let Some(data) = f.insts.get(inst.0 as usize) else {
+            diags.push(func_diag(
+                f,
+                format!("@{}: layout names a missing op", f.name),
+            ));
+            continue;
+        };
+        let mut cx = Ctx {
+            func: f,
+            inst: data,
+            diags,
+        };
+        if !seen.insert(inst) {
+            cx.err("appears twice in the function body");
+        }
+        for (i, &v) in data.operands.iter().enumerate() {
+            if !defined.contains(&v) {
+                cx.err(format!(
+                    "operand #{i} is used before it is defined (or its definition was removed)"
+                ));
+            }
+        }
+        if data.op.has_result() != data.result.is_some() {
+            cx.err("result count does not match the op");
+        }
+        if data.op == Opcode::Return {
+            if pos + 1 != n {
+                cx.err("must be the last op of the function");
+            }
+            verify_return(&mut cx, f);
+        } else {
+            verify_op(&mut cx, opts);
+        }
+        if let Some(r) = data.result {
+            let ok =
+                matches!(f.values.get(r.0 as usize), Some(d) if d.def == ValueDef::Result(inst));
+            if !ok || !defined.insert(r) {
+                cx.err("result is defined twice or not owned by this op");
+            }
+        }
+    }
+    let has_return = f
+        .layout
+        .last()
+        .and_then(|&i| f.insts.get(i.0 as usize))
+        .map(|d| d.op)
+        == Some(Opcode::Return);
+    if !has_return {
+        diags.push(func_diag(
+            f,
+            format!("@{}: body must end with 'return'", f.name),
+        ));
+    }
+}
+
+fn verify_return(cx: &mut Ctx<'_, '_>, f: &Function) {
+    let got: Vec<Option<&Type>> = (0..cx.inst.operands.len())
+        .map(|i| cx.operand_ty(i))
+        .collect();
+    if got.len() != f.result_types.len()
+        || got.iter().zip(&f.result_types).any(|(g, e)| *g != Some(e))
+    {
+        let want: Vec<String> = f.result_types.iter().map(|t| t.to_string()).collect();
+        cx.err(format!(
+            "returns values whose types do not match the function's result types ({})",
+            want.join(", ")
+        ));
+    }
+}
+
+fn verify_op(cx: &mut Ctx<'_, '_>, opts: &VerifyOptions<'_>) {
+    let op = cx.inst.op;
+    let n_ops = cx.inst.operands.len();
+    match op {
+        Opcode::SparseGemm | Opcode::FusedSparseGemm => verify_gemm(cx, opts),
+        _ if op.is_unary_elementwise() => {
+            if n_ops != 1 {
+                return cx.err(format!("expects 1 operand, got {n_ops}"));
+            }
+            let (x, r) = (cx.operand_ty(0).cloned(), cx.result_ty().cloned());
+            if !matches!(x, Some(Type::Tensor { .. })) {
+                cx.err("operand must be a dense tensor");
+            } else if x != r {
+                cx.err("result type must equal the operand type");
+            }
+        }
+        _ if op.is_binary_elementwise() => {
+            if n_ops != 2 {
+                return cx.err(format!("expects 2 operands, got {n_ops}"));
+            }
+            let (Some(Type::Tensor { shape, dtype }), Some(rhs)) =
+                (cx.operand_ty(0).cloned(), cx.operand_ty(1).cloned())
+            else {
+                return cx.err("operands must be dense tensors");
+            };
+            let lhs = Type::Tensor {
+                shape: shape.clone(),
+                dtype,
+            };
+            let broadcast = Type::Tensor {
+                shape: shape.last().copied().into_iter().collect(),
+                dtype,
+            };
+            if rhs != lhs && rhs != broadcast {
+                cx.err(format!("right operand must be {lhs} or a vector {broadcast} broadcast over rows, got {rhs}"));
+            }
+            if cx.result_ty() != Some(&lhs) {
+                cx.err(format!("result type must be {lhs}"));
+            }
+        }
+        Opcode::Constant => {
+            if n_ops != 0 {
+                cx.err("takes no operands");
+            }
+            if cx
+                .inst
+                .attrs
+                .get("value")
+                .and_then(|a| a.as_float())
+                .is_none()
+            {
+                cx.err("needs a numeric 'value' attribute (the splat value)");
+            }
+            if !matches!(cx.result_ty(), Some(Type::Tensor { .. })) {
+                cx.err("result must be a dense tensor");
+            }
+        }
+        _ => cx.err("unexpected op here"),
+    }
+}
+
+fn verify_gemm(cx: &mut Ctx<'_, '_>, opts: &VerifyOptions<'_>) {
+    let fused = cx.inst.op == Opcode::FusedSparseGemm;
+    let n_ops = cx.inst.operands.len();
+    if n_ops != 2 && !(fused && n_ops == 3) {
+        let want = if fused {
+            "2 or 3 operands (X, W[, bias])"
+        } else {
+            "2 operands (X, W)"
+        };
+        return cx.err(format!("expects {want}, got {n_ops}"));
+    }
+    let (
+        Some(Type::Tensor {
+            shape: xs,
+            dtype: xd,
+        }),
+        Some(&Type::Sparse24 { n, k, dtype: wd }),
+    ) = (
+        cx.operand_ty(0).cloned(),
+        cx.operand_ty(1).cloned().as_ref(),
+    )
+    else {
+        return cx.err("expects X: tensor<MxKxdt> and W: !sparseflow.sparse24<NxKxdt>");
+    };
+    let [m, xk] = xs[..] else {
+        return cx.err(format!("X must be 2-D [M, K], got rank {}", xs.len()));
+    };
+    if xd != wd {
+        cx.err(format!(
+            "X is {xd} but W is {wd}; both must have the same dtype"
+        ));
+    }
+    if n == 0 || k == 0 || m == Dim::Static(0) {
+        cx.err("dimensions must be at least 1");
+    }
+    if xk != Dim::Static(k) {
+        cx.err(format!("X's K ({xk}) does not match W's K ({k})"));
+    }
+    if k % 4 != 0 {
+        cx.err(format!(
+            "K ({k}) must be a multiple of 4 (2:4 groups run along K)"
+        ));
+    }
+    let want = Type::Tensor {
+        shape: vec![m, Dim::Static(n)],
+        dtype: xd,
+    };
+    if cx.result_ty() != Some(&want) {
+        let got = cx
+            .result_ty()
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "nothing".into());
+        cx.err(format!("result must be {want}, got {got}"));
+    }
+    if !fused {
+        return;
+    }
+    let Some(name) = cx
+        .inst
+        .attrs
+        .get("epilogue")
+        .and_then(|a| a.as_str())
+        .map(str::to_string)
+    else {
+        return cx.err("needs a string attribute 'epilogue'");
+    };
+    match opts.epilogues.iter().find(|e| e.name == name) {
+        None => {
+            let known: Vec<&str> = opts.epilogues.iter().map(|e| e.name).collect();
+            cx.err(format!(
+                "unknown epilogue '{name}'; known: {}",
+                known.join(", ")
+            ));
+        }
+        Some(spec) if spec.uses_bias != (n_ops == 3) => {
+            let why = if spec.uses_bias {
+                "needs a bias operand"
+            } else {
+                "takes no bias operand"
+            };
+            cx.err(format!("epilogue '{name}' {why}"));
+        }
+        Some(_) => {}
+    }
+    if n_ops == 3 {
+        let bias = Type::Tensor {
+            shape: vec![Dim::Static(n)],
+            dtype: xd,
+        };
+        if cx.operand_ty(2) != Some(&bias) {
+            cx.err(format!("bias must be {bias}"));
+        }
+    }
+    verify_tiles(
+        cx,
+        GemmShape {
+            m: m.as_static(),
+            n,
+            k,
+            dtype: xd,
+        },
+        opts,
+    );
+}
+
+fn verify_tiles(cx: &mut Ctx<'_, '_>, shape: GemmShape, opts: &VerifyOptions<'_>) {
+    let attrs = &cx.inst.attrs;
+    let present: Vec<&str> = TILE_ATTRS
+        .iter()
+        .copied()
+        .filter(|a| attrs.contains(a))
+        .collect();
+    if present.is_empty() {
+        return;
+    }
+    if present.len() != TILE_ATTRS.len() {
+        let missing: Vec<&str> = TILE_ATTRS
+            .iter()
+            .copied()
+            .filter(|a| !attrs.contains(a))
+            .collect();
+        return cx.err(format!(
+            "tile attributes are all-or-nothing; missing {}",
+            missing.join(", ")
+        ));
+    }
+    let int = |key: &str| {
+        attrs
+            .get(key)
+            .and_then(|a| a.as_int())
+            .and_then(|v| u32::try_from(v).ok())
+    };
+    let family = attrs
+        .get("family")
+        .and_then(|a| a.as_str())
+        .and_then(crate::kernel_space::family);
+    let (
+        Some(fam),
+        Some(tile_m),
+        Some(tile_n),
+        Some(tile_k),
+        Some(warps),
+        Some(stages),
+        Some(split_k),
+    ) = (
+        family,
+        int("tile_m"),
+        int("tile_n"),
+        int("tile_k"),
+        int("warps"),
+        int("stages"),
+        int("split_k"),
+    )
+    else {
+        return cx.err(format!(
+            "tile attributes need family = one of {} and non-negative integer tile_m/tile_n/tile_k/warps/stages/split_k",
+            crate::kernel_space::family_names()
+        ));
+    };
+    let cfg = TileConfig {
+        family: fam.name,
+        tile_m,
+        tile_n,
+        tile_k,
+        warps,
+        stages,
+        split_k,
+    };
+    if let Err(why) = check(&cfg, &shape, opts.target) {
+        cx.err(format!("illegal tile configuration: {why}"));
+    }
+}
