@@ -89,7 +89,11 @@ fn fuse_root(f: &mut Function, root: Inst, table: &[EpilogueSpec]) -> Option<Str
         if biases.len() > 1 || spec.uses_bias != (biases.len() == 1) {
             continue;
         }
-        if best.map_or(true, |(b, _, _)| spec.ops.len() > b.ops.len()) {
+        let longer = match best {
+            None => true,
+            Some((b, _, _)) => spec.ops.len() > b.ops.len(),
+        };
+        if longer {
             best = Some((spec, tail.len(), biases.first().copied()));
         }
     }
