@@ -1,0 +1,45 @@
+//! Dev tool: compiles the kernels named on the command line (or a default set) and writes
+//! `<name>.cubin` plus a `kernels.json` index into the output directory, for the device harness
+//! in scripts/device/kernel_dev.py. Usage: kernel_dev_dump OUT_DIR TARGET
+use sparseflow_codegen::{generate, Compiler, CompilerOptions, KernelFamily, KernelSpec};
+use sparseflow_core::{DType, EpilogueKind};
+use std::fmt::Write;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let out = std::path::PathBuf::from(args.get(1).map(String::as_str).unwrap_or(".carry/kernels"));
+    let target = args.get(2).cloned().unwrap_or_else(|| "sm_90a".into());
+    std::fs::create_dir_all(&out).unwrap();
+    let compiler = Compiler::with_options(CompilerOptions { use_cache: false, ..Default::default() }).unwrap();
+    let mut specs = Vec::new();
+    for dtype in [DType::F16, DType::BF16] {
+        for epi in EpilogueKind::all() {
+            specs.push(KernelSpec { family: KernelFamily::Sm80, dtype, epilogue: epi, tile_m: 64, tile_n: 128, tile_k: 64, warps: 4, stages: 3, split_k: 1, target: target.clone() });
+            specs.push(KernelSpec { family: KernelFamily::Decode, dtype, epilogue: epi, tile_m: 16, tile_n: 64, tile_k: 256, warps: 4, stages: 2, split_k: 4, target: target.clone() });
+        }
+        // every sm80 config and every decode config for `none`
+        for fam in [KernelFamily::Sm80, KernelFamily::Decode] {
+            for s in KernelSpec::enumerate(fam, dtype, EpilogueKind::None, &target) {
+                if !specs.contains(&s) {
+                    specs.push(s);
+                }
+            }
+        }
+    }
+    let mut index = String::from("[\n");
+    for (i, s) in specs.iter().enumerate() {
+        let g = generate(s).unwrap();
+        let c = compiler.compile(&g).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(out.join(format!("{}.cubin", g.name)), &c.cubin).unwrap();
+        let regs = c.log.lines().find(|l| l.contains("registers")).unwrap_or("").trim().to_string();
+        let _ = writeln!(
+            index,
+            "  {{\"name\": \"{}\", \"family\": \"{}\", \"dtype\": \"{}\", \"epilogue\": \"{}\", \"uses_bias\": {}, \"tile_m\": {}, \"tile_n\": {}, \"tile_k\": {}, \"warps\": {}, \"stages\": {}, \"split_k\": {}, \"threads\": {}, \"smem\": {}, \"regs\": \"{}\"}}{}",
+            g.name, s.family.name(), s.dtype, s.epilogue.name(), s.epilogue.uses_bias(), s.tile_m, s.tile_n, s.tile_k, s.warps, s.stages, s.split_k,
+            g.block_threads(), g.smem_bytes(), regs.replace('"', "'"), if i + 1 < specs.len() { "," } else { "" }
+        );
+    }
+    index.push_str("]\n");
+    std::fs::write(out.join("kernels.json"), index).unwrap();
+    println!("{} kernels -> {}", specs.len(), out.display());
+}

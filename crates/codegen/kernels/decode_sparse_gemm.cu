@@ -1,0 +1,203 @@
+// Family "decode": small M (token generation). Weight streaming on sparse tensor cores.
+//
+// The layer is bound by reading W once, so everything serves the weight stream:
+//  * W is the sparse A operand (out-features on the MMA's 16 rows), X the dense B operand
+//    (tokens on its n8 side; TILE_M = 8 or 16 tokens = 1 or 2 MMA columns).
+//  * W is pre-shuffled at upload into fragment order (kernels/README.md), so each lane streams
+//    its A registers straight from global memory with 16-byte ld.global.nc.L1::no_allocate
+//    loads, a warp reading 512 contiguous bytes per 16x32 block. No shared memory hop for W.
+//  * A CTA owns TILE_N out-features; its 4 warps interleave over the 64-wide K pairs of the
+//    CTA's K slice, and each warp keeps STAGES K pairs of loads (W + X) in flight in a register
+//    ring, so a CTA has STAGES * WARPS * TILE_N * 64 bytes of weight requests outstanding.
+//  * The warps' partial tiles are summed through shared memory; with SPLIT_K > 1 the CTAs of
+//    one output tile (grid.y) write fp32 partials to `workspace` and the last to arrive (a
+//    per-tile counter) sums them in a fixed order, applies the fused epilogue, writes Y and
+//    resets the counter, so the next launch needs no memset.
+//
+// Spliced by crates/codegen: SF_KERNEL_NAME, SF_DTYPE_*, TILE_M, TILE_N, TILE_K, WARPS, STAGES,
+// SPLIT_K, SF_USES_BIAS, SF_EPILOGUE(acc, bias).
+
+#define THREADS (WARPS * 32)
+#define RB (TILE_N / 16)   // 16-row MMA blocks per CTA (every warp covers all of them)
+#define NT (TILE_M / 8)    // 8-token MMA columns
+#define XL (TILE_M / 4)    // 16-byte X chunks per lane per K pair (TILE_M rows x 128 bytes / 32 lanes)
+#define TILE_ELEMS (TILE_M * TILE_N)
+
+static_assert(WARPS == 4, "decode uses 4 warps");
+static_assert(TILE_K == WARPS * 64, "TILE_K is one 64-wide K pair per warp");
+static_assert(TILE_M == 8 || TILE_M == 16, "decode covers 8 or 16 tokens per CTA");
+static_assert(128 % TILE_N == 0, "upload pads N to 128; TILE_N must divide it");
+static_assert(TILE_ELEMS % THREADS == 0, "reduction assigns whole elements per thread");
+
+struct Stage {
+    uint4 a[RB][2];  // A fragments of both K steps of the pair, per row block
+    u32 meta[RB];    // metadata register per row block (selector = K step)
+    uint4 xv[XL];    // this lane's share of the X tile (TILE_M tokens x 64 K)
+};
+
+__device__ __forceinline__ void load_stage(Stage& s, const sf_t* __restrict__ x, const u8* __restrict__ wvals,
+                                           const u8* __restrict__ wmeta, int rb0, int kp, int KS, int KP, int m0,
+                                           int M, int K, int lane) {
+#pragma unroll
+    for (int i = 0; i < RB; ++i) {
+        const u8* va = wvals + ((size_t)(rb0 + i) * KS + 2 * kp) * SF_VAL_BLOCK_BYTES + lane * 16;
+        s.a[i][0] = sf_ldg_stream128(va);
+        s.a[i][1] = sf_ldg_stream128(va + SF_VAL_BLOCK_BYTES);
+        s.meta[i] = sf_ldg_stream32(wmeta + ((size_t)(rb0 + i) * KP + kp) * SF_META_BLOCK_BYTES + lane * 4);
+    }
+    const bool k8 = (K & 7) == 0;
+#pragma unroll
+    for (int j = 0; j < XL; ++j) {
+        const int c = lane + 32 * j;
+        const int m = m0 + (c >> 3), kk = kp * 64 + (c & 7) * 8;
+        const sf_t* p = x + (size_t)m * K + kk;
+        uint4 v = make_uint4(0u, 0u, 0u, 0u);
+        if (k8) {
+            if (m < M && kk < K) v = sf_ldg128(p);
+        } else {
+            // K % 8 == 4: rows are only 8-byte aligned; load the chunk as two halves.
+            if (m < M && kk < K) {
+                const uint2 lo = sf_ldg64(p);
+                v.x = lo.x;
+                v.y = lo.y;
+            }
+            if (m < M && kk + 4 < K) {
+                const uint2 hi = sf_ldg64(p + 4);
+                v.z = hi.x;
+                v.w = hi.y;
+            }
+        }
+        s.xv[j] = v;
+    }
+}
+
+// 16-byte chunk `ch` (0..7) of token row `row` sits at chunk ch ^ (row & 7) (conflict-free ldmatrix).
+__device__ __forceinline__ u32 x_swz(int row, int ch) { return row * 128 + ((ch ^ (row & 7)) << 4); }
+
+__device__ __forceinline__ void compute_stage(const Stage& s, float (&acc)[RB][NT][4], u32 xs, int lane) {
+#pragma unroll
+    for (int j = 0; j < XL; ++j) {
+        const int c = lane + 32 * j;
+        sf_sts128(xs + x_swz(c >> 3, c & 7), s.xv[j]);
+    }
+    __syncwarp();
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) {
+        u32 b[NT][4];
+#pragma unroll
+        for (int j = 0; j < NT; ++j) sf_ldmatrix_x4(b[j], xs + x_swz(j * 8 + (lane & 7), ks * 4 + (lane >> 3)));
+#pragma unroll
+        for (int i = 0; i < RB; ++i) {
+            const u32 a[4] = {s.a[i][ks].x, s.a[i][ks].y, s.a[i][ks].z, s.a[i][ks].w};
+#pragma unroll
+            for (int j = 0; j < NT; ++j) {
+                if (ks == 0)
+                    sf_mma_sp<0>(acc[i][j], a, b[j], s.meta[i]);
+                else
+                    sf_mma_sp<1>(acc[i][j], a, b[j], s.meta[i]);
+            }
+        }
+    }
+    __syncwarp();  // the next stage overwrites this warp's X buffer
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS) SF_KERNEL_NAME(
+    const sf_t* __restrict__ x, const u8* __restrict__ wvals, const u8* __restrict__ wmeta,
+    const sf_t* __restrict__ bias, sf_t* __restrict__ y, float* workspace, unsigned int* counters, int M, int N,
+    int K) {
+    __shared__ __align__(128) u8 xbuf[WARPS][TILE_M * 128];
+    __shared__ float red[WARPS][TILE_ELEMS];  // [warp][token][feature]
+    __shared__ unsigned int last_flag;
+
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int n0 = blockIdx.x * TILE_N, m0 = blockIdx.z * TILE_M;
+    const int rb0 = n0 / 16;
+    const int KP = (K + 63) / 64, KS = 2 * KP;
+    const int per = (KP + SPLIT_K - 1) / SPLIT_K;
+    const int kp_begin = blockIdx.y * per;
+    const int kp_end = min(KP, kp_begin + per);
+    const u32 xs = sf_smem_addr(xbuf[warp]);
+
+    float acc[RB][NT][4];
+#pragma unroll
+    for (int i = 0; i < RB; ++i)
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
+
+    Stage ring[STAGES];
+#pragma unroll
+    for (int s = 0; s < STAGES; ++s) {
+        const int kp = kp_begin + warp + WARPS * s;
+        if (kp < kp_end) load_stage(ring[s], x, wvals, wmeta, rb0, kp, KS, KP, m0, M, K, lane);
+    }
+    for (int base = kp_begin + warp; base < kp_end; base += WARPS * STAGES) {
+#pragma unroll
+        for (int s = 0; s < STAGES; ++s) {
+            const int kp = base + WARPS * s;
+            if (kp < kp_end) compute_stage(ring[s], acc, xs, lane);
+            const int nk = kp + WARPS * STAGES;
+            if (nk < kp_end) load_stage(ring[s], x, wvals, wmeta, rb0, nk, KS, KP, m0, M, K, lane);
+        }
+    }
+
+    // Sum the 4 warps' partial tiles. c0,c1 = feature g, tokens 2t,2t+1; c2,c3 = feature g+8.
+    const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int i = 0; i < RB; ++i)
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+                const int nl = i * 16 + g + 8 * (r >> 1), ml = j * 8 + 2 * t + (r & 1);
+                red[warp][ml * TILE_N + nl] = acc[i][j][r];
+            }
+    __syncthreads();
+
+    constexpr int PER_THREAD = TILE_ELEMS / THREADS;
+    float v[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int e = threadIdx.x + q * THREADS;
+        v[q] = red[0][e] + red[1][e] + red[2][e] + red[3][e];
+    }
+
+    if (SPLIT_K > 1) {
+        const int tile = blockIdx.z * gridDim.x + blockIdx.x;
+        float* ws = workspace + (size_t)tile * SPLIT_K * TILE_ELEMS;
+#pragma unroll
+        for (int q = 0; q < PER_THREAD; ++q) __stcg(ws + (size_t)blockIdx.y * TILE_ELEMS + threadIdx.x + q * THREADS, v[q]);
+        __threadfence();  // partials visible device-wide before the arrival is counted
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            const unsigned int prev = atomicAdd(&counters[tile], 1u);
+            const bool last = prev == SPLIT_K - 1;
+            if (last) counters[tile] = 0u;  // ready for the next launch, no memset needed
+            last_flag = last ? 1u : 0u;
+        }
+        __syncthreads();
+        if (last_flag == 0u) return;
+        __threadfence();
+        // Fixed summation order over splits: results do not depend on arrival order.
+#pragma unroll
+        for (int q = 0; q < PER_THREAD; ++q) {
+            const int e = threadIdx.x + q * THREADS;
+            float sum = 0.0f;
+            for (int s = 0; s < SPLIT_K; ++s) sum += __ldcg(ws + (size_t)s * TILE_ELEMS + e);
+            v[q] = sum;
+        }
+    }
+
+    // Row-major Y: consecutive threads write consecutive features of one token.
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int e = threadIdx.x + q * THREADS;
+        const int m = m0 + e / TILE_N, n = n0 + e % TILE_N;
+        if (m < M && n < N) {
+            const float bv = sf_load_bias(bias, n);
+            const float a = v[q];
+            y[(size_t)m * N + n] = sf_from_float(SF_EPILOGUE(a, bv));
+        }
+    }
+}

@@ -1,0 +1,20 @@
+// Epilogue device functions. The expression spliced as SF_EPILOGUE(acc, bias) comes from
+// sparseflow_core's EPILOGUES table (EpilogueSpec::cuda_expr); it may call only these.
+// All math in fp32; the result is rounded once to the output dtype by the caller.
+#pragma once
+
+__device__ __forceinline__ float sf_relu(float x) { return x > 0.0f ? x : 0.0f; }
+
+// x * sigmoid(x); __expf keeps it cheap, exact enough for fp16/bf16 outputs.
+__device__ __forceinline__ float sf_silu(float x) { return x / (1.0f + __expf(-x)); }
+
+// Exact (erf) GELU, as torch.nn.functional.gelu(approximate="none").
+__device__ __forceinline__ float sf_gelu(float x) {
+    return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+}
+
+// tanh-approximated GELU, as torch.nn.functional.gelu(approximate="tanh").
+__device__ __forceinline__ float sf_gelu_tanh(float x) {
+    const float c = 0.79788456080286536f;  // sqrt(2/pi)
+    return 0.5f * x * (1.0f + tanhf(c * (x + 0.044715f * x * x * x)));
+}

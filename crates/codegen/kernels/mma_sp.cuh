@@ -1,0 +1,131 @@
+// Shared device helpers of every SparseFlow kernel family: element type, the sparse MMA,
+// ldmatrix, cp.async and streaming loads. Inline PTX only, so NVRTC needs no CUDA headers.
+//
+// Spliced before this file by the code generator: SF_DTYPE_F16 or SF_DTYPE_BF16.
+#pragma once
+
+// NVRTC ships no cuda_fp16.h / cuda_bf16.h, so the element type is a 16-bit storage struct
+// with PTX conversions (the kernel ABI only sees pointers: __half / __nv_bfloat16 are the same bits).
+struct __align__(2) sf_t {
+    unsigned short bits;
+};
+
+#if defined(SF_DTYPE_F16)
+#define SF_MMA_TYPE "f16"
+__device__ __forceinline__ float sf_to_float(sf_t v) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
+    return f;
+}
+__device__ __forceinline__ sf_t sf_from_float(float f) {
+    sf_t v;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(v.bits) : "f"(f));
+    return v;
+}
+#elif defined(SF_DTYPE_BF16)
+#define SF_MMA_TYPE "bf16"
+__device__ __forceinline__ float sf_to_float(sf_t v) { return __int_as_float(((int)v.bits) << 16); }
+__device__ __forceinline__ sf_t sf_from_float(float f) {
+    sf_t v;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(v.bits) : "f"(f));
+    return v;
+}
+#else
+#error "define SF_DTYPE_F16 or SF_DTYPE_BF16"
+#endif
+
+typedef unsigned int u32;
+typedef unsigned char u8;
+
+// sm_90 ptxas asks for ::ordered_metadata; SparseFlow's metadata codes are always one of the
+// six increasing pairs, valid for both forms (SPARSE_MMA_NOTES.md).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define SF_MMA_SP "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32."
+#else
+#define SF_MMA_SP "mma.sp.sync.aligned.m16n8k32.row.col.f32."
+#endif
+
+// D += A(16x32, 2:4, compressed 16x16) * B(32x8). `sel` chooses which thread pair of each
+// quad supplies the metadata register (0: t=0,1; 1: t=2,3).
+template <int SEL>
+__device__ __forceinline__ void sf_mma_sp(float (&d)[4], const u32 (&a)[4], const u32 (&b)[4], u32 meta) {
+    asm volatile(SF_MMA_SP SF_MMA_TYPE "." SF_MMA_TYPE ".f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9,%10,%11}, {%0,%1,%2,%3}, %12, %13;\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]),
+                   "r"(meta), "n"(SEL));
+}
+
+__device__ __forceinline__ u32 sf_smem_addr(const void* p) {
+    return static_cast<u32>(__cvta_generic_to_shared(p));
+}
+
+// Four 8x8 b16 matrices; lane i gives the row address of row (i & 7) of matrix (i >> 3).
+__device__ __forceinline__ void sf_ldmatrix_x4(u32 (&r)[4], u32 addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+__device__ __forceinline__ uint4 sf_lds128(u32 addr) {
+    uint4 v;
+    asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
+    return v;
+}
+
+__device__ __forceinline__ u32 sf_lds32(u32 addr) {
+    u32 v;
+    asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(addr));
+    return v;
+}
+
+__device__ __forceinline__ void sf_sts128(u32 addr, uint4 v) {
+    asm volatile("st.shared.v4.u32 [%0], {%1,%2,%3,%4};\n" ::"r"(addr), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w));
+}
+
+// cp.async with zero fill: src_bytes = 0 writes zeros and reads nothing.
+__device__ __forceinline__ void sf_cp_async16(u32 dst, const void* src, bool pred) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(pred ? 16 : 0));
+}
+__device__ __forceinline__ void sf_cp_async8(u32 dst, const void* src, bool pred) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(dst), "l"(src), "r"(pred ? 8 : 0));
+}
+__device__ __forceinline__ void sf_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void sf_cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+// Weight streaming: read once per launch, so keep it out of L1 (ptxas on CUDA 13 rejects
+// .L2::evict_first on 128-bit loads; L1::no_allocate is the accepted form).
+__device__ __forceinline__ uint4 sf_ldg_stream128(const void* p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+__device__ __forceinline__ u32 sf_ldg_stream32(const void* p) {
+    u32 v;
+    asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];\n" : "=r"(v) : "l"(p));
+    return v;
+}
+
+// Activations are re-read by every CTA: keep them cached (read-only path).
+__device__ __forceinline__ uint4 sf_ldg128(const void* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
+__device__ __forceinline__ uint2 sf_ldg64(const void* p) { return __ldg(reinterpret_cast<const uint2*>(p)); }
+
+__device__ __forceinline__ float sf_load_bias(const sf_t* bias, int n) {
+#if SF_USES_BIAS
+    return sf_to_float(bias[n]);
+#else
+    (void)bias;
+    (void)n;
+    return 0.0f;
+#endif
+}
+
+// Upload layout (crates/codegen/src/layout.rs, kernels/README.md): per 16-row block `rb` and
+// 32-wide K step `ks`, 512 bytes of values in lane order (16 bytes = the lane's four A
+// registers); per 16-row block and 64-wide K pair `kp`, 128 bytes of metadata (one u32 per
+// lane; selector s = t >> 1 picks the K step 2kp + s).
+#define SF_VAL_BLOCK_BYTES 512
+#define SF_META_BLOCK_BYTES 128

@@ -1,0 +1,200 @@
+//! What a kernel is: family, dtype, epilogue, tile configuration and target. The supported
+//! configuration space of each family is written down here once (`SM80_*`, `DECODE_*`) and must
+//! match `crates/ir/src/kernel_space.rs`, which select-tiles draws from.
+
+use crate::error::CodegenError;
+use sparseflow_core::{DType, EpilogueKind};
+
+/// A kernel family: one template file each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KernelFamily {
+    /// `mma.sp` + `ldmatrix` + `cp.async` ring; any M (sm_80 and newer).
+    Sm80,
+    /// Weight streaming for M ≤ 16 with split-K and a fused last-CTA reduction.
+    Decode,
+}
+
+impl KernelFamily {
+    /// The IR / selector spelling (`"sm80"`, `"decode"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelFamily::Sm80 => "sm80",
+            KernelFamily::Decode => "decode",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Result<Self, CodegenError> {
+        match name {
+            "sm80" => Ok(KernelFamily::Sm80),
+            "decode" => Ok(KernelFamily::Decode),
+            other => Err(CodegenError::Unsupported(format!(
+                "unknown kernel family {other:?} (known: sm80, decode)"
+            ))),
+        }
+    }
+}
+
+/// sm80 family: tokens per CTA.
+pub const SM80_TILE_M: &[u32] = &[32, 64, 128];
+/// sm80 family: out-features per CTA.
+pub const SM80_TILE_N: &[u32] = &[64, 128];
+pub const SM80_TILE_K: &[u32] = &[64];
+pub const SM80_WARPS: &[u32] = &[4, 8];
+pub const SM80_STAGES: &[u32] = &[2, 3, 4];
+pub const SM80_SPLIT_K: &[u32] = &[1];
+
+/// decode family: tokens per CTA (grid.z covers more tokens, but the family is meant for M ≤ 16).
+pub const DECODE_TILE_M: &[u32] = &[8, 16];
+/// decode family: out-features per CTA (every warp covers all of them).
+pub const DECODE_TILE_N: &[u32] = &[32, 64];
+/// decode family: K consumed by the CTA per step (= 4 warps × one 64-wide K pair).
+pub const DECODE_TILE_K: &[u32] = &[256];
+pub const DECODE_WARPS: &[u32] = &[4];
+/// decode family: K pairs each warp keeps in flight in its register ring.
+pub const DECODE_STAGES: &[u32] = &[2, 3];
+pub const DECODE_SPLIT_K: &[u32] = &[1, 2, 4, 8, 16, 32];
+
+/// Targets the code generator accepts (sm_80 or newer); CI compiles these.
+pub const TARGETS: &[&str] = &["sm_80", "sm_86", "sm_89", "sm_90a"];
+
+/// Everything that determines one generated kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KernelSpec {
+    pub family: KernelFamily,
+    pub dtype: DType,
+    pub epilogue: EpilogueKind,
+    pub tile_m: u32,
+    pub tile_n: u32,
+    pub tile_k: u32,
+    pub warps: u32,
+    pub stages: u32,
+    pub split_k: u32,
+    /// `"sm_80"` … `"sm_90a"`.
+    pub target: String,
+}
+
+/// The space of one family: (tile_m, tile_n, tile_k, warps, stages, split_k) lists.
+pub struct FamilySpace {
+    pub tile_m: &'static [u32],
+    pub tile_n: &'static [u32],
+    pub tile_k: &'static [u32],
+    pub warps: &'static [u32],
+    pub stages: &'static [u32],
+    pub split_k: &'static [u32],
+}
+
+impl KernelFamily {
+    pub fn space(self) -> FamilySpace {
+        match self {
+            KernelFamily::Sm80 => FamilySpace {
+                tile_m: SM80_TILE_M,
+                tile_n: SM80_TILE_N,
+                tile_k: SM80_TILE_K,
+                warps: SM80_WARPS,
+                stages: SM80_STAGES,
+                split_k: SM80_SPLIT_K,
+            },
+            KernelFamily::Decode => FamilySpace {
+                tile_m: DECODE_TILE_M,
+                tile_n: DECODE_TILE_N,
+                tile_k: DECODE_TILE_K,
+                warps: DECODE_WARPS,
+                stages: DECODE_STAGES,
+                split_k: DECODE_SPLIT_K,
+            },
+        }
+    }
+}
+
+/// `"sm_90a"` → (90, true). Anything older than sm_80 has no sparse tensor cores.
+pub fn parse_target(target: &str) -> Result<(u32, bool), CodegenError> {
+    let bad = || {
+        CodegenError::Unsupported(format!(
+            "target {target:?}: expected sm_XX with XX >= 80 (e.g. sm_80, sm_86, sm_89, sm_90a); \
+             2:4 sparse tensor cores need sm_80 or newer"
+        ))
+    };
+    let rest = target.strip_prefix("sm_").ok_or_else(bad)?;
+    let (digits, arch_specific) = match rest.strip_suffix('a') {
+        Some(d) => (d, true),
+        None => (rest, false),
+    };
+    let cc: u32 = digits.parse().map_err(|_| bad())?;
+    if cc < 80 {
+        return Err(bad());
+    }
+    Ok((cc, arch_specific))
+}
+
+impl KernelSpec {
+    /// Checks the spec against its family's space and the target.
+    pub fn validate(&self) -> Result<(), CodegenError> {
+        parse_target(&self.target)?;
+        if !matches!(self.dtype, DType::F16 | DType::BF16) {
+            return Err(CodegenError::Unsupported(format!(
+                "dtype {} (sparse kernels take f16 or bf16)",
+                self.dtype
+            )));
+        }
+        let space = self.family.space();
+        let check = |what: &str, v: u32, allowed: &[u32]| {
+            if allowed.contains(&v) {
+                Ok(())
+            } else {
+                Err(CodegenError::Unsupported(format!(
+                    "{} family: {what} = {v} not in {allowed:?}",
+                    self.family.name()
+                )))
+            }
+        };
+        check("tile_m", self.tile_m, space.tile_m)?;
+        check("tile_n", self.tile_n, space.tile_n)?;
+        check("tile_k", self.tile_k, space.tile_k)?;
+        check("warps", self.warps, space.warps)?;
+        check("stages", self.stages, space.stages)?;
+        check("split_k", self.split_k, space.split_k)?;
+        if self.family == KernelFamily::Sm80 && self.tile_m / (self.warps / 2) < 8 {
+            return Err(CodegenError::Unsupported(format!(
+                "sm80 family: tile_m {} over {} token-warps leaves fewer than 8 tokens per warp",
+                self.tile_m,
+                self.warps / 2
+            )));
+        }
+        Ok(())
+    }
+
+    /// Every (tile_m, tile_n, tile_k, warps, stages, split_k) of a family's space, for one
+    /// dtype / epilogue / target.
+    pub fn enumerate(family: KernelFamily, dtype: DType, epilogue: EpilogueKind, target: &str) -> Vec<KernelSpec> {
+        let s = family.space();
+        let mut out = Vec::new();
+        for &tile_m in s.tile_m {
+            for &tile_n in s.tile_n {
+                for &tile_k in s.tile_k {
+                    for &warps in s.warps {
+                        for &stages in s.stages {
+                            for &split_k in s.split_k {
+                                let spec = KernelSpec {
+                                    family,
+                                    dtype,
+                                    epilogue,
+                                    tile_m,
+                                    tile_n,
+                                    tile_k,
+                                    warps,
+                                    stages,
+                                    split_k,
+                                    target: target.to_string(),
+                                };
+                                if spec.validate().is_ok() {
+                                    out.push(spec);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
