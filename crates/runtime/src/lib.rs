@@ -1,1 +1,35 @@
-//! sparseflow-runtime (placeholder: being built)
+//! # sparseflow-runtime
+//!
+//! Runs SparseFlow's 2:4 sparse layers: on a CUDA GPU (sm_80 or newer) through the compiler
+//! (`sparseflow_ir::plan_layer`) and the code generator (`sparseflow_codegen`), or on the CPU
+//! backend with the exact reference semantics of `sparseflow_core`. The same binary runs on
+//! machines with and without CUDA (cudarc with dynamic loading).
+//!
+//! * [`Context`] / [`Device`] / [`DeviceInfo`]: which device, its default stream, kernel and
+//!   split-K workspace caches. GPU contexts use the device's primary context (as PyTorch does),
+//!   so external streams and pointers work.
+//! * [`SparseGemm`]: `Y = epilogue(X · Wᵀ [+ b])` for one layer: `forward_host`,
+//!   `forward_raw` (C ABI / Python: device pointers + a `CUstream`), `forward_device` (cudarc).
+//! * [`DeviceBuffer`]: a typed device array for Rust users who bring no CUDA memory.
+//! * [`RuntimeError`]: every failure, with what to do about it.
+//!
+//! Per forward: M is bucketed (1, 2, 4, 8, 16, then powers of two), the bucket is planned
+//! once, its kernel generated/compiled (codegen's disk cache) and loaded once per context,
+//! and launched with the real M. Raw pointers and `unsafe` live in `launch.rs` only.
+
+mod buffer;
+mod context;
+mod error;
+mod gemm;
+mod gpu_layer;
+mod kernels;
+mod launch;
+mod workspace;
+
+pub use buffer::DeviceBuffer;
+pub use context::{target_for, Context, Device, DeviceInfo};
+pub use error::{Result, RuntimeError};
+pub use gemm::{bucket, FamilyUpload, KernelInfo, SparseGemm, UploadReport};
+
+/// Re-exported so users of `forward_device` / `cuda_context` name the same cudarc.
+pub use cudarc;

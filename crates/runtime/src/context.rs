@@ -1,0 +1,245 @@
+//! `Context`: which device serves the API (CPU backend or one CUDA GPU), its default stream,
+//! and the caches shared by every layer on it (loaded kernels, split-K workspaces).
+//!
+//! A GPU context uses the device's *primary* context (the one PyTorch and the CUDA runtime
+//! use), so pointers and streams created by other libraries in the process work here.
+
+use std::sync::Arc;
+
+use cudarc::driver::{sys, CudaContext, CudaStream};
+
+use crate::error::{Result, RuntimeError};
+use crate::kernels::KernelCache;
+use crate::launch;
+use crate::workspace::WorkspacePool;
+
+/// Where a [`Context`] computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Device {
+    /// The CPU backend: rayon, the exact reference semantics of `sparseflow_core`.
+    Cpu,
+    /// CUDA device with this ordinal (as `cuda:i` in PyTorch; honours `CUDA_VISIBLE_DEVICES`).
+    Cuda(usize),
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+/// What the device is. For the CPU backend: name "cpu", target "cpu", zeros elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub device: Device,
+    pub name: String,
+    /// (major, minor), e.g. (9, 0) for H100.
+    pub compute_capability: (u32, u32),
+    /// The code generator's target for this device: `sm_80`, `sm_86`, `sm_89`, `sm_90a`, ...
+    pub target: String,
+    pub sm_count: u32,
+    /// Driver API version as "major.minor" (e.g. "13.0"); empty on the CPU backend.
+    pub driver_version: String,
+    pub total_memory_bytes: usize,
+    /// Largest dynamic shared memory a block may opt into.
+    pub max_smem_per_block: u32,
+    pub l2_bytes: u32,
+}
+
+/// Maps a compute capability to the code generator's target name. Hopper gets the
+/// arch-specific `sm_90a` (its cubins run only on 9.0; `wgmma.sp` needs it).
+pub fn target_for(major: u32, minor: u32) -> String {
+    match (major, minor) {
+        (8, 0) => "sm_80".into(),
+        // sm_87 (Orin) runs sm_86-class code only from PTX; the sm_86 cubin is the closest.
+        (8, 6) | (8, 7) => "sm_86".into(),
+        (8, 9) => "sm_89".into(),
+        (9, 0) => "sm_90a".into(),
+        (ma, mi) => format!("sm_{ma}{mi}"),
+    }
+}
+
+pub(crate) struct GpuState {
+    pub(crate) ctx: Arc<CudaContext>,
+    pub(crate) stream: Arc<CudaStream>,
+    pub(crate) info: DeviceInfo,
+    pub(crate) kernels: KernelCache,
+    pub(crate) workspaces: WorkspacePool,
+    /// Private non-blocking stream for uploads and zeroing scratch.
+    pub(crate) aux: launch::OwnedStream,
+}
+
+enum Backend {
+    Cpu,
+    Gpu(GpuState),
+}
+
+struct Inner {
+    backend: Backend,
+    info: DeviceInfo,
+    fallback_reason: Option<String>,
+}
+
+/// A device plus its caches. Cheap to clone (`Arc`), `Send + Sync`: share one per device.
+#[derive(Clone)]
+pub struct Context {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("device", &self.inner.info.device)
+            .field("name", &self.inner.info.name)
+            .field("target", &self.inner.info.target)
+            .field("fallback_reason", &self.inner.fallback_reason)
+            .finish()
+    }
+}
+
+fn cpu_info() -> DeviceInfo {
+    DeviceInfo {
+        device: Device::Cpu,
+        name: "cpu".into(),
+        compute_capability: (0, 0),
+        target: "cpu".into(),
+        sm_count: 0,
+        driver_version: String::new(),
+        total_memory_bytes: 0,
+        max_smem_per_block: 0,
+        l2_bytes: 0,
+    }
+}
+
+impl Context {
+    /// A context on `device`. For `Device::Cuda(i)`: errors when no driver is installed, the
+    /// device does not exist, or it is older than sm_80.
+    pub fn new(device: Device) -> Result<Context> {
+        match device {
+            Device::Cpu => Ok(Context::cpu()),
+            Device::Cuda(index) => Ok(Context::wrap(Backend::Gpu(open_gpu(index)?), None)),
+        }
+    }
+
+    /// The CPU backend.
+    pub fn cpu() -> Context {
+        Context::wrap(Backend::Cpu, None)
+    }
+
+    /// The first GPU if it is usable, else the CPU backend; [`Context::fallback_reason`] says why.
+    pub fn auto() -> Context {
+        match open_gpu(0) {
+            Ok(gpu) => Context::wrap(Backend::Gpu(gpu), None),
+            Err(e) => Context::wrap(Backend::Cpu, Some(e.to_string())),
+        }
+    }
+
+    fn wrap(backend: Backend, fallback_reason: Option<String>) -> Context {
+        let info = match &backend {
+            Backend::Cpu => cpu_info(),
+            Backend::Gpu(g) => g.info.clone(),
+        };
+        Context { inner: Arc::new(Inner { backend, info, fallback_reason }) }
+    }
+
+    /// Why [`Context::auto`] fell back to the CPU (None when it did not).
+    pub fn fallback_reason(&self) -> Option<String> {
+        self.inner.fallback_reason.clone()
+    }
+
+    pub fn device(&self) -> Device {
+        self.inner.info.device
+    }
+
+    pub fn is_gpu(&self) -> bool {
+        matches!(self.inner.backend, Backend::Gpu(_))
+    }
+
+    pub fn info(&self) -> &DeviceInfo {
+        &self.inner.info
+    }
+
+    /// The cudarc context (the device's primary context) for crates that need raw CUDA.
+    pub fn cuda_context(&self) -> Option<Arc<CudaContext>> {
+        self.gpu().map(|g| g.ctx.clone())
+    }
+
+    /// The context's default stream (the legacy NULL stream, as PyTorch's default stream).
+    pub fn default_stream(&self) -> Option<Arc<CudaStream>> {
+        self.gpu().map(|g| g.stream.clone())
+    }
+
+    /// Waits for all work on the device (no-op on the CPU backend).
+    pub fn synchronize(&self) -> Result<()> {
+        match self.gpu() {
+            Some(g) => g.ctx.synchronize().map_err(|e| RuntimeError::cuda("cuCtxSynchronize", e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Number of kernels loaded into this context so far (compiled or read from the disk cache).
+    pub fn loaded_kernel_count(&self) -> usize {
+        self.gpu().map_or(0, |g| g.kernels.len())
+    }
+
+    /// Device bytes held by split-K workspaces and counters (all streams, all layers).
+    pub fn workspace_bytes(&self) -> usize {
+        self.gpu().map_or(0, |g| g.workspaces.bytes())
+    }
+
+    pub(crate) fn gpu(&self) -> Option<&GpuState> {
+        match &self.inner.backend {
+            Backend::Gpu(g) => Some(g),
+            Backend::Cpu => None,
+        }
+    }
+}
+
+fn open_gpu(index: usize) -> Result<GpuState> {
+    launch::ensure_driver()?;
+    let count = CudaContext::device_count().map_err(|e| RuntimeError::cuda("cuDeviceGetCount", e))?;
+    let count = usize::try_from(count).unwrap_or(0);
+    if count == 0 {
+        return Err(RuntimeError::NoDriver("the driver reports no CUDA device".into()));
+    }
+    if index >= count {
+        return Err(RuntimeError::NoSuchDevice { index, count });
+    }
+    let ctx = CudaContext::new(index).map_err(|e| RuntimeError::cuda("cuDevicePrimaryCtxRetain", e))?;
+    let attr = |a: sys::CUdevice_attribute| -> Result<u32> {
+        ctx.attribute(a)
+            .map(|v| v.max(0) as u32)
+            .map_err(|e| RuntimeError::cuda("cuDeviceGetAttribute", e))
+    };
+    use sys::CUdevice_attribute::*;
+    let major = attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
+    let minor = attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
+    let name = ctx.name().map_err(|e| RuntimeError::cuda("cuDeviceGetName", e))?;
+    if major < 8 {
+        return Err(RuntimeError::ArchTooOld { major, minor, name });
+    }
+    let info = DeviceInfo {
+        device: Device::Cuda(index),
+        name,
+        compute_capability: (major, minor),
+        target: target_for(major, minor),
+        sm_count: attr(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
+        driver_version: launch::driver_version()?,
+        total_memory_bytes: ctx.total_mem().map_err(|e| RuntimeError::cuda("cuDeviceTotalMem", e))?,
+        max_smem_per_block: attr(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?,
+        l2_bytes: attr(CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)?,
+    };
+    let stream = ctx.default_stream();
+    let aux = launch::OwnedStream::new(&ctx)?;
+    Ok(GpuState {
+        aux,
+        kernels: KernelCache::default(),
+        workspaces: WorkspacePool::new(ctx.clone()),
+        ctx,
+        stream,
+        info,
+    })
+}

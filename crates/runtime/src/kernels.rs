@@ -1,0 +1,118 @@
+//! In-memory kernel cache of a context: spec (family, tiles, epilogue, dtype, target) → loaded
+//! `CUfunction`. Each kernel is generated, compiled (through codegen's disk cache) and loaded
+//! once, even when several threads ask for it at the same moment.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use cudarc::driver::{CudaContext, CudaFunction};
+use cudarc::nvrtc::Ptx;
+use sparseflow_codegen::{generate, Compiler, GeneratedKernel, KernelSpec};
+
+use crate::error::{Result, RuntimeError};
+use crate::launch;
+
+/// A map whose values are built at most once per key; builders for different keys run in
+/// parallel, callers of the same key wait for the first builder. Failed builds are not cached.
+pub(crate) struct OnceMap<K, V> {
+    slots: Mutex<HashMap<K, Arc<Mutex<Option<Arc<V>>>>>>,
+}
+
+impl<K, V> Default for OnceMap<K, V> {
+    fn default() -> Self {
+        OnceMap { slots: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl<K: Eq + Hash + Clone, V> OnceMap<K, V> {
+    pub(crate) fn get_or_try_init(&self, key: &K, init: impl FnOnce() -> Result<V>) -> Result<Arc<V>> {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.entry(key.clone()).or_default().clone()
+        };
+        let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = guard.as_ref() {
+            return Ok(v.clone());
+        }
+        let v = Arc::new(init()?);
+        *guard = Some(v.clone());
+        Ok(v)
+    }
+
+    /// Number of built values.
+    pub(crate) fn len(&self) -> usize {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots
+            .values()
+            .filter(|s| s.try_lock().map(|g| g.is_some()).unwrap_or(false))
+            .count()
+    }
+}
+
+/// A kernel ready to launch.
+pub(crate) struct LoadedKernel {
+    pub(crate) func: CudaFunction,
+    pub(crate) generated: GeneratedKernel,
+    pub(crate) from_disk_cache: bool,
+    pub(crate) compile_ms: f64,
+    pub(crate) load_ms: f64,
+}
+
+#[derive(Default)]
+pub(crate) struct KernelCache {
+    kernels: OnceMap<KernelSpec, LoadedKernel>,
+    compiler: Mutex<Option<Arc<Compiler>>>,
+}
+
+impl KernelCache {
+    fn compiler(&self) -> Result<Arc<Compiler>> {
+        let mut c = self.compiler.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = c.as_ref() {
+            return Ok(c.clone());
+        }
+        let compiler = Arc::new(Compiler::new()?);
+        *c = Some(compiler.clone());
+        Ok(compiler)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.kernels.len()
+    }
+
+    /// The loaded kernel for `spec`, building it on first use.
+    pub(crate) fn get(&self, ctx: &Arc<CudaContext>, spec: &KernelSpec, max_smem: u32) -> Result<Arc<LoadedKernel>> {
+        self.kernels.get_or_try_init(spec, || {
+            let generated = generate(spec)?;
+            let smem = generated.smem_bytes();
+            if smem > max_smem {
+                return Err(RuntimeError::Shape(format!(
+                    "kernel {} needs {smem} bytes of shared memory but the device allows {max_smem} per block; \
+                     the tile selector chose a configuration this GPU cannot run (report this)",
+                    generated.name
+                )));
+            }
+            let compiled = self.compiler()?.compile(&generated)?;
+            let t = Instant::now();
+            let func = launch::with_relaxed_capture(|| -> Result<CudaFunction> {
+                let module = ctx
+                    .load_module(Ptx::from_binary(compiled.cubin.clone()))
+                    .map_err(|e| RuntimeError::cuda("cuModuleLoadData", e))?;
+                module
+                    .load_function(&generated.name)
+                    .map_err(|e| RuntimeError::cuda("cuModuleGetFunction", e))
+            })?;
+            if smem > 48 * 1024 {
+                launch::set_max_dynamic_smem(&func, smem)?;
+            }
+            Ok(LoadedKernel {
+                func,
+                generated,
+                from_disk_cache: compiled.from_cache,
+                compile_ms: compiled.compile_ms,
+                load_ms: t.elapsed().as_secs_f64() * 1e3,
+            })
+        })
+    }
+}
