@@ -1,1 +1,50 @@
-//! sparseflow-capi (placeholder: being built)
+//! # libsparseflow — SparseFlow's stable C ABI
+//!
+//! Builds `libsparseflow.so` / `libsparseflow.a`; `include/sparseflow.h` is generated from this
+//! crate by cbindgen (`cargo run -p sparseflow-capi --example gen_header`) and checked in.
+//! docs/C_API.md is the user's manual; this crate's layout:
+//!
+//! * [`types`]: the C-visible enums and opaque handle types (all ABI).
+//! * `boundary`: `ffi_boundary!`, the wrapper every exported body goes through (panics →
+//!   `SPARSEFLOW_STATUS_INTERNAL`, errors → status + thread-local message).
+//! * `handles`: handle tokens and the registry of live objects (NULL / foreign / destroyed
+//!   handles are `SPARSEFLOW_STATUS_INVALID_HANDLE`, never UB).
+//! * `error`, `host`: statuses and messages; checks on sizes and pointers from C.
+//! * `engine`: the only module that talks to `sparseflow_runtime`.
+//! * the exported functions, one file per topic: `info`, `context`, `kernel`, `format`.
+//!
+//! Compatibility rules (docs/C_API.md, "Versioning"): `abi/v1.0.txt` records every function
+//! signature and enum value; `tests/abi.rs` fails on any difference unless the version is
+//! bumped and the list re-recorded.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod boundary;
+mod context;
+mod engine;
+mod error;
+mod format;
+mod handles;
+mod host;
+mod info;
+mod kernel;
+mod rt_stub;
+pub mod types;
+
+pub use context::{sparseflow_context_create, sparseflow_context_destroy};
+pub use format::{sparseflow_compress_2to4, sparseflow_compressed_sizes, sparseflow_validate_2to4};
+pub use info::{
+    sparseflow_abi_version, sparseflow_last_error, sparseflow_status_string,
+    SPARSEFLOW_ABI_VERSION_MAJOR, SPARSEFLOW_ABI_VERSION_MINOR,
+};
+pub use kernel::{
+    sparseflow_kernel_create, sparseflow_kernel_create_from_dense, sparseflow_kernel_destroy,
+    sparseflow_kernel_run,
+};
+pub use types::*;
+
+/// Number of live context and kernel handles in this process (for leak checks in tests).
+#[doc(hidden)]
+pub fn live_handle_count() -> usize {
+    handles::live_count()
+}
