@@ -108,7 +108,7 @@ fn tile_attributes_are_checked_against_space_and_target() {
     };
     let ok = ", family = \"sm80\", tile_m = 128, tile_n = 128, tile_k = 64, warps = 8, stages = 4, split_k = 1";
     assert!(verify_errs(&fused(ok), Some("sm_90a")).is_empty());
-    // 4 stages of 128x128x64 need 104 KiB: fine on H100, too much on sm_86.
+    // 4 stages of 128x128x64 need 100 KiB: fine on H100, too much on sm_86.
     let errs = verify_errs(&fused(ok), Some("sm_86"));
     assert!(
         errs.iter()
