@@ -28,7 +28,6 @@ mod handles;
 mod host;
 mod info;
 mod kernel;
-mod rt_stub;
 pub mod types;
 
 pub use context::{sparseflow_context_create, sparseflow_context_destroy};
