@@ -26,12 +26,22 @@ fn ir_golden_files() {
         .filter(|p| p.extension().is_some_and(|x| x == "mlir"))
         .collect();
     files.sort();
-    assert!(files.len() >= MIN_CASES, "only {} golden files in {}", files.len(), dir.display());
+    assert!(
+        files.len() >= MIN_CASES,
+        "only {} golden files in {}",
+        files.len(),
+        dir.display()
+    );
     let failures: Vec<String> = files
         .iter()
         .filter_map(|f| run_file(f).err().map(|e| format!("{}: {e}", f.display())))
         .collect();
-    assert!(failures.is_empty(), "{} golden test(s) failed:\n\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} golden test(s) failed:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 struct Outcome {
@@ -53,9 +63,11 @@ fn run_file(path: &Path) -> Result<(), String> {
             if !out.ok {
                 return Err(format!("`{run}` failed:\n{}", out.stderr));
             }
-            file_check(&text, &out.stdout).map_err(|e| format!("`{run}`: {e}\n--- output ---\n{}", out.stdout))?;
+            file_check(&text, &out.stdout)
+                .map_err(|e| format!("`{run}`: {e}\n--- output ---\n{}", out.stdout))?;
         } else {
-            check_errors(&expected, &out).map_err(|e| format!("`{run}`: {e}\n--- stderr ---\n{}", out.stderr))?;
+            check_errors(&expected, &out)
+                .map_err(|e| format!("`{run}`: {e}\n--- stderr ---\n{}", out.stderr))?;
         }
     }
     Ok(())
@@ -70,13 +82,21 @@ fn directive<'a>(line: &'a str, name: &str) -> Option<&'a str> {
 fn run_pipeline(run: &str, path: &Path) -> Result<Outcome, String> {
     let bin = env!("CARGO_BIN_EXE_sparseflow");
     let mut input: Option<String> = None;
-    let mut last = Outcome { ok: true, stdout: String::new(), stderr: String::new() };
+    let mut last = Outcome {
+        ok: true,
+        stdout: String::new(),
+        stderr: String::new(),
+    };
     for stage in run.split('|') {
         let mut words = stage.split_whitespace();
         if words.next() != Some("sparseflow") {
-            return Err(format!("RUN stages must start with `sparseflow`: `{stage}`"));
+            return Err(format!(
+                "RUN stages must start with `sparseflow`: `{stage}`"
+            ));
         }
-        let args: Vec<String> = words.map(|w| w.replace("%s", &path.to_string_lossy())).collect();
+        let args: Vec<String> = words
+            .map(|w| w.replace("%s", &path.to_string_lossy()))
+            .collect();
         let mut child = Command::new(bin)
             .args(&args)
             .stdin(Stdio::piped())
@@ -153,10 +173,17 @@ fn file_check(text: &str, output: &str) -> Result<(), String> {
                 last = Some(i);
             }
             Check::Next(p) => {
-                let i = last.map(|l| l + 1).ok_or("CHECK-NEXT with no previous match")?;
+                let i = last
+                    .map(|l| l + 1)
+                    .ok_or("CHECK-NEXT with no previous match")?;
                 match lines.get(i) {
                     Some(l) if l.contains(p.as_str()) => {}
-                    other => return Err(format!("CHECK-NEXT: `{p}` expected on the next line, found `{}`", other.map_or("<end>", |s| s))),
+                    other => {
+                        return Err(format!(
+                            "CHECK-NEXT: `{p}` expected on the next line, found `{}`",
+                            other.map_or("<end>", |s| s)
+                        ))
+                    }
                 }
                 check_nots(&mut nots, &lines[pos.min(i)..i])?;
                 pos = i + 1;
@@ -171,11 +198,16 @@ fn file_check(text: &str, output: &str) -> Result<(), String> {
 fn expected_errors(text: &str) -> Result<Vec<(Option<usize>, String)>, String> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let Some(at) = line.find("// expected-error") else { continue };
+        let Some(at) = line.find("// expected-error") else {
+            continue;
+        };
         let rest = &line[at + "// expected-error".len()..];
         let (open, close) = (rest.find("{{"), rest.rfind("}}"));
         let (Some(open), Some(close)) = (open, close) else {
-            return Err(format!("line {}: expected-error needs {{{{message}}}}", i + 1));
+            return Err(format!(
+                "line {}: expected-error needs {{{{message}}}}",
+                i + 1
+            ));
         };
         let spec = rest[..open].trim();
         let msg = rest[open + 2..close].to_string();
@@ -183,7 +215,9 @@ fn expected_errors(text: &str) -> Result<Vec<(Option<usize>, String)>, String> {
             None => Some(i + 1),
             Some("unknown") => None,
             Some(off) => {
-                let n: i64 = off.parse().map_err(|_| format!("line {}: bad offset `{off}`", i + 1))?;
+                let n: i64 = off
+                    .parse()
+                    .map_err(|_| format!("line {}: bad offset `{off}`", i + 1))?;
                 Some((i as i64 + 1 + n) as usize)
             }
         };
@@ -196,18 +230,29 @@ fn check_errors(expected: &[(Option<usize>, String)], out: &Outcome) -> Result<(
     if out.ok {
         return Err("expected a failure but the command succeeded".into());
     }
-    let located: Vec<(usize, &str)> = out.stderr.lines().filter_map(|l| Some((error_line(l)?, l))).collect();
+    let located: Vec<(usize, &str)> = out
+        .stderr
+        .lines()
+        .filter_map(|l| Some((error_line(l)?, l)))
+        .collect();
     for (line, msg) in expected {
         let found = match line {
-            Some(n) => located.iter().any(|(l, text)| l == n && text.contains(msg.as_str())),
+            Some(n) => located
+                .iter()
+                .any(|(l, text)| l == n && text.contains(msg.as_str())),
             None => out.stderr.contains(msg.as_str()),
         };
         if !found {
-            return Err(format!("expected error at line {line:?} not reported: {msg}"));
+            return Err(format!(
+                "expected error at line {line:?} not reported: {msg}"
+            ));
         }
     }
     for (l, text) in &located {
-        if !expected.iter().any(|(line, msg)| *line == Some(*l) && text.contains(msg.as_str())) {
+        if !expected
+            .iter()
+            .any(|(line, msg)| *line == Some(*l) && text.contains(msg.as_str()))
+        {
             return Err(format!("unexpected error: {text}"));
         }
     }

@@ -2,7 +2,8 @@
 //! ranking matters, so the model keeps the first-order effects that decide tiles
 //! on sparse tensor cores:
 //! * occupancy: blocks per SM limited by shared memory, threads and registers;
-//! * wave quantization: the last wave of blocks leaves SMs idle;
+//! * wave quantization: the last wave of blocks leaves SMs idle, and each wave
+//!   pays a pipeline fill;
 //! * bytes moved: W once (plus L2-missing re-reads per M tile), X and Y once, split-K adds
 //!   fp32 partial sums; weight streaming needs enough bytes in flight per SM
 //!   (Little's law) and every SM busy to reach DRAM bandwidth;
@@ -25,6 +26,9 @@ const WARPS_TO_HIDE_LATENCY: f64 = 8.0;
 const L2_MISS_ON_REREAD: f64 = 0.25;
 /// Share of the non-dominant terms (compute / DRAM / L2) that does not overlap.
 const OVERLAP_LEAK: f64 = 0.1;
+/// Pipeline fill and epilogue of each wave of blocks (µs): why more, smaller
+/// blocks (huge split-K) stop paying off once the SMs are evenly loaded.
+const WAVE_RAMP_US: f64 = 0.5;
 /// Fixed cost of a launch, and of the extra split-K reduction step (µs).
 const LAUNCH_US: f64 = 3.0;
 const SPLIT_K_REDUCE_US: f64 = 1.0;
@@ -106,25 +110,31 @@ pub fn estimate(
     } else {
         0.0
     };
-    let dram_bytes = w_bytes + w_rereads + x_bytes + y_bytes + partials;
+    // Split-K partials stay in L2 while they fit (the reduction reads them right back).
+    let partials_in_l2 = partials <= target.l2_bytes as f64 / 2.0;
+    let dram_partials = if partials_in_l2 { 0.0 } else { partials };
+    let dram_bytes = w_bytes + w_rereads + x_bytes + y_bytes + dram_partials;
     let stage_bytes = smem / cfg.stages.max(1) as f64;
     let in_flight = blocks * (cfg.stages.max(2) - 1) as f64 * stage_bytes;
     let needed = target.dram_bw * DRAM_LATENCY_NS * 1e-9 / target.sm_count as f64;
-    // Streaming time is set by the most loaded SM: blocks spread evenly over SMs.
+    // Streaming needs every SM issuing loads (idle SMs leave bandwidth unused),
+    // and its time is set by the most loaded SM (blocks spread evenly over SMs).
     let sms = target.sm_count as f64;
     let busy_sms = (grid / sms).min(1.0);
     let balance = grid / ((grid / sms).ceil() * sms);
-    let mem_eff = (in_flight / needed).min(1.0) * balance;
+    let mem_eff = (in_flight / needed).min(1.0) * balance * busy_sms;
     let dram_s = dram_bytes / (target.dram_bw * mem_eff);
 
     // L2: every block streams its X and W slices for its K range.
     let per_tile = (tm * el + tn / 2.0 * el + tn / 8.0) * k;
-    let l2_s = m_tiles * n_tiles * per_tile / (target.dram_bw * L2_BW_OVER_DRAM * busy_sms);
+    let l2_partials = if partials_in_l2 { partials } else { 0.0 };
+    let l2_bytes = m_tiles * n_tiles * per_tile + l2_partials;
+    let l2_s = l2_bytes / (target.dram_bw * L2_BW_OVER_DRAM * busy_sms);
 
     // Overlap is imperfect: the bound dominates, the other terms still leak in.
     let bound = compute_s.max(dram_s).max(l2_s);
     let rest = compute_s + dram_s + l2_s - bound;
-    let mut est_us = (bound + OVERLAP_LEAK * rest) * 1e6 + LAUNCH_US;
+    let mut est_us = (bound + OVERLAP_LEAK * rest) * 1e6 + LAUNCH_US + WAVE_RAMP_US * waves.ceil();
     if cfg.split_k > 1 {
         est_us += SPLIT_K_REDUCE_US;
     }

@@ -48,7 +48,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let input = args.input.as_deref().unwrap_or("-");
     let (display, bytes) = if input == "-" {
         let mut buf = Vec::new();
-        std::io::stdin().read_to_end(&mut buf).context("reading stdin")?;
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("reading stdin")?;
         ("<stdin>".to_string(), buf)
     } else {
         let bytes = std::fs::read(input).with_context(|| format!("reading {input}"))?;
