@@ -199,5 +199,14 @@ fn from_fragment_layout<T: Element>(up: &UploadLayout, n: usize, k: usize) -> Re
             }
         }
     }
+    if (k / 4) % 2 == 1 {
+        // The unused high nibble of each row's last byte holds the padding code (as core's compress).
+        for row in 0..n {
+            meta[row * row_meta + row_meta - 1] |= PAD_CODE << 4;
+        }
+    }
     Ok(Sparse24 { n, k, values, meta })
 }
+#[cfg(test)]
+#[path = "layout_tests.rs"]
+mod tests;

@@ -1,9 +1,11 @@
 //! What a kernel is: family, dtype, epilogue, tile configuration and target. The supported
-//! configuration space of each family is written down here once (`SM80_*`, `DECODE_*`) and must
-//! match `crates/ir/src/kernel_space.rs`, which select-tiles draws from.
+//! configuration space of each family is `sparseflow_ir::kernel_space` (the contract with
+//! select-tiles); `validate` checks a spec against it.
 
 use crate::error::CodegenError;
 use sparseflow_core::{DType, EpilogueKind};
+use sparseflow_ir::kernel_space::{self, FamilySpace};
+use sparseflow_ir::LayerPlan;
 
 /// A kernel family: one template file each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,26 +36,6 @@ impl KernelFamily {
     }
 }
 
-/// sm80 family: tokens per CTA.
-pub const SM80_TILE_M: &[u32] = &[32, 64, 128];
-/// sm80 family: out-features per CTA.
-pub const SM80_TILE_N: &[u32] = &[64, 128];
-pub const SM80_TILE_K: &[u32] = &[64];
-pub const SM80_WARPS: &[u32] = &[4, 8];
-pub const SM80_STAGES: &[u32] = &[2, 3, 4];
-pub const SM80_SPLIT_K: &[u32] = &[1];
-
-/// decode family: tokens per CTA (grid.z covers more tokens, but the family is meant for M ≤ 16).
-pub const DECODE_TILE_M: &[u32] = &[8, 16];
-/// decode family: out-features per CTA (every warp covers all of them).
-pub const DECODE_TILE_N: &[u32] = &[32, 64];
-/// decode family: K consumed by the CTA per step (= 4 warps × one 64-wide K pair).
-pub const DECODE_TILE_K: &[u32] = &[256];
-pub const DECODE_WARPS: &[u32] = &[4];
-/// decode family: K pairs each warp keeps in flight in its register ring.
-pub const DECODE_STAGES: &[u32] = &[2, 3];
-pub const DECODE_SPLIT_K: &[u32] = &[1, 2, 4, 8, 16, 32];
-
 /// Targets the code generator accepts (sm_80 or newer); CI compiles these.
 pub const TARGETS: &[&str] = &["sm_80", "sm_86", "sm_89", "sm_90a"];
 
@@ -73,35 +55,13 @@ pub struct KernelSpec {
     pub target: String,
 }
 
-/// The space of one family: (tile_m, tile_n, tile_k, warps, stages, split_k) lists.
-pub struct FamilySpace {
-    pub tile_m: &'static [u32],
-    pub tile_n: &'static [u32],
-    pub tile_k: &'static [u32],
-    pub warps: &'static [u32],
-    pub stages: &'static [u32],
-    pub split_k: &'static [u32],
-}
-
 impl KernelFamily {
-    pub fn space(self) -> FamilySpace {
+    /// The family's configuration space: `sparseflow_ir::kernel_space` is the one contract
+    /// between select-tiles and these templates.
+    pub fn space(self) -> &'static FamilySpace {
         match self {
-            KernelFamily::Sm80 => FamilySpace {
-                tile_m: SM80_TILE_M,
-                tile_n: SM80_TILE_N,
-                tile_k: SM80_TILE_K,
-                warps: SM80_WARPS,
-                stages: SM80_STAGES,
-                split_k: SM80_SPLIT_K,
-            },
-            KernelFamily::Decode => FamilySpace {
-                tile_m: DECODE_TILE_M,
-                tile_n: DECODE_TILE_N,
-                tile_k: DECODE_TILE_K,
-                warps: DECODE_WARPS,
-                stages: DECODE_STAGES,
-                split_k: DECODE_SPLIT_K,
-            },
+            KernelFamily::Sm80 => &kernel_space::SM80,
+            KernelFamily::Decode => &kernel_space::DECODE,
         }
     }
 }
@@ -127,6 +87,24 @@ pub fn parse_target(target: &str) -> Result<(u32, bool), CodegenError> {
 }
 
 impl KernelSpec {
+    /// The kernel for one planned layer (`sparseflow_ir::plan_layer`'s output).
+    pub fn from_plan(plan: &LayerPlan, dtype: DType, target: &str) -> Result<Self, CodegenError> {
+        let spec = KernelSpec {
+            family: KernelFamily::from_name(&plan.family)?,
+            dtype,
+            epilogue: plan.epilogue,
+            tile_m: plan.tile_m,
+            tile_n: plan.tile_n,
+            tile_k: plan.tile_k,
+            warps: plan.warps,
+            stages: plan.stages,
+            split_k: plan.split_k,
+            target: target.to_string(),
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
     /// Checks the spec against its family's space and the target.
     pub fn validate(&self) -> Result<(), CodegenError> {
         parse_target(&self.target)?;

@@ -1,0 +1,90 @@
+//! Launch geometry, validation and naming (no NVRTC needed).
+
+use sparseflow_codegen::{generate, parse_target, KernelFamily, KernelSpec};
+use sparseflow_core::{DType, EpilogueKind};
+
+fn spec(family: KernelFamily) -> KernelSpec {
+    match family {
+        KernelFamily::Sm80 => KernelSpec {
+            family,
+            dtype: DType::F16,
+            epilogue: EpilogueKind::BiasSilu,
+            tile_m: 64,
+            tile_n: 128,
+            tile_k: 64,
+            warps: 4,
+            stages: 3,
+            split_k: 1,
+            target: "sm_90a".into(),
+        },
+        KernelFamily::Decode => KernelSpec {
+            family,
+            dtype: DType::BF16,
+            epilogue: EpilogueKind::None,
+            tile_m: 16,
+            tile_n: 64,
+            tile_k: 256,
+            warps: 4,
+            stages: 2,
+            split_k: 4,
+            target: "sm_80".into(),
+        },
+    }
+}
+
+#[test]
+fn sm80_geometry() {
+    let k = generate(&spec(KernelFamily::Sm80)).unwrap();
+    assert_eq!(k.grid(100, 300, 4096), (3, 2, 1));
+    assert_eq!(k.block_threads(), 128);
+    assert_eq!(k.smem_bytes(), 3 * (128 * 72 + 64 * 128));
+    assert_eq!(k.workspace_bytes(100, 300, 4096), 0);
+    assert_eq!(k.counter_count(100, 300, 4096), 0);
+    assert!(k.source.contains("#define SF_EPILOGUE(acc, bias) (sf_silu(acc + bias))"));
+    assert!(k.source.contains("#define SF_USES_BIAS 1"));
+    assert!(k.source.contains(&format!("SF_KERNEL_NAME {}", k.name)));
+}
+
+#[test]
+fn decode_geometry() {
+    let k = generate(&spec(KernelFamily::Decode)).unwrap();
+    assert_eq!(k.grid(5, 1000, 4096), (16, 4, 1));
+    assert_eq!(k.grid(20, 1000, 4096), (16, 4, 2));
+    assert_eq!(k.smem_bytes(), 0);
+    assert_eq!(k.workspace_bytes(5, 1000, 4096), 16 * 4 * 16 * 64 * 4);
+    assert_eq!(k.counter_count(5, 1000, 4096), 16);
+    let mut s = spec(KernelFamily::Decode);
+    s.split_k = 1;
+    let k1 = generate(&s).unwrap();
+    assert_eq!(k1.workspace_bytes(5, 1000, 4096), 0);
+    assert_eq!(k1.counter_count(5, 1000, 4096), 0);
+}
+
+#[test]
+fn rejects_unsupported_specs() {
+    let mut s = spec(KernelFamily::Sm80);
+    s.tile_n = 96;
+    assert!(generate(&s).unwrap_err().to_string().contains("tile_n"));
+    let mut s = spec(KernelFamily::Decode);
+    s.dtype = DType::F32;
+    assert!(generate(&s).is_err());
+    let mut s = spec(KernelFamily::Decode);
+    s.target = "sm_75".into();
+    assert!(generate(&s).unwrap_err().to_string().contains("sm_80 or newer"));
+    assert_eq!(parse_target("sm_90a").unwrap(), (90, true));
+    assert!(parse_target("compute_90").is_err());
+}
+
+#[test]
+fn names_are_unique_across_the_space() {
+    let mut names = std::collections::HashSet::new();
+    for family in [KernelFamily::Sm80, KernelFamily::Decode] {
+        for dtype in [DType::F16, DType::BF16] {
+            for epi in EpilogueKind::all() {
+                for s in KernelSpec::enumerate(family, dtype, epi, "sm_90a") {
+                    assert!(names.insert(generate(&s).unwrap().name));
+                }
+            }
+        }
+    }
+}
