@@ -50,10 +50,13 @@ pub const DECODE: FamilySpace = FamilySpace {
     summary: "weight-streaming split-K for M <= 16 (tokens on the MMA n8 side)",
     max_m: Some(16),
     tile_m: &[8, 16],
-    tile_n: &[64, 128, 256],
-    tile_k: &[128, 256, 512],
+    // Every warp covers all tile_n rows (A fragments live in registers).
+    tile_n: &[16, 32, 64],
+    // K per CTA step = 4 warps x one 64-wide K pair.
+    tile_k: &[256],
     warps: &[4],
-    stages: &[4],
+    // K pairs each warp keeps in flight in its register ring.
+    stages: &[2, 3, 4],
     split_k: &[1, 2, 4, 8, 16, 32],
 };
 

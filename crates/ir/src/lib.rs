@@ -28,6 +28,7 @@ pub mod select;
 pub mod targets;
 pub mod types;
 pub mod verify;
+mod verify_gemm;
 
 pub use attrs::{Attr, Attrs};
 pub use builder::FunctionBuilder;

@@ -1,0 +1,181 @@
+//! Verifier rules of `sparse_gemm` / `fused_sparse_gemm`: shapes and dtypes per
+//! DESIGN.md "Conventions", epilogue names from the table, and tile attributes
+//! legal for the kernel space and the target.
+
+use crate::kernel_space::{check, GemmShape, TileConfig};
+use crate::ops::Opcode;
+use crate::types::{Dim, Type};
+use crate::verify::{Ctx, VerifyOptions, TILE_ATTRS};
+
+pub(crate) fn verify_gemm(cx: &mut Ctx<'_, '_>, opts: &VerifyOptions<'_>) {
+    let fused = cx.inst.op == Opcode::FusedSparseGemm;
+    let n_ops = cx.inst.operands.len();
+    if n_ops != 2 && !(fused && n_ops == 3) {
+        let want = if fused {
+            "2 or 3 operands (X, W[, bias])"
+        } else {
+            "2 operands (X, W)"
+        };
+        return cx.err(format!("expects {want}, got {n_ops}"));
+    }
+    let (
+        Some(Type::Tensor {
+            shape: xs,
+            dtype: xd,
+        }),
+        Some(&Type::Sparse24 { n, k, dtype: wd }),
+    ) = (
+        cx.operand_ty(0).cloned(),
+        cx.operand_ty(1).cloned().as_ref(),
+    )
+    else {
+        return cx.err("expects X: tensor<MxKxdt> and W: !sparseflow.sparse24<NxKxdt>");
+    };
+    let [m, xk] = xs[..] else {
+        return cx.err(format!("X must be 2-D [M, K], got rank {}", xs.len()));
+    };
+    if xd != wd {
+        cx.err(format!(
+            "X is {xd} but W is {wd}; both must have the same dtype"
+        ));
+    }
+    if n == 0 || k == 0 || m == Dim::Static(0) {
+        cx.err("dimensions must be at least 1");
+    }
+    if xk != Dim::Static(k) {
+        cx.err(format!("X's K ({xk}) does not match W's K ({k})"));
+    }
+    if k % 4 != 0 {
+        cx.err(format!(
+            "K ({k}) must be a multiple of 4 (2:4 groups run along K)"
+        ));
+    }
+    let want = Type::Tensor {
+        shape: vec![m, Dim::Static(n)],
+        dtype: xd,
+    };
+    if cx.result_ty() != Some(&want) {
+        let got = cx
+            .result_ty()
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "nothing".into());
+        cx.err(format!("result must be {want}, got {got}"));
+    }
+    if !fused {
+        return;
+    }
+    let Some(name) = cx
+        .inst
+        .attrs
+        .get("epilogue")
+        .and_then(|a| a.as_str())
+        .map(str::to_string)
+    else {
+        return cx.err("needs a string attribute 'epilogue'");
+    };
+    match opts.epilogues.iter().find(|e| e.name == name) {
+        None => {
+            let known: Vec<&str> = opts.epilogues.iter().map(|e| e.name).collect();
+            cx.err(format!(
+                "unknown epilogue '{name}'; known: {}",
+                known.join(", ")
+            ));
+        }
+        Some(spec) if spec.uses_bias != (n_ops == 3) => {
+            let why = if spec.uses_bias {
+                "needs a bias operand"
+            } else {
+                "takes no bias operand"
+            };
+            cx.err(format!("epilogue '{name}' {why}"));
+        }
+        Some(_) => {}
+    }
+    if n_ops == 3 {
+        let bias = Type::Tensor {
+            shape: vec![Dim::Static(n)],
+            dtype: xd,
+        };
+        if cx.operand_ty(2) != Some(&bias) {
+            cx.err(format!("bias must be {bias}"));
+        }
+    }
+    verify_tiles(
+        cx,
+        GemmShape {
+            m: m.as_static(),
+            n,
+            k,
+            dtype: xd,
+        },
+        opts,
+    );
+}
+
+fn verify_tiles(cx: &mut Ctx<'_, '_>, shape: GemmShape, opts: &VerifyOptions<'_>) {
+    let attrs = &cx.inst.attrs;
+    let present: Vec<&str> = TILE_ATTRS
+        .iter()
+        .copied()
+        .filter(|a| attrs.contains(a))
+        .collect();
+    if present.is_empty() {
+        return;
+    }
+    if present.len() != TILE_ATTRS.len() {
+        let missing: Vec<&str> = TILE_ATTRS
+            .iter()
+            .copied()
+            .filter(|a| !attrs.contains(a))
+            .collect();
+        return cx.err(format!(
+            "tile attributes are all-or-nothing; missing {}",
+            missing.join(", ")
+        ));
+    }
+    let int = |key: &str| {
+        attrs
+            .get(key)
+            .and_then(|a| a.as_int())
+            .and_then(|v| u32::try_from(v).ok())
+    };
+    let family = attrs
+        .get("family")
+        .and_then(|a| a.as_str())
+        .and_then(crate::kernel_space::family);
+    let (
+        Some(fam),
+        Some(tile_m),
+        Some(tile_n),
+        Some(tile_k),
+        Some(warps),
+        Some(stages),
+        Some(split_k),
+    ) = (
+        family,
+        int("tile_m"),
+        int("tile_n"),
+        int("tile_k"),
+        int("warps"),
+        int("stages"),
+        int("split_k"),
+    )
+    else {
+        return cx.err(format!(
+            "tile attributes need family = one of {} and non-negative integer tile_m/tile_n/tile_k/warps/stages/split_k",
+            crate::kernel_space::family_names()
+        ));
+    };
+    let cfg = TileConfig {
+        family: fam.name,
+        tile_m,
+        tile_n,
+        tile_k,
+        warps,
+        stages,
+        split_k,
+    };
+    if let Err(why) = check(&cfg, &shape, opts.target) {
+        cx.err(format!("illegal tile configuration: {why}"));
+    }
+}
