@@ -49,24 +49,33 @@ pub fn sparse_gemm_into<T: Element>(
     y: &mut [T],
 ) -> Result<()> {
     check_operands(x, m, w.n, w.k, bias, epilogue, y.len())?;
-    let half_k = w.k / 2;
-    run_blocked(x, m, w.n, w.k, bias, epilogue, y, |row, xt, acc| {
-        let values = &w.values[row * half_k..(row + 1) * half_k];
-        for group in 0..w.k / 4 {
-            let [i0, i1] = w.positions(row, group);
-            let base = group * 4;
-            axpy(
-                acc,
-                values[2 * group].to_f32(),
-                &xt[(base + i0) * TOKEN_BLOCK..],
+    let (half_k, meta_row_bytes) = (w.k / 2, crate::format::meta_bytes_per_row(w.k));
+    run_blocked(
+        x,
+        m,
+        w.n,
+        w.k,
+        bias,
+        epilogue,
+        y,
+        |row, scratch, blocks, accs| {
+            // Decode the row once (values to f32), then stream it over every token block.
+            scratch.clear();
+            scratch.extend(
+                w.values[row * half_k..][..half_k]
+                    .iter()
+                    .map(|v| v.to_f32()),
             );
-            axpy(
-                acc,
-                values[2 * group + 1].to_f32(),
-                &xt[(base + i1) * TOKEN_BLOCK..],
-            );
-        }
-    })
+            let meta = &w.meta[row * meta_row_bytes..][..meta_row_bytes];
+            for (xt, acc) in blocks.iter().zip(accs.iter_mut()) {
+                for (g, (cols, v)) in xt.chunks_exact(4).zip(scratch.chunks_exact(2)).enumerate() {
+                    let code = (meta[g / 2] >> (4 * (g % 2))) & 0xF;
+                    axpy(acc, v[0], &cols[usize::from(code & 3)]);
+                    axpy(acc, v[1], &cols[usize::from(code >> 2)]);
+                }
+            }
+        },
+    )
 }
 
 /// Dense GEMM with the same algorithm as [`sparse_gemm`]; `w` is `[n, k]` row-major.
@@ -83,11 +92,24 @@ pub fn dense_gemm<T: Element>(
     let len = m.checked_mul(n).ok_or(CoreError::Overflow { what: "Y" })?;
     check_operands(x, m, n, k, bias, epilogue, len)?;
     let mut y = vec![T::default(); len];
-    run_blocked(x, m, n, k, bias, epilogue, &mut y, |row, xt, acc| {
-        for (col, v) in w[row * k..(row + 1) * k].iter().enumerate() {
-            axpy(acc, v.to_f32(), &xt[col * TOKEN_BLOCK..]);
-        }
-    })?;
+    run_blocked(
+        x,
+        m,
+        n,
+        k,
+        bias,
+        epilogue,
+        &mut y,
+        |row, scratch, blocks, accs| {
+            scratch.clear();
+            scratch.extend(w[row * k..][..k].iter().map(|v| v.to_f32()));
+            for (xt, acc) in blocks.iter().zip(accs.iter_mut()) {
+                for (col, v) in xt.iter().zip(scratch.iter()) {
+                    axpy(acc, *v, col);
+                }
+            }
+        },
+    )?;
     Ok(y)
 }
 
@@ -150,17 +172,20 @@ fn check_operands<T: Element>(
     }
 }
 
-/// `acc[t] += a * xt[t]` for one token block; fixed length so it vectorises.
+/// One column of a token block: the activations of `TOKEN_BLOCK` tokens at one K index.
+type Column = [f32; TOKEN_BLOCK];
+
+/// `acc[t] += a * x[t]` for one token block; fixed length so it vectorises.
 #[inline(always)]
-fn axpy(acc: &mut [f32; TOKEN_BLOCK], a: f32, xt: &[f32]) {
-    let xt: &[f32; TOKEN_BLOCK] = xt[..TOKEN_BLOCK].try_into().expect("token block");
+fn axpy(acc: &mut Column, a: f32, x: &Column) {
     for t in 0..TOKEN_BLOCK {
-        acc[t] += a * xt[t];
+        acc[t] += a * x[t];
     }
 }
 
-/// The shared driver: transposes X into token blocks, calls `row_kernel(row, xt_block, acc)`
-/// for every output row and block in parallel, applies the epilogue and writes `y [m, n]`.
+/// The shared driver: transposes X into token blocks (`blocks[b][col]` = one [`Column`]), calls
+/// `row_kernel(row, scratch, blocks, accs)` for every output row in parallel (it fills one
+/// accumulator per block), applies the epilogue and writes `y [m, n]`.
 #[allow(clippy::too_many_arguments)]
 fn run_blocked<T: Element>(
     x: &[T],
@@ -170,37 +195,36 @@ fn run_blocked<T: Element>(
     bias: Option<&[T]>,
     epilogue: EpilogueKind,
     y: &mut [T],
-    row_kernel: impl Fn(usize, &[f32], &mut [f32; TOKEN_BLOCK]) + Sync,
+    row_kernel: impl Fn(usize, &mut Vec<f32>, &[Vec<Column>], &mut [Column]) + Sync,
 ) -> Result<()> {
-    let blocks = m.div_ceil(TOKEN_BLOCK);
-    // xt[block][col][token]: each column of a block is TOKEN_BLOCK contiguous floats.
-    let mut xt = vec![0.0f32; blocks * k * TOKEN_BLOCK];
-    xt.par_chunks_mut(k * TOKEN_BLOCK)
-        .enumerate()
-        .for_each(|(b, block)| {
+    let block_count = m.div_ceil(TOKEN_BLOCK);
+    let blocks: Vec<Vec<Column>> = (0..block_count)
+        .into_par_iter()
+        .map(|b| {
+            let mut block = vec![[0.0f32; TOKEN_BLOCK]; k];
             for t in 0..TOKEN_BLOCK.min(m - b * TOKEN_BLOCK) {
                 let x_row = &x[(b * TOKEN_BLOCK + t) * k..][..k];
-                for (col, v) in x_row.iter().enumerate() {
-                    block[col * TOKEN_BLOCK + t] = v.to_f32();
+                for (col, v) in block.iter_mut().zip(x_row) {
+                    col[t] = v.to_f32();
                 }
             }
-        });
+            block
+        })
+        .collect();
     // Output computed transposed (yt[n][m]) so each task owns whole rows, then scattered.
     let mut yt = vec![T::default(); n * m];
     yt.par_chunks_mut(ROWS_PER_TASK * m)
         .enumerate()
         .for_each(|(task, rows)| {
+            let mut scratch = Vec::with_capacity(k);
+            let mut accs = vec![[0.0f32; TOKEN_BLOCK]; block_count];
             for (r, yt_row) in rows.chunks_mut(m).enumerate() {
                 let row = task * ROWS_PER_TASK + r;
                 let b_val = bias.map_or(0.0, |b| b[row].to_f64());
-                for b in 0..blocks {
-                    let mut acc = [0.0f32; TOKEN_BLOCK];
-                    row_kernel(row, &xt[b * k * TOKEN_BLOCK..][..k * TOKEN_BLOCK], &mut acc);
-                    let tokens = TOKEN_BLOCK.min(m - b * TOKEN_BLOCK);
-                    for t in 0..tokens {
-                        let out = epilogue.apply(acc[t] as f64, b_val);
-                        yt_row[b * TOKEN_BLOCK + t] = T::from_f64(out);
-                    }
+                accs.iter_mut().for_each(|a| *a = [0.0; TOKEN_BLOCK]);
+                row_kernel(row, &mut scratch, &blocks, &mut accs);
+                for (out, acc) in yt_row.iter_mut().zip(accs.iter().flatten()) {
+                    *out = T::from_f64(epilogue.apply(*acc as f64, b_val));
                 }
             }
         });
