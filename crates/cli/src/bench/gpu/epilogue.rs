@@ -1,0 +1,196 @@
+//! `--epilogue-overhead`: SparseFlow with the epilogue fused vs the plain GEMM vs the plain
+//! GEMM followed by a separate elementwise kernel (and cuBLAS plain / + separate for context).
+
+use std::rc::Rc;
+
+use anyhow::Result;
+use indicatif::ProgressBar;
+use sparseflow_core::EpilogueKind;
+
+use super::cublas::{Cublas, CublasGemm, DensePlan};
+use super::elementwise::Elementwise;
+use super::problem::{random, HostLayer};
+use super::sparseflow::{self as sf, SfGemm};
+use super::{copies_for, dptr, time_gemm, Gemm, Gpu, GpuElement, TimeCfg};
+use crate::bench::report::EpilogueRow;
+use crate::bench::shapes::Layer;
+
+/// A GEMM followed by the separate epilogue kernel, timed as one unit.
+struct Then<'a, G> {
+    gemm: G,
+    ew: &'a Elementwise,
+    gpu: &'a Gpu,
+    y: u64,
+    b: u64,
+    total: usize,
+    n: usize,
+}
+
+impl<G: Gemm> Gemm for Then<'_, G> {
+    fn copies(&self) -> usize {
+        self.gemm.copies()
+    }
+    fn launch(&mut self, copy: usize) -> Result<()> {
+        self.gemm.launch(copy)?;
+        self.ew.launch(self.gpu, self.y, self.b, self.total, self.n)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn run<T: GpuElement>(
+    gpu: &Gpu,
+    sf_ctx: &std::result::Result<sparseflow_runtime::Context, String>,
+    cublas: &std::result::Result<Rc<Cublas>, String>,
+    layers: &[Layer],
+    ms: &[usize],
+    epi: EpilogueKind,
+    time: TimeCfg,
+    rotation: usize,
+    hot: bool,
+    seed: u64,
+    pb: &ProgressBar,
+) -> Result<Vec<EpilogueRow>> {
+    let es = std::mem::size_of::<T>();
+    let none = EpilogueKind::from_name("none")?;
+    let ew = Elementwise::new(
+        gpu,
+        epi,
+        es == 2 && T::DTYPE == sparseflow_core::DType::BF16,
+    );
+    let mut out = Vec::new();
+    for (li, layer) in layers.iter().enumerate() {
+        let (n, k) = (layer.n, layer.k);
+        let host = HostLayer::<T>::new(n, k, epi, seed + li as u64)?;
+        let bias = match &host.bias {
+            Some(b) => Some(gpu.stream.clone_htod(b)?),
+            None => None,
+        };
+        let bp = bias.as_ref().map_or(0, |b| dptr(b, &gpu.stream));
+        let copies = copies_for(n * k / 2 * es + n * k / 8, rotation, hot);
+        for &m in ms {
+            pb.set_message(format!("epilogue {} {n}×{k} M={m}", epi.name()));
+            let x = gpu
+                .stream
+                .clone_htod(&random::<T>(m * k, seed ^ m as u64))?;
+            let y = gpu.stream.alloc_zeros::<T>(m * n)?;
+            let (xp, yp) = (dptr(&x, &gpu.stream), dptr(&y, &gpu.stream));
+            let mut row = EpilogueRow {
+                layer: layer.name.clone(),
+                n,
+                k,
+                m,
+                epilogue: epi.name().into(),
+                plain_us: None,
+                fused_us: None,
+                plain_plus_separate_us: None,
+                fused_overhead_pct: None,
+                cublas_plain_us: None,
+                cublas_plus_separate_us: None,
+                note: String::new(),
+            };
+            let notes = std::cell::RefCell::new(Vec::new());
+            let stream = gpu.cu_stream() as *mut std::ffi::c_void;
+            let t = |g: &mut dyn Gemm| -> Option<f64> {
+                match time_gemm(gpu, g, time) {
+                    Ok((s, _)) => Some(s.median_us),
+                    Err(e) => {
+                        notes.borrow_mut().push(format!("{e:#}"));
+                        None
+                    }
+                }
+            };
+            match sf_ctx {
+                Ok(ctx) => {
+                    let plain = sf::upload(ctx, &host.sparse, None, none, copies)
+                        .and_then(|g| sf::prepare(&g, m).map(|_| g));
+                    let fused = sf::upload(ctx, &host.sparse, host.bias.as_deref(), epi, copies)
+                        .and_then(|g| sf::prepare(&g, m).map(|_| g));
+                    match (&plain, &fused) {
+                        (Ok(p), Ok(f)) => {
+                            row.plain_us = t(&mut SfGemm {
+                                gemms: p,
+                                x: xp,
+                                y: yp,
+                                m,
+                                stream,
+                            });
+                            row.fused_us = t(&mut SfGemm {
+                                gemms: f,
+                                x: xp,
+                                y: yp,
+                                m,
+                                stream,
+                            });
+                            if let Ok(ew) = &ew {
+                                row.plain_plus_separate_us = t(&mut Then {
+                                    gemm: SfGemm {
+                                        gemms: p,
+                                        x: xp,
+                                        y: yp,
+                                        m,
+                                        stream,
+                                    },
+                                    ew,
+                                    gpu,
+                                    y: yp,
+                                    b: bp,
+                                    total: m * n,
+                                    n,
+                                });
+                            }
+                        }
+                        (Err(e), _) | (_, Err(e)) => {
+                            notes.borrow_mut().push(format!("SparseFlow: {e:#}"))
+                        }
+                    }
+                }
+                Err(e) => notes.borrow_mut().push(format!("SparseFlow n/a: {e}")),
+            }
+            if let Ok(h) = cublas {
+                let w0 = gpu.stream.clone_htod(&host.dense)?;
+                let mut ws = vec![];
+                for _ in 0..copies_for(n * k * es, rotation, hot) {
+                    ws.push(gpu.stream.clone_dtod(&w0)?);
+                }
+                if let Ok(plan) = DensePlan::new::<T>(h, &gpu.stream, m, n, k) {
+                    row.cublas_plain_us = t(&mut CublasGemm {
+                        plan,
+                        weights: &ws,
+                        x: xp,
+                        y: yp,
+                    });
+                }
+                if let (Ok(plan), Ok(ew)) = (DensePlan::new::<T>(h, &gpu.stream, m, n, k), &ew) {
+                    row.cublas_plus_separate_us = t(&mut Then {
+                        gemm: CublasGemm {
+                            plan,
+                            weights: &ws,
+                            x: xp,
+                            y: yp,
+                        },
+                        ew,
+                        gpu,
+                        y: yp,
+                        b: bp,
+                        total: m * n,
+                        n,
+                    });
+                }
+            }
+            if let Err(e) = &ew {
+                notes
+                    .borrow_mut()
+                    .push(format!("elementwise kernel: {e:#}"));
+            }
+            row.fused_overhead_pct = row
+                .fused_us
+                .zip(row.plain_us)
+                .map(|(f, p)| 100.0 * (f / p - 1.0));
+            row.note = notes.borrow().join("; ");
+            gpu.sync()?;
+            out.push(row);
+            pb.inc(1);
+        }
+    }
+    Ok(out)
+}

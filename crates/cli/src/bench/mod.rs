@@ -1,0 +1,46 @@
+//! `sparseflow benchmark`: SparseFlow vs cuBLAS dense vs cuSPARSELt on the same shapes and
+//! inputs, in one process, with the method written down in `--help` and docs/PERFORMANCE.md.
+
+pub mod cpu;
+pub mod gpu;
+pub mod plot;
+pub mod report;
+pub mod shapes;
+pub mod stats;
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time (civil-from-days; no date crate needed).
+pub fn utc_string(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+pub fn now_utc() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    utc_string(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc() {
+        assert_eq!(super::utc_string(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::utc_string(1_795_000_000), "2026-11-18T09:46:40Z");
+    }
+}

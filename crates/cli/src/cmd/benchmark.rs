@@ -1,0 +1,413 @@
+//! `sparseflow benchmark`: SparseFlow vs cuBLAS dense vs cuSPARSELt, one process, same inputs.
+//! The work lives in `crate::bench`; this file is arguments and orchestration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::rc::Rc;
+
+use anyhow::{bail, Context as _, Result};
+use half::{bf16, f16};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sparseflow_core::EpilogueKind;
+
+use crate::bench::gpu::{self, cublas::Cublas, cusparselt::Lt, sweep, Gpu, TimeCfg};
+use crate::bench::report::{self, Report, RunConfig};
+use crate::bench::shapes::{self, Layer};
+use crate::bench::{cpu, now_utc, plot};
+
+const METHOD: &str = "\
+Method: all contenders run in one process on the same random inputs (never zeros). Before
+timing, each contender's output (poisoned with NaN first) is checked against a float64 CPU
+oracle on sampled rows and against SparseFlow's full output (cuBLAS's when SparseFlow is n/a);
+rel. Frobenius error above 1e-2 → \"n/a (wrong result)\", never a number. Timing: CUDA events
+around many back-to-back launches (enough for --sample-ms), after a warm-up of --warmup-ms;
+--samples samples; median with p10/p90. Weight copies are rotated so the set spans 2×L2 (L2
+size queried from the device) unless --hot. cuBLAS = cuBLASLt, heuristic algorithm, fp32
+compute, on the decompressed 2:4 weight. cuSPARSELt is loaded at run time (--cusparselt,
+$SPARSEFLOW_CUSPARSELT, the loader path, torch's nvidia/cusparselt/lib); plan built and
+cusparseLtMatmulSearch run once, untimed; output Yᵀ row-major; M padded to a multiple of 8.
+TB/s counts weight (as stored) + X + Y once; TFLOP/s is dense-equivalent 2·M·N·K; \"% of
+limit\" is the roofline time (bytes / measured copy bandwidth, or FLOP / measured cuBLAS
+peak, halved for 2:4) over the median. GPU name, SM clock, driver and CUDA versions go in the
+JSON. Exit code 3: --min-speedup not met.";
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum DTypeArg {
+    Fp16,
+    Bf16,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(after_long_help = METHOD)]
+pub struct Args {
+    /// Layer shapes of a model preset: llama3-8b, llama2-7b, mistral-7b, llama3-70b-tp8, bert-base.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// A custom layer shape N,K (out_features,in_features); repeatable.
+    #[arg(long = "shape", value_name = "N,K")]
+    pub shapes: Vec<String>,
+    /// Token counts M, comma-separated [default: 1,16,64,256,1024,4096,16384; --cpu: 1,16].
+    #[arg(long, value_name = "LIST")]
+    pub m: Option<String>,
+    #[arg(long, value_enum, default_value = "fp16")]
+    pub dtype: DTypeArg,
+    /// Epilogue SparseFlow fuses (baselines run the plain GEMM).
+    #[arg(long, default_value = "none")]
+    pub epilogue: String,
+    /// Samples per measurement (median, p10, p90 over them).
+    #[arg(long, default_value_t = 10)]
+    pub samples: usize,
+    /// Target duration of one sample, in ms (sets the launches per sample).
+    #[arg(long, default_value_t = 2.0)]
+    pub sample_ms: f64,
+    #[arg(long, default_value_t = 30.0)]
+    pub warmup_ms: f64,
+    /// Do not rotate weight copies (L2-resident weights when they fit).
+    #[arg(long)]
+    pub hot: bool,
+    /// Write the full results as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the table as Markdown.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+    /// Draw speedup vs M per shape as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Exit with code 3 when the geomean speedup over cuBLAS (CPU dense with --cpu) is below X.
+    #[arg(long, value_name = "X")]
+    pub min_speedup: Option<f64>,
+    /// Also time fused epilogue vs plain GEMM vs plain GEMM + separate kernel (default epilogue bias_silu).
+    #[arg(long)]
+    pub epilogue_overhead: bool,
+    /// Also time the model's decoder-layer linears token by token at batch 1 and 16 (needs --model).
+    #[arg(long)]
+    pub e2e: bool,
+    /// Distinct layers measured for --e2e (scaled to the model's depth).
+    #[arg(long, default_value_t = 4)]
+    pub e2e_layers: usize,
+    /// Time the CPU sparse vs dense reference instead (no GPU needed).
+    #[arg(long)]
+    pub cpu: bool,
+    /// Path to libcusparseLt.so.0 (or its directory).
+    #[arg(long, value_name = "PATH")]
+    pub cusparselt: Option<PathBuf>,
+    /// Contenders to leave out: sparseflow, cusparselt (comma-separated).
+    #[arg(long, value_name = "LIST", default_value = "")]
+    pub skip: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+fn layers(args: &Args) -> Result<(Vec<Layer>, Option<String>)> {
+    let mut v: Vec<Layer> = args
+        .shapes
+        .iter()
+        .map(|s| shapes::parse_shape(s))
+        .collect::<Result<_>>()?;
+    let model = match (&args.model, v.is_empty()) {
+        (Some(m), _) => Some(m.clone()),
+        (None, true) => Some("llama3-8b".to_string()),
+        (None, false) => None,
+    };
+    if let Some(m) = &model {
+        let cfg = shapes::block_config(m)?;
+        let mut u = shapes::unique_layers(&shapes::block_layers(&cfg));
+        u.append(&mut v);
+        v = u;
+    }
+    Ok((v, model))
+}
+
+/// Validated arguments: layers, model preset, M list, epilogue.
+type Plan = (Vec<Layer>, Option<String>, Vec<usize>, EpilogueKind);
+
+fn validate(args: &Args) -> Result<Plan> {
+    let epi =
+        EpilogueKind::from_name(&args.epilogue).map_err(|e| anyhow::anyhow!("--epilogue: {e}"))?;
+    if args.samples == 0 {
+        bail!("--samples must be at least 1 (the method uses 10)");
+    }
+    if !(args.sample_ms > 0.0 && args.warmup_ms >= 0.0) {
+        bail!("--sample-ms must be > 0 and --warmup-ms >= 0");
+    }
+    if let Some(x) = args.min_speedup {
+        if !(x > 0.0 && x.is_finite()) {
+            bail!("--min-speedup must be a positive number, got {x}");
+        }
+    }
+    for s in args
+        .skip
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        if !["sparseflow", "cusparselt"].contains(&s) {
+            bail!("--skip: unknown contender `{s}` (valid: sparseflow, cusparselt)");
+        }
+    }
+    let (layers, model) = layers(args)?;
+    if args.e2e && args.model.is_none() {
+        bail!("--e2e needs --model (a decoder block's shapes)");
+    }
+    if args.e2e && args.e2e_layers == 0 {
+        bail!("--e2e-layers must be at least 1");
+    }
+    let ms = match &args.m {
+        Some(s) => shapes::parse_m_list(s)?,
+        None if args.cpu => vec![1, 16],
+        None => shapes::DEFAULT_M.to_vec(),
+    };
+    Ok((layers, model, ms, epi))
+}
+
+fn progress(total: u64) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+    {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let (layers, model, ms, epi) = validate(&args)?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let dtype = match args.dtype {
+        DTypeArg::Fp16 => "f16",
+        DTypeArg::Bf16 => "bf16",
+    };
+    let mut rep = Report {
+        schema: report::SCHEMA.into(),
+        date_utc: now_utc(),
+        command,
+        mode: if args.cpu { "cpu" } else { "gpu" }.into(),
+        device: Default::default(),
+        config: RunConfig {
+            dtype: dtype.into(),
+            epilogue: epi.name().into(),
+            hot: args.hot,
+            samples: args.samples,
+            sample_ms: args.sample_ms,
+            warmup_ms: args.warmup_ms,
+            rotation_bytes: 0,
+            seed: args.seed,
+        },
+        contenders: vec![],
+        rows: vec![],
+        summary: report::summarize_rows(&[], report::CUBLAS),
+        epilogue_overhead: None,
+        e2e: None,
+    };
+    if args.cpu {
+        run_cpu(&args, &layers, &ms, epi, &mut rep)?;
+    } else {
+        run_gpu(&args, &layers, model.as_deref(), &ms, epi, &mut rep)?;
+    }
+    finish(&args, &rep)
+}
+
+fn run_cpu(
+    args: &Args,
+    layers: &[Layer],
+    ms: &[usize],
+    epi: EpilogueKind,
+    rep: &mut Report,
+) -> Result<()> {
+    rep.device.name = "CPU".into();
+    rep.device.cpu_threads = Some(rayon::current_num_threads());
+    let pb = progress((layers.len() * ms.len() * 2) as u64);
+    let cfg = cpu::CpuCfg {
+        samples: args.samples,
+        sample_ms: args.sample_ms,
+        warmup_ms: args.warmup_ms,
+        seed: args.seed,
+        epilogue: epi,
+    };
+    rep.rows = match args.dtype {
+        DTypeArg::Fp16 => cpu::run::<f16>(layers, ms, &cfg, &pb)?,
+        DTypeArg::Bf16 => cpu::run::<bf16>(layers, ms, &cfg, &pb)?,
+    };
+    pb.finish_and_clear();
+    for name in [report::CPU_SPARSE, report::CPU_DENSE] {
+        rep.contenders.push(report::ContenderStatus {
+            name: name.into(),
+            available: true,
+            detail: "sparseflow-core CPU reference (rayon)".into(),
+        });
+    }
+    rep.summary = report::summarize_rows(&rep.rows, report::CPU_DENSE);
+    Ok(())
+}
+
+fn run_gpu(
+    args: &Args,
+    layers: &[Layer],
+    model: Option<&str>,
+    ms: &[usize],
+    epi: EpilogueKind,
+    rep: &mut Report,
+) -> Result<()> {
+    let g = Gpu::open()?;
+    let skip = |s: &str| args.skip.split(',').any(|x| x.trim() == s);
+    let sf_ctx = if skip("sparseflow") {
+        Err("skipped (--skip)".to_string())
+    } else {
+        gpu::sparseflow::open().map_err(|e| format!("{e:#}"))
+    };
+    let cb = Cublas::new().map(Rc::new).map_err(|e| format!("{e:#}"));
+    let lt = if skip("cusparselt") {
+        Err("skipped (--skip)".to_string())
+    } else {
+        Lt::new(args.cusparselt.as_deref())
+            .map(Rc::new)
+            .map_err(|e| format!("{e:#}"))
+    };
+    rep.device = g.info.clone();
+    rep.device.cublaslt_version = cb.as_ref().ok().map(|c| c.version.clone());
+    rep.device.cusparselt_version = lt.as_ref().ok().map(|l| l.version.clone());
+    rep.device.copy_tbps = Some(g.measure_copy_tbps().context("measuring copy bandwidth")?);
+    if let Ok(c) = &cb {
+        rep.device.dense_tflops = match args.dtype {
+            DTypeArg::Fp16 => sweep::measure_dense_tflops::<f16>(&g, c).ok(),
+            DTypeArg::Bf16 => sweep::measure_dense_tflops::<bf16>(&g, c).ok(),
+        };
+    }
+    let status = |name: &str, r: std::result::Result<String, String>| match r {
+        Ok(d) => report::ContenderStatus {
+            name: name.into(),
+            available: true,
+            detail: d,
+        },
+        Err(e) => report::ContenderStatus {
+            name: name.into(),
+            available: false,
+            detail: e,
+        },
+    };
+    rep.contenders = vec![
+        status(
+            report::SPARSEFLOW,
+            sf_ctx
+                .as_ref()
+                .map(|c| format!("sparseflow-runtime on {}", c.info().name))
+                .map_err(Clone::clone),
+        ),
+        status(
+            report::CUBLAS,
+            cb.as_ref()
+                .map(|c| format!("cuBLASLt {}", c.version))
+                .map_err(Clone::clone),
+        ),
+        status(
+            report::CUSPARSELT,
+            lt.as_ref()
+                .map(|l| format!("cuSPARSELt {}", l.version))
+                .map_err(Clone::clone),
+        ),
+    ];
+    for c in &rep.contenders {
+        eprintln!(
+            "{:<11} {}: {}",
+            c.name,
+            if c.available { "ok " } else { "n/a" },
+            c.detail
+        );
+    }
+    let rotation = 2 * g.l2_bytes;
+    rep.config.rotation_bytes = if args.hot { 0 } else { rotation as u64 };
+    let time = TimeCfg {
+        samples: args.samples,
+        sample_ms: args.sample_ms,
+        warmup_ms: args.warmup_ms,
+    };
+    let cfg = sweep::SweepCfg {
+        epilogue: epi,
+        time,
+        rotation_bytes: rotation,
+        hot: args.hot,
+        seed: args.seed,
+        copy_tbps: rep.device.copy_tbps.unwrap_or(3.0),
+        dense_tflops: rep.device.dense_tflops.unwrap_or(700.0),
+    };
+    let contenders = sweep::Contenders {
+        sparseflow: sf_ctx,
+        cublas: cb,
+        cusparselt: lt,
+    };
+    let extra = if args.epilogue_overhead {
+        layers.len() * ms.len()
+    } else {
+        0
+    } + if args.e2e { 2 } else { 0 };
+    let pb = progress((layers.len() * ms.len() * 3 + extra) as u64);
+    rep.rows = match args.dtype {
+        DTypeArg::Fp16 => sweep::run::<f16>(&g, &contenders, layers, ms, &cfg, &pb)?,
+        DTypeArg::Bf16 => sweep::run::<bf16>(&g, &contenders, layers, ms, &cfg, &pb)?,
+    };
+    if args.epilogue_overhead {
+        let e = if epi.name() == "none" {
+            EpilogueKind::from_name("bias_silu")?
+        } else {
+            epi
+        };
+        let (sfc, cbc) = (&contenders.sparseflow, &contenders.cublas);
+        rep.epilogue_overhead = Some(match args.dtype {
+            DTypeArg::Fp16 => gpu::epilogue::run::<f16>(
+                &g, sfc, cbc, layers, ms, e, time, rotation, args.hot, args.seed, &pb,
+            )?,
+            DTypeArg::Bf16 => gpu::epilogue::run::<bf16>(
+                &g, sfc, cbc, layers, ms, e, time, rotation, args.hot, args.seed, &pb,
+            )?,
+        });
+    }
+    if let (true, Some(model)) = (args.e2e, model) {
+        let bc = shapes::block_config(model)?;
+        let (sfc, cbc) = (&contenders.sparseflow, &contenders.cublas);
+        let n = args.e2e_layers.min(bc.layers);
+        rep.e2e = Some(match args.dtype {
+            DTypeArg::Fp16 => {
+                gpu::e2e::run::<f16>(&g, model, &bc, n, sfc, cbc, time, args.seed, &pb)?
+            }
+            DTypeArg::Bf16 => {
+                gpu::e2e::run::<bf16>(&g, model, &bc, n, sfc, cbc, time, args.seed, &pb)?
+            }
+        });
+    }
+    pb.finish_and_clear();
+    rep.summary = report::summarize_rows(&rep.rows, report::CUBLAS);
+    Ok(())
+}
+
+fn finish(args: &Args, rep: &Report) -> Result<ExitCode> {
+    let mut text = report::table(rep);
+    text.push_str(&crate::bench::report::extras(rep));
+    print!("{text}");
+    if let Some(p) = &args.markdown {
+        std::fs::write(p, &text).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &args.json {
+        let s = serde_json::to_string_pretty(rep)?;
+        std::fs::write(p, s + "\n").with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &args.plot {
+        if let Err(e) = plot::draw(rep, p) {
+            eprintln!("warning: {e:#}");
+        }
+    }
+    if let Some(x) = args.min_speedup {
+        match rep.summary.geomean_vs_dense {
+            Some(g) if g >= x => eprintln!("min-speedup: geomean {g:.3}× ≥ {x}: pass"),
+            Some(g) => {
+                eprintln!("min-speedup: geomean {g:.3}× < {x}: FAIL");
+                return Ok(ExitCode::from(3));
+            }
+            None => {
+                eprintln!("min-speedup: no speedup was measured (subject n/a): FAIL");
+                return Ok(ExitCode::from(3));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
