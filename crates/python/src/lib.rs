@@ -1,1 +1,31 @@
-//! sparseflow-python (placeholder: being built)
+//! `sparseflow._C`: the compiled half of the `sparseflow` Python package.
+//!
+//! Low level on purpose: every function takes raw data pointers, shapes and a dtype name, which
+//! the Python layer (`python/sparseflow/`) takes from torch tensors after checking device,
+//! dtype, shape and contiguity. Tensors therefore cross without copies and bf16 works (numpy
+//! has no bf16). The GIL is released while Rust computes.
+//!
+//! * [`format`]: prune + compress, decompress, diff report (CPU, host pointers).
+//! * [`gemm`]: `SparseGemmHandle`, one compiled/uploaded weight that runs
+//!   `Y = epilogue(X · Wᵀ [+ b])` on the CPU reference or on a CUDA device (runtime).
+
+mod error;
+mod format;
+mod gemm;
+mod raw;
+
+use pyo3::prelude::*;
+
+/// The extension module. Its Python-side stub is `python/sparseflow/_C.pyi`.
+#[pymodule]
+#[pyo3(name = "_C")]
+fn sparseflow_c(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(format::prune_compress, m)?)?;
+    m.add_function(wrap_pyfunction!(format::decompress, m)?)?;
+    m.add_function(wrap_pyfunction!(format::diff, m)?)?;
+    m.add_function(wrap_pyfunction!(format::epilogues, m)?)?;
+    m.add_function(wrap_pyfunction!(format::epilogue_uses_bias, m)?)?;
+    m.add_class::<gemm::SparseGemmHandle>()?;
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! The 2:4 format on host memory: prune + compress, decompress, diff report.
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use sparseflow_core::format::meta_bytes_per_row;
+use sparseflow_core::{
+    diff_report, prune_magnitude, CoreError, DiffReport, Element, EpilogueKind, Sparse24, EPILOGUES,
+};
+
+use crate::error::{core_err, value_err};
+use crate::raw::{dispatch, parse_dtype, slice, slice_mut};
+
+/// Element counts of a `[n, k]` weight: (dense, values, meta bytes), refusing bad shapes with
+/// core's own messages so Python and Rust users read the same text.
+pub fn sizes(n: usize, k: usize) -> PyResult<(usize, usize, usize)> {
+    if n == 0 || k == 0 {
+        return Err(core_err(CoreError::ZeroDim {
+            what: "weight [N, K]",
+        }));
+    }
+    if !k.is_multiple_of(4) {
+        return Err(core_err(CoreError::KNotMultipleOf4 { k }));
+    }
+    let overflow = || value_err(format!("weight [{n}, {k}] is too large"));
+    let dense = n.checked_mul(k).ok_or_else(overflow)?;
+    let meta = n.checked_mul(meta_bytes_per_row(k)).ok_or_else(overflow)?;
+    Ok((dense, dense / 2, meta))
+}
+
+/// Copies a host `[n, k/2]` values + `[n, k/8]` meta pair into a checked [`Sparse24`].
+///
+/// # Safety
+/// Both addresses must hold contiguous host tensors of the sizes [`sizes`] gives.
+pub unsafe fn sparse_from_host<T: Element>(
+    values_ptr: usize,
+    meta_ptr: usize,
+    n: usize,
+    k: usize,
+) -> PyResult<Sparse24<T>> {
+    let (_, n_values, n_meta) = sizes(n, k)?;
+    // SAFETY: forwarded caller contract.
+    let values = unsafe { slice::<T>(values_ptr, n_values, "values") }?.to_vec();
+    // SAFETY: forwarded caller contract.
+    let meta = unsafe { slice::<u8>(meta_ptr, n_meta, "meta") }?.to_vec();
+    Sparse24::from_parts(n, k, values, meta).map_err(core_err)
+}
+
+/// Compresses the dense `[n, k]` weight at `w_ptr` into `values_ptr` / `meta_ptr`. With
+/// `prune`, magnitude-prunes to 2:4 first; without, a weight that is not 2:4 is an error.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub fn prune_compress(
+    py: Python<'_>,
+    w_ptr: usize,
+    n: usize,
+    k: usize,
+    dtype: &str,
+    prune: bool,
+    values_ptr: usize,
+    meta_ptr: usize,
+) -> PyResult<()> {
+    let dtype = parse_dtype(dtype)?;
+    let (n_dense, n_values, n_meta) = sizes(n, k)?;
+    py.detach(|| {
+        dispatch!(dtype, T => {
+            // SAFETY: the Python caller passes contiguous CPU tensors of these sizes; the
+            // outputs are fresh tensors that alias nothing.
+            let (w, values, meta) = unsafe {
+                (
+                    slice::<T>(w_ptr, n_dense, "weight")?,
+                    slice_mut::<T>(values_ptr, n_values, "values")?,
+                    slice_mut::<u8>(meta_ptr, n_meta, "meta")?,
+                )
+            };
+            let sparse = if prune {
+                Sparse24::compress(&prune_magnitude(w, n, k).map_err(core_err)?, n, k)
+            } else {
+                Sparse24::compress(w, n, k)
+            }
+            .map_err(core_err)?;
+            values.copy_from_slice(&sparse.values);
+            meta.copy_from_slice(&sparse.meta);
+            Ok(())
+        })
+    })
+}
+
+/// Writes the dense `[n, k]` weight of a compressed pair into `out_ptr`.
+#[pyfunction]
+pub fn decompress(
+    py: Python<'_>,
+    values_ptr: usize,
+    meta_ptr: usize,
+    n: usize,
+    k: usize,
+    dtype: &str,
+    out_ptr: usize,
+) -> PyResult<()> {
+    let dtype = parse_dtype(dtype)?;
+    let (n_dense, _, _) = sizes(n, k)?;
+    py.detach(|| {
+        dispatch!(dtype, T => {
+            // SAFETY: contiguous CPU tensors of the right sizes (Python layer); `out` is fresh.
+            let sparse = unsafe { sparse_from_host::<T>(values_ptr, meta_ptr, n, k)? };
+            // SAFETY: as above.
+            let out = unsafe { slice_mut::<T>(out_ptr, n_dense, "out")? };
+            out.copy_from_slice(&sparse.decompress());
+            Ok(())
+        })
+    })
+}
+
+/// The diff report of a dense `[n, k]` weight against its compressed form, optionally with an
+/// activation sample `x [m, k]` for the output error. Returns a dict.
+#[pyfunction]
+#[pyo3(signature = (w_ptr, values_ptr, meta_ptr, n, k, dtype, x_ptr=None, m=0))]
+#[allow(clippy::too_many_arguments)]
+pub fn diff<'py>(
+    py: Python<'py>,
+    w_ptr: usize,
+    values_ptr: usize,
+    meta_ptr: usize,
+    n: usize,
+    k: usize,
+    dtype: &str,
+    x_ptr: Option<usize>,
+    m: usize,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dtype = parse_dtype(dtype)?;
+    let (n_dense, _, _) = sizes(n, k)?;
+    let x_len = match x_ptr {
+        Some(_) if m == 0 => return Err(value_err("calibration sample has no rows")),
+        Some(_) => m
+            .checked_mul(k)
+            .ok_or_else(|| value_err("calibration sample too large"))?,
+        None => 0,
+    };
+    let report: DiffReport = py.detach(|| {
+        dispatch!(dtype, T => {
+            // SAFETY: contiguous CPU tensors of the stated sizes (Python layer).
+            let sparse = unsafe { sparse_from_host::<T>(values_ptr, meta_ptr, n, k)? };
+            // SAFETY: as above.
+            let w = unsafe { slice::<T>(w_ptr, n_dense, "weight")? };
+            let x = match x_ptr {
+                // SAFETY: as above.
+                Some(p) => Some((unsafe { slice::<T>(p, x_len, "calibration")? }, m)),
+                None => None,
+            };
+            diff_report(w, &sparse, x).map_err(core_err)
+        })
+    })?;
+    let d = PyDict::new(py);
+    d.set_item("max_error", report.max_error)?;
+    d.set_item("mean_abs_error", report.mean_abs_error)?;
+    d.set_item("rel_fro_error", report.rel_fro_error)?;
+    d.set_item("kept_magnitude", report.kept_magnitude)?;
+    d.set_item("sparsity", report.sparsity)?;
+    d.set_item("bytes_dense", report.bytes_dense)?;
+    d.set_item("bytes_sparse", report.bytes_sparse)?;
+    if let (Some(max), Some(rel)) = (report.output_max_error, report.output_rel_error) {
+        d.set_item("output_max_error", max)?;
+        d.set_item("output_rel_error", rel)?;
+    }
+    Ok(d)
+}
+
+/// Names of every epilogue, in ABI order.
+#[pyfunction]
+pub fn epilogues() -> Vec<&'static str> {
+    EPILOGUES.iter().map(|e| e.name).collect()
+}
+
+/// Whether the named epilogue reads a bias vector; unknown names are a `ValueError`.
+#[pyfunction]
+pub fn epilogue_uses_bias(name: &str) -> PyResult<bool> {
+    Ok(EpilogueKind::from_name(name).map_err(core_err)?.uses_bias())
+}

@@ -1,0 +1,195 @@
+//! `SparseGemmHandle`: one 2:4 weight made ready to run `Y = epilogue(X · Wᵀ [+ b])`.
+//!
+//! Creating a handle is the slow, synchronous part (metadata checks, upload and kernel
+//! compilation on CUDA); `forward` is the fast part. On CUDA it only enqueues work on the
+//! stream it is given and allocates nothing, so it can be captured in a CUDA graph. The
+//! Python layer caches handles per weight tensor and creates them outside capture.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::{Mutex, OnceLock};
+
+use pyo3::prelude::*;
+use sparseflow_core::{CoreError, DType, EpilogueKind};
+use sparseflow_runtime::{Context, Device, SparseGemm};
+
+use crate::error::{core_err, runtime_err, value_err};
+use crate::format::{sizes, sparse_from_host};
+use crate::raw::{dispatch, parse_dtype, slice};
+
+/// One CUDA context per device, shared by every handle (the runtime binds the device's
+/// primary context, which PyTorch uses too).
+fn cuda_context(ordinal: usize) -> PyResult<Context> {
+    static CONTEXTS: OnceLock<Mutex<HashMap<usize, Context>>> = OnceLock::new();
+    let mut map = CONTEXTS
+        .get_or_init(Default::default)
+        .lock()
+        .map_err(|_| runtime_err("context cache poisoned by an earlier panic"))?;
+    if let Some(ctx) = map.get(&ordinal) {
+        return Ok(ctx.clone());
+    }
+    let ctx = Context::new(Device::Cuda(ordinal)).map_err(runtime_err)?;
+    map.insert(ordinal, ctx.clone());
+    Ok(ctx)
+}
+
+/// A weight ready to run on one device. Immutable once built; safe to share across threads.
+#[pyclass(frozen, module = "sparseflow._C")]
+pub struct SparseGemmHandle {
+    n: usize,
+    k: usize,
+    dtype: DType,
+    epilogue: EpilogueKind,
+    device: Option<usize>,
+    gemm: SparseGemm,
+}
+
+#[pymethods]
+impl SparseGemmHandle {
+    /// Builds a handle from host (CPU) tensors: `values [n, k/2]`, `meta [n, k/8]` (u8) and an
+    /// optional `bias [n]` of the same dtype. `device=None` → CPU reference path;
+    /// `device=i` → CUDA device `i` (its weights are uploaded and kernels compiled now).
+    #[new]
+    #[pyo3(signature = (values_ptr, meta_ptr, bias_ptr, n, k, dtype, epilogue, device=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        values_ptr: usize,
+        meta_ptr: usize,
+        bias_ptr: Option<usize>,
+        n: usize,
+        k: usize,
+        dtype: &str,
+        epilogue: &str,
+        device: Option<usize>,
+    ) -> PyResult<Self> {
+        let dtype = parse_dtype(dtype)?;
+        let epilogue = EpilogueKind::from_name(epilogue).map_err(core_err)?;
+        match (epilogue.uses_bias(), bias_ptr.is_some()) {
+            (true, false) => {
+                return Err(core_err(CoreError::BiasMismatch {
+                    epilogue: epilogue.name(),
+                    problem: "needs a bias vector of length N, but none was given",
+                }))
+            }
+            (false, true) => {
+                return Err(core_err(CoreError::BiasMismatch {
+                    epilogue: epilogue.name(),
+                    problem: "takes no bias, but one was given (use a bias_* epilogue)",
+                }))
+            }
+            _ => {}
+        }
+        if device.is_some() && dtype == DType::F32 {
+            return Err(value_err(
+                "float32 weights run on the CPU only: SparseFlow's CUDA kernels use fp16/bf16 \
+                 sparse tensor cores; convert with .half() or .to(torch.bfloat16)",
+            ));
+        }
+        sizes(n, k)?;
+        let gemm = py.detach(|| -> PyResult<SparseGemm> {
+            dispatch!(dtype, T => {
+                // SAFETY: the Python layer passes contiguous host tensors of these sizes.
+                let w = unsafe { sparse_from_host::<T>(values_ptr, meta_ptr, n, k)? };
+                let bias = match bias_ptr {
+                    // SAFETY: as above; bias holds n elements of T.
+                    Some(p) => Some(unsafe { slice::<T>(p, n, "bias")? }.to_vec()),
+                    None => None,
+                };
+                let ctx = match device {
+                    Some(ordinal) => cuda_context(ordinal)?,
+                    None => Context::cpu(),
+                };
+                SparseGemm::new(&ctx, &w, bias.as_deref(), epilogue).map_err(runtime_err)
+            })
+        })?;
+        Ok(SparseGemmHandle {
+            n,
+            k,
+            dtype,
+            epilogue,
+            device,
+            gemm,
+        })
+    }
+
+    /// Runs `y[m, n] = epilogue(x[m, k] · Wᵀ [+ b])`. CPU handle: host addresses, computed
+    /// before returning. CUDA handle: device addresses, enqueued on `stream` (a `CUstream`
+    /// address, e.g. `torch.cuda.current_stream().cuda_stream`; 0 is the legacy default
+    /// stream) and not waited for; allocates nothing, so it is CUDA-graph capturable.
+    fn forward(
+        &self,
+        py: Python<'_>,
+        x_ptr: usize,
+        y_ptr: usize,
+        m: usize,
+        stream: usize,
+    ) -> PyResult<()> {
+        if m == 0 {
+            return Ok(());
+        }
+        // SAFETY: the Python layer passes contiguous tensors on this handle's device (host
+        // memory for a CPU handle), x [m, k] and a fresh y [m, n] of its dtype, 16-byte aligned
+        // on CUDA. They come from torch's caching allocator, which orders any reuse of that
+        // memory after the work queued on `stream`, so they outlive the launch.
+        py.detach(|| unsafe {
+            self.gemm.forward_raw(
+                x_ptr as *const c_void,
+                y_ptr as *mut c_void,
+                m,
+                Some(stream as *mut c_void),
+            )
+        })
+        .map_err(runtime_err)
+    }
+
+    /// Plans, compiles, loads and uploads everything `m` tokens need without launching: call
+    /// before capturing a CUDA graph (the first forward of a new M bucket does it otherwise,
+    /// synchronously). No-op on the CPU.
+    fn prepare(&self, py: Python<'_>, m: usize) -> PyResult<()> {
+        py.detach(|| self.gemm.prepare(m)).map_err(runtime_err)
+    }
+
+    /// Output features N.
+    #[getter]
+    fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Input features K.
+    #[getter]
+    fn k(&self) -> usize {
+        self.k
+    }
+
+    /// The torch dtype name (`float16`, `bfloat16`, `float32`).
+    #[getter]
+    fn dtype(&self) -> &'static str {
+        self.dtype.torch_name()
+    }
+
+    /// The epilogue name (`none`, `bias_silu`, ...).
+    #[getter]
+    fn epilogue(&self) -> &'static str {
+        self.epilogue.name()
+    }
+
+    /// `None` for the CPU path, the CUDA device ordinal otherwise.
+    #[getter]
+    fn device(&self) -> Option<usize> {
+        self.device
+    }
+
+    fn __repr__(&self) -> String {
+        let device = self
+            .device
+            .map_or("cpu".to_string(), |d| format!("cuda:{d}"));
+        format!(
+            "SparseGemmHandle(n={}, k={}, dtype={}, epilogue={}, device={device})",
+            self.n,
+            self.k,
+            self.dtype.torch_name(),
+            self.epilogue.name()
+        )
+    }
+}

@@ -1,0 +1,74 @@
+"""Stubs for the compiled module ``sparseflow._C`` (crates/python).
+
+Low level: every function takes raw addresses of contiguous tensors (``tensor.data_ptr()``),
+shapes and a dtype name (``"float16"``, ``"bfloat16"``, ``"float32"``). The caller guarantees
+the tensors have those sizes, live during the call, and that outputs alias no input; the
+public API in ``sparseflow`` does this. Shape and format problems raise ``ValueError``,
+device/driver problems ``RuntimeError``.
+"""
+
+from typing import Dict, List, Optional
+
+__version__: str
+
+def prune_compress(
+    w_ptr: int, n: int, k: int, dtype: str, prune: bool, values_ptr: int, meta_ptr: int
+) -> None:
+    """Host weight ``[n, k]`` → ``values [n, k/2]`` + ``meta [n, ceil(k/8)]``; with ``prune``
+    magnitude-prunes to 2:4 first, otherwise a non-2:4 weight is an error."""
+
+def decompress(values_ptr: int, meta_ptr: int, n: int, k: int, dtype: str, out_ptr: int) -> None:
+    """Host compressed pair → dense ``[n, k]`` at ``out_ptr`` (validates the metadata)."""
+
+def diff(
+    w_ptr: int,
+    values_ptr: int,
+    meta_ptr: int,
+    n: int,
+    k: int,
+    dtype: str,
+    x_ptr: Optional[int] = None,
+    m: int = 0,
+) -> Dict[str, float]:
+    """The diff report of a dense host weight against its compressed form; with an activation
+    sample ``x [m, k]`` also ``output_max_error`` / ``output_rel_error``."""
+
+def epilogues() -> List[str]:
+    """Epilogue names in ABI order."""
+
+def epilogue_uses_bias(name: str) -> bool: ...
+
+class SparseGemmHandle:
+    """One 2:4 weight ready to run ``y = epilogue(x @ W.T [+ b])`` on the CPU or a CUDA device."""
+
+    def __init__(
+        self,
+        values_ptr: int,
+        meta_ptr: int,
+        bias_ptr: Optional[int],
+        n: int,
+        k: int,
+        dtype: str,
+        epilogue: str,
+        device: Optional[int] = None,
+    ) -> None:
+        """From host tensors; ``device=None`` → CPU reference, ``device=i`` → CUDA device i
+        (uploads the weight; fp16/bf16 only)."""
+
+    def forward(self, x_ptr: int, y_ptr: int, m: int, stream: int) -> None:
+        """``y [m, n]`` from ``x [m, k]``: host pointers for a CPU handle (synchronous), device
+        pointers and a ``CUstream`` address for a CUDA handle (asynchronous, capturable)."""
+
+    def prepare(self, m: int) -> None:
+        """Plan/compile/upload for ``m`` rows without launching (before CUDA-graph capture)."""
+
+    @property
+    def n(self) -> int: ...
+    @property
+    def k(self) -> int: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def epilogue(self) -> str: ...
+    @property
+    def device(self) -> Optional[int]: ...

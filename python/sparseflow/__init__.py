@@ -1,0 +1,42 @@
+"""SparseFlow: 2:4 structured sparsity for PyTorch on NVIDIA sparse tensor cores.
+
+```python
+import sparseflow as sf
+
+sparse, diff = sf.SparseLinear.from_dense(linear, return_diff=True)   # one layer
+model, report = sf.sparsify(model)                                     # a whole model
+print(report)                                                          # one row per nn.Linear
+sf.save(model, "out/"); model = sf.load("out/", fresh_model)
+```
+
+CUDA tensors run SparseFlow's kernels on torch's current stream through the custom op
+``torch.ops.sparseflow.sparse_linear`` (``torch.compile`` and CUDA graphs work); CPU tensors
+run the Rust reference. See docs/PYTHON.md.
+"""
+
+from . import _C
+from .io import FORMAT_VERSION, load, load_state_dict, save
+from .linear import METHODS, SparseLinear
+from .ops import ACTIVATIONS, EPILOGUES, clear_cache, compress, decompress, prepare
+from .sparsify import LayerReport, SparsifyReport, activation_kind, sparsify
+
+__version__: str = _C.__version__
+
+__all__ = [
+    "ACTIVATIONS",
+    "EPILOGUES",
+    "FORMAT_VERSION",
+    "METHODS",
+    "LayerReport",
+    "SparseLinear",
+    "SparsifyReport",
+    "activation_kind",
+    "clear_cache",
+    "compress",
+    "decompress",
+    "load",
+    "load_state_dict",
+    "prepare",
+    "save",
+    "sparsify",
+]

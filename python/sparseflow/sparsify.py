@@ -1,0 +1,290 @@
+"""``sparsify``: replace a model's ``nn.Linear`` layers by :class:`SparseLinear`, with a report.
+
+Nothing happens silently: every ``nn.Linear`` the model holds gets one report row, converted or
+skipped with the reason. An activation is fused into a layer's epilogue only where the module
+structure makes it exact, and the report names it:
+
+* ``nn.Sequential(..., Linear, ReLU | SiLU | GELU, ...)``: the activation module directly
+  follows the layer in the sequence.
+* LLaMA-style gated MLPs (``down_proj(act_fn(gate_proj(x)) * up_proj(x))``, as in
+  transformers' Llama/Mistral/Qwen2 MLPs): the activation is fused into ``gate_proj``. The
+  MLP's ``forward`` source is checked for exactly that expression, so a model that uses the
+  gate's output elsewhere is left alone.
+
+Fused means computed on the fp32 accumulator before rounding: the math is the same, the
+rounding is one step better than the unfused model's.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .linear import METHODS, SparseLinear
+from .ops import SUPPORTED_DTYPES
+
+__all__ = ["sparsify", "SparsifyReport", "LayerReport", "activation_kind"]
+
+
+@dataclass
+class LayerReport:
+    """One ``nn.Linear`` of the model and what :func:`sparsify` did with it."""
+
+    name: str
+    status: str  # "sparsified" or "skipped"
+    in_features: int
+    out_features: int
+    dtype: str
+    reason: str = ""
+    epilogue: Optional[str] = None
+    fused: Optional[str] = None  # module path of the fused activation
+    diff: Dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+class SparsifyReport:
+    """The per-layer report of :func:`sparsify`: prints as a table, converts to dicts / JSON."""
+
+    def __init__(self, rows: Sequence[LayerReport]) -> None:
+        self.rows: List[LayerReport] = list(rows)
+
+    def __iter__(self) -> Iterator[LayerReport]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, name: str) -> LayerReport:
+        for row in self.rows:
+            if row.name == name:
+                return row
+        raise KeyError(name)
+
+    @property
+    def sparsified(self) -> List[LayerReport]:
+        return [r for r in self.rows if r.status == "sparsified"]
+
+    @property
+    def skipped(self) -> List[LayerReport]:
+        return [r for r in self.rows if r.status == "skipped"]
+
+    @property
+    def fused(self) -> List[LayerReport]:
+        return [r for r in self.rows if r.fused]
+
+    def summary(self) -> Dict[str, Any]:
+        """Totals over sparsified layers: counts and bytes before/after."""
+        dense = sum(int(r.diff.get("bytes_dense", 0)) for r in self.sparsified)
+        sparse = sum(int(r.diff.get("bytes_sparse", 0)) for r in self.sparsified)
+        return {
+            "layers": len(self.rows),
+            "sparsified": len(self.sparsified),
+            "skipped": len(self.skipped),
+            "fused": len(self.fused),
+            "bytes_dense": dense,
+            "bytes_sparse": sparse,
+            "compression": (dense / sparse) if sparse else None,
+        }
+
+    def to_list(self) -> List[Dict[str, Any]]:
+        return [r.to_dict() for r in self.rows]
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps({"layers": self.to_list(), "summary": self.summary()}, **kwargs)
+
+    def __str__(self) -> str:
+        header = ("layer", "status", "shape [N, K]", "dtype", "epilogue", "rel_fro_err", "kept_mag", "note")
+        lines = []
+        for r in self.rows:
+            note = r.reason if r.status == "skipped" else (f"fused {r.fused}" if r.fused else "")
+            lines.append((
+                r.name,
+                r.status,
+                f"[{r.out_features}, {r.in_features}]",
+                r.dtype.replace("torch.", ""),
+                r.epilogue or "-",
+                f"{r.diff['rel_fro_error']:.4f}" if "rel_fro_error" in r.diff else "-",
+                f"{r.diff['kept_magnitude']:.4f}" if "kept_magnitude" in r.diff else "-",
+                note,
+            ))
+        widths = [max(len(h), *(len(row[i]) for row in lines)) if lines else len(h) for i, h in enumerate(header)]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+        out += [fmt.format(*row).rstrip() for row in lines]
+        s = self.summary()
+        ratio = f"{s['compression']:.2f}x" if s["compression"] else "-"
+        out.append(
+            f"{s['sparsified']} of {s['layers']} linear layers sparsified ({s['fused']} with a fused activation), "
+            f"{s['skipped']} skipped; weight bytes {s['bytes_dense']} -> {s['bytes_sparse']} ({ratio})"
+        )
+        return "\n".join(out)
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        return f"SparsifyReport(layers={s['layers']}, sparsified={s['sparsified']}, skipped={s['skipped']}, fused={s['fused']})"
+
+
+def activation_kind(module: nn.Module) -> Optional[str]:
+    """The SparseFlow activation an activation module computes exactly, or ``None``."""
+    t = type(module)
+    if t is nn.ReLU:
+        return "relu"
+    if t is nn.SiLU:
+        return "silu"
+    if t is nn.GELU:
+        return {"none": "gelu", "tanh": "gelu_tanh"}.get(module.approximate)
+    if t.__module__.startswith("transformers."):
+        # transformers' activation classes compute these exact functions (checked by name so
+        # sparseflow does not import transformers).
+        return {
+            "SiLUActivation": "silu",
+            "GELUActivation": "gelu",
+            "GELUTanh": "gelu_tanh",
+            "PytorchGELUTanh": "gelu_tanh",
+            "NewGELUActivation": "gelu_tanh",
+        }.get(t.__name__)
+    return None
+
+
+def _matches(name: str, patterns: Iterable[str]) -> Optional[str]:
+    """The first pattern that names this module: exact path, a path suffix (``lm_head``,
+    ``mlp.down_proj``) or an fnmatch glob (``*.mlp.*``)."""
+    for p in patterns:
+        if name == p or name.endswith("." + p) or fnmatch.fnmatchcase(name, p):
+            return p
+    return None
+
+
+_GATED_MLP = re.compile(r"self\.act_fn\(self\.gate_proj\((\w+)\)\)\*self\.up_proj\(\1\)")
+
+
+def _is_gated_mlp(module: nn.Module) -> bool:
+    """A LLaMA-style MLP whose forward is ``down_proj(act_fn(gate_proj(x)) * up_proj(x))``."""
+    if not all(isinstance(getattr(module, a, None), nn.Module) for a in ("gate_proj", "up_proj", "act_fn")):
+        return False
+    try:
+        source = inspect.getsource(type(module).forward)
+    except (OSError, TypeError):
+        return False
+    compact = re.sub(r"\s+", "", source)
+    # Exactly one use of gate_proj and of act_fn: the gate's output feeds only the activation.
+    return bool(_GATED_MLP.search(compact)) and compact.count("self.gate_proj") == 1 and compact.count("self.act_fn") == 1
+
+
+def _fusion_candidates(model: nn.Module) -> Dict[str, Tuple[str, str]]:
+    """``{linear path: (activation path, activation kind)}`` for every exact fusion site."""
+    found: Dict[str, Tuple[str, str]] = {}
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(module, nn.Sequential):
+            children = list(module.named_children())
+            for (lin_name, lin), (act_name, act) in zip(children, children[1:]):
+                kind = activation_kind(act)
+                if isinstance(lin, nn.Linear) and kind is not None:
+                    found[prefix + lin_name] = (prefix + act_name, kind)
+        elif _is_gated_mlp(module):
+            kind = activation_kind(module.act_fn)
+            if kind is not None and isinstance(module.gate_proj, nn.Linear):
+                found[prefix + "gate_proj"] = (prefix + "act_fn", kind)
+    return found
+
+
+def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
+    parent_path, _, attr = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    setattr(parent, attr, new)
+
+
+def _skip_reason(name: str, linear: nn.Linear, parents: Dict[str, nn.Module],
+                 include: Optional[Sequence[str]], exclude: Sequence[str]) -> Optional[str]:
+    if include is not None and _matches(name, include) is None:
+        return "not matched by include"
+    pattern = _matches(name, exclude)
+    if pattern is not None:
+        return f"excluded ({pattern!r} in exclude)"
+    parent = parents.get(name.rpartition(".")[0])
+    if isinstance(parent, nn.MultiheadAttention):
+        return "inside nn.MultiheadAttention, which reads the weight directly"
+    w = linear.weight
+    if w.device.type == "meta":
+        return "weight on the meta device (no data)"
+    if w.dtype not in SUPPORTED_DTYPES:
+        return f"dtype {w.dtype} not supported (float16, bfloat16, float32 on CPU)"
+    if linear.in_features % 4 != 0:
+        return f"in_features = {linear.in_features} is not a multiple of 4"
+    if not bool(torch.isfinite(w).all()):
+        return "weight contains NaN or Inf"
+    return None
+
+
+@torch.no_grad()
+def sparsify(
+    model: nn.Module,
+    *,
+    include: Optional[Sequence[str]] = None,
+    exclude: Sequence[str] = ("lm_head",),
+    method: str = "magnitude",
+    fuse: bool = True,
+) -> Tuple[nn.Module, SparsifyReport]:
+    """Replaces the ``nn.Linear`` layers of ``model`` (in place) by 2:4 :class:`SparseLinear`.
+
+    ``include``: only layers whose path matches one of these (exact path, path suffix such as
+    ``"mlp.down_proj"``, or an fnmatch glob such as ``"model.layers.*.mlp.*"``); ``None`` = all.
+    ``exclude``: layers to leave dense (same matching; the output head by default).
+    ``method``: pruning method (``"magnitude"``). ``fuse``: fuse a following activation into
+    the epilogue where exact (see the module docstring).
+
+    Returns ``(model, report)``; the report has one row per ``nn.Linear`` (a layer shared
+    under several paths is reported and converted once, under its first path).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown pruning method {method!r}; available: {', '.join(METHODS)}")
+    if isinstance(include, str) or isinstance(exclude, str):
+        raise TypeError("include and exclude take a list or tuple of names, not a single string")
+    exclude = tuple(exclude or ())
+    all_paths: Dict[int, List[str]] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        all_paths.setdefault(id(module), []).append(name)
+    parents = dict(model.named_modules())
+    fusions = _fusion_candidates(model) if fuse else {}
+
+    rows: List[LayerReport] = []
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, nn.Linear):
+            continue
+        paths = all_paths[id(module)]
+        row = LayerReport(name, "skipped", module.in_features, module.out_features, str(module.weight.dtype).replace("torch.", ""))
+        rows.append(row)
+        reason = _skip_reason(name, module, parents, include, exclude)
+        if reason is not None:
+            row.reason = reason
+            continue
+        activation, act_path = "none", None
+        if name in fusions and len(paths) == 1:
+            act_path, activation = fusions[name]
+            act_module = model.get_submodule(act_path)
+            if len(all_paths.get(id(act_module), [])) != 1:
+                activation, act_path = "none", None  # a shared activation module stays
+        sparse = SparseLinear.from_dense(module, method=method, activation=activation)
+        sparse.fused_activation = act_path
+        sparse.train(module.training)
+        for path in paths:
+            _set_module(model, path, sparse)
+        if act_path is not None:
+            _set_module(model, act_path, nn.Identity())
+        row.status = "sparsified"
+        row.epilogue = sparse.epilogue
+        row.fused = act_path
+        row.diff = dict(sparse.diff or {})
+        if len(paths) > 1:
+            row.reason = f"shared with {', '.join(paths[1:])}"
+    return model, SparsifyReport(rows)
