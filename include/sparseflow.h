@@ -58,7 +58,8 @@ enum SparseFlowStatus
   SPARSEFLOW_STATUS_NOT_2TO4 = 3,
   // Valid request that this build, device or backend cannot serve (e.g. F32 on a GPU).
   SPARSEFLOW_STATUS_UNSUPPORTED = 4,
-  // The CUDA driver, NVRTC or a kernel launch failed.
+  // The CUDA driver, a kernel launch, NVRTC or the kernel cache (`SPARSEFLOW_CACHE_DIR`)
+  // failed.
   SPARSEFLOW_STATUS_CUDA_ERROR = 5,
   // Host or device memory could not be allocated.
   SPARSEFLOW_STATUS_OUT_OF_MEMORY = 6,
