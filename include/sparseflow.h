@@ -149,6 +149,9 @@ extern "C" {
 //
 // Thread safety: callable from any thread. The context itself may be used from any number of
 // threads at once (kernel creation and runs included).
+//
+// # Safety
+// `out` must be NULL or point to writable storage for one `SparseFlowContext`.
 SparseFlowStatus sparseflow_context_create(int32_t device, SparseFlowContext *out);
 
 // Destroys a context handle. Kernels created from it stay valid (they keep what they need of
@@ -167,6 +170,9 @@ SparseFlowStatus sparseflow_context_destroy(SparseFlowContext context);
 //
 // Errors: `INVALID_ARGUMENT` (NULL out-pointer, n/k <= 0, k % 4 != 0, overflow).
 // Thread safety: callable from any thread at any time.
+//
+// # Safety
+// `values_len` and `meta_len` must be NULL or point to writable `int64_t`s.
 SparseFlowStatus sparseflow_compressed_sizes(int64_t n, int64_t k, int64_t *values_len, int64_t *meta_len);
 
 // Compresses a dense host `[n, k]` weight to DESIGN.md's 2:4 format (the input of
@@ -179,6 +185,11 @@ SparseFlowStatus sparseflow_compressed_sizes(int64_t n, int64_t k, int64_t *valu
 //   `sparseflow_compressed_sizes`). Nothing is written on failure.
 //
 // Thread safety: callable from any thread at any time (distinct output buffers).
+//
+// # Safety
+// `dense` must be NULL or hold `n * k` readable elements of `dtype`; `values_out` NULL or
+// `n * k / 2` writable elements; `meta_out` NULL or `n * ceil(k / 8)` writable bytes; the
+// outputs must not overlap the input.
 SparseFlowStatus sparseflow_compress_2to4(SparseFlowDType dtype, int64_t n, int64_t k, const void *dense, uint32_t flags, void *values_out, uint8_t *meta_out);
 
 // Checks that a dense host `[n, k]` weight is 2:4 (at most two non-zeros in every aligned
@@ -186,6 +197,9 @@ SparseFlowStatus sparseflow_compress_2to4(SparseFlowDType dtype, int64_t n, int6
 // and values in `sparseflow_last_error()`; `INVALID_ARGUMENT` for bad arguments.
 //
 // Thread safety: callable from any thread at any time.
+//
+// # Safety
+// `dense` must be NULL or hold `n * k` readable elements of `dtype`.
 SparseFlowStatus sparseflow_validate_2to4(SparseFlowDType dtype, int64_t n, int64_t k, const void *dense);
 
 // The library's ABI version: `(SPARSEFLOW_ABI_VERSION_MAJOR << 16) | SPARSEFLOW_ABI_VERSION_MINOR`.
@@ -230,6 +244,10 @@ const char *sparseflow_status_string(SparseFlowStatus status);
 // `CUDA_ERROR`, `OUT_OF_MEMORY`.
 //
 // Thread safety: callable concurrently on the same context from any number of threads.
+//
+// # Safety
+// `dense_weight` must be NULL or hold `n * k` readable elements of `dtype`, `bias_or_null`
+// NULL or `n` elements, and `out` NULL or point to writable storage for one handle.
 SparseFlowStatus sparseflow_kernel_create_from_dense(SparseFlowContext context, SparseFlowDType dtype, int64_t n, int64_t k, const void *dense_weight, const void *bias_or_null, SparseFlowEpilogue epilogue, SparseFlowKernel *out);
 
 // Builds a kernel from an already-compressed 2:4 weight, in DESIGN.md's format:
@@ -244,6 +262,11 @@ SparseFlowStatus sparseflow_kernel_create_from_dense(SparseFlowContext context, 
 //
 // The buffers are only read during the call. Thread safety: as
 // `sparseflow_kernel_create_from_dense`.
+//
+// # Safety
+// `values` must be NULL or hold `n * k / 2` readable elements of `dtype`, `meta` NULL or
+// `n * ceil(k / 8)` bytes, `bias_or_null` NULL or `n` elements, and `out` NULL or point to
+// writable storage for one handle.
 SparseFlowStatus sparseflow_kernel_create(SparseFlowContext context, SparseFlowDType dtype, int64_t n, int64_t k, const void *values, const void *meta, const void *bias_or_null, SparseFlowEpilogue epilogue, SparseFlowKernel *out);
 
 // Computes `y[m, n] = epilogue(x[m, k] . W^T (+ bias))`, fp32 accumulation, output in the
@@ -251,9 +274,12 @@ SparseFlowStatus sparseflow_kernel_create(SparseFlowContext context, SparseFlowD
 //
 // * CPU context: host pointers; `stream` must be NULL; synchronous. `x` and `y` must not
 //   overlap.
-// * GPU context: device pointers of that GPU; `stream` is a `CUstream` / `cudaStream_t` of
-//   the device's primary context, or NULL for the legacy default stream. Asynchronous: the
-//   work is queued on the stream; synchronize it before reading `y`.
+// * GPU context: device pointers of that GPU, 16-byte aligned (the kernels load 16 bytes at
+//   a time; `cudaMalloc` / `cuMemAlloc` and PyTorch allocations are); `stream` is a
+//   `CUstream` / `cudaStream_t` of the device's primary context, or NULL for the legacy
+//   default stream. Asynchronous: the work is queued on the stream; synchronize it before
+//   reading `y`. The first run of a new M bucket (1, 2, 4, 8, 16, 32, ...) compiles and loads
+//   its kernel (cached on disk in `SPARSEFLOW_CACHE_DIR`).
 // * `m == 0` does nothing and succeeds (x and y are not touched).
 //
 // Errors: `INVALID_HANDLE`, `INVALID_ARGUMENT` (NULL x/y, m < 0, overflow, misaligned or
@@ -261,6 +287,12 @@ SparseFlowStatus sparseflow_kernel_create(SparseFlowContext context, SparseFlowD
 //
 // Thread safety: one kernel may be run from any number of threads at once (each with its own
 // x and y); runs on the same stream are ordered by the stream.
+//
+// # Safety
+// `x` must hold `m * k` readable and `y` `m * n` writable elements of the kernel's dtype (host
+// memory on a CPU context, device memory of the context's GPU otherwise); `stream` must be
+// NULL or a live stream of that device's primary context; on a GPU, `x`, `y` and `stream`
+// must stay valid until the queued work has completed.
 SparseFlowStatus sparseflow_kernel_run(SparseFlowKernel kernel, const void *x, int64_t m, void *y, void *stream);
 
 // Destroys a kernel handle and frees its weights. On a GPU context, synchronize every stream

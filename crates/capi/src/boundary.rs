@@ -69,7 +69,9 @@ fn panic_message(func: &str, payload: &(dyn Any + Send)) -> String {
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(non-string panic payload)");
-    format!("{func}: internal error (caught panic: {what}); this is a SparseFlow bug, please report it")
+    format!(
+        "{func}: internal error (caught panic: {what}); this is a SparseFlow bug, please report it"
+    )
 }
 
 #[cfg(test)]

@@ -57,6 +57,9 @@ pub(crate) fn check_out<T>(out: *mut T) -> Result<()> {
 ///
 /// Thread safety: callable from any thread. The context itself may be used from any number of
 /// threads at once (kernel creation and runs included).
+///
+/// # Safety
+/// `out` must be NULL or point to writable storage for one `SparseFlowContext`.
 #[no_mangle]
 pub unsafe extern "C" fn sparseflow_context_create(
     device: i32,

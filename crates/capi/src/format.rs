@@ -22,7 +22,7 @@ fn dense_shape(dtype: RawDType, n: i64, k: i64) -> Result<(DType, usize, usize)>
         ))
     })?;
     let (n, k) = (dim(n, "n")?, dim(k, "k")?);
-    if k % 4 != 0 {
+    if !k.is_multiple_of(4) {
         return Err(CoreError::KNotMultipleOf4 { k }.into());
     }
     elements(n, k, dtype, "the weight [n, k]")?;
@@ -40,6 +40,9 @@ fn sizes(n: usize, k: usize) -> (usize, usize) {
 ///
 /// Errors: `INVALID_ARGUMENT` (NULL out-pointer, n/k <= 0, k % 4 != 0, overflow).
 /// Thread safety: callable from any thread at any time.
+///
+/// # Safety
+/// `values_len` and `meta_len` must be NULL or point to writable `int64_t`s.
 #[no_mangle]
 pub unsafe extern "C" fn sparseflow_compressed_sizes(
     n: i64,
@@ -112,6 +115,11 @@ unsafe fn compress<T: Element>(
 ///   `sparseflow_compressed_sizes`). Nothing is written on failure.
 ///
 /// Thread safety: callable from any thread at any time (distinct output buffers).
+///
+/// # Safety
+/// `dense` must be NULL or hold `n * k` readable elements of `dtype`; `values_out` NULL or
+/// `n * k / 2` writable elements; `meta_out` NULL or `n * ceil(k / 8)` writable bytes; the
+/// outputs must not overlap the input.
 #[no_mangle]
 pub unsafe extern "C" fn sparseflow_compress_2to4(
     dtype: RawDType,
@@ -150,6 +158,9 @@ unsafe fn check<T: Element>(n: usize, k: usize, dense: *const c_void) -> Result<
 /// and values in `sparseflow_last_error()`; `INVALID_ARGUMENT` for bad arguments.
 ///
 /// Thread safety: callable from any thread at any time.
+///
+/// # Safety
+/// `dense` must be NULL or hold `n * k` readable elements of `dtype`.
 #[no_mangle]
 pub unsafe extern "C" fn sparseflow_validate_2to4(
     dtype: RawDType,

@@ -14,8 +14,11 @@ pub(crate) fn dim(value: i64, what: &str) -> Result<usize> {
             "{what} must be positive, got {value}"
         )));
     }
-    usize::try_from(value)
-        .map_err(|_| Error::invalid(format!("{what} = {value} does not fit this platform's size_t")))
+    usize::try_from(value).map_err(|_| {
+        Error::invalid(format!(
+            "{what} = {value} does not fit this platform's size_t"
+        ))
+    })
 }
 
 /// `rows * cols` elements of `dtype`: the element count, refusing products whose byte size
@@ -38,7 +41,7 @@ pub(crate) fn check_ptr(ptr: *const c_void, align: usize, what: &str) -> Result<
     if ptr.is_null() {
         return Err(Error::invalid(format!("{what} is NULL")));
     }
-    if (ptr as usize) % align != 0 {
+    if !(ptr as usize).is_multiple_of(align) {
         return Err(Error::invalid(format!(
             "{what} ({ptr:p}) is not aligned to its {align}-byte element type"
         )));
@@ -52,7 +55,11 @@ pub(crate) fn check_ptr(ptr: *const c_void, align: usize, what: &str) -> Result<
 /// `ptr` must be NULL (reported as an error) or point to `len` readable, initialised `T`s that
 /// are not written during the borrow. That is the C caller's documented contract; the length
 /// itself cannot be checked from here.
-pub(crate) unsafe fn host_slice<'a, T>(ptr: *const c_void, len: usize, what: &str) -> Result<&'a [T]> {
+pub(crate) unsafe fn host_slice<'a, T>(
+    ptr: *const c_void,
+    len: usize,
+    what: &str,
+) -> Result<&'a [T]> {
     check_ptr(ptr, std::mem::align_of::<T>(), what)?;
     // SAFETY: non-NULL and aligned (checked above); length, initialisation and no concurrent
     // writes are the caller's contract; `len * size_of::<T>() <= isize::MAX` was checked by

@@ -73,7 +73,7 @@ fn request(
     })?;
     let n = dim(n, "n (out_features)")?;
     let k = dim(k, "k (in_features)")?;
-    if k % 4 != 0 {
+    if !k.is_multiple_of(4) {
         return Err(sparseflow_core::CoreError::KNotMultipleOf4 { k }.into());
     }
     elements(n, k, dtype, "the weight [n, k]")?;
@@ -182,6 +182,10 @@ unsafe fn from_parts<T: Element>(
 /// `CUDA_ERROR`, `OUT_OF_MEMORY`.
 ///
 /// Thread safety: callable concurrently on the same context from any number of threads.
+///
+/// # Safety
+/// `dense_weight` must be NULL or hold `n * k` readable elements of `dtype`, `bias_or_null`
+/// NULL or `n` elements, and `out` NULL or point to writable storage for one handle.
 #[no_mangle]
 pub unsafe extern "C" fn sparseflow_kernel_create_from_dense(
     context: SparseFlowContext,
@@ -216,6 +220,11 @@ pub unsafe extern "C" fn sparseflow_kernel_create_from_dense(
 ///
 /// The buffers are only read during the call. Thread safety: as
 /// `sparseflow_kernel_create_from_dense`.
+///
+/// # Safety
+/// `values` must be NULL or hold `n * k / 2` readable elements of `dtype`, `meta` NULL or
+/// `n * ceil(k / 8)` bytes, `bias_or_null` NULL or `n` elements, and `out` NULL or point to
+/// writable storage for one handle.
 #[no_mangle]
 pub unsafe extern "C" fn sparseflow_kernel_create(
     context: SparseFlowContext,
@@ -244,9 +253,12 @@ pub unsafe extern "C" fn sparseflow_kernel_create(
 ///
 /// * CPU context: host pointers; `stream` must be NULL; synchronous. `x` and `y` must not
 ///   overlap.
-/// * GPU context: device pointers of that GPU; `stream` is a `CUstream` / `cudaStream_t` of
-///   the device's primary context, or NULL for the legacy default stream. Asynchronous: the
-///   work is queued on the stream; synchronize it before reading `y`.
+/// * GPU context: device pointers of that GPU, 16-byte aligned (the kernels load 16 bytes at
+///   a time; `cudaMalloc` / `cuMemAlloc` and PyTorch allocations are); `stream` is a
+///   `CUstream` / `cudaStream_t` of the device's primary context, or NULL for the legacy
+///   default stream. Asynchronous: the work is queued on the stream; synchronize it before
+///   reading `y`. The first run of a new M bucket (1, 2, 4, 8, 16, 32, ...) compiles and loads
+///   its kernel (cached on disk in `SPARSEFLOW_CACHE_DIR`).
 /// * `m == 0` does nothing and succeeds (x and y are not touched).
 ///
 /// Errors: `INVALID_HANDLE`, `INVALID_ARGUMENT` (NULL x/y, m < 0, overflow, misaligned or
@@ -254,6 +266,12 @@ pub unsafe extern "C" fn sparseflow_kernel_create(
 ///
 /// Thread safety: one kernel may be run from any number of threads at once (each with its own
 /// x and y); runs on the same stream are ordered by the stream.
+///
+/// # Safety
+/// `x` must hold `m * k` readable and `y` `m * n` writable elements of the kernel's dtype (host
+/// memory on a CPU context, device memory of the context's GPU otherwise); `stream` must be
+/// NULL or a live stream of that device's primary context; on a GPU, `x`, `y` and `stream`
+/// must stay valid until the queued work has completed.
 #[no_mangle]
 pub unsafe extern "C" fn sparseflow_kernel_run(
     kernel: SparseFlowKernel,
@@ -286,7 +304,9 @@ pub unsafe extern "C" fn sparseflow_kernel_run(
                 ));
             }
             if overlaps(x, x_len * align, y, y_len * align) {
-                return Err(Error::invalid("x and y overlap: y must be a separate buffer"));
+                return Err(Error::invalid(
+                    "x and y overlap: y must be a separate buffer",
+                ));
             }
             None
         };

@@ -133,10 +133,22 @@ mod tests {
             (SparseFlowEpilogue::SPARSEFLOW_EPILOGUE_SILU, "silu"),
             (SparseFlowEpilogue::SPARSEFLOW_EPILOGUE_GELU, "gelu"),
             (SparseFlowEpilogue::SPARSEFLOW_EPILOGUE_BIAS, "bias"),
-            (SparseFlowEpilogue::SPARSEFLOW_EPILOGUE_BIAS_RELU, "bias_relu"),
-            (SparseFlowEpilogue::SPARSEFLOW_EPILOGUE_BIAS_SILU, "bias_silu"),
-            (SparseFlowEpilogue::SPARSEFLOW_EPILOGUE_BIAS_GELU, "bias_gelu"),
-            (SparseFlowEpilogue::SPARSEFLOW_EPILOGUE_GELU_TANH, "gelu_tanh"),
+            (
+                SparseFlowEpilogue::SPARSEFLOW_EPILOGUE_BIAS_RELU,
+                "bias_relu",
+            ),
+            (
+                SparseFlowEpilogue::SPARSEFLOW_EPILOGUE_BIAS_SILU,
+                "bias_silu",
+            ),
+            (
+                SparseFlowEpilogue::SPARSEFLOW_EPILOGUE_BIAS_GELU,
+                "bias_gelu",
+            ),
+            (
+                SparseFlowEpilogue::SPARSEFLOW_EPILOGUE_GELU_TANH,
+                "gelu_tanh",
+            ),
             (
                 SparseFlowEpilogue::SPARSEFLOW_EPILOGUE_BIAS_GELU_TANH,
                 "bias_gelu_tanh",

@@ -95,9 +95,7 @@ fn describe(header: &str) -> (BTreeSet<String>, (u32, u32)) {
         let Some(paren) = decl[open..].find('(').map(|i| i + open) else {
             continue;
         };
-        let ret_start = decl[..open]
-            .rfind(['}', '{', ')'])
-            .map_or(0, |i| i + 1);
+        let ret_start = decl[..open].rfind(['}', '{', ')']).map_or(0, |i| i + 1);
         let ret = decl[ret_start..open].trim().replace(" *", "*");
         let name = &decl[open..paren];
         let params = decl[paren + 1..decl.rfind(')').expect("closing paren")]
@@ -208,7 +206,11 @@ fn shared_library_exports_exactly_the_header_functions() {
         .arg(&so)
         .output()
         .expect("run nm (binutils)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let exported: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
@@ -256,7 +258,14 @@ fn every_exported_body_goes_through_the_boundary() {
             rest = body;
         }
     }
-    assert_eq!(checked, describe(&header()).0.iter().filter(|i| i.starts_with("fn ")).count());
+    assert_eq!(
+        checked,
+        describe(&header())
+            .0
+            .iter()
+            .filter(|i| i.starts_with("fn "))
+            .count()
+    );
 }
 
 #[test]

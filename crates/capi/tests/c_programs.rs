@@ -49,15 +49,24 @@ fn cc() -> String {
 fn compile(src: &Path, out: &Path, extra: &[&str], link: &[String]) {
     let root = repo_root();
     let mut cmd = Command::new(cc());
-    cmd.args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O1"])
-        .arg("-I")
-        .arg(root.join("include"))
-        .args(extra)
-        .arg(src)
-        .arg("-o")
-        .arg(out)
-        .args(link);
-    let output = cmd.output().expect("run the C compiler (is `cc` installed?)");
+    cmd.args([
+        "-std=c99",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-pedantic",
+        "-O1",
+    ])
+    .arg("-I")
+    .arg(root.join("include"))
+    .args(extra)
+    .arg(src)
+    .arg("-o")
+    .arg(out)
+    .args(link);
+    let output = cmd
+        .output()
+        .expect("run the C compiler (is `cc` installed?)");
     assert!(
         output.status.success(),
         "compiling {} failed:\n{:?}\n{}{}",
@@ -178,7 +187,14 @@ fn header_compiles_as_cxx() {
     )
     .unwrap();
     let Ok(output) = Command::new("c++")
-        .args(["-std=c++11", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I"])
+        .args([
+            "-std=c++11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-fsyntax-only",
+            "-I",
+        ])
         .arg(root.join("include"))
         .arg(&probe)
         .output()

@@ -86,6 +86,9 @@ fn header_has_the_required_declarations() {
             .filter(|l| !l.trim_start().starts_with("//") && !l.trim_start().starts_with('*'))
             .filter(|l| l.contains(rust))
             .collect();
-        assert!(leaked.is_empty(), "Rust type `{rust}` in the header: {leaked:?}");
+        assert!(
+            leaked.is_empty(),
+            "Rust type `{rust}` in the header: {leaked:?}"
+        );
     }
 }
