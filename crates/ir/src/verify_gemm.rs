@@ -62,6 +62,19 @@ pub(crate) fn verify_gemm(cx: &mut Ctx<'_, '_>, opts: &VerifyOptions<'_>) {
         cx.err(format!("result must be {want}, got {got}"));
     }
     if !fused {
+        // Tiles are chosen for the fused op the code generator lowers; on a bare
+        // GEMM they would be carried into fusion unchecked.
+        let tiles: Vec<&str> = TILE_ATTRS
+            .iter()
+            .copied()
+            .filter(|a| cx.inst.attrs.contains(a))
+            .collect();
+        if !tiles.is_empty() {
+            cx.err(format!(
+                "tile attributes ({}) belong on sparseflow.fused_sparse_gemm; run fuse-epilogue first",
+                tiles.join(", ")
+            ));
+        }
         return;
     }
     let Some(name) = cx
