@@ -7,6 +7,7 @@ pub mod plot;
 pub mod report;
 pub mod shapes;
 pub mod stats;
+pub mod table;
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time (civil-from-days; no date crate needed).
 pub fn utc_string(secs: u64) -> String {
@@ -41,6 +42,6 @@ mod tests {
     #[test]
     fn utc() {
         assert_eq!(super::utc_string(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::utc_string(1_795_000_000), "2026-11-18T09:46:40Z");
+        assert_eq!(super::utc_string(1_795_000_000), "2026-11-18T11:06:40Z");
     }
 }

@@ -208,183 +208,115 @@ pub fn summarize_rows(rows: &[Row], dense: &str) -> SummaryStats {
     }
 }
 
-fn us(v: Option<f64>) -> String {
-    match v {
-        Some(v) if v >= 1000.0 => format!("{v:.0}"),
-        Some(v) => format!("{v:.1}"),
-        None => "n/a".into(),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::stats::summarize;
 
-fn x(v: Option<f64>) -> String {
-    v.map_or("n/a".into(), |v| format!("{v:.2}×"))
-}
-
-/// The main table as Markdown: subject, dense baseline and (GPU) cuSPARSELt.
-pub fn table(report: &Report) -> String {
-    let gpu = report.mode == "gpu";
-    let (subj, dense) = if gpu {
-        (SPARSEFLOW, CUBLAS)
-    } else {
-        (CPU_SPARSE, CPU_DENSE)
-    };
-    let mut s = String::new();
-    if gpu {
-        s.push_str("| layer | N×K | M | SparseFlow µs | cuBLAS µs | cuSPARSELt µs | vs cuBLAS | vs cuSPARSELt | SF TB/s | SF TFLOP/s | SF % of limit |\n");
-        s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    } else {
-        s.push_str("| layer | N×K | M | CPU sparse µs | CPU dense µs | speedup | sparse GB/s | sparse GFLOP/s |\n");
-        s.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
-    }
-    for r in &report.rows {
-        let sm = r.get(subj);
-        let lt = r.get(CUSPARSELT);
-        let lt_cell = match lt {
-            Some(m) if m.time.is_some() && m.m_run != r.m => {
-                format!("{} (M→{})", us(r.median(CUSPARSELT)), m.m_run)
-            }
-            _ => us(r.median(CUSPARSELT)),
-        };
-        let pct = sm.and_then(|m| Some(format!("{:.0}% {}", m.pct_of_limit?, m.bound.as_deref()?)));
-        if gpu {
-            s.push_str(&format!(
-                "| {} | {}×{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                r.layer,
-                r.n,
-                r.k,
-                r.m,
-                us(r.median(subj)),
-                us(r.median(dense)),
-                lt_cell,
-                x(r.speedup_vs_dense),
-                x(r.speedup_vs_cusparselt),
-                sm.and_then(|m| m.tbps)
-                    .map_or("n/a".into(), |v| format!("{v:.2}")),
-                sm.and_then(|m| m.tflops)
-                    .map_or("n/a".into(), |v| format!("{v:.1}")),
-                pct.unwrap_or_else(|| "n/a".into()),
-            ));
-        } else {
-            s.push_str(&format!(
-                "| {} | {}×{} | {} | {} | {} | {} | {} | {} |\n",
-                r.layer,
-                r.n,
-                r.k,
-                r.m,
-                us(r.median(subj)),
-                us(r.median(dense)),
-                x(r.speedup_vs_dense),
-                sm.and_then(|m| m.tbps)
-                    .map_or("n/a".into(), |v| format!("{:.1}", v * 1e3)),
-                sm.and_then(|m| m.tflops)
-                    .map_or("n/a".into(), |v| format!("{:.1}", v * 1e3)),
-            ));
+    fn meas(name: &str, us: Option<f64>) -> Measurement {
+        Measurement {
+            contender: name.into(),
+            m_run: 8,
+            time: us.and_then(|u| summarize(&[u, u + 1.0, u + 2.0, u + 3.0, u + 4.0])),
+            tbps: us.map(|_| 1.5),
+            tflops: None,
+            pct_of_limit: Some(50.0),
+            bound: Some("bandwidth".into()),
+            rel_err_oracle: Some(2e-4),
+            rel_err_cross: None,
+            weight_copies: 3,
+            launches_per_sample: 100,
+            note: if us.is_none() {
+                "n/a: reason".into()
+            } else {
+                String::new()
+            },
         }
     }
-    s.push('\n');
-    let sm = &report.summary;
-    s.push_str(&format!(
-        "geomean speedup vs {}: {}",
-        if gpu { "cuBLAS" } else { "CPU dense" },
-        x(sm.geomean_vs_dense)
-    ));
-    if gpu {
-        s.push_str(&format!(
-            " · vs cuSPARSELt: {} · cuSPARSELt vs cuBLAS: {}",
-            x(sm.geomean_vs_cusparselt),
-            x(sm.geomean_cusparselt_vs_cublas)
-        ));
-    }
-    s.push('\n');
-    for b in &sm.bands {
-        s.push_str(&format!(
-            "  {:<10} ({} cases): vs dense {} · vs cuSPARSELt {}\n",
-            b.name,
-            b.cases,
-            x(b.geomean_vs_dense),
-            x(b.geomean_vs_cusparselt)
-        ));
-    }
-    let na: Vec<String> = report
-        .rows
-        .iter()
-        .flat_map(|r| r.measurements.iter().map(move |m| (r, m)))
-        .filter(|(_, m)| m.time.is_none())
-        .map(|(r, m)| {
-            format!(
-                "  n/a: {} {}×{} M={}: {}",
-                m.contender, r.n, r.k, r.m, m.note
-            )
-        })
-        .collect();
-    if !na.is_empty() {
-        s.push_str("\nnot measured:\n");
-        s.push_str(&na.join("\n"));
-        s.push('\n');
-    }
-    s
-}
 
-/// The epilogue-overhead and e2e tables (Markdown), when measured; and the device line.
-pub fn extras(report: &Report) -> String {
-    let mut s = String::new();
-    let o = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1}"));
-    if let Some(rows) = &report.epilogue_overhead {
-        s.push_str("\nepilogue overhead (µs, medians):\n\n| layer | N×K | M | epilogue | SF plain | SF fused | SF plain + separate | fused overhead | cuBLAS plain | cuBLAS + separate | note |\n|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|\n");
-        for r in rows {
-            s.push_str(&format!(
-                "| {} | {}×{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                r.layer,
-                r.n,
-                r.k,
-                r.m,
-                r.epilogue,
-                o(r.plain_us),
-                o(r.fused_us),
-                o(r.plain_plus_separate_us),
-                r.fused_overhead_pct
-                    .map_or("n/a".into(), |v| format!("{v:+.1}%")),
-                o(r.cublas_plain_us),
-                o(r.cublas_plus_separate_us),
-                r.note
-            ));
+    fn sample() -> Report {
+        let rows: Vec<Row> = [(1usize, 10.0), (16, 12.0), (4096, 100.0)]
+            .iter()
+            .map(|&(m, sf)| Row {
+                layer: "q_proj".into(),
+                n: 4096,
+                k: 4096,
+                m,
+                measurements: vec![
+                    meas(SPARSEFLOW, Some(sf)),
+                    meas(CUBLAS, Some(2.0 * sf)),
+                    meas(CUSPARSELT, None),
+                ],
+                speedup_vs_dense: Some(2.0),
+                speedup_vs_cusparselt: None,
+            })
+            .collect();
+        Report {
+            schema: SCHEMA.into(),
+            date_utc: "2026-11-25T00:00:00Z".into(),
+            command: "sparseflow benchmark".into(),
+            mode: "gpu".into(),
+            device: DeviceInfo {
+                name: "H100".into(),
+                sm_clock_mhz: Some(1980),
+                ..Default::default()
+            },
+            config: RunConfig {
+                dtype: "f16".into(),
+                epilogue: "none".into(),
+                hot: false,
+                samples: 10,
+                sample_ms: 2.0,
+                warmup_ms: 30.0,
+                rotation_bytes: 100 << 20,
+                seed: 0,
+            },
+            contenders: vec![ContenderStatus {
+                name: CUSPARSELT.into(),
+                available: false,
+                detail: "not found".into(),
+            }],
+            summary: summarize_rows(&rows, CUBLAS),
+            rows,
+            epilogue_overhead: None,
+            e2e: Some(vec![]),
         }
     }
-    if let Some(rows) = &report.e2e {
-        s.push_str("\nend to end (decoder-layer linears, token by token):\n\n| model | batch | layers | SparseFlow µs/step | cuBLAS µs/step | SparseFlow tok/s | cuBLAS tok/s | speedup | note |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
-        for r in rows {
-            s.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                r.model,
-                r.batch,
-                r.layers,
-                o(r.sparseflow_us_per_token_step),
-                o(r.cublas_us_per_token_step),
-                o(r.sparseflow_tokens_per_s),
-                o(r.cublas_tokens_per_s),
-                x(r.speedup),
-                r.note
-            ));
-        }
+
+    #[test]
+    fn json_round_trip() {
+        let r = sample();
+        let s = serde_json::to_string(&r).unwrap();
+        let back: Report = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, r);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert!(
+            v.get("epilogue_overhead").is_none(),
+            "absent optional sections are omitted"
+        );
+        assert_eq!(
+            v["rows"][0]["measurements"][2]["time"],
+            serde_json::Value::Null
+        );
     }
-    let d = &report.device;
-    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "?".into());
-    s.push_str(&format!(
-        "\ndevice: {} (cc {}, {} SMs, L2 {} MB), SM clock {}/{} MHz, driver {}, CUDA {}, cuBLASLt {}, cuSPARSELt {}; measured copy {} TB/s, dense {} TFLOP/s; {} {}\n",
-        d.name,
-        opt(&d.compute_capability),
-        d.sm_count.map_or("?".into(), |v| v.to_string()),
-        d.l2_bytes.map_or("?".into(), |v| (v >> 20).to_string()),
-        d.sm_clock_mhz.map_or("?".into(), |v| v.to_string()),
-        d.sm_clock_max_mhz.map_or("?".into(), |v| v.to_string()),
-        opt(&d.driver_version),
-        opt(&d.cuda_driver_api),
-        opt(&d.cublaslt_version),
-        opt(&d.cusparselt_version),
-        d.copy_tbps.map_or("?".into(), |v| format!("{v:.2}")),
-        d.dense_tflops.map_or("?".into(), |v| format!("{v:.0}")),
-        report.date_utc,
-        report.command
-    ));
-    s
+
+    #[test]
+    fn summary_bands_and_table() {
+        let r = sample();
+        assert!((r.summary.geomean_vs_dense.unwrap() - 2.0).abs() < 1e-12);
+        assert_eq!(
+            r.summary.bands.iter().map(|b| b.cases).collect::<Vec<_>>(),
+            vec![2, 1]
+        );
+        assert!(r.summary.geomean_vs_cusparselt.is_none());
+        let t = crate::bench::table::table(&r);
+        assert!(
+            t.contains("| q_proj | 4096×4096 | 1 | 12.0 | 22.0 | n/a | 2.00× |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("n/a: cusparselt 4096×4096 M=1: n/a: reason"),
+            "{t}"
+        );
+    }
 }

@@ -381,8 +381,8 @@ fn run_gpu(
 }
 
 fn finish(args: &Args, rep: &Report) -> Result<ExitCode> {
-    let mut text = report::table(rep);
-    text.push_str(&crate::bench::report::extras(rep));
+    let mut text = crate::bench::table::table(rep);
+    text.push_str(&crate::bench::table::extras(rep));
     print!("{text}");
     if let Some(p) = &args.markdown {
         std::fs::write(p, &text).with_context(|| format!("writing {}", p.display()))?;
