@@ -103,6 +103,10 @@ def save(model: nn.Module, path: PathLike, *, force: bool = False) -> Path:
         config = getattr(model, "config", None)
         if config is not None and hasattr(config, "to_json_file"):
             config.to_json_file(str(tmp / "config.json"))
+            data = json.loads((tmp / "config.json").read_text())
+            if not data.get("architectures"):  # a model built from a bare config: name its class
+                data["architectures"] = [type(model).__name__]
+                (tmp / "config.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             os.replace(target, old / target.name)
