@@ -106,7 +106,7 @@ fn fuse_root(f: &mut Function, root: Inst, table: &[EpilogueSpec]) -> Option<Str
             attrs.set(k, v.clone());
         }
     }
-    let mut operands = data.operands[..2].to_vec();
+    let mut operands = data.operands.get(..2)?.to_vec();
     operands.extend(bias);
     let ty = f.value_type(root_value).clone();
     let fused = f.build_detached(Opcode::FusedSparseGemm, operands, Some(ty), attrs, data.loc);
