@@ -7,9 +7,10 @@ use anyhow::Result;
 use indicatif::ProgressBar;
 use sparseflow_core::EpilogueKind;
 
+use super::check::{rel_err_rows, TOLERANCE};
 use super::cublas::{Cublas, CublasGemm, DensePlan};
 use super::elementwise::Elementwise;
-use super::problem::{random, HostLayer};
+use super::problem::{check_rows, oracle_rows, random, HostLayer};
 use super::sparseflow::{self as sf, SfGemm};
 use super::{copies_for, dptr, time_gemm, Gemm, Gpu, GpuElement, TimeCfg};
 use crate::bench::report::EpilogueRow;
@@ -67,11 +68,27 @@ pub fn run<T: GpuElement>(
         };
         let bp = bias.as_ref().map_or(0, |b| dptr(b, &gpu.stream));
         let copies = copies_for(n * k / 2 * es + n * k / 8, rotation, hot);
+        // Uploaded once per shape, shared by every M.
+        let uploads = sf_ctx
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .and_then(|ctx| {
+                Ok((
+                    sf::upload(ctx, &host.sparse, None, none, copies)?,
+                    sf::upload(ctx, &host.sparse, host.bias.as_deref(), epi, copies)?,
+                ))
+            });
+        let mut ws = vec![];
+        if cublas.is_ok() {
+            let w0 = gpu.stream.clone_htod(&host.dense)?;
+            for _ in 0..copies_for(n * k * es, rotation, hot) {
+                ws.push(gpu.stream.clone_dtod(&w0)?);
+            }
+        }
         for &m in ms {
             pb.set_message(format!("epilogue {} {n}×{k} M={m}", epi.name()));
-            let x = gpu
-                .stream
-                .clone_htod(&random::<T>(m * k, seed ^ m as u64))?;
+            let x_host = random::<T>(m * k, seed ^ m as u64);
+            let x = gpu.stream.clone_htod(&x_host)?;
             let y = gpu.stream.alloc_zeros::<T>(m * n)?;
             let (xp, yp) = (dptr(&x, &gpu.stream), dptr(&y, &gpu.stream));
             let mut row = EpilogueRow {
@@ -99,14 +116,13 @@ pub fn run<T: GpuElement>(
                     }
                 }
             };
-            match sf_ctx {
-                Ok(ctx) => {
-                    let plain = sf::upload(ctx, &host.sparse, None, none, copies)
-                        .and_then(|g| sf::prepare(&g, m).map(|_| g));
-                    let fused = sf::upload(ctx, &host.sparse, host.bias.as_deref(), epi, copies)
-                        .and_then(|g| sf::prepare(&g, m).map(|_| g));
-                    match (&plain, &fused) {
-                        (Ok(p), Ok(f)) => {
+            match &uploads {
+                Ok((p, f)) => {
+                    let ready = sf::prepare(p, m)
+                        .and_then(|_| sf::prepare(f, m))
+                        .and_then(|_| check_fused(gpu, f, xp, &y, m, &x_host, &host, epi));
+                    match ready {
+                        Ok(()) => {
                             row.plain_us = t(&mut SfGemm {
                                 gemms: p,
                                 x: xp,
@@ -139,19 +155,12 @@ pub fn run<T: GpuElement>(
                                 });
                             }
                         }
-                        (Err(e), _) | (_, Err(e)) => {
-                            notes.borrow_mut().push(format!("SparseFlow: {e:#}"))
-                        }
+                        Err(e) => notes.borrow_mut().push(format!("SparseFlow: {e:#}")),
                     }
                 }
-                Err(e) => notes.borrow_mut().push(format!("SparseFlow n/a: {e}")),
+                Err(e) => notes.borrow_mut().push(format!("SparseFlow n/a: {e:#}")),
             }
             if let Ok(h) = cublas {
-                let w0 = gpu.stream.clone_htod(&host.dense)?;
-                let mut ws = vec![];
-                for _ in 0..copies_for(n * k * es, rotation, hot) {
-                    ws.push(gpu.stream.clone_dtod(&w0)?);
-                }
                 if let Ok(plan) = DensePlan::new::<T>(h, &gpu.stream, m, n, k) {
                     row.cublas_plain_us = t(&mut CublasGemm {
                         plan,
@@ -193,4 +202,42 @@ pub fn run<T: GpuElement>(
         }
     }
     Ok(out)
+}
+
+/// The fused kernel's output must match the float64 oracle (with the epilogue) before timing.
+#[allow(clippy::too_many_arguments)]
+fn check_fused<T: GpuElement>(
+    gpu: &Gpu,
+    fused: &[sparseflow_runtime::SparseGemm],
+    xp: u64,
+    y: &cudarc::driver::CudaSlice<T>,
+    m: usize,
+    x_host: &[T],
+    host: &HostLayer<T>,
+    epi: EpilogueKind,
+) -> Result<()> {
+    let mut g = SfGemm {
+        gemms: fused,
+        x: xp,
+        y: dptr(y, &gpu.stream),
+        m,
+        stream: gpu.cu_stream() as *mut _,
+    };
+    g.launch(0)?;
+    gpu.sync()?;
+    let out: Vec<f64> = gpu
+        .stream
+        .clone_dtoh(y)?
+        .iter()
+        .map(|v| v.to_f64())
+        .collect();
+    let rows = check_rows(m);
+    let err = rel_err_rows(&out, host.n, &rows, &oracle_rows(x_host, host, epi, &rows));
+    if err.is_nan() || err > TOLERANCE {
+        anyhow::bail!(
+            "fused {} output wrong (rel err {err:.2e}); not timed",
+            epi.name()
+        );
+    }
+    Ok(())
 }
