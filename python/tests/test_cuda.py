@@ -1,0 +1,154 @@
+"""CUDA: SparseFlow kernels through the custom op, torch.compile and CUDA graphs.
+
+Skipped (with the reason shown by ``pytest -ra``) where CUDA is not available; run on the GPU
+machine by scripts/device/python_check.sh.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import sparseflow as sf
+from conftest import requires_cuda
+
+pytestmark = requires_cuda
+
+ACT = {
+    "none": lambda t: t,
+    "relu": torch.relu,
+    "silu": torch.nn.functional.silu,
+    "gelu": torch.nn.functional.gelu,
+    "gelu_tanh": lambda t: torch.nn.functional.gelu(t, approximate="tanh"),
+}
+
+
+def reference(x: torch.Tensor, layer: sf.SparseLinear) -> torch.Tensor:
+    """float64 truth for a SparseLinear."""
+    y = x.double() @ layer.to_dense().double().T
+    if layer.bias is not None:
+        y = y + layer.bias.double()
+    return ACT[layer.activation](y)
+
+
+def assert_close_to_reference(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype) -> None:
+    # fp32 accumulation, one rounding to the output dtype (plus accumulation-order noise).
+    eps = {torch.float16: 2**-10, torch.bfloat16: 2**-7}[dtype]
+    err = (got.double() - want).abs()
+    bound = 4 * eps * want.abs() + 1e-2 * want.abs().max().clamp(min=1)
+    assert bool((err <= bound).all()), f"max error {err.max().item():.3g}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("activation", list(ACT))
+@pytest.mark.parametrize("bias", [False, True])
+def test_every_epilogue_matches_float64(dtype, activation, bias):
+    torch.manual_seed(0)
+    n, k = 192, 512
+    w = torch.randn(n, k, device="cuda", dtype=dtype) / k**0.5
+    b = torch.randn(n, device="cuda", dtype=dtype) if bias else None
+    layer = sf.SparseLinear.from_dense(w, b, activation=activation)
+    assert layer.values.is_cuda and layer.meta.is_cuda
+    for m in (1, 7, 16, 33, 256):
+        x = torch.randn(m, k, device="cuda", dtype=dtype)
+        assert_close_to_reference(layer(x), reference(x, layer), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_linear_drop_in_3d_and_odd_shapes(dtype):
+    torch.manual_seed(1)
+    lin = nn.Linear(4096 + 96, 1000, device="cuda", dtype=dtype)
+    layer = sf.SparseLinear.from_dense(lin)
+    x = torch.randn(3, 5, 4096 + 96, device="cuda", dtype=dtype)
+    y = layer(x)
+    assert y.shape == (3, 5, 1000)
+    assert_close_to_reference(y, reference(x, layer), dtype)
+    # A misaligned, non-contiguous input view.
+    xv = torch.randn(9, 4096 + 96 + 1, device="cuda", dtype=dtype)[:, 1:]
+    assert_close_to_reference(layer(xv), reference(xv, layer), dtype)
+
+
+def test_runs_on_the_current_stream():
+    layer = sf.SparseLinear.from_dense(torch.randn(256, 1024, device="cuda", dtype=torch.float16))
+    x = torch.randn(16, 1024, device="cuda", dtype=torch.float16)
+    want = layer(x)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        got = layer(x)
+    torch.cuda.current_stream().wait_stream(side)
+    torch.testing.assert_close(got, want)
+
+
+def test_torch_compile_cuda_fullgraph():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(512, 1024), nn.SiLU(), nn.Linear(1024, 256)).cuda().half()
+    model, report = sf.sparsify(model, exclude=())
+    assert len(report.fused) == 1
+    x = torch.randn(4, 512, device="cuda", dtype=torch.float16)
+    compiled = torch.compile(model, fullgraph=True)
+    torch.testing.assert_close(compiled(x), model(x), rtol=1e-3, atol=1e-3)
+
+
+def test_cuda_graph_capture_and_replay():
+    torch.manual_seed(3)
+    layer = sf.SparseLinear.from_dense(torch.randn(512, 1024, device="cuda", dtype=torch.float16),
+                                       torch.randn(512, device="cuda", dtype=torch.float16), activation="relu")
+    static_x = torch.randn(8, 1024, device="cuda", dtype=torch.float16)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        layer(static_x)  # warm-up: creates the kernel handle outside capture
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_y = layer(static_x)
+    for _ in range(3):
+        static_x.copy_(torch.randn_like(static_x))
+        graph.replay()
+        torch.testing.assert_close(static_y, layer(static_x))
+
+
+def test_capture_without_warm_up_is_a_clear_error():
+    layer = sf.SparseLinear.from_dense(torch.randn(64, 128, device="cuda", dtype=torch.float16))
+    x = torch.randn(2, 128, device="cuda", dtype=torch.float16)
+    graph = torch.cuda.CUDAGraph()
+    with pytest.raises(RuntimeError, match="run the model once eagerly before capturing"):
+        with torch.cuda.graph(graph):
+            layer(x)
+
+
+def test_reduce_overhead_compile():
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(1024, 2048), nn.GELU(), nn.Linear(2048, 1024)).cuda().to(torch.bfloat16)
+    model, _ = sf.sparsify(model, exclude=())
+    compiled = torch.compile(model, mode="reduce-overhead", fullgraph=True)
+    for _ in range(4):  # warm-up, record, replay
+        x = torch.randn(1, 1024, device="cuda", dtype=torch.bfloat16)
+        torch.testing.assert_close(compiled(x).clone(), model(x), rtol=2e-2, atol=2e-2)
+
+
+def test_float32_on_cuda_is_a_clear_error():
+    layer = sf.SparseLinear.from_dense(torch.randn(8, 16)).cuda()
+    with pytest.raises(TypeError, match="float32 runs on the CPU only"):
+        layer(torch.randn(2, 16, device="cuda"))
+
+
+def test_sparsified_llama_on_cuda_matches_pruned_dense():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(vocab_size=256, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2)
+    torch.manual_seed(5)
+    dense = transformers.LlamaForCausalLM(config).cuda().half().eval()
+    with torch.no_grad():
+        for name, m in dense.named_modules():
+            if isinstance(m, nn.Linear) and name != "lm_head":
+                m.weight.copy_(sf.decompress(*sf.compress(m.weight)))
+    import copy
+
+    sparse, report = sf.sparsify(copy.deepcopy(dense))
+    ids = torch.randint(0, 256, (2, 9), device="cuda")
+    with torch.no_grad():
+        a, b = dense(ids).logits.float(), sparse(ids).logits.float()
+    assert ((a - b).norm() / a.norm()).item() < 1e-2
