@@ -2,8 +2,8 @@
 
 Random weights from a config with real 8B-class layer shapes (hidden 4096, intermediate 14336,
 32 heads, 8 KV heads) and a few layers, fp16, greedy decode with a static KV cache, at
-batch 1 and 16, eager and under CUDA graphs (``torch.compile(mode="reduce-overhead")`` on the
-model's forward). The dense model's linear weights are pruned to 2:4 first, so dense and
+batch 1 and 16, eager and under CUDA graphs (transformers' compiled decode step,
+``torch.compile(mode="reduce-overhead", fullgraph=True)``). The dense model's linear weights are pruned to 2:4 first, so dense and
 sparse compute the same function (the dense timing is the same as for unpruned weights) and
 their logits are compared. Prints one JSON object; writes it to ``--out`` too.
 
@@ -25,18 +25,21 @@ from torch import nn
 import sparseflow as sf
 
 
-def build(layers: int, vocab: int) -> nn.Module:
+DEVICE = "cuda"
+
+
+def build(layers: int, vocab: int, hidden: int = 4096, intermediate: int = 14336) -> nn.Module:
     import transformers
 
     config = transformers.LlamaConfig(
-        vocab_size=vocab, hidden_size=4096, intermediate_size=14336, num_hidden_layers=layers,
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
         num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=4096, rope_theta=500000.0,
     )
     torch.manual_seed(0)
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float16)
     try:
-        with torch.device("cuda"):
+        with torch.device(DEVICE):
             model = transformers.LlamaForCausalLM(config)
     finally:
         torch.set_default_dtype(default)
@@ -47,17 +50,18 @@ def build(layers: int, vocab: int) -> nn.Module:
     return model.eval()
 
 
-def prune_in_place(model: nn.Module) -> None:
-    with torch.no_grad():
-        for name, m in model.named_modules():
-            if isinstance(m, nn.Linear) and name != "lm_head":
-                m.weight.copy_(sf.decompress(*sf.compress(m.weight)))
-
-
-def generate(model: nn.Module, ids: torch.Tensor, new_tokens: int) -> torch.Tensor:
+def generate(model: nn.Module, ids: torch.Tensor, new_tokens: int, graphs: bool) -> torch.Tensor:
+    """Greedy decode with a static KV cache. ``graphs``: transformers compiles the decode step
+    with ``torch.compile(mode="reduce-overhead", fullgraph=True)`` (CUDA graphs; prefill stays
+    eager, as in transformers' own compiled generation); otherwise everything runs eagerly."""
     kwargs: Dict[str, Any] = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                                   cache_implementation="static", pad_token_id=0)
-    try:  # keep transformers from compiling by itself: we choose eager vs graphs
+    if graphs:
+        from transformers import CompileConfig
+
+        kwargs["compile_config"] = CompileConfig(fullgraph=True, mode="reduce-overhead", dynamic=False)
+        return model.generate(ids, **kwargs)
+    try:  # keep transformers from compiling by itself
         return model.generate(ids, disable_compile=True, **kwargs)
     except (TypeError, ValueError) as e:
         if "disable_compile" not in str(e):
@@ -65,33 +69,38 @@ def generate(model: nn.Module, ids: torch.Tensor, new_tokens: int) -> torch.Tens
         return model.generate(ids, **kwargs)
 
 
+def sync() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
 def timed(fn: Callable[[], Any], repeats: int) -> float:
     """Median seconds of ``fn`` (CUDA-synchronized)."""
     times = []
     for _ in range(repeats):
-        torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
         fn()
-        torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - t0)
     return sorted(times)[len(times) // 2]
 
 
-def decode_tps(model: nn.Module, batch: int, prompt: int, new_tokens: int, repeats: int) -> Dict[str, float]:
-    ids = torch.randint(1, model.config.vocab_size, (batch, prompt), device="cuda")
-    generate(model, ids, new_tokens)  # warm-up (kernel compile / graph record)
-    generate(model, ids, 1)
-    full = timed(lambda: generate(model, ids, new_tokens), repeats)
-    first = timed(lambda: generate(model, ids, 1), repeats)
+def decode_tps(model: nn.Module, batch: int, prompt: int, new_tokens: int, repeats: int, graphs: bool) -> Dict[str, float]:
+    ids = torch.randint(1, model.config.vocab_size, (batch, prompt), device=DEVICE)
+    generate(model, ids, new_tokens, graphs)  # warm-up (kernel compile / graph record)
+    generate(model, ids, 1, graphs)
+    full = timed(lambda: generate(model, ids, new_tokens, graphs), repeats)
+    first = timed(lambda: generate(model, ids, 1, graphs), repeats)
     step = (full - first) / (new_tokens - 1)
     return {"tokens_per_s": batch / step, "ms_per_step": 1e3 * step, "prefill_plus_first_ms": 1e3 * first}
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     out: Dict[str, Any] = {
-        "device": torch.cuda.get_device_name(),
+        "device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu (smoke test)",
         "torch": torch.__version__,
-        "config": {"hidden": 4096, "intermediate": 14336, "heads": 32, "kv_heads": 8, "layers": args.layers,
+        "config": {"hidden": 256 if args.smoke else 4096, "intermediate": 512 if args.smoke else 14336, "heads": 32, "kv_heads": 8, "layers": args.layers,
                    "vocab": args.vocab, "dtype": "float16", "prompt": args.prompt, "new_tokens": args.new_tokens},
         "results": {},
     }
@@ -102,33 +111,38 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     except ImportError:
         out["error"] = "transformers is not installed"
         return out
-    dense = build(args.layers, args.vocab)
-    prune_in_place(dense)
+    start = time.perf_counter()
+    dense = build(args.layers, args.vocab, *((256, 512) if args.smoke else ()))
     t0 = time.perf_counter()
     sparse, report = sf.sparsify(copy.deepcopy(dense))
     out["sparsify_s"] = time.perf_counter() - t0
+    with torch.no_grad():  # dense = the pruned weights, so both compute the same function
+        for row in report.sparsified:
+            dense.get_submodule(row.name).weight.copy_(sparse.get_submodule(row.name).to_dense())
     out["report"] = report.summary()
-    ids = torch.randint(1, args.vocab, (2, 16), device="cuda")
+    ids = torch.randint(1, args.vocab, (2, 16), device=DEVICE)
     with torch.no_grad():
         a, b = dense(ids).logits.float(), sparse(ids).logits.float()
     out["logits_rel_error"] = ((a - b).norm() / a.norm()).item()
     out["greedy_token_agreement"] = (a.argmax(-1) == b.argmax(-1)).float().mean().item()
     for mode in args.modes:
-        for name, base in (("dense", dense), ("sparse", sparse)):
-            model = base
-            if mode == "cuda_graphs":  # an instance attribute shadows the class's forward
-                model.forward = torch.compile(base.forward, mode="reduce-overhead", fullgraph=True)
-            for batch in args.batches:
+        for batch in args.batches:
+            for name, model in (("dense", dense), ("sparse", sparse)):
                 key = f"{mode}/{name}/batch{batch}"
+                if time.perf_counter() - start > args.budget_s:
+                    out["results"][key] = {"error": f"skipped: over the {args.budget_s} s budget"}
+                    continue
                 try:
                     with torch.no_grad():
-                        out["results"][key] = decode_tps(model, batch, args.prompt, args.new_tokens, args.repeats)
+                        out["results"][key] = decode_tps(model, batch, args.prompt, args.new_tokens, args.repeats,
+                                                         mode == "cuda_graphs")
                 except Exception as e:  # record and go on: one failure should not hide the rest
                     out["results"][key] = {"error": f"{type(e).__name__}: {e}"[:2000], "trace": traceback.format_exc()[-3000:]}
-                print(key, json.dumps(out["results"][key])[:300], flush=True)
-            if "forward" in model.__dict__:
-                del model.forward
-            torch._dynamo.reset()
+                out["results"][key]["elapsed_s"] = time.perf_counter() - start
+                print(key, json.dumps(out["results"][key])[:400], flush=True)
+                if args.out:  # partial results survive a timeout
+                    with open(args.out, "w") as f:
+                        f.write(json.dumps(out, indent=2) + "\n")
     speedup = {}
     for mode in args.modes:
         for batch in args.batches:
@@ -149,8 +163,14 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 16])
     p.add_argument("--modes", nargs="+", default=["eager", "cuda_graphs"], choices=["eager", "cuda_graphs"])
+    p.add_argument("--budget-s", type=float, default=300.0, help="skip configurations started after this")
     p.add_argument("--out", default=None)
+    p.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU: checks the script, times nothing real")
     args = p.parse_args()
+    if args.smoke:
+        global DEVICE
+        DEVICE = "cpu"
+        args.vocab = min(args.vocab, 512)
     result = run(args)
     text = json.dumps(result, indent=2)
     print(text)

@@ -13,23 +13,29 @@ OUT="${OUT:-/tmp/sparseflow-out}"
 mkdir -p "$OUT"
 SITE=/tmp/sparseflow-site
 rm -rf "$SITE"
-wheel=$(ls .carry/sparseflow-*.whl 2>/dev/null | head -1)
+wheel=$(ls -t .carry/sparseflow-*.whl 2>/dev/null | head -1)
 if [ -z "$wheel" ]; then
   echo "no wheel in .carry/: build it with maturin build --release and carry .carry" >&2
   exit 2
 fi
 python3 -m pip install --no-deps --no-index --target "$SITE" "$wheel" >"$OUT/pip.txt" 2>&1 || { cat "$OUT/pip.txt"; exit 2; }
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+# The GPU machine has no network: pytest comes from .carry/pydeps when it is not installed
+# (pip download --only-binary=:all: --python-version 3.12 -d .carry/pydeps pytest).
+if ! python3 -c "import pytest" 2>/dev/null; then
+  python3 -m pip install --no-index --find-links .carry/pydeps --target "$SITE" pytest >>"$OUT/pip.txt" 2>&1 || { cat "$OUT/pip.txt"; exit 2; }
+fi
+export TORCHINDUCTOR_COMPILE_THREADS="${TORCHINDUCTOR_COMPILE_THREADS:-16}"
 export SPARSEFLOW_CACHE_DIR="${SPARSEFLOW_CACHE_DIR:-/tmp/sparseflow-cache}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$OUT/gpu.txt" 2>&1
 python3 -c "import torch, sparseflow; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'sparseflow', sparseflow.__version__, sparseflow.__file__)" | tee "$OUT/versions.txt"
 
 # -p no:cacheprovider: the work tree may be read-only-ish; results go to $OUT.
-timeout 180 python3 -m pytest python/tests -q -ra -p no:cacheprovider --junitxml="$OUT/junit.xml" 2>&1 | tee "$OUT/pytest.txt"
+timeout 200 python3 -m pytest python/tests -q -ra -p no:cacheprovider --junitxml="$OUT/junit.xml" 2>&1 | tee "$OUT/pytest.txt"
 pytest_rc=${PIPESTATUS[0]}
 
-timeout 360 python3 python/benchmarks/decode.py --layers "${LAYERS:-4}" --new-tokens "${NEW_TOKENS:-32}" \
-  --out "$OUT/decode.json" 2>&1 | tail -60 | tee "$OUT/decode.txt"
+timeout 330 python3 python/benchmarks/decode.py --layers "${LAYERS:-4}" --new-tokens "${NEW_TOKENS:-32}" \
+  --budget-s "${BUDGET_S:-240}" --out "$OUT/decode.json" 2>&1 | tail -60 | tee "$OUT/decode.txt"
 bench_rc=${PIPESTATUS[0]}
 
 python3 - "$OUT" "$pytest_rc" "$bench_rc" <<'PY'
