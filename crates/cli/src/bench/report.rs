@@ -62,6 +62,9 @@ pub struct RunConfig {
     pub epilogue: String,
     /// Weights not rotated (L2-resident when they fit): `--hot`.
     pub hot: bool,
+    /// Samples timed as CUDA-graph replays (`--graph`) rather than eager launches.
+    #[serde(default)]
+    pub graph: bool,
     pub samples: usize,
     /// Target duration of one sample; launches per sample derive from it.
     pub sample_ms: f64,
@@ -265,6 +268,7 @@ mod tests {
                 dtype: "f16".into(),
                 epilogue: "none".into(),
                 hot: false,
+                graph: false,
                 samples: 10,
                 sample_ms: 2.0,
                 warmup_ms: 30.0,

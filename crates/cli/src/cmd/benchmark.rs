@@ -65,6 +65,10 @@ pub struct Args {
     /// Do not rotate weight copies (L2-resident weights when they fit).
     #[arg(long)]
     pub hot: bool,
+    /// Time CUDA-graph replays of each sample's launches (no host launch gaps) instead of
+    /// eager back-to-back launches.
+    #[arg(long)]
+    pub graph: bool,
     /// Write the full results as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -188,6 +192,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             dtype: dtype.into(),
             epilogue: epi.name().into(),
             hot: args.hot,
+            graph: args.graph,
             samples: args.samples,
             sample_ms: args.sample_ms,
             warmup_ms: args.warmup_ms,
@@ -321,6 +326,7 @@ fn run_gpu(
         samples: args.samples,
         sample_ms: args.sample_ms,
         warmup_ms: args.warmup_ms,
+        graph: args.graph,
     };
     let cfg = sweep::SweepCfg {
         epilogue: epi,

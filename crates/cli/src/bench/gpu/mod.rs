@@ -141,6 +141,8 @@ pub struct TimeCfg {
     pub samples: usize,
     pub sample_ms: f64,
     pub warmup_ms: f64,
+    /// Capture each sample's launches in a CUDA graph and time its replay (no host launch gaps).
+    pub graph: bool,
 }
 
 /// Times `g`: warm-up, then `samples` samples of many back-to-back launches each, between
@@ -179,11 +181,52 @@ pub fn time_gemm(gpu: &Gpu, g: &mut dyn Gemm, cfg: TimeCfg) -> Result<(Summary, 
     let launches =
         ((cfg.sample_ms / per_launch_ms.max(1e-6)).ceil() as usize).clamp(copies.min(64), 20_000);
     let mut samples = Vec::with_capacity(cfg.samples);
+    if cfg.graph {
+        let launches = launches.min(2000);
+        let graph = capture(gpu, g, launches, copies)?;
+        graph.upload()?;
+        for _ in 0..=cfg.samples {
+            start.record(&gpu.stream)?;
+            graph.launch()?;
+            end.record(&gpu.stream)?;
+            end.synchronize()
+                .context("kernel failed while timing (graph)")?;
+            samples.push(start.elapsed_ms(&end)? as f64 * 1e3 / launches as f64);
+        }
+        samples.remove(0); // the first replay is a warm-up
+        let summary = summarize(&samples).context("timing produced no finite samples")?;
+        return Ok((summary, launches));
+    }
     for _ in 0..cfg.samples {
         samples.push(run(g, launches)? * 1e3 / launches as f64);
     }
     let summary = summarize(&samples).context("timing produced no finite samples")?;
     Ok((summary, launches))
+}
+
+/// Captures `launches` launches (rotating copies) into a CUDA graph.
+fn capture(
+    gpu: &Gpu,
+    g: &mut dyn Gemm,
+    launches: usize,
+    copies: usize,
+) -> Result<cudarc::driver::CudaGraph> {
+    gpu.stream
+        .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
+        .context("begin graph capture")?;
+    let mut launched = Ok(());
+    for i in 0..launches {
+        launched = g.launch(i % copies);
+        if launched.is_err() {
+            break;
+        }
+    }
+    let graph = gpu
+        .stream
+        .end_capture(sys::CUgraphInstantiate_flags(0))
+        .context("end graph capture");
+    launched.context("launch during graph capture")?;
+    graph?.context("graph capture produced no graph")
 }
 
 /// Element types the GPU path runs: fp16 and bf16.

@@ -376,6 +376,7 @@ pub fn measure_dense_tflops<T: GpuElement>(gpu: &Gpu, cb: &Rc<Cublas>) -> Result
         samples: 5,
         sample_ms: 20.0,
         warmup_ms: 50.0,
+        graph: false,
     };
     let (t, _) = time_gemm(gpu, &mut g, cfg)?;
     Ok(2.0 * (s * s * s) as f64 / (t.median_us * 1e-6) / 1e12)
