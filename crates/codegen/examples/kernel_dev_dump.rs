@@ -10,12 +10,63 @@ fn main() {
     let out = std::path::PathBuf::from(args.get(1).map(String::as_str).unwrap_or(".carry/kernels"));
     let target = args.get(2).cloned().unwrap_or_else(|| "sm_90a".into());
     std::fs::create_dir_all(&out).unwrap();
-    let compiler = Compiler::with_options(CompilerOptions { use_cache: false, ..Default::default() }).unwrap();
+    let compiler = Compiler::with_options(CompilerOptions {
+        use_cache: false,
+        deny_spills: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let decode_bench = args.iter().any(|a| a == "--decode-bench");
     let mut specs = Vec::new();
+    if decode_bench {
+        specs = KernelSpec::enumerate(
+            KernelFamily::Decode,
+            DType::F16,
+            EpilogueKind::None,
+            &target,
+        );
+        specs.push(KernelSpec {
+            family: KernelFamily::Decode,
+            dtype: DType::F16,
+            epilogue: EpilogueKind::BiasSilu,
+            tile_m: 8,
+            tile_n: 32,
+            tile_k: 256,
+            warps: 4,
+            stages: 2,
+            split_k: 4,
+            target: target.clone(),
+        });
+    }
     for dtype in [DType::F16, DType::BF16] {
+        if decode_bench {
+            break;
+        }
         for epi in EpilogueKind::all() {
-            specs.push(KernelSpec { family: KernelFamily::Sm80, dtype, epilogue: epi, tile_m: 64, tile_n: 128, tile_k: 64, warps: 4, stages: 3, split_k: 1, target: target.clone() });
-            specs.push(KernelSpec { family: KernelFamily::Decode, dtype, epilogue: epi, tile_m: 16, tile_n: 64, tile_k: 256, warps: 4, stages: 2, split_k: 4, target: target.clone() });
+            specs.push(KernelSpec {
+                family: KernelFamily::Sm80,
+                dtype,
+                epilogue: epi,
+                tile_m: 64,
+                tile_n: 128,
+                tile_k: 64,
+                warps: 4,
+                stages: 3,
+                split_k: 1,
+                target: target.clone(),
+            });
+            specs.push(KernelSpec {
+                family: KernelFamily::Decode,
+                dtype,
+                epilogue: epi,
+                tile_m: 16,
+                tile_n: 64,
+                tile_k: 256,
+                warps: 4,
+                stages: 2,
+                split_k: 4,
+                target: target.clone(),
+            });
         }
         // every sm80 config and every decode config for `none`
         for fam in [KernelFamily::Sm80, KernelFamily::Decode] {
@@ -27,19 +78,37 @@ fn main() {
         }
     }
     let mut index = String::from("[\n");
-    for (i, s) in specs.iter().enumerate() {
+    for s in specs.iter() {
         let g = generate(s).unwrap();
-        let c = compiler.compile(&g).unwrap_or_else(|e| panic!("{e}"));
+        let c = match compiler.compile(&g) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!(
+                    "SKIP {}: {}",
+                    g.name,
+                    e.to_string().lines().last().unwrap_or("")
+                );
+                continue;
+            }
+        };
         std::fs::write(out.join(format!("{}.cubin", g.name)), &c.cubin).unwrap();
-        let regs = c.log.lines().find(|l| l.contains("registers")).unwrap_or("").trim().to_string();
+        let regs = c
+            .log
+            .lines()
+            .find(|l| l.contains("registers"))
+            .unwrap_or("")
+            .trim()
+            .to_string();
         let _ = writeln!(
             index,
-            "  {{\"name\": \"{}\", \"family\": \"{}\", \"dtype\": \"{}\", \"epilogue\": \"{}\", \"uses_bias\": {}, \"tile_m\": {}, \"tile_n\": {}, \"tile_k\": {}, \"warps\": {}, \"stages\": {}, \"split_k\": {}, \"threads\": {}, \"smem\": {}, \"regs\": \"{}\"}}{}",
+            "  {{\"name\": \"{}\", \"family\": \"{}\", \"dtype\": \"{}\", \"epilogue\": \"{}\", \"uses_bias\": {}, \"tile_m\": {}, \"tile_n\": {}, \"tile_k\": {}, \"warps\": {}, \"stages\": {}, \"split_k\": {}, \"threads\": {}, \"smem\": {}, \"regs\": \"{}\"}},",
             g.name, s.family.name(), s.dtype, s.epilogue.name(), s.epilogue.uses_bias(), s.tile_m, s.tile_n, s.tile_k, s.warps, s.stages, s.split_k,
-            g.block_threads(), g.smem_bytes(), regs.replace('"', "'"), if i + 1 < specs.len() { "," } else { "" }
+            g.block_threads(), g.smem_bytes(), regs.replace('"', "'")
         );
     }
-    index.push_str("]\n");
+    index.pop();
+    index.pop();
+    index.push_str("\n]\n");
     std::fs::write(out.join("kernels.json"), index).unwrap();
     println!("{} kernels -> {}", specs.len(), out.display());
 }

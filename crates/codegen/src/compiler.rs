@@ -40,7 +40,11 @@ pub struct CompilerOptions {
 
 impl Default for CompilerOptions {
     fn default() -> Self {
-        CompilerOptions { cache_dir: None, deny_spills: false, use_cache: true }
+        CompilerOptions {
+            cache_dir: None,
+            deny_spills: false,
+            use_cache: true,
+        }
     }
 }
 
@@ -56,16 +60,25 @@ fn default_cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("SPARSEFLOW_CACHE_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     home.join(".cache").join("sparseflow")
 }
 
 fn nvrtc_err(call: &'static str) -> impl Fn(result::NvrtcError) -> CodegenError {
-    move |e| CodegenError::Nvrtc { call, status: format!("{:?}", e.0) }
+    move |e| CodegenError::Nvrtc {
+        call,
+        status: format!("{:?}", e.0),
+    }
 }
 
 fn c_chars_to_string(v: &[c_char]) -> String {
-    let bytes: Vec<u8> = v.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    let bytes: Vec<u8> = v
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -81,9 +94,15 @@ impl Compiler {
         }
         let (mut major, mut minor) = (0, 0);
         // SAFETY: the library is present; nvrtcVersion writes two ints.
-        unsafe { sys::nvrtcVersion(&mut major, &mut minor) }.result().map_err(nvrtc_err("nvrtcVersion"))?;
+        unsafe { sys::nvrtcVersion(&mut major, &mut minor) }
+            .result()
+            .map_err(nvrtc_err("nvrtcVersion"))?;
         let cache_dir = options.cache_dir.clone().unwrap_or_else(default_cache_dir);
-        Ok(Compiler { cache_dir, nvrtc_version: (major, minor), options })
+        Ok(Compiler {
+            cache_dir,
+            nvrtc_version: (major, minor),
+            options,
+        })
     }
 
     pub fn nvrtc_version(&self) -> (i32, i32) {
@@ -114,8 +133,14 @@ impl Compiler {
             h.update([0]);
             h.update(o.as_bytes());
         }
-        let hex: String = h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect();
-        self.cache_dir.join(format!("{}-{}-{hex}.cubin", k.name, k.spec.target))
+        let hex: String = h
+            .finalize()
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.cache_dir
+            .join(format!("{}-{}-{hex}.cubin", k.name, k.spec.target))
     }
 
     /// Compiles `k` for its target, or returns the cached cubin.
@@ -142,25 +167,41 @@ impl Compiler {
         }
         if self.options.deny_spills {
             if let Some(info) = spill_report(&log) {
-                return Err(CodegenError::Spills { name: k.name.clone(), target: k.spec.target.clone(), info });
+                return Err(CodegenError::Spills {
+                    name: k.name.clone(),
+                    target: k.spec.target.clone(),
+                    info,
+                });
             }
         }
         if self.options.use_cache {
             write_entry(&path, &cubin)?;
         }
-        Ok(CompiledKernel { name: k.name.clone(), cubin, from_cache: false, compile_ms, log })
+        Ok(CompiledKernel {
+            name: k.name.clone(),
+            cubin,
+            from_cache: false,
+            compile_ms,
+            log,
+        })
     }
 }
 
-fn nvrtc_compile(k: &GeneratedKernel, options: &[String]) -> Result<(Vec<u8>, String, String), CodegenError> {
+fn nvrtc_compile(
+    k: &GeneratedKernel,
+    options: &[String],
+) -> Result<(Vec<u8>, String, String), CodegenError> {
     let src = CString::new(k.source.as_str())
         .map_err(|_| CodegenError::Unsupported("generated source contains a NUL byte".into()))?;
     let file = CString::new(format!("{}.cu", k.name)).expect("kernel names have no NUL");
-    let prog = result::create_program(&src, Some(&file)).map_err(nvrtc_err("nvrtcCreateProgram"))?;
+    let prog =
+        result::create_program(&src, Some(&file)).map_err(nvrtc_err("nvrtcCreateProgram"))?;
     // SAFETY: `prog` was just created and is destroyed exactly once below; `src`/`file` outlive it.
-    let out = unsafe {
+    unsafe {
         let compiled = result::compile_program(prog, options);
-        let log = result::get_program_log(prog).map(|l| c_chars_to_string(&l)).unwrap_or_default();
+        let log = result::get_program_log(prog)
+            .map(|l| c_chars_to_string(&l))
+            .unwrap_or_default();
         let out = match compiled {
             Err(_) => Err(CodegenError::Compile {
                 name: k.name.clone(),
@@ -169,23 +210,28 @@ fn nvrtc_compile(k: &GeneratedKernel, options: &[String]) -> Result<(Vec<u8>, St
                 log,
             }),
             Ok(()) => get_cubin(prog).map(|cubin| {
-                let ptx = result::get_ptx(prog).map(|p| c_chars_to_string(&p)).unwrap_or_default();
+                let ptx = result::get_ptx(prog)
+                    .map(|p| c_chars_to_string(&p))
+                    .unwrap_or_default();
                 (cubin, ptx, log)
             }),
         };
         let _ = result::destroy_program(prog);
         out
-    };
-    out
+    }
 }
 
 /// # Safety
 /// `prog` must be a successfully compiled, live NVRTC program.
 unsafe fn get_cubin(prog: sys::nvrtcProgram) -> Result<Vec<u8>, CodegenError> {
     let mut size = 0usize;
-    sys::nvrtcGetCUBINSize(prog, &mut size).result().map_err(nvrtc_err("nvrtcGetCUBINSize"))?;
+    sys::nvrtcGetCUBINSize(prog, &mut size)
+        .result()
+        .map_err(nvrtc_err("nvrtcGetCUBINSize"))?;
     let mut buf = vec![0u8; size];
-    sys::nvrtcGetCUBIN(prog, buf.as_mut_ptr().cast()).result().map_err(nvrtc_err("nvrtcGetCUBIN"))?;
+    sys::nvrtcGetCUBIN(prog, buf.as_mut_ptr().cast())
+        .result()
+        .map_err(nvrtc_err("nvrtcGetCUBIN"))?;
     Ok(buf)
 }
 
@@ -197,8 +243,12 @@ pub fn error_excerpt(source: &str, log: &str) -> String {
     for l in log.lines().filter(|l| l.contains("error")) {
         let Some(open) = l.find(".cu(") else { continue };
         let rest = &l[open + 4..];
-        let Some(close) = rest.find(')') else { continue };
-        let Ok(line_no) = rest[..close].parse::<usize>() else { continue };
+        let Some(close) = rest.find(')') else {
+            continue;
+        };
+        let Ok(line_no) = rest[..close].parse::<usize>() else {
+            continue;
+        };
         if seen.contains(&line_no) || seen.len() >= 5 {
             continue;
         }
@@ -212,7 +262,9 @@ pub fn error_excerpt(source: &str, log: &str) -> String {
         out.push_str("      ...\n");
     }
     if out.is_empty() {
-        out.push_str("(the log names no generated line; set SPARSEFLOW_DUMP_DIR to inspect the source)\n");
+        out.push_str(
+            "(the log names no generated line; set SPARSEFLOW_DUMP_DIR to inspect the source)\n",
+        );
     }
     out
 }
@@ -225,10 +277,15 @@ pub fn spill_report(log: &str) -> Option<String> {
             let nonzero = |key: &str| {
                 l.find(key).is_some_and(|at| {
                     let before = l[..at].trim_end();
-                    before.rsplit(|c: char| !c.is_ascii_digit()).next().is_some_and(|d| !d.is_empty() && d != "0")
+                    before
+                        .rsplit(|c: char| !c.is_ascii_digit())
+                        .next()
+                        .is_some_and(|d| !d.is_empty() && d != "0")
                 })
             };
-            nonzero("bytes spill stores") || nonzero("bytes spill loads") || nonzero("bytes stack frame")
+            nonzero("bytes spill stores")
+                || nonzero("bytes spill loads")
+                || nonzero("bytes stack frame")
         })
         .collect();
     (!bad.is_empty()).then(|| bad.join("\n"))
@@ -244,10 +301,16 @@ fn read_entry(path: &Path) -> Option<Vec<u8>> {
 }
 
 fn write_entry(path: &Path, cubin: &[u8]) -> Result<(), CodegenError> {
-    let io = |source| CodegenError::Cache { path: path.to_path_buf(), source };
+    let io = |source| CodegenError::Cache {
+        path: path.to_path_buf(),
+        source,
+    };
     let dir = path.parent().expect("cache paths have a parent");
     std::fs::create_dir_all(dir).map_err(io)?;
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let tmp = dir.join(format!(
         ".{}.tmp.{}.{nanos}",
         path.file_name().and_then(|f| f.to_str()).unwrap_or("entry"),

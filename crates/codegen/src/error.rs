@@ -26,13 +26,25 @@ pub enum CodegenError {
 
     /// The generated source did not compile; `excerpt` shows the failing generated lines.
     #[error("NVRTC failed to compile kernel {name} for {target}:\n{log}\n--- generated source around the error ---\n{excerpt}")]
-    Compile { name: String, target: String, log: String, excerpt: String },
+    Compile {
+        name: String,
+        target: String,
+        log: String,
+        excerpt: String,
+    },
 
     /// ptxas reported register spills or local memory (only when spills are denied).
     #[error("kernel {name} for {target} spills registers or uses local memory (a slow kernel; pick a smaller tile):\n{info}")]
-    Spills { name: String, target: String, info: String },
+    Spills {
+        name: String,
+        target: String,
+        info: String,
+    },
 
     /// The disk cache could not be written.
     #[error("kernel cache at {path}: {source}. Set SPARSEFLOW_CACHE_DIR to a writable directory")]
-    Cache { path: PathBuf, source: std::io::Error },
+    Cache {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }

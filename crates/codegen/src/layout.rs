@@ -73,7 +73,7 @@ fn meta_slot(lane: usize, half: usize) -> (usize, usize) {
 
 fn nibble(meta: &[u8], row_bytes: usize, row: usize, group: usize) -> u8 {
     let b = meta[row * row_bytes + group / 2];
-    if group % 2 == 0 {
+    if group.is_multiple_of(2) {
         b & 0xF
     } else {
         b >> 4
@@ -81,7 +81,10 @@ fn nibble(meta: &[u8], row_bytes: usize, row: usize, group: usize) -> u8 {
 }
 
 /// Re-orders a compressed weight into `family`'s upload layout (done once per weight).
-pub fn upload_layout<T: Element>(family: KernelFamily, w: &Sparse24<T>) -> Result<UploadLayout, CodegenError> {
+pub fn upload_layout<T: Element>(
+    family: KernelFamily,
+    w: &Sparse24<T>,
+) -> Result<UploadLayout, CodegenError> {
     match family {
         KernelFamily::Sm80 | KernelFamily::Decode => fragment_layout(w),
     }
@@ -89,11 +92,15 @@ pub fn upload_layout<T: Element>(family: KernelFamily, w: &Sparse24<T>) -> Resul
 
 fn fragment_layout<T: Element>(w: &Sparse24<T>) -> Result<UploadLayout, CodegenError> {
     if T::DTYPE == DType::F32 {
-        return Err(CodegenError::Layout("f32 weights: sparse kernels take f16 or bf16".into()));
+        return Err(CodegenError::Layout(
+            "f32 weights: sparse kernels take f16 or bf16".into(),
+        ));
     }
     let (n, k) = (w.n, w.k);
     if n == 0 || k == 0 || k % 4 != 0 {
-        return Err(CodegenError::Layout(format!("weight [{n}, {k}]: need N > 0, K > 0, K % 4 == 0")));
+        return Err(CodegenError::Layout(format!(
+            "weight [{n}, {k}]: need N > 0, K > 0, K % 4 == 0"
+        )));
     }
     let row_vals = k / 2;
     let row_meta = k.div_ceil(8);
@@ -118,7 +125,8 @@ fn fragment_layout<T: Element>(w: &Sparse24<T>) -> Result<UploadLayout, CodegenE
                         let (row, col) = (rb * 16 + r, ks * 16 + c);
                         if row < n && col < row_vals {
                             let bits = element_bits(w.values[row * row_vals + col]);
-                            values[block + off..block + off + 2].copy_from_slice(&bits.to_le_bytes());
+                            values[block + off..block + off + 2]
+                                .copy_from_slice(&bits.to_le_bytes());
                         }
                     }
                 }
@@ -133,7 +141,11 @@ fn fragment_layout<T: Element>(w: &Sparse24<T>) -> Result<UploadLayout, CodegenE
                     let row = rb * 16 + r;
                     for i in 0..4 {
                         let group = p * 16 + g0 + i;
-                        let code = if row < n && group < groups { nibble(&w.meta, row_meta, row, group) } else { PAD_CODE };
+                        let code = if row < n && group < groups {
+                            nibble(&w.meta, row_meta, row, group)
+                        } else {
+                            PAD_CODE
+                        };
                         word |= u32::from(code) << (16 * half + 4 * i);
                     }
                 }
@@ -141,7 +153,11 @@ fn fragment_layout<T: Element>(w: &Sparse24<T>) -> Result<UploadLayout, CodegenE
             }
         }
     }
-    Ok(UploadLayout { values, meta, k_padded: kp })
+    Ok(UploadLayout {
+        values,
+        meta,
+        k_padded: kp,
+    })
 }
 
 /// The inverse of [`upload_layout`]: recovers the `Sparse24` of shape [n, k]. Used by tests and
@@ -157,10 +173,17 @@ pub fn from_upload_layout<T: Element>(
     }
 }
 
-fn from_fragment_layout<T: Element>(up: &UploadLayout, n: usize, k: usize) -> Result<Sparse24<T>, CodegenError> {
+fn from_fragment_layout<T: Element>(
+    up: &UploadLayout,
+    n: usize,
+    k: usize,
+) -> Result<Sparse24<T>, CodegenError> {
     let (np, kp) = padded_dims(n, k);
-    if up.k_padded != kp || up.values.len() != np * kp || up.meta.len() != np / 16 * (kp / 64) * 128 {
-        return Err(CodegenError::Layout(format!("upload layout sizes do not match a [{n}, {k}] weight")));
+    if up.k_padded != kp || up.values.len() != np * kp || up.meta.len() != np / 16 * (kp / 64) * 128
+    {
+        return Err(CodegenError::Layout(format!(
+            "upload layout sizes do not match a [{n}, {k}] weight"
+        )));
     }
     let (row_vals, row_meta, ks_count, kp_count) = (k / 2, k.div_ceil(8), kp / 32, kp / 64);
     let mut values = vec![T::default(); n * row_vals];
@@ -174,7 +197,10 @@ fn from_fragment_layout<T: Element>(up: &UploadLayout, n: usize, k: usize) -> Re
                         let (off, r, c) = value_slot(lane, reg, hf);
                         let (row, col) = (rb * 16 + r, ks * 16 + c);
                         if row < n && col < row_vals {
-                            let bits = u16::from_le_bytes([up.values[block + off], up.values[block + off + 1]]);
+                            let bits = u16::from_le_bytes([
+                                up.values[block + off],
+                                up.values[block + off + 1],
+                            ]);
                             values[row * row_vals + col] = element_from_bits(bits);
                         }
                     }
@@ -199,7 +225,7 @@ fn from_fragment_layout<T: Element>(up: &UploadLayout, n: usize, k: usize) -> Re
             }
         }
     }
-    if (k / 4) % 2 == 1 {
+    if !(k / 4).is_multiple_of(2) {
         // The unused high nibble of each row's last byte holds the padding code (as core's compress).
         for row in 0..n {
             meta[row * row_meta + row_meta - 1] |= PAD_CODE << 4;

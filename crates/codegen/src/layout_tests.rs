@@ -47,13 +47,16 @@ fn emulate_mma_view<T: Element>(up: &UploadLayout, n: usize, k: usize) -> Vec<f3
                         let r = g + 8 * (reg & 1);
                         let c = 2 * t + 8 * (reg >> 1) + hf; // compressed column in the step
                         let q = c / 2; // group within the step
-                        // Metadata of row r, group q: lane (r % 8) * 4 + 2*sel + q / 4, half r / 8.
+                                       // Metadata of row r, group q: lane (r % 8) * 4 + 2*sel + q / 4, half r / 8.
                         let mlane = (r % 8) * 4 + 2 * sel + q / 4;
                         let at = meta_block + mlane * 4;
                         let word = u32::from_le_bytes(up.meta[at..at + 4].try_into().unwrap());
                         let code = (word >> (16 * (r / 8) + 4 * (q % 4))) & 0xF;
                         let idx = if c % 2 == 0 { code & 3 } else { code >> 2 } as usize;
-                        let bits = value_bits(up, (rb * ks_count + ks) * 512 + lane * 16 + reg * 4 + hf * 2);
+                        let bits = value_bits(
+                            up,
+                            (rb * ks_count + ks) * 512 + lane * 16 + reg * 4 + hf * 2,
+                        );
                         let v = match T::DTYPE {
                             DType::BF16 => half::bf16::from_bits(bits).to_f32(),
                             _ => half::f16::from_bits(bits).to_f32(),
@@ -73,15 +76,27 @@ fn check_shape<T: Element>(n: usize, k: usize, seed: u64) {
         let up = upload_layout(family, &w).unwrap();
         let (np, kp) = padded_dims(n, k);
         assert_eq!(up.k_padded, kp);
-        assert_eq!(up.values.len(), np * kp, "values bytes = padded N x K/2 x 2");
+        assert_eq!(
+            up.values.len(),
+            np * kp,
+            "values bytes = padded N x K/2 x 2"
+        );
         let back: Sparse24<T> = from_upload_layout(family, &up, n, k).unwrap();
         assert_eq!(back.values, w.values, "values round trip {n}x{k}");
         assert_eq!(back.meta, w.meta, "meta round trip {n}x{k}");
         let seen = emulate_mma_view::<T>(&up, n, k);
         for row in 0..np {
             for col in 0..kp {
-                let want = if row < n && col < k { dense[row * k + col] } else { 0.0 };
-                assert_eq!(seen[row * kp + col], want, "mma view at ({row}, {col}) of {n}x{k}");
+                let want = if row < n && col < k {
+                    dense[row * k + col]
+                } else {
+                    0.0
+                };
+                assert_eq!(
+                    seen[row * kp + col],
+                    want,
+                    "mma view at ({row}, {col}) of {n}x{k}"
+                );
             }
         }
     }
@@ -89,7 +104,17 @@ fn check_shape<T: Element>(n: usize, k: usize, seed: u64) {
 
 #[test]
 fn round_trip_and_mma_view_f16() {
-    for (i, &(n, k)) in [(16, 64), (64, 64), (100, 204), (130, 132), (1, 4), (257, 1000)].iter().enumerate() {
+    for (i, &(n, k)) in [
+        (16, 64),
+        (64, 64),
+        (100, 204),
+        (130, 132),
+        (1, 4),
+        (257, 1000),
+    ]
+    .iter()
+    .enumerate()
+    {
         check_shape::<half::f16>(n, k, i as u64);
     }
 }
@@ -109,7 +134,10 @@ fn padding_uses_valid_metadata_code() {
     for word in up.meta.chunks_exact(4) {
         let word = u32::from_le_bytes(word.try_into().unwrap());
         for i in 0..8 {
-            assert!(CODES.contains(&(((word >> (4 * i)) & 0xF) as u8)), "nibble {i} of {word:#x}");
+            assert!(
+                CODES.contains(&(((word >> (4 * i)) & 0xF) as u8)),
+                "nibble {i} of {word:#x}"
+            );
         }
     }
 }
@@ -129,14 +157,21 @@ fn layout_digest_matches_python_port() {
         for grp in 0..k / 4 {
             let code = CODES[(row * 7 + grp * 3) % 6];
             for (j, idx) in [code & 3, code >> 2].into_iter().enumerate() {
-                dense[row * k + grp * 4 + idx as usize] = half::f16::from_f32((1 + (row * 13 + grp * 5 + j) % 97) as f32);
+                dense[row * k + grp * 4 + idx as usize] =
+                    half::f16::from_f32((1 + (row * 13 + grp * 5 + j) % 97) as f32);
             }
         }
     }
     let w = Sparse24::compress(&dense, n, k).unwrap();
     let up = upload_layout(KernelFamily::Decode, &w).unwrap();
     use sha2::{Digest, Sha256};
-    let hex = |b: &[u8]| Sha256::digest(b).iter().take(8).map(|x| format!("{x:02x}")).collect::<String>();
+    let hex = |b: &[u8]| {
+        Sha256::digest(b)
+            .iter()
+            .take(8)
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    };
     let got = format!("{} {}", hex(&up.values), hex(&up.meta));
     // Printed by `python3 scripts/device/kernel_dev.py --selftest`.
     assert_eq!(got, include_str!("../tests/layout_digest.txt").trim());

@@ -143,7 +143,12 @@ impl KernelSpec {
 
     /// Every (tile_m, tile_n, tile_k, warps, stages, split_k) of a family's space, for one
     /// dtype / epilogue / target.
-    pub fn enumerate(family: KernelFamily, dtype: DType, epilogue: EpilogueKind, target: &str) -> Vec<KernelSpec> {
+    pub fn enumerate(
+        family: KernelFamily,
+        dtype: DType,
+        epilogue: EpilogueKind,
+        target: &str,
+    ) -> Vec<KernelSpec> {
         let s = family.space();
         let mut out = Vec::new();
         for &tile_m in s.tile_m {

@@ -40,7 +40,9 @@ fn sm80_geometry() {
     assert_eq!(k.smem_bytes(), 3 * (128 * 72 + 64 * 128));
     assert_eq!(k.workspace_bytes(100, 300, 4096), 0);
     assert_eq!(k.counter_count(100, 300, 4096), 0);
-    assert!(k.source.contains("#define SF_EPILOGUE(acc, bias) (sf_silu(acc + bias))"));
+    assert!(k
+        .source
+        .contains("#define SF_EPILOGUE(acc, bias) (sf_silu(acc + bias))"));
     assert!(k.source.contains("#define SF_USES_BIAS 1"));
     assert!(k.source.contains(&format!("SF_KERNEL_NAME {}", k.name)));
 }
@@ -70,7 +72,10 @@ fn rejects_unsupported_specs() {
     assert!(generate(&s).is_err());
     let mut s = spec(KernelFamily::Decode);
     s.target = "sm_75".into();
-    assert!(generate(&s).unwrap_err().to_string().contains("sm_80 or newer"));
+    assert!(generate(&s)
+        .unwrap_err()
+        .to_string()
+        .contains("sm_80 or newer"));
     assert_eq!(parse_target("sm_90a").unwrap(), (90, true));
     assert!(parse_target("compute_90").is_err());
 }

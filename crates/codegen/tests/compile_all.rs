@@ -12,18 +12,29 @@
 //! The epilogue only changes one `#define`d expression and the dtype one typedef block, so
 //! configurations and epilogues are independent axes.
 
-use sparseflow_codegen::{generate, CodegenError, Compiler, CompilerOptions, KernelFamily, KernelSpec};
+use sparseflow_codegen::{
+    generate, CodegenError, Compiler, CompilerOptions, KernelFamily, KernelSpec,
+};
 use sparseflow_core::{DType, EpilogueKind};
 use std::sync::Mutex;
 
 fn compiler() -> Compiler {
-    match Compiler::with_options(CompilerOptions { cache_dir: None, deny_spills: true, use_cache: false }) {
+    match Compiler::with_options(CompilerOptions {
+        cache_dir: None,
+        deny_spills: true,
+        use_cache: false,
+    }) {
         Ok(c) => c,
         Err(e) => panic!("{e}"),
     }
 }
 
-fn one_config(family: KernelFamily, dtype: DType, epilogue: EpilogueKind, target: &str) -> KernelSpec {
+fn one_config(
+    family: KernelFamily,
+    dtype: DType,
+    epilogue: EpilogueKind,
+    target: &str,
+) -> KernelSpec {
     let mut s = KernelSpec::enumerate(family, dtype, epilogue, target);
     s.swap_remove(s.len() / 2)
 }
@@ -31,8 +42,18 @@ fn one_config(family: KernelFamily, dtype: DType, epilogue: EpilogueKind, target
 fn variants() -> Vec<KernelSpec> {
     let mut v = Vec::new();
     for family in [KernelFamily::Sm80, KernelFamily::Decode] {
-        v.extend(KernelSpec::enumerate(family, DType::F16, EpilogueKind::None, "sm_90a"));
-        v.extend(KernelSpec::enumerate(family, DType::BF16, EpilogueKind::BiasGelu, "sm_80"));
+        v.extend(KernelSpec::enumerate(
+            family,
+            DType::F16,
+            EpilogueKind::None,
+            "sm_90a",
+        ));
+        v.extend(KernelSpec::enumerate(
+            family,
+            DType::BF16,
+            EpilogueKind::BiasGelu,
+            "sm_80",
+        ));
         for dtype in [DType::F16, DType::BF16] {
             for epi in EpilogueKind::all() {
                 v.push(one_config(family, dtype, epi, "sm_90a"));
@@ -54,7 +75,10 @@ fn every_variant_compiles_without_spills() {
     let next = Mutex::new(0usize);
     let failures = Mutex::new(Vec::<String>::new());
     let total_ms = Mutex::new(0f64);
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(4);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .min(4);
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| loop {
@@ -70,7 +94,10 @@ fn every_variant_compiles_without_spills() {
                         assert!(!out.cubin.is_empty());
                         *total_ms.lock().unwrap() += out.compile_ms;
                     }
-                    Err(e) => failures.lock().unwrap().push(format!("{} ({}): {e}", k.name, spec.target)),
+                    Err(e) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("{} ({}): {e}", k.name, spec.target)),
                 }
             });
         }
@@ -82,28 +109,48 @@ fn every_variant_compiles_without_spills() {
         total_ms.into_inner().unwrap() / 1e3,
         failures.len()
     );
-    assert!(failures.is_empty(), "{} variants failed:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} variants failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 #[test]
 fn compile_error_names_the_generated_line() {
     let c = compiler();
-    let spec = one_config(KernelFamily::Decode, DType::F16, EpilogueKind::None, "sm_90a");
+    let spec = one_config(
+        KernelFamily::Decode,
+        DType::F16,
+        EpilogueKind::None,
+        "sm_90a",
+    );
     let mut k = generate(&spec).unwrap();
-    k.source = k.source.replace("#define SF_EPILOGUE(acc, bias) (acc)", "#define SF_EPILOGUE(acc, bias) (acc + undefined_symbol)");
+    k.source = k.source.replace(
+        "#define SF_EPILOGUE(acc, bias) (acc)",
+        "#define SF_EPILOGUE(acc, bias) (acc + undefined_symbol)",
+    );
     let err = c.compile(&k).expect_err("must not compile");
     let msg = err.to_string();
     assert!(matches!(err, CodegenError::Compile { .. }), "{msg}");
     assert!(msg.contains("undefined_symbol"), "{msg}");
-    assert!(msg.contains(">>"), "the excerpt marks the failing line: {msg}");
+    assert!(
+        msg.contains(">>"),
+        "the excerpt marks the failing line: {msg}"
+    );
 }
 
 #[test]
 fn disk_cache_hits_and_recovers_from_corruption() {
     let dir = std::env::temp_dir().join(format!("sparseflow-cache-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let c = Compiler::with_options(CompilerOptions { cache_dir: Some(dir.clone()), deny_spills: false, use_cache: true })
-        .unwrap_or_else(|e| panic!("{e}"));
+    let c = Compiler::with_options(CompilerOptions {
+        cache_dir: Some(dir.clone()),
+        deny_spills: false,
+        use_cache: true,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     let spec = one_config(KernelFamily::Sm80, DType::BF16, EpilogueKind::Relu, "sm_80");
     let k = generate(&spec).unwrap();
     let first = c.compile(&k).unwrap();
