@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU correctness run (issue 5, item 6). Runs on the GPU machine; build on the dev machine first:
 #   cargo build --release -p sparseflow-runtime --example verify
-#   mkdir -p .carry && cp target/release/examples/verify .carry/
+#   cargo test --release -p sparseflow-runtime --test gpu --no-run   # prints the test binary's path
+#   mkdir -p .carry && cp target/release/examples/verify .carry/ && cp <that path> .carry/runtime-gpu-tests
 #   SPARSEFLOW_CACHE_DIR=.carry/kernel-cache LD_LIBRARY_PATH=<pip nvrtc lib> .carry/verify --precompile .carry/kernel-cache  # optional
 # then call the device tool with carry [".carry"] and `bash scripts/device/verify.sh [--quick]`.
 # Writes $OUT/verify.json (+ verify.log); exits non-zero on any failure.
@@ -26,7 +27,16 @@ if [[ ! -x $bin ]]; then
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 echo "kernel cache: $(ls "$SPARSEFLOW_CACHE_DIR" | wc -l) cubins carried"
+rc=0
+# The runtime's GPU unit tests (crates/runtime/tests/gpu.rs), which skip on machines without a GPU.
+if [[ -x .carry/runtime-gpu-tests ]]; then
+    .carry/runtime-gpu-tests --nocapture --test-threads=1 2>&1 | tee "$OUT/gpu-tests.log"
+    t=${PIPESTATUS[0]}
+    echo "runtime GPU tests exit code $t"
+    [[ $t -ne 0 ]] && rc=$t
+fi
 "$bin" "$@" 2> >(tee "$OUT/verify.log" >&2)
-rc=$?
-echo "verify exit code $rc"
+v=$?
+echo "verify exit code $v"
+[[ $v -ne 0 ]] && rc=$v
 exit $rc

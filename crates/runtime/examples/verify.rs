@@ -29,7 +29,13 @@ use sparseflow_core::{prune_magnitude, DType, Element, EpilogueKind, Sparse24};
 use sparseflow_runtime::{bucket, Context, Device, DeviceBuffer, RuntimeError, SparseGemm};
 
 const MS: &[usize] = &[1, 2, 7, 16, 33, 64, 127, 256, 1000, 4096];
-const SHAPES: &[(usize, usize)] = &[(64, 64), (4096, 4096), (14336, 4096), (4096, 14336), (4100, 4104)];
+const SHAPES: &[(usize, usize)] = &[
+    (64, 64),
+    (4096, 4096),
+    (14336, 4096),
+    (4096, 14336),
+    (4100, 4104),
+];
 
 fn rand_vec<T: Element>(seed: u64, len: usize) -> Vec<T> {
     const CHUNK: usize = 1 << 16;
@@ -85,7 +91,13 @@ struct Layer<T> {
 /// Compares `y [m, n]` with the f64 reference. Tolerance: fp32 accumulation in any order
 /// (products of f16/bf16 inputs are exact in fp32) ≈ 8·√K·u32·Σ|x·w|, plus up to one output
 /// ulp (2·u_out·|want|). Returns (checked, bad, nonfinite, max err/tol, first failure).
-fn check<T: Element>(l: &Layer<T>, m: usize, epi: EpilogueKind, y: &[T], seed: u64) -> (usize, usize, usize, f64, Option<String>) {
+fn check<T: Element>(
+    l: &Layer<T>,
+    m: usize,
+    epi: EpilogueKind,
+    y: &[T],
+    seed: u64,
+) -> (usize, usize, usize, f64, Option<String>) {
     let nonfinite = y.par_iter().filter(|v| !v.to_f64().is_finite()).count();
     let rows = sample(m, 24, seed, false);
     let cols = sample(l.n, 384, seed + 1, true);
@@ -106,12 +118,20 @@ fn check<T: Element>(l: &Layer<T>, m: usize, epi: EpilogueKind, y: &[T], seed: u
                     acc += p;
                     scale += p.abs();
                 }
-                let b = if epi.uses_bias() { l.bias[j].to_f64() } else { 0.0 };
+                let b = if epi.uses_bias() {
+                    l.bias[j].to_f64()
+                } else {
+                    0.0
+                };
                 let want = epi.apply(acc, b);
                 let tol = 2.0 * out_eps(T::DTYPE) * want.abs() + tol_k * (scale + b.abs()) + 1e-5;
                 let got = y[i * l.n + j].to_f64();
                 let err = (got - want).abs();
-                let ratio = if err.is_finite() { err / tol } else { f64::INFINITY };
+                let ratio = if err.is_finite() {
+                    err / tol
+                } else {
+                    f64::INFINITY
+                };
                 worst = worst.max(ratio);
                 if ratio > 1.0 || ratio.is_nan() {
                     bad += 1;
@@ -152,17 +172,35 @@ impl Tally {
 fn build_layer<T: Element>(n: usize, k: usize, max_m: usize, seed: u64) -> Layer<T> {
     let dense = prune_magnitude(&rand_vec::<T>(seed, n * k), n, k).expect("prune");
     let sparse = Sparse24::compress(&dense, n, k).expect("compress");
-    Layer { n, k, dense, sparse, bias: rand_vec(seed + 1, n), x: rand_vec(seed + 2, max_m * k) }
+    Layer {
+        n,
+        k,
+        dense,
+        sparse,
+        bias: rand_vec(seed + 1, n),
+        x: rand_vec(seed + 2, max_m * k),
+    }
 }
 
-fn run_matrix<T: Element>(ctx: &Context, ms: &[usize], shapes: &[(usize, usize)], t: &mut Tally, cases: &mut Vec<Value>, uploads: &mut Vec<Value>) {
+fn run_matrix<T: Element>(
+    ctx: &Context,
+    ms: &[usize],
+    shapes: &[(usize, usize)],
+    t: &mut Tally,
+    cases: &mut Vec<Value>,
+    uploads: &mut Vec<Value>,
+) {
     let max_m = *ms.iter().max().unwrap();
     for (si, &(n, k)) in shapes.iter().enumerate() {
         let t0 = Instant::now();
         let l = build_layer::<T>(n, k, max_m, 1000 + si as u64);
         let x_dev = DeviceBuffer::from_host(ctx, &l.x).expect("upload x");
         let mut y_dev = DeviceBuffer::<T>::uninit(ctx, max_m * n).expect("alloc y");
-        eprintln!("{} N={n} K={k}: data ready in {:.1}s", T::DTYPE, t0.elapsed().as_secs_f64());
+        eprintln!(
+            "{} N={n} K={k}: data ready in {:.1}s",
+            T::DTYPE,
+            t0.elapsed().as_secs_f64()
+        );
         for epi in EpilogueKind::all() {
             let bias = epi.uses_bias().then_some(l.bias.as_slice());
             let g = match SparseGemm::new(ctx, &l.sparse, bias, epi) {
@@ -194,14 +232,18 @@ fn run_matrix<T: Element>(ctx: &Context, ms: &[usize], shapes: &[(usize, usize)]
                 let y = match res {
                     Ok(y) => y,
                     Err(e) => {
-                        t.record(false, json!({"case": case, "kernel": info.name, "error": e.to_string()}));
+                        t.record(
+                            false,
+                            json!({"case": case, "kernel": info.name, "error": e.to_string()}),
+                        );
                         if e.cuda_error_name().is_some() {
                             eprintln!("CUDA error; the context may be unusable: {e}");
                         }
                         continue;
                     }
                 };
-                let (checked, bad, nonfinite, worst, first) = check(&l, m, epi, &y, (m * 31 + n) as u64);
+                let (checked, bad, nonfinite, worst, first) =
+                    check(&l, m, epi, &y, (m * 31 + n) as u64);
                 let ok = bad == 0 && nonfinite == 0;
                 let row = json!({
                     "dtype": T::DTYPE.ir_name(), "n": n, "k": k, "m": m, "epilogue": epi.name(),
@@ -217,7 +259,13 @@ fn run_matrix<T: Element>(ctx: &Context, ms: &[usize], shapes: &[(usize, usize)]
                 uploads.push(json!({"dtype": T::DTYPE.ir_name(), "n": n, "k": k, "upload": format!("{:?}", g.upload_report()), "device_bytes": g.upload_report().device_bytes()}));
             }
         }
-        eprintln!("{} N={n} K={k}: done in {:.1}s (passed {}, failed {})", T::DTYPE, t0.elapsed().as_secs_f64(), t.passed, t.failed);
+        eprintln!(
+            "{} N={n} K={k}: done in {:.1}s (passed {}, failed {})",
+            T::DTYPE,
+            t0.elapsed().as_secs_f64(),
+            t.passed,
+            t.failed
+        );
     }
 }
 
@@ -264,8 +312,14 @@ fn run_concurrency(ctx: &Context, t: &mut Tally) -> Value {
                 })
             })
             .collect();
-        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into()))).collect();
-        let errors: Vec<String> = results.iter().filter_map(|r| r.as_ref().err().cloned()).collect();
+        let results: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())))
+            .collect();
+        let errors: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err().cloned())
+            .collect();
         let ok = errors.is_empty();
         let v = json!({"test": "8 threads", "own_streams": own_stream, "ok": ok, "errors": errors,
                        "runs": results.iter().filter_map(|r| r.as_ref().ok()).map(|r| r.0).sum::<usize>()});
@@ -293,7 +347,8 @@ fn run_external_stream(ctx: &Context, t: &mut Tally) -> Value {
             // SAFETY: raw is a live stream of ctx; buffers are large enough.
             unsafe {
                 y.fill_nan_async(Some(raw)).map_err(|e| e.to_string())?;
-                g.forward_raw(x.as_ptr(), y.as_mut_ptr(), m, Some(raw)).map_err(|e| e.to_string())?;
+                g.forward_raw(x.as_ptr(), y.as_mut_ptr(), m, Some(raw))
+                    .map_err(|e| e.to_string())?;
             }
             stream.synchronize().map_err(|e| e.to_string())?;
             let mut h = y.to_host().map_err(|e| e.to_string())?;
@@ -301,17 +356,31 @@ fn run_external_stream(ctx: &Context, t: &mut Tally) -> Value {
             let (checked, bad, nonfinite, worst, first) = check(&l, m, epi, &h, m as u64);
             rows.push(json!({"m": m, "checked": checked, "bad": bad, "nonfinite": nonfinite, "max_err_over_tol": worst, "first_failure": first}));
         }
+        // forward_host: host in/out through the per-thread stream.
+        let h = g
+            .forward_host(&l.x[..7 * k], 7)
+            .map_err(|e| e.to_string())?;
+        let (checked, bad, nonfinite, worst, first) = check(&l, 7, epi, &h, 3);
+        rows.push(json!({"m": 7, "entry": "forward_host", "checked": checked, "bad": bad, "nonfinite": nonfinite, "max_err_over_tol": worst, "first_failure": first}));
         // forward_device: the typed cudarc entry on the same stream.
-        let xs = stream.clone_htod(&l.x[..16 * k]).map_err(|e| e.to_string())?;
-        let mut ys = stream.alloc_zeros::<bf16>(16 * n).map_err(|e| e.to_string())?;
-        g.forward_device(&xs, &mut ys, 16, Some(&stream)).map_err(|e| e.to_string())?;
+        let xs = stream
+            .clone_htod(&l.x[..16 * k])
+            .map_err(|e| e.to_string())?;
+        let mut ys = stream
+            .alloc_zeros::<bf16>(16 * n)
+            .map_err(|e| e.to_string())?;
+        g.forward_device(&xs, &mut ys, 16, Some(&stream))
+            .map_err(|e| e.to_string())?;
         let h = stream.clone_dtoh(&ys).map_err(|e| e.to_string())?;
         let (checked, bad, nonfinite, worst, first) = check(&l, 16, epi, &h, 5);
         rows.push(json!({"m": 16, "entry": "forward_device", "checked": checked, "bad": bad, "nonfinite": nonfinite, "max_err_over_tol": worst, "first_failure": first}));
         Ok(rows)
     })();
     let (ok, v) = match res {
-        Ok(rows) => (rows.iter().all(|r| r["bad"] == 0 && r["nonfinite"] == 0), json!(rows)),
+        Ok(rows) => (
+            rows.iter().all(|r| r["bad"] == 0 && r["nonfinite"] == 0),
+            json!(rows),
+        ),
         Err(e) => (false, json!(e)),
     };
     let v = json!({"test": "external stream", "ok": ok, "results": v});
@@ -336,14 +405,49 @@ fn run_errors(ctx: &Context, t: &mut Tally) -> Value {
         results.push(json!({"test": name, "ok": ok, "message": msg}));
     };
     // SAFETY (all below): the checks reject these pointers before the kernel could touch them.
-    expect("misaligned x", unsafe { g.forward_raw((x.as_ptr() as *const u8).add(2).cast(), y.as_mut_ptr(), 1, None) }, "16-byte aligned");
-    expect("host x", unsafe { g.forward_raw(host_x.as_ptr().cast(), y.as_mut_ptr(), 1, None) }, "is not CUDA memory");
-    expect("m = 0", unsafe { g.forward_raw(x.as_ptr(), y.as_mut_ptr(), 0, None) }, "must be >= 1");
-    expect("null y", unsafe { g.forward_raw(x.as_ptr(), std::ptr::null_mut(), 1, None) }, "null");
+    expect(
+        "misaligned x",
+        unsafe {
+            g.forward_raw(
+                (x.as_ptr() as *const u8).add(2).cast(),
+                y.as_mut_ptr(),
+                1,
+                None,
+            )
+        },
+        "16-byte aligned",
+    );
+    expect(
+        "host x",
+        unsafe { g.forward_raw(host_x.as_ptr().cast(), y.as_mut_ptr(), 1, None) },
+        "is not CUDA memory",
+    );
+    expect(
+        "m = 0",
+        unsafe { g.forward_raw(x.as_ptr(), y.as_mut_ptr(), 0, None) },
+        "must be >= 1",
+    );
+    expect(
+        "null y",
+        unsafe { g.forward_raw(x.as_ptr(), std::ptr::null_mut(), 1, None) },
+        "null",
+    );
     let w32 = build_layer::<f32>(64, 64, 1, 6).sparse;
-    expect("f32 weight on GPU", SparseGemm::new(ctx, &w32, None, EpilogueKind::None).map(|_| ()), "f16 or bf16");
-    expect("dtype mismatch", g.forward_host(&vec![bf16::ZERO; 64], 1).map(|_| ()), "dtype mismatch");
-    expect("no such device", Context::new(Device::Cuda(999)).map(|_| ()), "does not exist");
+    expect(
+        "f32 weight on GPU",
+        SparseGemm::new(ctx, &w32, None, EpilogueKind::None).map(|_| ()),
+        "f16 or bf16",
+    );
+    expect(
+        "dtype mismatch",
+        g.forward_host(&[bf16::ZERO; 64], 1).map(|_| ()),
+        "dtype mismatch",
+    );
+    expect(
+        "no such device",
+        Context::new(Device::Cuda(999)).map(|_| ()),
+        "does not exist",
+    );
     json!(results)
 }
 
@@ -356,7 +460,8 @@ fn precompile(dir: &str) {
         for &(n, k) in SHAPES {
             for epi in EpilogueKind::all() {
                 for &m in MS.iter().chain(&[128, 1000, 2]) {
-                    let p = sparseflow_ir::plan_layer(bucket(m).unwrap(), n, k, dtype, epi, target).expect("plan");
+                    let p = sparseflow_ir::plan_layer(bucket(m).unwrap(), n, k, dtype, epi, target)
+                        .expect("plan");
                     let spec = sparseflow_codegen::KernelSpec {
                         family: sparseflow_codegen::KernelFamily::from_name(&p.family).unwrap(),
                         dtype,
@@ -376,13 +481,20 @@ fn precompile(dir: &str) {
             }
         }
     }
-    println!("precompiled {} kernels for {target} into {dir}", specs.len());
+    println!(
+        "precompiled {} kernels for {target} into {dir}",
+        specs.len()
+    );
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--precompile") {
-        precompile(args.get(i + 1).map(String::as_str).unwrap_or("kernel-cache"));
+        precompile(
+            args.get(i + 1)
+                .map(String::as_str)
+                .unwrap_or("kernel-cache"),
+        );
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -395,14 +507,21 @@ fn main() {
         }
     };
     let info = ctx.info().clone();
-    eprintln!("verify on {} ({}, {} SMs, driver {})", info.name, info.target, info.sm_count, info.driver_version);
+    eprintln!(
+        "verify on {} ({}, {} SMs, driver {})",
+        info.name, info.target, info.sm_count, info.driver_version
+    );
     let t0 = Instant::now();
     let (ms, shapes): (Vec<usize>, Vec<(usize, usize)>) = if quick {
         (vec![1, 33], vec![(64, 64), (4100, 4104)])
     } else {
         (MS.to_vec(), SHAPES.to_vec())
     };
-    let mut t = Tally { passed: 0, failed: 0, failures: vec![] };
+    let mut t = Tally {
+        passed: 0,
+        failed: 0,
+        failures: vec![],
+    };
     let (mut cases, mut uploads) = (vec![], vec![]);
     let errors = run_errors(&ctx, &mut t);
     let external = run_external_stream(&ctx, &mut t);
@@ -418,7 +537,12 @@ fn main() {
     });
     let path = format!("{out_dir}/verify.json");
     std::fs::write(&path, serde_json::to_string_pretty(&summary).unwrap()).expect("write summary");
-    println!("verify: {} passed, {} failed ({:.0}s) -> {path}", t.passed, t.failed, t0.elapsed().as_secs_f64());
+    println!(
+        "verify: {} passed, {} failed ({:.0}s) -> {path}",
+        t.passed,
+        t.failed,
+        t0.elapsed().as_secs_f64()
+    );
     if t.failed > 0 {
         std::process::exit(1);
     }

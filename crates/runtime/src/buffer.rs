@@ -20,7 +20,13 @@ pub struct DeviceBuffer<T: Element> {
 
 impl<T: Element> std::fmt::Debug for DeviceBuffer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DeviceBuffer<{}>[{}] at {:#x}", T::DTYPE, self.len, self.alloc.ptr())
+        write!(
+            f,
+            "DeviceBuffer<{}>[{}] at {:#x}",
+            T::DTYPE,
+            self.len,
+            self.alloc.ptr()
+        )
     }
 }
 
@@ -32,14 +38,20 @@ impl<T: Element> DeviceBuffer<T> {
             .checked_mul(std::mem::size_of::<T>())
             .ok_or_else(|| RuntimeError::Shape(format!("{len} elements overflow usize bytes")))?;
         let alloc = DeviceAlloc::new(&g.ctx, bytes, "DeviceBuffer")?;
-        Ok(DeviceBuffer { alloc, len, ctx: ctx.clone(), _elem: PhantomData })
+        Ok(DeviceBuffer {
+            alloc,
+            len,
+            ctx: ctx.clone(),
+            _elem: PhantomData,
+        })
     }
 
     /// A device copy of `data`.
     pub fn from_host(ctx: &Context, data: &[T]) -> Result<Self> {
         let b = Self::uninit(ctx, data.len())?;
         let g = ctx.gpu().expect("checked by uninit");
-        b.alloc.copy_from_host(launch::as_bytes(data), g.aux.raw())?;
+        b.alloc
+            .copy_from_host(launch::as_bytes(data), g.aux.raw())?;
         Ok(b)
     }
 
@@ -47,7 +59,8 @@ impl<T: Element> DeviceBuffer<T> {
     /// blocking streams; synchronise your own non-blocking streams first).
     pub fn to_host(&self) -> Result<Vec<T>> {
         let mut out = vec![T::default(); self.len];
-        self.alloc.copy_to_host(launch::as_bytes_mut(&mut out), self.null_stream())?;
+        self.alloc
+            .copy_to_host(launch::as_bytes_mut(&mut out), self.null_stream())?;
         Ok(out)
     }
 

@@ -74,7 +74,7 @@ pub(crate) struct GpuState {
 
 enum Backend {
     Cpu,
-    Gpu(GpuState),
+    Gpu(Box<GpuState>),
 }
 
 struct Inner {
@@ -120,7 +120,10 @@ impl Context {
     pub fn new(device: Device) -> Result<Context> {
         match device {
             Device::Cpu => Ok(Context::cpu()),
-            Device::Cuda(index) => Ok(Context::wrap(Backend::Gpu(open_gpu(index)?), None)),
+            Device::Cuda(index) => Ok(Context::wrap(
+                Backend::Gpu(Box::new(open_gpu(index)?)),
+                None,
+            )),
         }
     }
 
@@ -132,7 +135,7 @@ impl Context {
     /// The first GPU if it is usable, else the CPU backend; [`Context::fallback_reason`] says why.
     pub fn auto() -> Context {
         match open_gpu(0) {
-            Ok(gpu) => Context::wrap(Backend::Gpu(gpu), None),
+            Ok(gpu) => Context::wrap(Backend::Gpu(Box::new(gpu)), None),
             Err(e) => Context::wrap(Backend::Cpu, Some(e.to_string())),
         }
     }
@@ -142,7 +145,13 @@ impl Context {
             Backend::Cpu => cpu_info(),
             Backend::Gpu(g) => g.info.clone(),
         };
-        Context { inner: Arc::new(Inner { backend, info, fallback_reason }) }
+        Context {
+            inner: Arc::new(Inner {
+                backend,
+                info,
+                fallback_reason,
+            }),
+        }
     }
 
     /// Why [`Context::auto`] fell back to the CPU (None when it did not).
@@ -175,7 +184,10 @@ impl Context {
     /// Waits for all work on the device (no-op on the CPU backend).
     pub fn synchronize(&self) -> Result<()> {
         match self.gpu() {
-            Some(g) => g.ctx.synchronize().map_err(|e| RuntimeError::cuda("cuCtxSynchronize", e)),
+            Some(g) => g
+                .ctx
+                .synchronize()
+                .map_err(|e| RuntimeError::cuda("cuCtxSynchronize", e)),
             None => Ok(()),
         }
     }
@@ -200,15 +212,19 @@ impl Context {
 
 fn open_gpu(index: usize) -> Result<GpuState> {
     launch::ensure_driver()?;
-    let count = CudaContext::device_count().map_err(|e| RuntimeError::cuda("cuDeviceGetCount", e))?;
+    let count =
+        CudaContext::device_count().map_err(|e| RuntimeError::cuda("cuDeviceGetCount", e))?;
     let count = usize::try_from(count).unwrap_or(0);
     if count == 0 {
-        return Err(RuntimeError::NoDriver("the driver reports no CUDA device".into()));
+        return Err(RuntimeError::NoDriver(
+            "the driver reports no CUDA device".into(),
+        ));
     }
     if index >= count {
         return Err(RuntimeError::NoSuchDevice { index, count });
     }
-    let ctx = CudaContext::new(index).map_err(|e| RuntimeError::cuda("cuDevicePrimaryCtxRetain", e))?;
+    let ctx =
+        CudaContext::new(index).map_err(|e| RuntimeError::cuda("cuDevicePrimaryCtxRetain", e))?;
     let attr = |a: sys::CUdevice_attribute| -> Result<u32> {
         ctx.attribute(a)
             .map(|v| v.max(0) as u32)
@@ -217,7 +233,9 @@ fn open_gpu(index: usize) -> Result<GpuState> {
     use sys::CUdevice_attribute::*;
     let major = attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
     let minor = attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
-    let name = ctx.name().map_err(|e| RuntimeError::cuda("cuDeviceGetName", e))?;
+    let name = ctx
+        .name()
+        .map_err(|e| RuntimeError::cuda("cuDeviceGetName", e))?;
     if major < 8 {
         return Err(RuntimeError::ArchTooOld { major, minor, name });
     }
@@ -228,7 +246,9 @@ fn open_gpu(index: usize) -> Result<GpuState> {
         target: target_for(major, minor),
         sm_count: attr(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
         driver_version: launch::driver_version()?,
-        total_memory_bytes: ctx.total_mem().map_err(|e| RuntimeError::cuda("cuDeviceTotalMem", e))?,
+        total_memory_bytes: ctx
+            .total_mem()
+            .map_err(|e| RuntimeError::cuda("cuDeviceTotalMem", e))?,
         max_smem_per_block: attr(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?,
         l2_bytes: attr(CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)?,
     };

@@ -18,15 +18,28 @@ pub enum RuntimeError {
 
     /// The GPU is older than Ampere.
     #[error("2:4 sparse tensor cores need sm_80 or newer (found sm_{major}{minor} on {name}); use Context::cpu() on this machine")]
-    ArchTooOld { major: u32, minor: u32, name: String },
+    ArchTooOld {
+        major: u32,
+        minor: u32,
+        name: String,
+    },
 
     /// A CUDA driver call failed; `name` is the CUDA error name (CUDA_ERROR_...).
     #[error("CUDA call {call} failed: {name} ({description})")]
-    Cuda { call: &'static str, name: String, description: String },
+    Cuda {
+        call: &'static str,
+        name: String,
+        description: String,
+    },
 
     /// A device allocation failed.
     #[error("out of GPU memory allocating {bytes} bytes for {what} ({free} bytes free of {total}); free memory or use smaller batches")]
-    OutOfMemory { what: &'static str, bytes: usize, free: usize, total: usize },
+    OutOfMemory {
+        what: &'static str,
+        bytes: usize,
+        free: usize,
+        total: usize,
+    },
 
     /// The operation needs a GPU context.
     #[error("{0} needs a CUDA context, but this context is the CPU backend (create it with Context::new(Device::Cuda(i)))")]
@@ -34,7 +47,11 @@ pub enum RuntimeError {
 
     /// The element type is not supported by this backend.
     #[error("dtype {dtype} is not supported on {backend}: {hint}")]
-    UnsupportedDType { dtype: DType, backend: &'static str, hint: &'static str },
+    UnsupportedDType {
+        dtype: DType,
+        backend: &'static str,
+        hint: &'static str,
+    },
 
     /// The caller's type does not match the layer's dtype.
     #[error("dtype mismatch: this SparseGemm holds {expected} weights but was called with {got} data; convert the input to {expected}")]
@@ -50,11 +67,20 @@ pub enum RuntimeError {
 
     /// A pointer is not aligned as the kernels need.
     #[error("{what} pointer {addr:#x} is not {align}-byte aligned; the kernels load 16 bytes at a time (PyTorch tensors from the allocator are aligned: make the tensor contiguous with .contiguous() / .clone())")]
-    Misaligned { what: &'static str, addr: usize, align: usize },
+    Misaligned {
+        what: &'static str,
+        addr: usize,
+        align: usize,
+    },
 
     /// A pointer is not device memory usable by this context.
     #[error("{what} pointer {addr:#x} {problem}; pass device memory of CUDA device {device} (e.g. a CUDA tensor on cuda:{device})")]
-    ForeignPointer { what: &'static str, addr: usize, problem: String, device: usize },
+    ForeignPointer {
+        what: &'static str,
+        addr: usize,
+        problem: String,
+        device: usize,
+    },
 
     /// Format / reference errors from the core crate (weight not 2:4, bias vs epilogue, ...).
     #[error(transparent)]
@@ -80,7 +106,11 @@ impl RuntimeError {
             .error_string()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "no description".to_string());
-        RuntimeError::Cuda { call, name, description }
+        RuntimeError::Cuda {
+            call,
+            name,
+            description,
+        }
     }
 
     /// The CUDA error name (`CUDA_ERROR_...`) when this is a CUDA error.

@@ -80,6 +80,9 @@ pub struct KernelInfo {
 }
 
 /// A 2:4 sparse linear layer on a context. `Send + Sync`: share one across threads.
+///
+/// GPU memory (weights, bias) is freed on drop: drop a layer only after work queued with
+/// `forward_raw` on your streams has completed (as with any CUDA allocation).
 pub struct SparseGemm {
     ctx: Context,
     n: usize,
@@ -107,17 +110,30 @@ impl std::fmt::Debug for SparseGemm {
 /// Checks what `Sparse24`'s public fields could break: lengths and metadata codes.
 fn check_weight<T: Element>(w: &Sparse24<T>) -> Result<()> {
     if w.n == 0 || w.k == 0 {
-        return Err(CoreError::ZeroDim { what: "weight [N, K]" }.into());
+        return Err(CoreError::ZeroDim {
+            what: "weight [N, K]",
+        }
+        .into());
     }
-    if w.k % 4 != 0 {
+    if !w.k.is_multiple_of(4) {
         return Err(CoreError::KNotMultipleOf4 { k: w.k }.into());
     }
     let (vals, mb) = (w.n * (w.k / 2), meta_bytes_per_row(w.k));
     if w.values.len() != vals {
-        return Err(CoreError::LengthMismatch { what: "weight values [N, K/2]", expected: vals, got: w.values.len() }.into());
+        return Err(CoreError::LengthMismatch {
+            what: "weight values [N, K/2]",
+            expected: vals,
+            got: w.values.len(),
+        }
+        .into());
     }
     if w.meta.len() != w.n * mb {
-        return Err(CoreError::LengthMismatch { what: "weight meta [N, K/8]", expected: w.n * mb, got: w.meta.len() }.into());
+        return Err(CoreError::LengthMismatch {
+            what: "weight meta [N, K/8]",
+            expected: w.n * mb,
+            got: w.meta.len(),
+        }
+        .into());
     }
     let groups = w.k / 4;
     for (row, meta_row) in w.meta.chunks_exact(mb).enumerate() {
@@ -143,9 +159,12 @@ fn check_bias<T>(bias: Option<&[T]>, n: usize, epilogue: EpilogueKind) -> Result
             problem: "takes no bias, but one was given (use a bias_* epilogue)",
         }
         .into()),
-        (true, Some(b)) if b.len() != n => {
-            Err(CoreError::LengthMismatch { what: "bias [N]", expected: n, got: b.len() }.into())
+        (true, Some(b)) if b.len() != n => Err(CoreError::LengthMismatch {
+            what: "bias [N]",
+            expected: n,
+            got: b.len(),
         }
+        .into()),
         _ => Ok(()),
     }
 }
@@ -154,7 +173,12 @@ impl SparseGemm {
     /// Binds `weight` (+ `bias`, required exactly when `epilogue.uses_bias()`) to `ctx`.
     /// GPU: f16/bf16; the weight is uploaded on first use of each kernel family (decode for
     /// M ≤ 16, sm80 above). CPU: f32/f16/bf16.
-    pub fn new<T: Element>(ctx: &Context, weight: &Sparse24<T>, bias: Option<&[T]>, epilogue: EpilogueKind) -> Result<Self> {
+    pub fn new<T: Element>(
+        ctx: &Context,
+        weight: &Sparse24<T>,
+        bias: Option<&[T]>,
+        epilogue: EpilogueKind,
+    ) -> Result<Self> {
         check_weight(weight)?;
         check_bias(bias, weight.n, epilogue)?;
         if ctx.is_gpu() && T::DTYPE == DType::F32 {
@@ -165,7 +189,10 @@ impl SparseGemm {
             });
         }
         if weight.n > i32::MAX as usize || weight.k > i32::MAX as usize {
-            return Err(RuntimeError::Shape(format!("N = {} / K = {} exceed the kernels' 32-bit dimensions", weight.n, weight.k)));
+            return Err(RuntimeError::Shape(format!(
+                "N = {} / K = {} exceed the kernels' 32-bit dimensions",
+                weight.n, weight.k
+            )));
         }
         let host_weight: Arc<dyn Any + Send + Sync> = Arc::new(weight.clone());
         let host_bias: Option<Arc<dyn Any + Send + Sync>> = bias.map(|b| Arc::new(b.to_vec()) as _);
@@ -180,7 +207,11 @@ impl SparseGemm {
             dtype: T::DTYPE,
             epilogue,
             // The GPU layer keeps its own host copy only until every family is uploaded.
-            host_weight: if gpu.is_some() { None } else { Some(host_weight) },
+            host_weight: if gpu.is_some() {
+                None
+            } else {
+                Some(host_weight)
+            },
             host_bias: if gpu.is_some() { None } else { host_bias },
             gpu,
         })
@@ -208,7 +239,10 @@ impl SparseGemm {
 
     /// Upload cost so far (empty on the CPU backend).
     pub fn upload_report(&self) -> UploadReport {
-        self.gpu.as_ref().map(|g| g.upload_report()).unwrap_or_default()
+        self.gpu
+            .as_ref()
+            .map(|g| g.upload_report())
+            .unwrap_or_default()
     }
 
     /// What the compiler picks for `m` tokens (planned at M's bucket) on this context's GPU.
@@ -228,13 +262,19 @@ impl SparseGemm {
 
     /// The kernel `m` tokens launch (prepares it: plans, compiles, uploads). GPU only.
     pub fn kernel_info(&self, m: usize) -> Result<KernelInfo> {
-        let layer = self.gpu.as_ref().ok_or(RuntimeError::NeedsGpu("kernel_info"))?;
+        let layer = self
+            .gpu
+            .as_ref()
+            .ok_or(RuntimeError::NeedsGpu("kernel_info"))?;
         layer.kernel_info(&self.ctx, m, self)
     }
 
     fn check_dtype<T: Element>(&self) -> Result<()> {
         if T::DTYPE != self.dtype {
-            return Err(RuntimeError::DTypeMismatch { expected: self.dtype, got: T::DTYPE });
+            return Err(RuntimeError::DTypeMismatch {
+                expected: self.dtype,
+                got: T::DTYPE,
+            });
         }
         Ok(())
     }
@@ -245,12 +285,22 @@ impl SparseGemm {
         bucket(m)?;
         let (xl, yl) = self.lens(m)?;
         if x.len() != xl {
-            return Err(RuntimeError::Shape(format!("x has {} elements, expected m·k = {m}·{} = {xl}", x.len(), self.k)));
+            return Err(RuntimeError::Shape(format!(
+                "x has {} elements, expected m·k = {m}·{} = {xl}",
+                x.len(),
+                self.k
+            )));
         }
         let mut y = vec![T::default(); yl];
         match &self.gpu {
             None => self.cpu_forward(x, m, &mut y)?,
-            Some(layer) => layer.forward_host(&self.ctx, self, launch::as_bytes(x), launch::as_bytes_mut(&mut y), m)?,
+            Some(layer) => layer.forward_host(
+                &self.ctx,
+                self,
+                launch::as_bytes(x),
+                launch::as_bytes_mut(&mut y),
+                m,
+            )?,
         }
         Ok(y)
     }
@@ -266,7 +316,13 @@ impl SparseGemm {
     /// # Safety
     /// `x` must hold `m·k` and `y` `m·n` elements of the layer's dtype, `y` must not overlap
     /// `x`, and both (and `stream`) must stay valid until the work completes.
-    pub unsafe fn forward_raw(&self, x: *const c_void, y: *mut c_void, m: usize, stream: Option<*mut c_void>) -> Result<()> {
+    pub unsafe fn forward_raw(
+        &self,
+        x: *const c_void,
+        y: *mut c_void,
+        m: usize,
+        stream: Option<*mut c_void>,
+    ) -> Result<()> {
         if x.is_null() {
             return Err(RuntimeError::NullPointer("x"));
         }
@@ -278,7 +334,9 @@ impl SparseGemm {
         let es = self.dtype.size_bytes();
         let (xa, ya) = (x as usize, y as usize);
         if xa < ya + yl * es && ya < xa + xl * es {
-            return Err(RuntimeError::Shape("y overlaps x; the output needs its own buffer".into()));
+            return Err(RuntimeError::Shape(
+                "y overlaps x; the output needs its own buffer".into(),
+            ));
         }
         match &self.gpu {
             Some(layer) => {
@@ -314,11 +372,19 @@ impl SparseGemm {
         stream: Option<&Arc<CudaStream>>,
     ) -> Result<()> {
         self.check_dtype::<T>()?;
-        let layer = self.gpu.as_ref().ok_or(RuntimeError::NeedsGpu("forward_device"))?;
-        let default = self.ctx.default_stream().expect("GPU context has a default stream");
+        let layer = self
+            .gpu
+            .as_ref()
+            .ok_or(RuntimeError::NeedsGpu("forward_device"))?;
+        let default = self
+            .ctx
+            .default_stream()
+            .expect("GPU context has a default stream");
         let stream = stream.unwrap_or(&default);
         if stream.context().cu_ctx() != self.ctx.cuda_context().expect("gpu").cu_ctx() {
-            return Err(RuntimeError::Shape("the stream belongs to another CUDA context/device".into()));
+            return Err(RuntimeError::Shape(
+                "the stream belongs to another CUDA context/device".into(),
+            ));
         }
         bucket(m)?;
         let (xl, yl) = self.lens(m)?;
@@ -333,7 +399,14 @@ impl SparseGemm {
         let (yp, _yguard) = y.device_ptr_mut(stream);
         // SAFETY: the cudarc stream outlives this call and is held by the caller.
         let s = unsafe { launch::RawStream::from_raw(stream.cu_stream() as *mut c_void) };
-        layer.forward_device_ptrs(&self.ctx, self, xp as usize as *const c_void, yp as usize as *mut c_void, m, Some(s))
+        layer.forward_device_ptrs(
+            &self.ctx,
+            self,
+            xp as usize as *const c_void,
+            yp as usize as *mut c_void,
+            m,
+            Some(s),
+        )
     }
 
     fn lens(&self, m: usize) -> Result<(usize, usize)> {
@@ -341,7 +414,9 @@ impl SparseGemm {
         let yl = m.checked_mul(self.n);
         match (xl, yl) {
             (Some(a), Some(b)) => Ok((a, b)),
-            _ => Err(RuntimeError::Shape(format!("m = {m} overflows the buffer sizes"))),
+            _ => Err(RuntimeError::Shape(format!(
+                "m = {m} overflows the buffer sizes"
+            ))),
         }
     }
 
@@ -350,8 +425,15 @@ impl SparseGemm {
             .host_weight
             .as_ref()
             .and_then(|w| w.downcast_ref::<Sparse24<T>>())
-            .ok_or(RuntimeError::DTypeMismatch { expected: self.dtype, got: T::DTYPE })?;
-        let bias = self.host_bias.as_ref().and_then(|b| b.downcast_ref::<Vec<T>>()).map(|b| b.as_slice());
+            .ok_or(RuntimeError::DTypeMismatch {
+                expected: self.dtype,
+                got: T::DTYPE,
+            })?;
+        let bias = self
+            .host_bias
+            .as_ref()
+            .and_then(|b| b.downcast_ref::<Vec<T>>())
+            .map(|b| b.as_slice());
         sparseflow_core::sparse_gemm_into(x, m, w, bias, self.epilogue, y)?;
         Ok(())
     }
@@ -363,7 +445,9 @@ pub fn bucket(m: usize) -> Result<usize> {
         return Err(RuntimeError::Shape("m (tokens) must be >= 1".into()));
     }
     if m > i32::MAX as usize {
-        return Err(RuntimeError::Shape(format!("m = {m} exceeds the kernels' 32-bit dimensions; split the batch")));
+        return Err(RuntimeError::Shape(format!(
+            "m = {m} exceeds the kernels' 32-bit dimensions; split the batch"
+        )));
     }
     Ok(m.next_power_of_two())
 }

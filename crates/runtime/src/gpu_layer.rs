@@ -50,24 +50,48 @@ pub(crate) struct GpuLayer {
 }
 
 /// Plans `bucket` tokens on the context's target.
-pub(crate) fn plan(g: &GpuState, bucket: usize, n: usize, k: usize, dtype: DType, epilogue: EpilogueKind) -> Result<LayerPlan> {
+pub(crate) fn plan(
+    g: &GpuState,
+    bucket: usize,
+    n: usize,
+    k: usize,
+    dtype: DType,
+    epilogue: EpilogueKind,
+) -> Result<LayerPlan> {
     Ok(plan_layer(bucket, n, k, dtype, epilogue, &g.info.target)?)
 }
 
 impl GpuLayer {
-    pub(crate) fn new<T: Element>(g: &GpuState, weight: &Sparse24<T>, bias: Option<&[T]>) -> Result<Self> {
+    pub(crate) fn new<T: Element>(
+        g: &GpuState,
+        weight: &Sparse24<T>,
+        bias: Option<&[T]>,
+    ) -> Result<Self> {
         let bias = match bias {
-            Some(b) => Some(DeviceAlloc::from_host(&g.ctx, launch::as_bytes(b), "bias", g.aux.raw())?),
+            Some(b) => Some(DeviceAlloc::from_host(
+                &g.ctx,
+                launch::as_bytes(b),
+                "bias",
+                g.aux.raw(),
+            )?),
             None => None,
         };
         let w = Arc::new(weight.clone());
         let layout: LayoutFn = Arc::new(move |family| upload_layout(family, &w));
-        Ok(GpuLayer { bias, layout: Mutex::new(Some(layout)), uploads: Mutex::default(), plans: OnceMap::default() })
+        Ok(GpuLayer {
+            bias,
+            layout: Mutex::new(Some(layout)),
+            uploads: Mutex::default(),
+            plans: OnceMap::default(),
+        })
     }
 
     pub(crate) fn upload_report(&self) -> UploadReport {
         let u = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
-        UploadReport { families: u.report.clone(), bias_bytes: self.bias.as_ref().map_or(0, |b| b.bytes()) }
+        UploadReport {
+            families: u.report.clone(),
+            bias_bytes: self.bias.as_ref().map_or(0, |b| b.bytes()),
+        }
     }
 
     /// The family's weight on the device, uploading it on first use. A family whose layout is
@@ -102,7 +126,10 @@ impl GpuLayer {
             shared_with: None,
         });
         u.by_family.insert(family, weights.clone());
-        let missing: Vec<KernelFamily> = FAMILIES.into_iter().filter(|f| !u.by_family.contains_key(f)).collect();
+        let missing: Vec<KernelFamily> = FAMILIES
+            .into_iter()
+            .filter(|f| !u.by_family.contains_key(f))
+            .collect();
         for other in missing {
             let t = Instant::now();
             let other_lay = layout_fn(other)?;
@@ -126,7 +153,12 @@ impl GpuLayer {
     }
 
     /// Plan, kernel and weights for `m` tokens (cached per bucket; built once under races).
-    pub(crate) fn prepare(&self, ctx: &Context, m: usize, layer: &SparseGemm) -> Result<Arc<Planned>> {
+    pub(crate) fn prepare(
+        &self,
+        ctx: &Context,
+        m: usize,
+        layer: &SparseGemm,
+    ) -> Result<Arc<Planned>> {
         let g = ctx.gpu().expect("GpuLayer lives on a GPU context");
         let b = bucket(m)?;
         self.plans.get_or_try_init(&b, || {
@@ -150,7 +182,12 @@ impl GpuLayer {
         })
     }
 
-    pub(crate) fn kernel_info(&self, ctx: &Context, m: usize, layer: &SparseGemm) -> Result<KernelInfo> {
+    pub(crate) fn kernel_info(
+        &self,
+        ctx: &Context,
+        m: usize,
+        layer: &SparseGemm,
+    ) -> Result<KernelInfo> {
         let p = self.prepare(ctx, m, layer)?;
         let k = &p.kernel;
         let gen = &k.generated;
@@ -176,7 +213,14 @@ impl GpuLayer {
     }
 
     /// Host in, host out: copies through per-thread-stream device buffers.
-    pub(crate) fn forward_host(&self, ctx: &Context, layer: &SparseGemm, x: &[u8], y: &mut [u8], m: usize) -> Result<()> {
+    pub(crate) fn forward_host(
+        &self,
+        ctx: &Context,
+        layer: &SparseGemm,
+        x: &[u8],
+        y: &mut [u8],
+        m: usize,
+    ) -> Result<()> {
         let g = ctx.gpu().expect("GpuLayer lives on a GPU context");
         let s = RawStream::per_thread();
         let xd = DeviceAlloc::new(&g.ctx, x.len(), "x (forward_host)")?;
@@ -217,7 +261,11 @@ impl GpuLayer {
             gen.workspace_bytes(m32, n32, k32),
             gen.counter_count(m32, n32, k32),
         )?;
-        let dims = LaunchDims { grid: gen.grid(m32, n32, k32), block: gen.block_threads(), smem: gen.smem_bytes() };
+        let dims = LaunchDims {
+            grid: gen.grid(m32, n32, k32),
+            block: gen.block_threads(),
+            smem: gen.smem_bytes(),
+        };
         let args = GemmArgs {
             x: x as usize as u64,
             wvals: planned.weights.values.ptr(),
@@ -237,15 +285,26 @@ impl GpuLayer {
 /// Alignment and, where the driver can tell, "is this memory of our device".
 fn check_device_ptr(what: &'static str, p: *const c_void, ordinal: usize) -> Result<()> {
     let addr = p as usize;
-    if addr % PTR_ALIGN != 0 {
-        return Err(RuntimeError::Misaligned { what, addr, align: PTR_ALIGN });
+    if !addr.is_multiple_of(PTR_ALIGN) {
+        return Err(RuntimeError::Misaligned {
+            what,
+            addr,
+            align: PTR_ALIGN,
+        });
     }
     let problem = match launch::pointer_kind(p)? {
         PointerKind::Device(d) if d == ordinal => return Ok(()),
         PointerKind::Managed => return Ok(()),
         PointerKind::Device(d) => format!("is memory of CUDA device {d}"),
         PointerKind::PinnedHost => "is page-locked host memory, not device memory".into(),
-        PointerKind::Unknown => "is not CUDA memory (host memory, or a freed / invalid pointer)".into(),
+        PointerKind::Unknown => {
+            "is not CUDA memory (host memory, or a freed / invalid pointer)".into()
+        }
     };
-    Err(RuntimeError::ForeignPointer { what, addr, problem, device: ordinal })
+    Err(RuntimeError::ForeignPointer {
+        what,
+        addr,
+        problem,
+        device: ordinal,
+    })
 }

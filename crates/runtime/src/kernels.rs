@@ -17,17 +17,26 @@ use crate::launch;
 /// A map whose values are built at most once per key; builders for different keys run in
 /// parallel, callers of the same key wait for the first builder. Failed builds are not cached.
 pub(crate) struct OnceMap<K, V> {
-    slots: Mutex<HashMap<K, Arc<Mutex<Option<Arc<V>>>>>>,
+    slots: Mutex<HashMap<K, Slot<V>>>,
 }
+
+/// One key's value, built under its own lock so other keys are not blocked.
+type Slot<V> = Arc<Mutex<Option<Arc<V>>>>;
 
 impl<K, V> Default for OnceMap<K, V> {
     fn default() -> Self {
-        OnceMap { slots: Mutex::new(HashMap::new()) }
+        OnceMap {
+            slots: Mutex::new(HashMap::new()),
+        }
     }
 }
 
 impl<K: Eq + Hash + Clone, V> OnceMap<K, V> {
-    pub(crate) fn get_or_try_init(&self, key: &K, init: impl FnOnce() -> Result<V>) -> Result<Arc<V>> {
+    pub(crate) fn get_or_try_init(
+        &self,
+        key: &K,
+        init: impl FnOnce() -> Result<V>,
+    ) -> Result<Arc<V>> {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             slots.entry(key.clone()).or_default().clone()
@@ -82,7 +91,12 @@ impl KernelCache {
     }
 
     /// The loaded kernel for `spec`, building it on first use.
-    pub(crate) fn get(&self, ctx: &Arc<CudaContext>, spec: &KernelSpec, max_smem: u32) -> Result<Arc<LoadedKernel>> {
+    pub(crate) fn get(
+        &self,
+        ctx: &Arc<CudaContext>,
+        spec: &KernelSpec,
+        max_smem: u32,
+    ) -> Result<Arc<LoadedKernel>> {
         self.kernels.get_or_try_init(spec, || {
             let generated = generate(spec)?;
             let smem = generated.smem_bytes();

@@ -17,10 +17,15 @@ fn cuda(call: &'static str) -> impl Fn(DriverError) -> RuntimeError {
 pub(crate) fn ensure_driver() -> Result<()> {
     // SAFETY: only dlopens libcuda (no driver function is called unless it is present).
     if !unsafe { sys::is_culib_present() } {
-        return Err(RuntimeError::NoDriver("libcuda.so could not be loaded".into()));
+        return Err(RuntimeError::NoDriver(
+            "libcuda.so could not be loaded".into(),
+        ));
     }
     result::init().map_err(|e| {
-        let name = e.error_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = e
+            .error_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         RuntimeError::NoDriver(format!("cuInit failed with {name}"))
     })
 }
@@ -29,7 +34,9 @@ pub(crate) fn ensure_driver() -> Result<()> {
 pub(crate) fn driver_version() -> Result<String> {
     let mut v: std::ffi::c_int = 0;
     // SAFETY: writes one int; the driver is loaded and initialised (ensure_driver ran).
-    unsafe { sys::cuDriverGetVersion(&mut v) }.result().map_err(cuda("cuDriverGetVersion"))?;
+    unsafe { sys::cuDriverGetVersion(&mut v) }
+        .result()
+        .map_err(cuda("cuDriverGetVersion"))?;
     Ok(format!("{}.{}", v / 1000, (v % 1000) / 10))
 }
 
@@ -65,7 +72,10 @@ impl RawStream {
     /// (its one handle value names a different stream on every thread).
     pub(crate) fn ordering_key(self) -> (usize, Option<std::thread::ThreadId>) {
         let h = self.0 as usize;
-        (h, (h == PER_THREAD_STREAM).then(|| std::thread::current().id()))
+        (
+            h,
+            (h == PER_THREAD_STREAM).then(|| std::thread::current().id()),
+        )
     }
 
     pub(crate) fn synchronize(self) -> Result<()> {
@@ -84,8 +94,12 @@ pub(crate) struct OwnedStream {
 impl OwnedStream {
     pub(crate) fn new(ctx: &Arc<CudaContext>) -> Result<Self> {
         ctx.bind_to_thread().map_err(cuda("cuCtxSetCurrent"))?;
-        let s = result::stream::create(result::stream::StreamKind::NonBlocking).map_err(cuda("cuStreamCreate"))?;
-        Ok(OwnedStream { stream: RawStream(s), ctx: ctx.clone() })
+        let s = result::stream::create(result::stream::StreamKind::NonBlocking)
+            .map_err(cuda("cuStreamCreate"))?;
+        Ok(OwnedStream {
+            stream: RawStream(s),
+            ctx: ctx.clone(),
+        })
     }
 
     pub(crate) fn raw(&self) -> RawStream {
@@ -104,7 +118,11 @@ impl Drop for OwnedStream {
 
 /// Views a slice of a plain scalar element type as bytes.
 pub(crate) fn as_bytes<T: sparseflow_core::Element>(v: &[T]) -> &[u8] {
-    assert_eq!(std::mem::size_of::<T>(), T::DTYPE.size_bytes(), "element type has padding");
+    assert_eq!(
+        std::mem::size_of::<T>(),
+        T::DTYPE.size_bytes(),
+        "element type has padding"
+    );
     // SAFETY: Element types are Copy scalars (f32, f16, bf16) whose size equals their dtype's
     // (checked above), so every byte is initialised; u8 has alignment 1.
     unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
@@ -112,7 +130,11 @@ pub(crate) fn as_bytes<T: sparseflow_core::Element>(v: &[T]) -> &[u8] {
 
 /// Views a mutable slice of a plain scalar element type as bytes.
 pub(crate) fn as_bytes_mut<T: sparseflow_core::Element>(v: &mut [T]) -> &mut [u8] {
-    assert_eq!(std::mem::size_of::<T>(), T::DTYPE.size_bytes(), "element type has padding");
+    assert_eq!(
+        std::mem::size_of::<T>(),
+        T::DTYPE.size_bytes(),
+        "element type has padding"
+    );
     // SAFETY: as in `as_bytes`; additionally every bit pattern is a valid f32/f16/bf16.
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, std::mem::size_of_val(v)) }
 }
@@ -122,7 +144,9 @@ pub(crate) fn as_bytes_mut<T: sparseflow_core::Element>(v: &mut [T]) -> &mut [u8
 pub(crate) fn with_relaxed_capture<R>(f: impl FnOnce() -> R) -> R {
     let mut mode = sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED;
     // SAFETY: swaps a thread-local setting; restored below.
-    let swapped = unsafe { sys::cuThreadExchangeStreamCaptureMode(&mut mode) }.result().is_ok();
+    let swapped = unsafe { sys::cuThreadExchangeStreamCaptureMode(&mut mode) }
+        .result()
+        .is_ok();
     let out = f();
     if swapped {
         // SAFETY: restores the previous mode.
@@ -152,17 +176,31 @@ impl DeviceAlloc {
         // SAFETY: plain allocation; the result is owned by the returned value.
         let r = with_relaxed_capture(|| unsafe { result::malloc_sync(size) });
         match r {
-            Ok(ptr) => Ok(DeviceAlloc { ptr, bytes, ctx: ctx.clone() }),
+            Ok(ptr) => Ok(DeviceAlloc {
+                ptr,
+                bytes,
+                ctx: ctx.clone(),
+            }),
             Err(e) if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
                 let (free, total) = result::mem_get_info().unwrap_or((0, 0));
-                Err(RuntimeError::OutOfMemory { what, bytes, free, total })
+                Err(RuntimeError::OutOfMemory {
+                    what,
+                    bytes,
+                    free,
+                    total,
+                })
             }
             Err(e) => Err(RuntimeError::cuda("cuMemAlloc", e)),
         }
     }
 
     /// Allocates and fills with `data` through `stream`; returns when the copy is complete.
-    pub(crate) fn from_host(ctx: &Arc<CudaContext>, data: &[u8], what: &'static str, stream: RawStream) -> Result<Self> {
+    pub(crate) fn from_host(
+        ctx: &Arc<CudaContext>,
+        data: &[u8],
+        what: &'static str,
+        stream: RawStream,
+    ) -> Result<Self> {
         let a = DeviceAlloc::new(ctx, data.len(), what)?;
         a.copy_from_host(data, stream)?;
         Ok(a)
@@ -200,7 +238,8 @@ impl DeviceAlloc {
         assert!(src.len() <= self.bytes, "copy past the allocation");
         // SAFETY: in bounds; the stream is synchronised before `src` can go away because the
         // caller synchronises the stream before returning to its caller (forward_host, buffers).
-        unsafe { result::memcpy_htod_async(self.ptr, src, stream.handle()) }.map_err(cuda("cuMemcpyHtoDAsync"))?;
+        unsafe { result::memcpy_htod_async(self.ptr, src, stream.handle()) }
+            .map_err(cuda("cuMemcpyHtoDAsync"))?;
         stream.synchronize()
     }
 
@@ -208,7 +247,8 @@ impl DeviceAlloc {
     pub(crate) fn copy_to_host(&self, dst: &mut [u8], stream: RawStream) -> Result<()> {
         assert!(dst.len() <= self.bytes, "copy past the allocation");
         // SAFETY: in bounds; the stream is synchronised before `dst` is read or released.
-        unsafe { result::memcpy_dtoh_async(dst, self.ptr, stream.handle()) }.map_err(cuda("cuMemcpyDtoHAsync"))?;
+        unsafe { result::memcpy_dtoh_async(dst, self.ptr, stream.handle()) }
+            .map_err(cuda("cuMemcpyDtoHAsync"))?;
         stream.synchronize()
     }
 }
@@ -319,7 +359,13 @@ pub(crate) fn set_max_dynamic_smem(f: &CudaFunction, bytes: u32) -> Result<()> {
 /// dtype; `x`/`y` are device memory of this context of at least m·k / m·n elements (the
 /// caller's contract for raw pointers); weights/bias/workspace/counters are live allocations
 /// sized by the generated kernel's own formulas and stay alive until the work completes.
-pub(crate) fn launch_gemm(ctx: &Arc<CudaContext>, f: &CudaFunction, dims: LaunchDims, stream: RawStream, a: GemmArgs) -> Result<()> {
+pub(crate) fn launch_gemm(
+    ctx: &Arc<CudaContext>,
+    f: &CudaFunction,
+    dims: LaunchDims,
+    stream: RawStream,
+    a: GemmArgs,
+) -> Result<()> {
     ctx.bind_to_thread().map_err(cuda("cuCtxSetCurrent"))?;
     let mut p = a;
     let mut params: [*mut c_void; 10] = [
@@ -354,7 +400,17 @@ pub(crate) fn launch_gemm(ctx: &Arc<CudaContext>, f: &CudaFunction, dims: Launch
 /// # Safety
 /// `x` must point to `x_len` readable `T`s and `y` to `y_len` writable `T`s, not overlapping,
 /// valid for the duration of the returned borrows.
-pub(crate) unsafe fn host_slices<'a, T>(x: *const c_void, x_len: usize, y: *mut c_void, y_len: usize) -> (&'a [T], &'a mut [T]) {
+pub(crate) unsafe fn host_slices<'a, T>(
+    x: *const c_void,
+    x_len: usize,
+    y: *mut c_void,
+    y_len: usize,
+) -> (&'a [T], &'a mut [T]) {
     // SAFETY: forwarded from the caller's contract.
-    unsafe { (std::slice::from_raw_parts(x as *const T, x_len), std::slice::from_raw_parts_mut(y as *mut T, y_len)) }
+    unsafe {
+        (
+            std::slice::from_raw_parts(x as *const T, x_len),
+            std::slice::from_raw_parts_mut(y as *mut T, y_len),
+        )
+    }
 }

@@ -25,9 +25,12 @@ struct Slot {
     retired: Vec<DeviceAlloc>,
 }
 
+/// `RawStream::ordering_key`: the handle, plus the thread for the per-thread stream.
+type StreamKey = (usize, Option<std::thread::ThreadId>);
+
 pub(crate) struct WorkspacePool {
     ctx: Arc<CudaContext>,
-    slots: Mutex<HashMap<(usize, Option<std::thread::ThreadId>), Arc<Mutex<Slot>>>>,
+    slots: Mutex<HashMap<StreamKey, Arc<Mutex<Slot>>>>,
 }
 
 /// Device addresses of one launch's scratch (0 when not needed).
@@ -39,20 +42,32 @@ pub(crate) struct Scratch {
 
 impl WorkspacePool {
     pub(crate) fn new(ctx: Arc<CudaContext>) -> Self {
-        WorkspacePool { ctx, slots: Mutex::new(HashMap::new()) }
+        WorkspacePool {
+            ctx,
+            slots: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Scratch for one launch on `stream` with at least `ws_bytes` and `counters` u32 words.
-    pub(crate) fn get(&self, stream: RawStream, aux: &OwnedStream, ws_bytes: usize, counters: usize) -> Result<Scratch> {
+    pub(crate) fn get(
+        &self,
+        stream: RawStream,
+        aux: &OwnedStream,
+        ws_bytes: usize,
+        counters: usize,
+    ) -> Result<Scratch> {
         if ws_bytes == 0 && counters == 0 {
-            return Ok(Scratch { workspace: 0, counters: 0 });
+            return Ok(Scratch {
+                workspace: 0,
+                counters: 0,
+            });
         }
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             slots.entry(stream.ordering_key()).or_default().clone()
         };
         let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
-        if ws_bytes > 0 && s.workspace.as_ref().map_or(true, |w| w.bytes() < ws_bytes) {
+        if ws_bytes > 0 && s.workspace.as_ref().is_none_or(|w| w.bytes() < ws_bytes) {
             // Grow geometrically so a sweep over M does not allocate at every step.
             let want = ws_bytes.max(s.workspace.as_ref().map_or(0, |w| w.bytes() * 2));
             let new = DeviceAlloc::new(&self.ctx, want, "split-K workspace")?;
@@ -60,7 +75,7 @@ impl WorkspacePool {
                 s.retired.push(old);
             }
         }
-        if counters > 0 && s.counters.as_ref().map_or(true, |c| c.bytes() < counters * 4) {
+        if counters > 0 && s.counters.as_ref().is_none_or(|c| c.bytes() < counters * 4) {
             let want = (counters * 4).max(s.counters.as_ref().map_or(0, |c| c.bytes() * 2));
             let new = DeviceAlloc::new(&self.ctx, want, "split-K counters")?;
             new.memset_u32(0, want / 4, aux.raw())?;
@@ -70,8 +85,16 @@ impl WorkspacePool {
             }
         }
         Ok(Scratch {
-            workspace: s.workspace.as_ref().filter(|_| ws_bytes > 0).map_or(0, |w| w.ptr()),
-            counters: s.counters.as_ref().filter(|_| counters > 0).map_or(0, |c| c.ptr()),
+            workspace: s
+                .workspace
+                .as_ref()
+                .filter(|_| ws_bytes > 0)
+                .map_or(0, |w| w.ptr()),
+            counters: s
+                .counters
+                .as_ref()
+                .filter(|_| counters > 0)
+                .map_or(0, |c| c.ptr()),
         })
     }
 

@@ -15,15 +15,30 @@ fn check<T: Element>(seed: u64, m: usize, n: usize, k: usize, epi: EpilogueKind)
     let c = common::case::<T>(seed, m, n, k, epi);
     let ctx = Context::cpu();
     let g = SparseGemm::new(&ctx, &c.w, c.bias.as_deref(), epi).unwrap();
-    assert_eq!((g.n(), g.k(), g.dtype(), g.epilogue()), (n, k, T::DTYPE, epi));
+    assert_eq!(
+        (g.n(), g.k(), g.dtype(), g.epilogue()),
+        (n, k, T::DTYPE, epi)
+    );
     let y = g.forward_host(&c.x, m).unwrap();
     let (bad, first) = common::compare(&c, m, epi, &y);
-    assert_eq!(bad, 0, "{:?} {epi} m={m} n={n} k={k}: {bad} bad, first {first:?}", T::DTYPE);
+    assert_eq!(
+        bad,
+        0,
+        "{:?} {epi} m={m} n={n} k={k}: {bad} bad, first {first:?}",
+        T::DTYPE
+    );
 }
 
 #[test]
 fn matches_oracle_on_random_shapes_every_epilogue_and_dtype() {
-    let shapes = [(1, 1, 4), (1, 64, 64), (7, 33, 36), (16, 8, 128), (33, 100, 260), (5, 3, 4100)];
+    let shapes = [
+        (1, 1, 4),
+        (1, 64, 64),
+        (7, 33, 36),
+        (16, 8, 128),
+        (33, 100, 260),
+        (5, 3, 4100),
+    ];
     let mut seed = 0;
     for (m, n, k) in shapes {
         for epi in EpilogueKind::all() {
@@ -48,9 +63,17 @@ fn eight_threads_share_one_layer() {
             std::thread::spawn(move || {
                 for it in 0..5 {
                     let m = 1 + (t * 5 + it) % 19;
-                    let x = common::random::<f16>(&mut ChaCha8Rng::seed_from_u64((t * 100 + it) as u64), m * k);
+                    let x = common::random::<f16>(
+                        &mut ChaCha8Rng::seed_from_u64((t * 100 + it) as u64),
+                        m * k,
+                    );
                     let y = g.forward_host(&x, m).unwrap();
-                    let case = common::Case { w: w.clone(), dense: dense.clone(), x, bias: bias.clone() };
+                    let case = common::Case {
+                        w: w.clone(),
+                        dense: dense.clone(),
+                        x,
+                        bias: bias.clone(),
+                    };
                     let (bad, first) = common::compare(&case, m, epi, &y);
                     assert_eq!(bad, 0, "thread {t} m={m}: {first:?}");
                 }
@@ -77,7 +100,10 @@ fn forward_raw_on_host_pointers() {
 
 fn layer() -> (SparseGemm, Vec<f16>) {
     let c = common::case::<f16>(1, 2, 8, 16, EpilogueKind::None);
-    (SparseGemm::new(&Context::cpu(), &c.w, None, EpilogueKind::None).unwrap(), c.x)
+    (
+        SparseGemm::new(&Context::cpu(), &c.w, None, EpilogueKind::None).unwrap(),
+        c.x,
+    )
 }
 
 #[test]
@@ -87,8 +113,17 @@ fn bad_input_is_a_clear_error() {
     assert!(e.to_string().contains("m (tokens) must be >= 1"), "{e}");
     let e = g.forward_host(&x, 3).unwrap_err();
     assert!(matches!(e, RuntimeError::Shape(_)), "{e}");
-    let e = g.forward_host(&vec![bf16::ZERO; 32], 2).unwrap_err();
-    assert!(matches!(e, RuntimeError::DTypeMismatch { expected: DType::F16, got: DType::BF16 }), "{e}");
+    let e = g.forward_host(&[bf16::ZERO; 32], 2).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            RuntimeError::DTypeMismatch {
+                expected: DType::F16,
+                got: DType::BF16
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("convert the input to f16"), "{e}");
     let mut y = vec![f16::ZERO; 16];
     // SAFETY: null pointers are rejected before any access.
@@ -99,13 +134,17 @@ fn bad_input_is_a_clear_error() {
     assert!(matches!(e, RuntimeError::NullPointer("y")), "{e}");
     let mut xy = x.clone();
     // SAFETY: overlap is rejected before any access.
-    let e = unsafe { g.forward_raw(xy.as_ptr().cast(), xy.as_mut_ptr().cast(), 2, None) }.unwrap_err();
+    let e =
+        unsafe { g.forward_raw(xy.as_ptr().cast(), xy.as_mut_ptr().cast(), 2, None) }.unwrap_err();
     assert!(e.to_string().contains("overlaps"), "{e}");
     let e = g.plan(4).unwrap_err();
     assert!(matches!(e, RuntimeError::NeedsGpu(_)), "{e}");
     assert!(g.upload_report().families.is_empty());
     assert!(bucket(0).is_err());
-    assert_eq!([1, 2, 3, 7, 16, 17, 1000].map(|m| bucket(m).unwrap()), [1, 2, 4, 8, 16, 32, 1024]);
+    assert_eq!(
+        [1, 2, 3, 7, 16, 17, 1000].map(|m| bucket(m).unwrap()),
+        [1, 2, 4, 8, 16, 32, 1024]
+    );
 }
 
 #[test]
@@ -117,7 +156,10 @@ fn bias_must_match_the_epilogue() {
     let e = SparseGemm::new(&ctx, &c.w, c.bias.as_deref(), EpilogueKind::Relu).unwrap_err();
     assert!(e.to_string().contains("takes no bias"), "{e}");
     let e = SparseGemm::new(&ctx, &c.w, Some(&[1.0f32; 3]), EpilogueKind::Bias).unwrap_err();
-    assert!(matches!(e, RuntimeError::Core(CoreError::LengthMismatch { .. })), "{e}");
+    assert!(
+        matches!(e, RuntimeError::Core(CoreError::LengthMismatch { .. })),
+        "{e}"
+    );
 }
 
 #[test]
@@ -126,11 +168,17 @@ fn weight_that_is_not_24_is_rejected() {
     let mut w: Sparse24<f16> = c.w.clone();
     w.meta[3] = 0x33; // code 0b0011: positions 3 and 0, not increasing
     let e = SparseGemm::new(&Context::cpu(), &w, None, EpilogueKind::None).unwrap_err();
-    assert!(matches!(e, RuntimeError::Core(CoreError::BadMeta { .. })), "{e}");
+    assert!(
+        matches!(e, RuntimeError::Core(CoreError::BadMeta { .. })),
+        "{e}"
+    );
     let mut w = c.w.clone();
     w.values.pop();
     let e = SparseGemm::new(&Context::cpu(), &w, None, EpilogueKind::None).unwrap_err();
-    assert!(matches!(e, RuntimeError::Core(CoreError::LengthMismatch { .. })), "{e}");
+    assert!(
+        matches!(e, RuntimeError::Core(CoreError::LengthMismatch { .. })),
+        "{e}"
+    );
 }
 
 #[test]
@@ -140,7 +188,10 @@ fn context_api_on_cpu() {
     assert!(!ctx.is_gpu());
     assert!(ctx.cuda_context().is_none() && ctx.default_stream().is_none());
     assert_eq!(ctx.info().target, "cpu");
-    assert!(Context::new(Device::Cpu).unwrap().fallback_reason().is_none());
+    assert!(Context::new(Device::Cpu)
+        .unwrap()
+        .fallback_reason()
+        .is_none());
     let auto = Context::auto();
     if !auto.is_gpu() {
         let why = auto.fallback_reason().expect("auto() on CPU says why");
@@ -159,7 +210,9 @@ fn gpu_context_without_driver_is_a_clear_error() {
         Err(e) => {
             let msg = e.to_string();
             assert!(
-                msg.contains("no CUDA driver") || msg.contains("does not exist") || msg.contains("sm_80"),
+                msg.contains("no CUDA driver")
+                    || msg.contains("does not exist")
+                    || msg.contains("sm_80"),
                 "{msg}"
             );
             eprintln!("Context::new(Cuda(0)) -> {msg}");

@@ -35,7 +35,11 @@ fn check<T: Element>(ctx: &Context, m: usize, n: usize, k: usize, epi: EpilogueK
     let got = y.to_host().unwrap();
     let (bad, first) = common::compare(&c, m, epi, &got);
     assert_eq!(bad, 0, "{:?} {epi} m={m} n={n} k={k}: {first:?}", T::DTYPE);
-    assert_eq!(g.forward_host(&c.x, m).unwrap(), got, "forward_host and forward_raw differ");
+    assert_eq!(
+        g.forward_host(&c.x, m).unwrap(),
+        got,
+        "forward_host and forward_raw differ"
+    );
 }
 
 #[test]
@@ -43,7 +47,11 @@ fn gpu_matches_oracle() {
     let Some(ctx) = gpu() else { return };
     for (n, k) in [(64, 64), (200, 264)] {
         for m in [1, 7, 33] {
-            for epi in [EpilogueKind::None, EpilogueKind::BiasGelu, EpilogueKind::Silu] {
+            for epi in [
+                EpilogueKind::None,
+                EpilogueKind::BiasGelu,
+                EpilogueKind::Silu,
+            ] {
                 check::<f16>(&ctx, m, n, k, epi);
                 check::<bf16>(&ctx, m, n, k, epi);
             }
@@ -59,7 +67,15 @@ fn gpu_rejects_bad_input() {
     let x = DeviceBuffer::from_host(&ctx, &c.x).unwrap();
     let mut y = DeviceBuffer::<f16>::uninit(&ctx, 2 * 64).unwrap();
     // SAFETY: rejected before any access.
-    let e = unsafe { g.forward_raw((x.as_ptr() as *const u8).add(2).cast(), y.as_mut_ptr(), 1, None) }.unwrap_err();
+    let e = unsafe {
+        g.forward_raw(
+            (x.as_ptr() as *const u8).add(2).cast(),
+            y.as_mut_ptr(),
+            1,
+            None,
+        )
+    }
+    .unwrap_err();
     assert!(matches!(e, RuntimeError::Misaligned { .. }), "{e}");
     // SAFETY: rejected before any access.
     let e = unsafe { g.forward_raw(c.x.as_ptr().cast(), y.as_mut_ptr(), 1, None) }.unwrap_err();

@@ -13,7 +13,9 @@ pub struct Case<T> {
 }
 
 pub fn random<T: Element>(rng: &mut ChaCha8Rng, len: usize) -> Vec<T> {
-    (0..len).map(|_| T::from_f32(rng.random_range(-1.0f32..1.0))).collect()
+    (0..len)
+        .map(|_| T::from_f32(rng.random_range(-1.0f32..1.0)))
+        .collect()
 }
 
 pub fn case<T: Element>(seed: u64, m: usize, n: usize, k: usize, epi: EpilogueKind) -> Case<T> {
@@ -36,21 +38,47 @@ pub fn out_eps(d: DType) -> f64 {
 /// Number of elements outside `|got - want| <= 1.2·K·u32·Σ|x·w| + u_out·|want| + 1e-6`
 /// (fp32 accumulation in any order, then one rounding to the output dtype), with the first
 /// failure described.
-pub fn compare<T: Element>(c: &Case<T>, m: usize, epi: EpilogueKind, got: &[T]) -> (usize, Option<String>) {
+pub fn compare<T: Element>(
+    c: &Case<T>,
+    m: usize,
+    epi: EpilogueKind,
+    got: &[T],
+) -> (usize, Option<String>) {
     let (n, k) = (c.w.n, c.w.k);
     let want = oracle_gemm_f64(&c.x, m, &c.dense, n, k, c.bias.as_deref(), epi).unwrap();
-    let abs = |v: &[T]| v.iter().map(|e| T::from_f64(e.to_f64().abs())).collect::<Vec<T>>();
-    let scale = oracle_gemm_f64(&abs(&c.x), m, &abs(&c.dense), n, k, None, EpilogueKind::None).unwrap();
+    let abs = |v: &[T]| {
+        v.iter()
+            .map(|e| T::from_f64(e.to_f64().abs()))
+            .collect::<Vec<T>>()
+    };
+    let scale = oracle_gemm_f64(
+        &abs(&c.x),
+        m,
+        &abs(&c.dense),
+        n,
+        k,
+        None,
+        EpilogueKind::None,
+    )
+    .unwrap();
     let bias_scale = |j: usize| c.bias.as_ref().map_or(0.0, |b| b[j].to_f64().abs());
     let mut bad = 0;
     let mut first = None;
     for i in 0..m * n {
-        let tol = 1.2 * k as f64 * 6e-8 * (scale[i] + bias_scale(i % n)) + out_eps(T::DTYPE) * want[i].abs() + 1e-6;
+        let tol = 1.2 * k as f64 * 6e-8 * (scale[i] + bias_scale(i % n))
+            + out_eps(T::DTYPE) * want[i].abs()
+            + 1e-6;
         let g = got[i].to_f64();
-        if !((g - want[i]).abs() <= tol) {
+        let err = (g - want[i]).abs();
+        if err.is_nan() || err > tol {
             bad += 1;
             if first.is_none() {
-                first = Some(format!("row {} col {}: got {g}, want {}, tol {tol}", i / n, i % n, want[i]));
+                first = Some(format!(
+                    "row {} col {}: got {g}, want {}, tol {tol}",
+                    i / n,
+                    i % n,
+                    want[i]
+                ));
             }
         }
     }
