@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod cmd;
 
 /// SparseFlow: fast 2:4 structured sparsity for transformer inference on NVIDIA tensor cores.

@@ -123,7 +123,9 @@ fn build_report<T: Element>(args: &Args) -> Result<Report> {
 
 /// Seeded values with the spread of a Kaiming-initialised linear layer.
 fn random<T: Element>(rng: &mut ChaCha8Rng, len: usize, scale: f32) -> Vec<T> {
-    (0..len).map(|_| T::from_f32(rng.random_range(-scale..scale))).collect()
+    (0..len)
+        .map(|_| T::from_f32(rng.random_range(-scale..scale)))
+        .collect()
 }
 
 fn timed<R>(f: impl FnOnce() -> R) -> (R, f64) {
@@ -183,8 +185,20 @@ fn print_table(r: &Report) {
         r.tokens, r.dtype, r.threads
     );
     let mut t = Table::new(&[
-        "layer", "N×K", "epilogue", "sparsity", "kept |W|", "W rel err", "Y rel err",
-        "Y err vs f64", "dense KiB", "2:4 KiB", "prune ms", "dense ms", "2:4 ms", "speedup",
+        "layer",
+        "N×K",
+        "epilogue",
+        "sparsity",
+        "kept |W|",
+        "W rel err",
+        "Y rel err",
+        "Y err vs f64",
+        "dense KiB",
+        "2:4 KiB",
+        "prune ms",
+        "dense ms",
+        "2:4 ms",
+        "speedup",
     ]);
     for l in &r.layers {
         t.row(vec![
