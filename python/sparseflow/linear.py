@@ -11,7 +11,7 @@ from . import _C
 from .ops import (
     check_meta,
     check_weight,
-    compress,
+    compress_host,
     decompress,
     dtype_name,
     epilogue_name,
@@ -163,8 +163,9 @@ class SparseLinear(nn.Module):
                 raise ValueError(f"bias must be a tensor of shape [{n}], got {getattr(bias, 'shape', bias)}")
             if bias.device.type == "meta":
                 raise ValueError("bias is on the meta device and has no data; materialize it first")
-        values, meta = compress(weight, prune=True)
-        diff = _diff(weight, values, meta, calibration)
+        host = weight.detach().to("cpu").contiguous()  # one host copy for pruning and the report
+        values, meta = compress_host(host, prune=True)
+        diff = _diff(host, values, meta, calibration)
         module = cls(k, n, bias is not None, activation=activation, device=weight.device, dtype=weight.dtype)
         with torch.no_grad():
             module.values.copy_(values)
@@ -199,12 +200,9 @@ class SparseLinear(nn.Module):
         )
 
 
-def _diff(weight: Tensor, values: Tensor, meta: Tensor, calibration: Optional[Tensor]) -> Dict[str, float]:
-    """The Rust diff report, computed on host copies in the weight's dtype."""
-    n, k = weight.shape
-    w = weight.detach().to("cpu").contiguous()
-    v = values.to("cpu").contiguous()
-    m = meta.to("cpu").contiguous()
+def _diff(w: Tensor, v: Tensor, m: Tensor, calibration: Optional[Tensor]) -> Dict[str, float]:
+    """The Rust diff report of host weight ``w`` against host ``(v, m)``, in ``w``'s dtype."""
+    n, k = w.shape
     x_ptr, rows = None, 0
     if calibration is not None:
         if not isinstance(calibration, Tensor) or calibration.dim() == 0 or calibration.shape[-1] != k:

@@ -130,12 +130,17 @@ def compress(weight: Tensor, prune: bool = True) -> Tuple[Tensor, Tensor]:
     error naming the row and column.
     """
     check_weight(weight)
-    n, k = weight.shape
-    w = weight.detach().to("cpu").contiguous()
+    values, meta = compress_host(weight.detach().to("cpu").contiguous(), prune)
+    return values.to(weight.device), meta.to(weight.device)
+
+
+def compress_host(w: Tensor, prune: bool = True) -> Tuple[Tensor, Tensor]:
+    """:func:`compress` for a contiguous CPU weight (checked by the caller); CPU results."""
+    n, k = w.shape
     values = torch.empty((n, k // 2), dtype=w.dtype)
     meta = torch.empty((n, meta_bytes(k)), dtype=torch.uint8)
     _C.prune_compress(w.data_ptr(), n, k, dtype_name(w.dtype), prune, values.data_ptr(), meta.data_ptr())
-    return values.to(weight.device), meta.to(weight.device)
+    return values, meta
 
 
 def _positions(meta: Tensor, n: int, k: int) -> Tensor:
@@ -175,6 +180,10 @@ def decompress(values: Tensor, meta: Tensor) -> Tensor:
 
 _handles: Dict[tuple, "_C.SparseGemmHandle"] = {}
 _lock = threading.Lock()
+# (device index, CUstream) pairs the op has launched on outside capture. The runtime sets up a
+# stream's split-K scratch on its first launch there, synchronously, which a CUDA-graph capture
+# forbids; so a capture must run on a stream that has seen a warm-up launch.
+_warm_streams: set = set()
 
 
 def _version(t: Optional[Tensor]) -> int:
@@ -210,6 +219,7 @@ def clear_cache() -> None:
     """Drops every cached kernel handle (their device copies of the weights are freed)."""
     with _lock:
         _handles.clear()
+        _warm_streams.clear()
 
 
 def _handle(values: Tensor, meta: Tensor, bias: Optional[Tensor], epilogue: str) -> "_C.SparseGemmHandle":
@@ -300,7 +310,19 @@ def sparse_linear(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tensor
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
     if m > 0:
         handle = _handle(values, meta, bias, epilogue)
-        stream = torch.cuda.current_stream(x.device).cuda_stream if x.is_cuda else 0
+        stream = 0
+        if x.is_cuda:
+            stream = torch.cuda.current_stream(x.device).cuda_stream
+            warm_key = (x.device.index, stream)
+            if warm_key not in _warm_streams:
+                if torch.cuda.is_current_stream_capturing():
+                    raise RuntimeError(
+                        "sparseflow: CUDA-graph capture on a stream sparseflow has not run on yet; "
+                        "run the model once eagerly on the capture stream first (e.g. "
+                        "`with torch.cuda.stream(s): model(x)` then `torch.cuda.graph(g, stream=s)`); "
+                        "torch.compile(mode='reduce-overhead') does this by itself"
+                    )
+                _warm_streams.add(warm_key)
         handle.forward(x2.data_ptr(), y.data_ptr(), m, stream)
     return y.reshape(*x.shape[:-1], n)
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import json
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -258,6 +260,7 @@ def sparsify(
     fusions = _fusion_candidates(model) if fuse else {}
 
     rows: List[LayerReport] = []
+    jobs: List[Tuple[LayerReport, nn.Linear, List[str], str, Optional[str]]] = []
     for name, module in list(model.named_modules()):
         if not isinstance(module, nn.Linear):
             continue
@@ -274,7 +277,17 @@ def sparsify(
             act_module = model.get_submodule(act_path)
             if len(all_paths.get(id(act_module), [])) != 1:
                 activation, act_path = "none", None  # a shared activation module stays
-        sparse = SparseLinear.from_dense(module, method=method, activation=activation)
+        jobs.append((row, module, paths, activation, act_path))
+
+    # Pruning, compression and the report run in Rust without the GIL: convert layers in
+    # parallel (each job holds one host copy of its weight).
+    def convert(job: Tuple[LayerReport, nn.Linear, List[str], str, Optional[str]]) -> SparseLinear:
+        return SparseLinear.from_dense(job[1], method=method, activation=job[3])
+
+    workers = max(1, min(8, os.cpu_count() or 1, len(jobs)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        converted = list(pool.map(convert, jobs))
+    for (row, module, paths, _, act_path), sparse in zip(jobs, converted):
         sparse.fused_activation = act_path
         sparse.train(module.training)
         for path in paths:

@@ -95,19 +95,20 @@ def test_cuda_graph_capture_and_replay():
     torch.manual_seed(3)
     layer = sf.SparseLinear.from_dense(torch.randn(512, 1024, device="cuda", dtype=torch.float16),
                                        torch.randn(512, device="cuda", dtype=torch.float16), activation="relu")
-    static_x = torch.randn(8, 1024, device="cuda", dtype=torch.float16)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        layer(static_x)  # warm-up: creates the kernel handle outside capture
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_y = layer(static_x)
-    for _ in range(3):
-        static_x.copy_(torch.randn_like(static_x))
-        graph.replay()
-        torch.testing.assert_close(static_y, layer(static_x))
+    for m in (8, 64):  # decode family (split-K scratch) and the sm80 family
+        static_x = torch.randn(m, 1024, device="cuda", dtype=torch.float16)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            layer(static_x)  # warm-up on the capture stream: kernel handle and stream scratch
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=side):
+            static_y = layer(static_x)
+        for _ in range(3):
+            static_x.copy_(torch.randn_like(static_x))
+            graph.replay()
+            torch.testing.assert_close(static_y, layer(static_x))
 
 
 def test_capture_without_warm_up_is_a_clear_error():
@@ -117,6 +118,13 @@ def test_capture_without_warm_up_is_a_clear_error():
     with pytest.raises(RuntimeError, match="run the model once eagerly before capturing"):
         with torch.cuda.graph(graph):
             layer(x)
+    layer(x)  # warm on the default stream only
+    side = torch.cuda.Stream()
+    graph = torch.cuda.CUDAGraph()
+    with pytest.raises(RuntimeError, match="run the model once eagerly on the capture stream"):
+        with torch.cuda.graph(graph, stream=side):
+            layer(x)
+    torch.testing.assert_close(layer(x), x @ layer.to_dense().T)  # nothing was corrupted
 
 
 def test_reduce_overhead_compile():
