@@ -28,8 +28,12 @@ def build(args: argparse.Namespace) -> nn.Module:
     if args.model:
         return transformers.AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(args.device).eval()
     config = transformers.LlamaConfig(
-        vocab_size=1024, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
-        num_attention_heads=8, num_key_value_heads=4,
+        vocab_size=1024,
+        hidden_size=256,
+        intermediate_size=768,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=4,
     )
     torch.manual_seed(0)
     return transformers.LlamaForCausalLM(config).to(args.device, dtype).eval()
@@ -39,8 +43,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="a local Hugging Face model directory (default: a small random Llama)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", default="float16" if torch.cuda.is_available() else "float32",
-                   choices=["float16", "bfloat16", "float32"])
+    p.add_argument(
+        "--dtype",
+        default="float16" if torch.cuda.is_available() else "float32",
+        choices=["float16", "bfloat16", "float32"],
+    )
     p.add_argument("--save", help="directory to save the sparse model to (default: a temporary one)")
     args = p.parse_args()
 
@@ -60,7 +67,7 @@ def main() -> None:
     print(f"logits vs pruned dense: rel error {((a - b).norm() / a.norm()).item():.2e}")
 
     out = sparse.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0)
-    print("generated ids:", out[0, ids.shape[1]:].tolist())
+    print("generated ids:", out[0, ids.shape[1] :].tolist())
 
     target = Path(args.save) if args.save else Path(tempfile.mkdtemp()) / "llama-2of4"
     sf.save(sparse, target, force=bool(args.save))

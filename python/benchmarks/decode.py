@@ -32,8 +32,14 @@ def build(layers: int, vocab: int, hidden: int = 4096, intermediate: int = 14336
     import transformers
 
     config = transformers.LlamaConfig(
-        vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=4096, rope_theta=500000.0,
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=4096,
+        rope_theta=500000.0,
     )
     torch.manual_seed(0)
     default = torch.get_default_dtype()
@@ -54,8 +60,13 @@ def generate(model: nn.Module, ids: torch.Tensor, new_tokens: int, graphs: bool)
     """Greedy decode with a static KV cache. ``graphs``: transformers compiles the decode step
     with ``torch.compile(mode="reduce-overhead", fullgraph=True)`` (CUDA graphs; prefill stays
     eager, as in transformers' own compiled generation); otherwise everything runs eagerly."""
-    kwargs: Dict[str, Any] = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                                  cache_implementation="static", pad_token_id=0)
+    kwargs: Dict[str, Any] = dict(
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        cache_implementation="static",
+        pad_token_id=0,
+    )
     if graphs:
         from transformers import CompileConfig
 
@@ -86,7 +97,9 @@ def timed(fn: Callable[[], Any], repeats: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def decode_tps(model: nn.Module, batch: int, prompt: int, new_tokens: int, repeats: int, graphs: bool) -> Dict[str, float]:
+def decode_tps(
+    model: nn.Module, batch: int, prompt: int, new_tokens: int, repeats: int, graphs: bool
+) -> Dict[str, float]:
     ids = torch.randint(1, model.config.vocab_size, (batch, prompt), device=DEVICE)
     generate(model, ids, new_tokens, graphs)  # warm-up (kernel compile / graph record)
     generate(model, ids, 1, graphs)
@@ -100,8 +113,17 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     out: Dict[str, Any] = {
         "device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu (smoke test)",
         "torch": torch.__version__,
-        "config": {"hidden": 256 if args.smoke else 4096, "intermediate": 512 if args.smoke else 14336, "heads": 32, "kv_heads": 8, "layers": args.layers,
-                   "vocab": args.vocab, "dtype": "float16", "prompt": args.prompt, "new_tokens": args.new_tokens},
+        "config": {
+            "hidden": 256 if args.smoke else 4096,
+            "intermediate": 512 if args.smoke else 14336,
+            "heads": 32,
+            "kv_heads": 8,
+            "layers": args.layers,
+            "vocab": args.vocab,
+            "dtype": "float16",
+            "prompt": args.prompt,
+            "new_tokens": args.new_tokens,
+        },
         "results": {},
     }
     try:
@@ -134,10 +156,14 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                     continue
                 try:
                     with torch.no_grad():
-                        out["results"][key] = decode_tps(model, batch, args.prompt, args.new_tokens, args.repeats,
-                                                         mode == "cuda_graphs")
+                        out["results"][key] = decode_tps(
+                            model, batch, args.prompt, args.new_tokens, args.repeats, mode == "cuda_graphs"
+                        )
                 except Exception as e:  # record and go on: one failure should not hide the rest
-                    out["results"][key] = {"error": f"{type(e).__name__}: {e}"[:2000], "trace": traceback.format_exc()[-3000:]}
+                    out["results"][key] = {
+                        "error": f"{type(e).__name__}: {e}"[:2000],
+                        "trace": traceback.format_exc()[-3000:],
+                    }
                 out["results"][key]["elapsed_s"] = time.perf_counter() - start
                 print(key, json.dumps(out["results"][key])[:400], flush=True)
                 if args.out:  # partial results survive a timeout

@@ -11,9 +11,7 @@ from typing import Dict, List, Optional
 
 __version__: str
 
-def prune_compress(
-    w_ptr: int, n: int, k: int, dtype: str, prune: bool, values_ptr: int, meta_ptr: int
-) -> None:
+def prune_compress(w_ptr: int, n: int, k: int, dtype: str, prune: bool, values_ptr: int, meta_ptr: int) -> None:
     """Host weight ``[n, k]`` → ``values [n, k/2]`` + ``meta [n, ceil(k/8)]``; with ``prune``
     magnitude-prunes to 2:4 first, otherwise a non-2:4 weight is an error."""
 

@@ -56,7 +56,12 @@ def _manifest(model: nn.Module) -> Dict[str, Any]:
             }
     from . import __version__
 
-    return {"format": "sparseflow", "format_version": FORMAT_VERSION, "sparseflow_version": __version__, "layers": layers}
+    return {
+        "format": "sparseflow",
+        "format_version": FORMAT_VERSION,
+        "sparseflow_version": __version__,
+        "layers": layers,
+    }
 
 
 def _dedupe(state: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], Dict[str, str]]:
@@ -170,7 +175,9 @@ def _skeleton_from_config(root: Path) -> nn.Module:
     try:
         import transformers
     except ImportError as e:
-        raise ImportError("rebuilding a model from config.json needs transformers; or pass the model: sf.load(path, model)") from e
+        raise ImportError(
+            "rebuilding a model from config.json needs transformers; or pass the model: sf.load(path, model)"
+        ) from e
     config = transformers.AutoConfig.from_pretrained(str(root))
     archs = getattr(config, "architectures", None) or []
     cls = getattr(transformers, archs[0], None) if archs else None
@@ -207,7 +214,9 @@ def load(path: PathLike, model: Optional[nn.Module] = None, *, strict: bool = Tr
             sparse = current
         elif isinstance(current, nn.Linear):
             if (current.out_features, current.in_features) != (n, k):
-                raise ValueError(f"layer {name}: the file has shape [{n}, {k}], the model [{current.out_features}, {current.in_features}]")
+                raise ValueError(
+                    f"layer {name}: the file has shape [{n}, {k}], the model [{current.out_features}, {current.in_features}]"
+                )
             dtype = file_dtype if rebuilt else current.weight.dtype
             sparse = SparseLinear(k, n, has_bias, activation=activation, device=current.weight.device, dtype=dtype)
         else:

@@ -206,7 +206,9 @@ def _diff(w: Tensor, v: Tensor, m: Tensor, calibration: Optional[Tensor]) -> Dic
     x_ptr, rows = None, 0
     if calibration is not None:
         if not isinstance(calibration, Tensor) or calibration.dim() == 0 or calibration.shape[-1] != k:
-            raise ValueError(f"calibration must be a tensor [..., {k}] of activations, got {getattr(calibration, 'shape', calibration)}")
+            raise ValueError(
+                f"calibration must be a tensor [..., {k}] of activations, got {getattr(calibration, 'shape', calibration)}"
+            )
         x = calibration.detach().reshape(-1, k).to("cpu", w.dtype).contiguous()
         if not bool(torch.isfinite(x).all()):
             raise ValueError("calibration sample contains NaN or Inf")

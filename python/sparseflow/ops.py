@@ -76,7 +76,7 @@ def split_epilogue(epilogue: str) -> Tuple[str, bool]:
     if epilogue == "bias":
         return "none", True
     if epilogue.startswith("bias_"):
-        return epilogue[len("bias_"):], True
+        return epilogue[len("bias_") :], True
     return epilogue, False
 
 
@@ -102,8 +102,7 @@ def check_weight(weight: Tensor, what: str = "weight") -> None:
         raise TypeError(f"{what} must be a torch.Tensor or nn.Linear, got {type(weight).__name__}")
     if weight.dim() != 2:
         raise ValueError(
-            f"{what} must be 2-D [out_features, in_features] like nn.Linear.weight, "
-            f"got shape {tuple(weight.shape)}"
+            f"{what} must be 2-D [out_features, in_features] like nn.Linear.weight, got shape {tuple(weight.shape)}"
         )
     if weight.device.type == "meta":
         raise ValueError(
@@ -262,6 +261,7 @@ def _handle(values: Tensor, meta: Tensor, bias: Optional[Tensor], epilogue: str)
 
 # ----------------------------------------------------------------------------- the op
 
+
 def _check_operands(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tensor], epilogue: str) -> None:
     _, has_bias = split_epilogue(epilogue)
     if values.dim() != 2 or meta.dim() != 2:
@@ -271,7 +271,9 @@ def _check_operands(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tens
     if meta.dtype != torch.uint8:
         raise TypeError(f"meta must be torch.uint8, got {meta.dtype}")
     if tuple(meta.shape) != (n, meta_bytes(k)):
-        raise ValueError(f"meta has shape {tuple(meta.shape)}, expected {(n, meta_bytes(k))} for values {tuple(values.shape)}")
+        raise ValueError(
+            f"meta has shape {tuple(meta.shape)}, expected {(n, meta_bytes(k))} for values {tuple(values.shape)}"
+        )
     if x.dim() == 0 or x.shape[-1] != k:
         raise ValueError(f"input has shape {tuple(x.shape)}: its last dimension must be in_features = {k}")
     if x.dtype != values.dtype:

@@ -108,16 +108,18 @@ class SparsifyReport:
         lines = []
         for r in self.rows:
             note = r.reason if r.status == "skipped" else (f"fused {r.fused}" if r.fused else "")
-            lines.append((
-                r.name,
-                r.status,
-                f"[{r.out_features}, {r.in_features}]",
-                r.dtype.replace("torch.", ""),
-                r.epilogue or "-",
-                f"{r.diff['rel_fro_error']:.4f}" if "rel_fro_error" in r.diff else "-",
-                f"{r.diff['kept_magnitude']:.4f}" if "kept_magnitude" in r.diff else "-",
-                note,
-            ))
+            lines.append(
+                (
+                    r.name,
+                    r.status,
+                    f"[{r.out_features}, {r.in_features}]",
+                    r.dtype.replace("torch.", ""),
+                    r.epilogue or "-",
+                    f"{r.diff['rel_fro_error']:.4f}" if "rel_fro_error" in r.diff else "-",
+                    f"{r.diff['kept_magnitude']:.4f}" if "kept_magnitude" in r.diff else "-",
+                    note,
+                )
+            )
         widths = [max(len(h), *(len(row[i]) for row in lines)) if lines else len(h) for i, h in enumerate(header)]
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
         out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
@@ -179,7 +181,9 @@ def _is_gated_mlp(module: nn.Module) -> bool:
         return False
     compact = re.sub(r"\s+", "", source)
     # Exactly one use of gate_proj and of act_fn: the gate's output feeds only the activation.
-    return bool(_GATED_MLP.search(compact)) and compact.count("self.gate_proj") == 1 and compact.count("self.act_fn") == 1
+    return (
+        bool(_GATED_MLP.search(compact)) and compact.count("self.gate_proj") == 1 and compact.count("self.act_fn") == 1
+    )
 
 
 def _fusion_candidates(model: nn.Module) -> Dict[str, Tuple[str, str]]:
@@ -206,8 +210,13 @@ def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
     setattr(parent, attr, new)
 
 
-def _skip_reason(name: str, linear: nn.Linear, parents: Dict[str, nn.Module],
-                 include: Optional[Sequence[str]], exclude: Sequence[str]) -> Optional[str]:
+def _skip_reason(
+    name: str,
+    linear: nn.Linear,
+    parents: Dict[str, nn.Module],
+    include: Optional[Sequence[str]],
+    exclude: Sequence[str],
+) -> Optional[str]:
     if include is not None and _matches(name, include) is None:
         return "not matched by include"
     pattern = _matches(name, exclude)
@@ -265,7 +274,9 @@ def sparsify(
         if not isinstance(module, nn.Linear):
             continue
         paths = all_paths[id(module)]
-        row = LayerReport(name, "skipped", module.in_features, module.out_features, str(module.weight.dtype).replace("torch.", ""))
+        row = LayerReport(
+            name, "skipped", module.in_features, module.out_features, str(module.weight.dtype).replace("torch.", "")
+        )
         rows.append(row)
         reason = _skip_reason(name, module, parents, include, exclude)
         if reason is not None:

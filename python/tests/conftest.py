@@ -8,7 +8,9 @@ import torch
 import sparseflow as sf
 
 CUDA = torch.cuda.is_available()
-requires_cuda = pytest.mark.skipif(not CUDA, reason="CUDA not available: GPU tests run on the GPU machine (scripts/device/python_check.sh)")
+requires_cuda = pytest.mark.skipif(
+    not CUDA, reason="CUDA not available: GPU tests run on the GPU machine (scripts/device/python_check.sh)"
+)
 
 
 def exact_24_weight(n: int, k: int, dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.Tensor:

@@ -93,8 +93,11 @@ def test_torch_compile_cuda_fullgraph():
 
 def test_cuda_graph_capture_and_replay():
     torch.manual_seed(3)
-    layer = sf.SparseLinear.from_dense(torch.randn(512, 1024, device="cuda", dtype=torch.float16),
-                                       torch.randn(512, device="cuda", dtype=torch.float16), activation="relu")
+    layer = sf.SparseLinear.from_dense(
+        torch.randn(512, 1024, device="cuda", dtype=torch.float16),
+        torch.randn(512, device="cuda", dtype=torch.float16),
+        activation="relu",
+    )
     for m in (8, 64):  # decode family (split-K scratch) and the sm80 family
         static_x = torch.randn(m, 1024, device="cuda", dtype=torch.float16)
         side = torch.cuda.Stream()
@@ -145,8 +148,14 @@ def test_float32_on_cuda_is_a_clear_error():
 
 def test_sparsified_llama_on_cuda_matches_pruned_dense():
     transformers = pytest.importorskip("transformers")
-    config = transformers.LlamaConfig(vocab_size=256, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2)
+    config = transformers.LlamaConfig(
+        vocab_size=256,
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
     torch.manual_seed(5)
     dense = transformers.LlamaForCausalLM(config).cuda().half().eval()
     with torch.no_grad():

@@ -32,7 +32,7 @@ def test_from_dense_exact_24_matches_linear(dtype, bias):
         got = sparse(x)
         assert got.shape == want.shape and got.dtype == dtype
         rtol, atol = TOL[dtype]
-        torch.testing.assert_close(got.float(), want, rtol=rtol, atol=atol * k ** 0.5)
+        torch.testing.assert_close(got.float(), want, rtol=rtol, atol=atol * k**0.5)
 
 
 def test_from_dense_weight_and_bias_and_repr():
@@ -102,14 +102,19 @@ def test_state_dict_round_trip():
 def test_dtype_conversions_keep_meta_uint8():
     sparse = sf.SparseLinear.from_dense(nn.Linear(16, 8))
     meta = sparse.meta.clone()
-    for convert, dtype in [(lambda m: m.half(), torch.float16), (lambda m: m.to(torch.bfloat16), torch.bfloat16),
-                           (lambda m: m.float(), torch.float32), (lambda m: m.to("cpu"), torch.float32)]:
+    for convert, dtype in [
+        (lambda m: m.half(), torch.float16),
+        (lambda m: m.to(torch.bfloat16), torch.bfloat16),
+        (lambda m: m.float(), torch.float32),
+        (lambda m: m.to("cpu"), torch.float32),
+    ]:
         sparse = convert(sparse)
         assert sparse.values.dtype == dtype and sparse.bias.dtype == dtype
         assert sparse.meta.dtype == torch.uint8 and torch.equal(sparse.meta, meta)
         x = torch.randn(2, 16).to(dtype)
-        torch.testing.assert_close(sparse(x).float(), (x.float() @ sparse.to_dense().float().T + sparse.bias.float()),
-                                   rtol=2e-2, atol=2e-2)
+        torch.testing.assert_close(
+            sparse(x).float(), (x.float() @ sparse.to_dense().float().T + sparse.bias.float()), rtol=2e-2, atol=2e-2
+        )
 
 
 def test_in_place_weight_update_is_seen():
@@ -130,8 +135,12 @@ def test_fused_activation_matches_torch(activation, bias):
     assert sparse.epilogue == sf.ops.epilogue_name(activation, bias)
     x = torch.randn(5, 16)
     pre = x @ magnitude_prune(w).T + (b if bias else 0)
-    act = {"relu": torch.relu, "silu": torch.nn.functional.silu, "gelu": torch.nn.functional.gelu,
-           "gelu_tanh": lambda t: torch.nn.functional.gelu(t, approximate="tanh")}[activation]
+    act = {
+        "relu": torch.relu,
+        "silu": torch.nn.functional.silu,
+        "gelu": torch.nn.functional.gelu,
+        "gelu_tanh": lambda t: torch.nn.functional.gelu(t, approximate="tanh"),
+    }[activation]
     torch.testing.assert_close(sparse(x), act(pre), rtol=1e-5, atol=1e-5)
 
 
@@ -147,8 +156,13 @@ def test_gradients_match_dense_autograd(activation):
     wd = magnitude_prune(w).requires_grad_(True)
     bd = b.clone().requires_grad_(True)
     xd = x.detach().clone().requires_grad_(True)
-    act = {"none": lambda t: t, "relu": torch.relu, "silu": torch.nn.functional.silu, "gelu": torch.nn.functional.gelu,
-           "gelu_tanh": lambda t: torch.nn.functional.gelu(t, approximate="tanh")}[activation]
+    act = {
+        "none": lambda t: t,
+        "relu": torch.relu,
+        "silu": torch.nn.functional.silu,
+        "gelu": torch.nn.functional.gelu,
+        "gelu_tanh": lambda t: torch.nn.functional.gelu(t, approximate="tanh"),
+    }[activation]
     act(torch.nn.functional.linear(xd, wd, bd)).pow(2).sum().backward()
     torch.testing.assert_close(x.grad, xd.grad, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(sparse.bias.grad, bd.grad, rtol=1e-4, atol=1e-4)

@@ -16,8 +16,13 @@ transformers = pytest.importorskip("transformers", reason="transformers not inst
 
 def tiny_llama(dtype=torch.float32):
     config = transformers.LlamaConfig(
-        vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
     )
     torch.manual_seed(0)
     return transformers.LlamaForCausalLM(config).to(dtype).eval()
@@ -61,13 +66,18 @@ def test_sparsify_include_exclude_and_no_fuse():
     model, report = sf.sparsify(tiny_llama(), include=["*.mlp.*"], exclude=["down_proj"], fuse=False)
     status = {r.name: (r.status, r.reason) for r in report}
     assert status["model.layers.0.self_attn.q_proj"] == ("skipped", "not matched by include")
-    assert status["model.layers.0.mlp.down_proj"][0] == "skipped" and "down_proj" in status["model.layers.0.mlp.down_proj"][1]
+    assert (
+        status["model.layers.0.mlp.down_proj"][0] == "skipped"
+        and "down_proj" in status["model.layers.0.mlp.down_proj"][1]
+    )
     assert status["model.layers.0.mlp.gate_proj"][0] == "sparsified"
     assert not report.fused and not isinstance(model.model.layers[0].mlp.act_fn, nn.Identity)
 
 
 def test_sparsify_sequential_fusion_and_unaligned_skip():
-    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10), nn.GELU(approximate="tanh"), nn.Linear(10, 4))
+    model = nn.Sequential(
+        nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10), nn.GELU(approximate="tanh"), nn.Linear(10, 4)
+    )
     x = torch.randn(3, 16)
     ref = nn.Sequential(*[m for m in model])  # same modules, pruned below for the reference
     model, report = sf.sparsify(model, exclude=())
