@@ -94,6 +94,8 @@ pub fn draw(report: &Report, path: &Path) -> Result<()> {
             .map_err(e)?;
         chart
             .configure_mesh()
+            .x_label_formatter(&|x| format!("{}", x.round() as u64))
+            .y_label_formatter(&|y| format!("{y:.1}"))
             .x_desc("M (tokens)")
             .y_desc("speedup vs cuBLAS")
             .draw()
@@ -131,7 +133,7 @@ pub fn draw(report: &Report, path: &Path) -> Result<()> {
             .configure_series_labels()
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
+            .position(SeriesLabelPosition::LowerLeft)
             .draw()
             .map_err(e)?;
     }
