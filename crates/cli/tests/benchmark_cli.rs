@@ -172,6 +172,10 @@ fn argument_errors_are_clear() {
         "at least 1",
     );
     expect_error(&["--dtype", "fp8"], "fp16");
+    expect_error(
+        &["--cpu", "--model", "llama3-8b", "--e2e"],
+        "leave them out with --cpu",
+    );
 }
 
 #[test]

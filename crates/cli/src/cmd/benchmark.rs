@@ -151,6 +151,9 @@ fn validate(args: &Args) -> Result<Plan> {
         }
     }
     let (layers, model) = layers(args)?;
+    if args.cpu && (args.e2e || args.epilogue_overhead || args.graph) {
+        bail!("--e2e, --epilogue-overhead and --graph time GPU kernels; leave them out with --cpu");
+    }
     if args.e2e && args.model.is_none() {
         bail!("--e2e needs --model (a decoder block's shapes)");
     }
