@@ -163,10 +163,7 @@ fn argument_errors_are_clear() {
         &["--cpu", "--shape", "64,128", "--skip", "cublas"],
         "unknown contender",
     );
-    expect_error(
-        &["--cpu", "--shape", "64,128", "--e2e"],
-        "--e2e needs --model",
-    );
+    expect_error(&["--shape", "64,128", "--e2e"], "--e2e needs --model");
     expect_error(
         &["--cpu", "--shape", "64,128", "--samples", "0"],
         "at least 1",
