@@ -191,7 +191,13 @@ pub fn run<T: GpuElement>(
             sparseflow_tokens_per_s: tps(sparse_us),
             cublas_tokens_per_s: tps(dense_us),
             speedup: sparse_us.zip(dense_us).map(|(s, d)| d / s),
-            note: format!("linears only, eager launches, measured over {layers} distinct layers and scaled to {}{}{}", cfg.layers, if notes.is_empty() { "" } else { "; " }, notes.join("; ")),
+            note: format!(
+                "linears only, {} launches, measured over {layers} distinct layers and scaled to {}{}{}",
+                if time.graph { "CUDA-graph" } else { "eager" },
+                cfg.layers,
+                if notes.is_empty() { "" } else { "; " },
+                notes.join("; ")
+            ),
         });
         pb.inc(1);
     }
