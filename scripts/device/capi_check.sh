@@ -14,7 +14,8 @@ OUT=${OUT:-/tmp/sparseflow-capi}
 LIB_DIR=${SPARSEFLOW_LIB_DIR:-.carry/capi}
 DEVICE=${1:-0}
 CC=${CC:-cc}
-mkdir -p "$OUT/bin"
+BIN=$(mktemp -d)  # programs stay out of $OUT: only logs and JSON come back
+mkdir -p "$OUT"
 if [ ! -f "$LIB_DIR/libsparseflow.so" ]; then
   echo "no $LIB_DIR/libsparseflow.so: build and carry it (see the top of this script)" >&2
   exit 2
@@ -28,7 +29,7 @@ failed=0
 json="{\"device\": $DEVICE, \"results\": {"
 sep=""
 for prog in pipeline errors threads; do
-  exe="$OUT/bin/$prog"
+  exe="$BIN/$prog"
   if ! "$CC" -std=c99 -Wall -Wextra -Werror -pedantic -O1 -DSPARSEFLOW_TEST_CUDA -I include \
       "tests/c/$prog.c" -o "$exe" -L"$LIB_DIR" -lsparseflow -lpthread -ldl -lm \
       > "$OUT/$prog-build.log" 2>&1; then
@@ -37,14 +38,14 @@ for prog in pipeline errors threads; do
     continue
   fi
   for dev in "$DEVICE" -1; do
-    start=$(date +%s.%N)
+    start=$(date +%s%N)
     "$exe" "$dev" > "$OUT/$prog-$dev.log" 2>&1
     rc=$?
-    secs=$(echo "$(date +%s.%N) - $start" | bc 2>/dev/null || echo 0)
+    ms=$(( ($(date +%s%N) - start) / 1000000 ))
     tail -n 30 "$OUT/$prog-$dev.log"
     if [ $rc -eq 0 ]; then status=pass; else status="fail (exit $rc)"; failed=1; fi
-    echo "== $prog on device $dev: $status (${secs}s)"
-    json+="$sep\"$prog:$dev\": {\"status\": \"$status\", \"seconds\": \"$secs\"}"; sep=", "
+    echo "== $prog on device $dev: $status (${ms} ms)"
+    json+="$sep\"$prog:$dev\": {\"status\": \"$status\", \"ms\": $ms}"; sep=", "
   done
 done
 json+="}}"
