@@ -179,10 +179,6 @@ def decompress(values: Tensor, meta: Tensor) -> Tensor:
 
 _handles: Dict[tuple, "_C.SparseGemmHandle"] = {}
 _lock = threading.Lock()
-# (device index, CUstream) pairs the op has launched on outside capture. The runtime sets up a
-# stream's split-K scratch on its first launch there, synchronously, which a CUDA-graph capture
-# forbids; so a capture must run on a stream that has seen a warm-up launch.
-_warm_streams: set = set()
 
 
 def _version(t: Optional[Tensor]) -> int:
@@ -218,7 +214,6 @@ def clear_cache() -> None:
     """Drops every cached kernel handle (their device copies of the weights are freed)."""
     with _lock:
         _handles.clear()
-        _warm_streams.clear()
 
 
 def _handle(values: Tensor, meta: Tensor, bias: Optional[Tensor], epilogue: str) -> "_C.SparseGemmHandle":
@@ -314,17 +309,9 @@ def sparse_linear(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tensor
         handle = _handle(values, meta, bias, epilogue)
         stream = 0
         if x.is_cuda:
+            # The runtime's per-stream split-K scratch is zeroed with stream-ordered memsets,
+            # so launching (and capturing) on any stream is legal once the kernel is compiled.
             stream = torch.cuda.current_stream(x.device).cuda_stream
-            warm_key = (x.device.index, stream)
-            if warm_key not in _warm_streams:
-                if torch.cuda.is_current_stream_capturing():
-                    raise RuntimeError(
-                        "sparseflow: CUDA-graph capture on a stream sparseflow has not run on yet; "
-                        "run the model once eagerly on the capture stream first (e.g. "
-                        "`with torch.cuda.stream(s): model(x)` then `torch.cuda.graph(g, stream=s)`); "
-                        "torch.compile(mode='reduce-overhead') does this by itself"
-                    )
-                _warm_streams.add(warm_key)
         handle.forward(x2.data_ptr(), y.data_ptr(), m, stream)
     return y.reshape(*x.shape[:-1], n)
 

@@ -257,7 +257,6 @@ impl GpuLayer {
         let (m32, n32, k32) = (m as u32, layer.n() as u32, layer.k() as u32);
         let scratch = g.workspaces.get(
             stream,
-            &g.aux,
             gen.workspace_bytes(m32, n32, k32),
             gen.counter_count(m32, n32, k32),
         )?;

@@ -78,6 +78,17 @@ impl RawStream {
         )
     }
 
+    /// Whether work queued on this stream is being recorded into a CUDA graph right now
+    /// (then it does not execute until the graph is launched).
+    pub(crate) fn is_capturing(self) -> Result<bool> {
+        let mut status = sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
+        // SAFETY: the stream is valid (from_raw's contract); `status` is a valid out-pointer.
+        unsafe { sys::cuStreamIsCapturing(self.0, &mut status) }
+            .result()
+            .map_err(cuda("cuStreamIsCapturing"))?;
+        Ok(status != sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE)
+    }
+
     pub(crate) fn synchronize(self) -> Result<()> {
         // SAFETY: the stream is valid (from_raw's contract).
         unsafe { result::stream::synchronize(self.0) }.map_err(cuda("cuStreamSynchronize"))

@@ -7,8 +7,10 @@
 //! grow (never shrink) and retired ones are kept until the context goes away, because a
 //! launch queued earlier may still be using them.
 //!
-//! Counters are zeroed on a private non-blocking stream and waited for on the host, so this
-//! works while the caller's stream is being captured into a CUDA graph.
+//! New counters are zeroed by a memset queued on the caller's stream, right before the launch
+//! that needs them: stream-ordered, no host synchronisation, so it is legal while the stream
+//! is being captured into a CUDA graph (the memset then becomes a graph node). A memset that was
+//! only recorded into a graph has not run, so the slot stays marked until one runs eagerly.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,13 +18,15 @@ use std::sync::{Arc, Mutex};
 use cudarc::driver::CudaContext;
 
 use crate::error::Result;
-use crate::launch::{DeviceAlloc, OwnedStream, RawStream};
+use crate::launch::{DeviceAlloc, RawStream};
 
 #[derive(Default)]
 struct Slot {
     workspace: Option<DeviceAlloc>,
     counters: Option<DeviceAlloc>,
     retired: Vec<DeviceAlloc>,
+    /// The counters have not yet been zeroed by work that actually executed.
+    counters_need_zero: bool,
 }
 
 /// `RawStream::ordering_key`: the handle, plus the thread for the per-thread stream.
@@ -52,7 +56,6 @@ impl WorkspacePool {
     pub(crate) fn get(
         &self,
         stream: RawStream,
-        aux: &OwnedStream,
         ws_bytes: usize,
         counters: usize,
     ) -> Result<Scratch> {
@@ -78,11 +81,15 @@ impl WorkspacePool {
         if counters > 0 && s.counters.as_ref().is_none_or(|c| c.bytes() < counters * 4) {
             let want = (counters * 4).max(s.counters.as_ref().map_or(0, |c| c.bytes() * 2));
             let new = DeviceAlloc::new(&self.ctx, want, "split-K counters")?;
-            new.memset_u32(0, want / 4, aux.raw())?;
-            aux.raw().synchronize()?;
             if let Some(old) = s.counters.replace(new) {
                 s.retired.push(old);
             }
+            s.counters_need_zero = true;
+        }
+        if counters > 0 && s.counters_need_zero {
+            let c = s.counters.as_ref().expect("allocated above");
+            c.memset_u32(0, c.bytes() / 4, stream)?;
+            s.counters_need_zero = stream.is_capturing()?;
         }
         Ok(Scratch {
             workspace: s
