@@ -157,6 +157,21 @@ def correctness(kdir, kernels, results):
     print("correctness:", results["pass"], "pass,", results["fail"], "fail", flush=True)
 
 
+def timeit_plain(fn, stream, reps):
+    with torch.cuda.stream(stream):
+        fn(0)
+        torch.cuda.synchronize()
+        ts = []
+        for _ in range(5):
+            e0 = torch.cuda.Event(enable_timing=True); e1 = torch.cuda.Event(enable_timing=True)
+            e0.record(stream)
+            for i in range(reps):
+                fn(i)
+            e1.record(stream); e1.synchronize()
+            ts.append(e0.elapsed_time(e1) * 1e3 / reps)
+    return float(np.median(ts))
+
+
 def bench(kdir, kernels, results):
     torch.manual_seed(0)
     rng = np.random.default_rng(2)
@@ -208,13 +223,48 @@ def bench(kdir, kernels, results):
                 if best is None or t < best[0]:
                     best = (t, meta["name"])
             rows.sort()
-            rec = dict(N=N, K=K, M=M, cublas_us=t_cublas, best_us=best[0], best=best[1], speedup=t_cublas / best[0],
+            epi = [k for k in kernels if k["family"] == "decode" and k["epilogue"] == "bias_silu" and k["dtype"] == "f16" and k["tile_m"] >= M]
+            epi_cmp = None
+            if epi and M in (1, 8):
+                ek = Kernel(kdir, epi[0])
+                pk = Kernel(kdir, next(k for k in cands if all(k[f] == epi[0][f] for f in ("tile_m", "tile_n", "stages", "split_k"))))
+                bias = torch.randn(N, device="cuda", dtype=torch.float16)
+                res = []
+                for kk, bb in ((pk, None), (ek, bias)):
+                    wsb, nc = kk.ws(M, N)
+                    ws = torch.empty(max(wsb // 4, 1), device="cuda") if wsb else None
+                    cnt = torch.zeros(max(nc, 1), device="cuda", dtype=torch.int32) if nc else None
+                    s = cp.cuda.ExternalStream(stream.cuda_stream)
+                    res.append(timeit(lambda i: kk.launch(x, wvs[i % copies], wms[i % copies], bb, y, ws, cnt, M, N, K, s)))
+                epi_cmp = dict(kernel=epi[0]["name"], plain_us=res[0], bias_silu_us=res[1], overhead=res[1] / res[0] - 1)
+            rec = dict(epilogue_cmp=epi_cmp, N=N, K=K, M=M, cublas_us=t_cublas, best_us=best[0], best=best[1], speedup=t_cublas / best[0],
                        top5=rows[:5], gbps=(sbytes + M * K * 2 + M * N * 2) / best[0] / 1e3)
             print(json.dumps(rec), flush=True)
             out.append(rec)
         del wvs, wms, wds
         torch.cuda.empty_cache()
     results["bench"] = out
+    out2 = []
+    sm80 = [k for k in kernels if k["family"] == "sm80" and k["epilogue"] == "none" and k["dtype"] == "f16"]
+    for (N, K) in [(4096, 4096), (14336, 4096)] if sm80 else []:
+        _, wv, wm = make_weight(N, K, "f16", rng)
+        wd = torch.randn(N, K, device="cuda", dtype=torch.float16)
+        for M in [32, 128, 1024, 4096]:
+            x = torch.randn(M, K, device="cuda", dtype=torch.float16)
+            y = torch.empty(M, N, device="cuda", dtype=torch.float16)
+            reps = 5 if M >= 1024 else 20
+            tc = timeit_plain(lambda i: torch.matmul(x, wd.T, out=y), stream, reps)
+            rows = []
+            for meta in sm80:
+                kern = Kernel(kdir, meta)
+                s = cp.cuda.ExternalStream(stream.cuda_stream)
+                rows.append((timeit_plain(lambda i: kern.launch(x, wv, wm, None, y, None, None, M, N, K, s), stream, reps), meta["name"]))
+            rows.sort()
+            rec = dict(N=N, K=K, M=M, cublas_us=tc, best_us=rows[0][0], best=rows[0][1], speedup=tc / rows[0][0],
+                       tflops=2 * M * N * K / rows[0][0] / 1e6, top3=rows[:3])
+            print("SM80", json.dumps(rec), flush=True)
+            out2.append(rec)
+    results["bench_sm80"] = out2
     sp = [r["speedup"] for r in out]
     results["geomean_speedup"] = float(np.exp(np.mean(np.log(sp))))
     print("geomean speedup", results["geomean_speedup"], "min", min(sp))

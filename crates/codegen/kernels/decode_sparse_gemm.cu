@@ -14,8 +14,11 @@
 //    per-tile counter) sums them in a fixed order, applies the fused epilogue, writes Y and
 //    resets the counter, so the next launch needs no memset.
 //
+// On sm_90+ with SPLIT_K <= 8 (SF_CLUSTER_REDUCE = 1) the split-K CTAs of a tile form a
+// thread-block cluster and reduce through distributed shared memory instead (see below).
+//
 // Spliced by crates/codegen: SF_KERNEL_NAME, SF_DTYPE_*, TILE_M, TILE_N, TILE_K, WARPS, STAGES,
-// SPLIT_K, SF_USES_BIAS, SF_EPILOGUE(acc, bias).
+// SPLIT_K, SF_CLUSTER_REDUCE, SF_USES_BIAS, SF_EPILOGUE(acc, bias).
 
 #define THREADS (WARPS * 32)
 #define RB (TILE_N / 16)   // 16-row MMA blocks per CTA (every warp covers all of them)
@@ -101,13 +104,20 @@ __device__ __forceinline__ void compute_stage(const Stage& s, float (&acc)[RB][N
     __syncwarp();  // the next stage overwrites this warp's X buffer
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS) SF_KERNEL_NAME(
+#if SF_CLUSTER_REDUCE
+#define SF_DECODE_CLUSTER __cluster_dims__(1, SPLIT_K, 1)
+#else
+#define SF_DECODE_CLUSTER
+#endif
+
+extern "C" __global__ void SF_DECODE_CLUSTER __launch_bounds__(THREADS) SF_KERNEL_NAME(
     const sf_t* __restrict__ x, const u8* __restrict__ wvals, const u8* __restrict__ wmeta,
     const sf_t* __restrict__ bias, sf_t* __restrict__ y, float* workspace, unsigned int* counters, int M, int N,
     int K) {
     __shared__ __align__(128) u8 xbuf[WARPS][TILE_M * 128];
     __shared__ float red[WARPS][TILE_ELEMS];  // [warp][token][feature]
     __shared__ unsigned int last_flag;
+    __shared__ float bias_s[TILE_N];  // fetched up front: no load latency in the epilogue
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int n0 = blockIdx.x * TILE_N, m0 = blockIdx.z * TILE_M;
@@ -117,6 +127,9 @@ extern "C" __global__ void __launch_bounds__(THREADS) SF_KERNEL_NAME(
     const int kp_begin = blockIdx.y * per;
     const int kp_end = min(KP, kp_begin + per);
     const u32 xs = sf_smem_addr(xbuf[warp]);
+    (void)workspace;
+    (void)counters;
+    for (int i = threadIdx.x; i < TILE_N; i += THREADS) bias_s[i] = n0 + i < N ? sf_load_bias(bias, n0 + i) : 0.0f;
 
     float acc[RB][NT][4];
 #pragma unroll
@@ -163,22 +176,53 @@ extern "C" __global__ void __launch_bounds__(THREADS) SF_KERNEL_NAME(
         v[q] = red[0][e] + red[1][e] + red[2][e] + red[3][e];
     }
 
+#if SF_CLUSTER_REDUCE
+    // sm_90: the SPLIT_K CTAs of an output tile form one thread-block cluster and reduce through
+    // distributed shared memory — no workspace, no atomics, no global round trips. Each rank
+    // sums a 1/SPLIT_K slice of the tile over all ranks, in rank order (deterministic).
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) red[0][threadIdx.x + q * THREADS] = v[q];
+    sf_cluster_sync();  // every rank's partial tile is visible cluster-wide
+    {
+        constexpr int CHUNK = (TILE_ELEMS + SPLIT_K - 1) / SPLIT_K;
+        const int rank = (int)sf_cluster_ctarank();
+        const int e_end = min(TILE_ELEMS, (rank + 1) * CHUNK);
+        const u32 local = sf_smem_addr(&red[0][0]);
+        for (int e = rank * CHUNK + threadIdx.x; e < e_end; e += THREADS) {
+            float sum = 0.0f;
+#pragma unroll
+            for (int s = 0; s < SPLIT_K; ++s) sum += sf_ld_dsmem_f32(sf_map_dsmem(local + e * 4, s));
+            const int m = m0 + e / TILE_N, nl = e % TILE_N, n = n0 + nl;
+            if (m < M && n < N) {
+                const float bv = bias_s[nl];
+                y[(size_t)m * N + n] = sf_from_float(SF_EPILOGUE(sum, bv));
+            }
+        }
+    }
+    sf_cluster_sync();  // keep this CTA's shared memory alive until every rank has read it
+    return;
+#else
     if (SPLIT_K > 1) {
         const int tile = blockIdx.z * gridDim.x + blockIdx.x;
         float* ws = workspace + (size_t)tile * SPLIT_K * TILE_ELEMS;
 #pragma unroll
         for (int q = 0; q < PER_THREAD; ++q) __stcg(ws + (size_t)blockIdx.y * TILE_ELEMS + threadIdx.x + q * THREADS, v[q]);
-        __threadfence();  // partials visible device-wide before the arrival is counted
+        // Release: the barrier orders every thread's partials before thread 0's (cumulative)
+        // fence, which orders them before the arrival; the last CTA's fence after the atomic
+        // is the matching acquire. One fence per CTA instead of one per thread.
         __syncthreads();
         if (threadIdx.x == 0) {
+            __threadfence();
             const unsigned int prev = atomicAdd(&counters[tile], 1u);
             const bool last = prev == SPLIT_K - 1;
-            if (last) counters[tile] = 0u;  // ready for the next launch, no memset needed
+            if (last) {
+                counters[tile] = 0u;  // ready for the next launch, no memset needed
+                __threadfence();
+            }
             last_flag = last ? 1u : 0u;
         }
         __syncthreads();
         if (last_flag == 0u) return;
-        __threadfence();
         // Fixed summation order over splits: results do not depend on arrival order.
 #pragma unroll
         for (int q = 0; q < PER_THREAD; ++q) {
@@ -195,9 +239,10 @@ extern "C" __global__ void __launch_bounds__(THREADS) SF_KERNEL_NAME(
         const int e = threadIdx.x + q * THREADS;
         const int m = m0 + e / TILE_N, n = n0 + e % TILE_N;
         if (m < M && n < N) {
-            const float bv = sf_load_bias(bias, n);
+            const float bv = bias_s[e % TILE_N];
             const float a = v[q];
             y[(size_t)m * N + n] = sf_from_float(SF_EPILOGUE(a, bv));
         }
     }
+#endif
 }

@@ -123,6 +123,29 @@ __device__ __forceinline__ float sf_load_bias(const sf_t* bias, int n) {
 #endif
 }
 
+// Thread-block clusters (sm_90+): barrier, rank, and distributed shared memory access.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+__device__ __forceinline__ void sf_cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ u32 sf_cluster_ctarank() {
+    u32 r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+    return r;
+}
+// Address of the same shared-memory location in cluster CTA `rank`.
+__device__ __forceinline__ u32 sf_map_dsmem(u32 local, int rank) {
+    u32 r;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(local), "r"(rank));
+    return r;
+}
+__device__ __forceinline__ float sf_ld_dsmem_f32(u32 addr) {
+    float v;
+    asm volatile("ld.shared::cluster.f32 %0, [%1];\n" : "=f"(v) : "r"(addr) : "memory");
+    return v;
+}
+#endif
+
 // Upload layout (crates/codegen/src/layout.rs, kernels/README.md): per 16-row block `rb` and
 // 32-wide K step `ks`, 512 bytes of values in lane order (16 bytes = the lane's four A
 // registers); per 16-row block and 64-wide K pair `kp`, 128 bytes of metadata (one u32 per

@@ -27,6 +27,10 @@ static_assert(128 % TILE_N == 0, "upload pads N to 128; TILE_N must divide it");
 #define M_STAGE_BYTES (TILE_N / 16 * SF_META_BLOCK_BYTES)
 #define X_STAGE_BYTES (TILE_M * 128)
 #define STAGE_BYTES (A_STAGE_BYTES + M_STAGE_BYTES + X_STAGE_BYTES)
+// The output tile is staged in the (drained) pipeline buffers; +8 halves per row keeps rows
+// 16-byte aligned and spreads the accumulator stores over banks.
+#define Y_STRIDE (TILE_N + 8)
+static_assert(TILE_M * Y_STRIDE * 2 <= STAGES * STAGE_BYTES, "output tile must fit the pipeline buffers");
 
 // 16-byte chunk `ch` (0..7) of token row `row` lives at chunk ch ^ (row & 7): ldmatrix reads
 // 8 rows of one chunk column, which then fall into 8 distinct bank groups.
@@ -131,27 +135,41 @@ extern "C" __global__ void __launch_bounds__(THREADS) SF_KERNEL_NAME(
         }
     }
     sf_cp_async_wait<0>();
+    __syncthreads();  // every warp is done with the pipeline buffers: reuse them for Y
 
-    // Epilogue straight from the accumulators: c0,c1 = feature g, tokens 2t,2t+1; c2,c3 = g+8.
+    // Epilogue in fp32 on the accumulators (c0,c1 = feature g, tokens 2t,2t+1; c2,c3 = g+8),
+    // staged as a row-major [token][feature] tile so Y is written with 16-byte stores.
+    sf_t* ys = reinterpret_cast<sf_t*>(smem);
     const int g = lane >> 2, t = lane & 3;
 #pragma unroll
     for (int i = 0; i < RBW; ++i) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-            const int n = n0 + wn * WT_N + i * 16 + g + 8 * h;
-            if (n >= N) continue;
-            const float bv = sf_load_bias(bias, n);
+            const int nl = wn * WT_N + i * 16 + g + 8 * h;
+            const float bv = n0 + nl < N ? sf_load_bias(bias, n0 + nl) : 0.0f;
 #pragma unroll
             for (int j = 0; j < NTW; ++j) {
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
-                    const int m = m0 + wm * WT_M + j * 8 + 2 * t + e;
-                    if (m < M) {
-                        const float a = acc[i][j][2 * h + e];
-                        y[(size_t)m * N + n] = sf_from_float(SF_EPILOGUE(a, bv));
-                    }
+                    const int ml = wm * WT_M + j * 8 + 2 * t + e;
+                    const float a = acc[i][j][2 * h + e];
+                    ys[ml * Y_STRIDE + nl] = sf_from_float(SF_EPILOGUE(a, bv));
                 }
             }
+        }
+    }
+    __syncthreads();
+    const bool vec_ok = (N & 7) == 0;
+    for (int c = threadIdx.x; c < TILE_M * (TILE_N / 8); c += THREADS) {
+        const int ml = c / (TILE_N / 8), nl = (c % (TILE_N / 8)) * 8;
+        const int m = m0 + ml, n = n0 + nl;
+        if (m >= M) continue;
+        const sf_t* src = ys + ml * Y_STRIDE + nl;
+        sf_t* dst = y + (size_t)m * N + n;
+        if (vec_ok && n + 8 <= N) {
+            *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+        } else {
+            for (int q = 0; q < 8 && n + q < N; ++q) dst[q] = src[q];
         }
     }
 }

@@ -118,7 +118,6 @@ impl Compiler {
             format!("--gpu-architecture={target}"),
             "-std=c++17".into(),
             "--ptxas-options=-v".into(),
-            "-lineinfo".into(),
         ]
     }
 

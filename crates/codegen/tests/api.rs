@@ -55,6 +55,12 @@ fn decode_geometry() {
     assert_eq!(k.smem_bytes(), 0);
     assert_eq!(k.workspace_bytes(5, 1000, 4096), 16 * 4 * 16 * 64 * 4);
     assert_eq!(k.counter_count(5, 1000, 4096), 16);
+    // The cluster reduction is compiled out (see generate::cluster_reduce): a workspace on sm_90a too.
+    let mut s90 = spec(KernelFamily::Decode);
+    s90.target = "sm_90a".into();
+    let k90 = generate(&s90).unwrap();
+    assert!(k90.source.contains("#define SF_CLUSTER_REDUCE 0"));
+    assert_eq!(k90.counter_count(5, 1000, 4096), 16);
     let mut s = spec(KernelFamily::Decode);
     s.split_k = 1;
     let k1 = generate(&s).unwrap();
