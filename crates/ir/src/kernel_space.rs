@@ -55,8 +55,8 @@ pub const DECODE: FamilySpace = FamilySpace {
     // K per CTA step = 4 warps x one 64-wide K pair.
     tile_k: &[256],
     warps: &[4],
-    // K pairs each warp keeps in flight in its register ring.
-    stages: &[2, 3, 4],
+    // K pairs each warp keeps in flight in its register ring (4 spills at tile 16x64).
+    stages: &[2, 3],
     split_k: &[1, 2, 4, 8, 16, 32],
 };
 
