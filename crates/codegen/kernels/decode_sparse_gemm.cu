@@ -129,7 +129,6 @@ extern "C" __global__ void SF_DECODE_CLUSTER __launch_bounds__(THREADS) SF_KERNE
     const u32 xs = sf_smem_addr(xbuf[warp]);
     (void)workspace;
     (void)counters;
-    for (int i = threadIdx.x; i < TILE_N; i += THREADS) bias_s[i] = n0 + i < N ? sf_load_bias(bias, n0 + i) : 0.0f;
 
     float acc[RB][NT][4];
 #pragma unroll
@@ -145,6 +144,9 @@ extern "C" __global__ void SF_DECODE_CLUSTER __launch_bounds__(THREADS) SF_KERNE
         const int kp = kp_begin + warp + WARPS * s;
         if (kp < kp_end) load_stage(ring[s], x, wvals, wmeta, rb0, kp, KS, KP, m0, M, K, lane);
     }
+    // The bias load is issued after the weight prologue so its latency hides behind the stream
+    // (bias_s is read only after the reduction's __syncthreads).
+    for (int i = threadIdx.x; i < TILE_N; i += THREADS) bias_s[i] = n0 + i < N ? sf_load_bias(bias, n0 + i) : 0.0f;
     for (int base = kp_begin + warp; base < kp_end; base += WARPS * STAGES) {
 #pragma unroll
         for (int s = 0; s < STAGES; ++s) {
