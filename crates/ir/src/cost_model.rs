@@ -55,6 +55,9 @@ pub fn estimate(
     m: u64,
     target: &Target,
 ) -> Option<TileChoice> {
+    if cfg.family == crate::kernel_space::DECODE.name {
+        return Some(crate::decode_cost::estimate_decode(cfg, shape, m, target));
+    }
     let el = shape.dtype.size_bytes() as f64;
     let (m, n, k) = (m.max(1) as f64, shape.n as f64, shape.k as f64);
     let (tm, tn, tk) = (cfg.tile_m as f64, cfg.tile_n as f64, cfg.tile_k as f64);

@@ -14,6 +14,7 @@ pub mod attrs;
 pub mod builder;
 pub mod cost_model;
 mod cursor;
+mod decode_cost;
 pub mod error;
 pub mod function;
 pub mod kernel_space;

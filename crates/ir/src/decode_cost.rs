@@ -1,0 +1,93 @@
+//! Time estimate of the `decode` family (M ≤ 16): a weight-streaming kernel whose time is
+//! `launch + fill + W bytes / (DRAM bandwidth × efficiency) + split-K reduction`.
+//!
+//! The generic model of `cost_model` sizes in-flight bytes from shared-memory stages; the decode
+//! kernel instead keeps `STAGES` 64-wide K pairs of weight loads in flight in a per-warp register
+//! ring (crates/codegen/kernels/README.md), so DRAM efficiency is set by how many such loads the
+//! whole grid keeps in flight per SM. The constants are calibrated on the H100 decode sweep of
+//! 2026-11-25 (kernels/README.md "Measured"; `tests/select.rs` keeps the choice within the
+//! measured best configurations):
+//! * the fixed part (launch, pipeline fill, tail) is ≈2.5 µs at M=1;
+//! * DRAM saturates at ≈59 KB of weight loads in flight per SM (3 TB/s × ~2.6 µs loaded latency);
+//! * activations are re-read from L2 by every CTA column (`tile_m` rows per K pair), which
+//!   mostly overlaps the weight stream but leaks into it (why tiny tiles lose at M=16);
+//! * a register ring beyond ~96 words per lane no longer keeps all its loads in flight (ptxas
+//!   serialises part of it), which is why stages 3 with 64-row tiles loses;
+//! * a split-K reduction (partials through L2, one counter, last CTA reduces) costs ≈1 µs,
+//!   and more when each warp gets fewer than two K pairs (the pipeline never fills).
+
+use crate::cost_model::TileChoice;
+use crate::kernel_space::{GemmShape, TileConfig};
+use crate::targets::Target;
+
+const FIXED_US: f64 = 2.5;
+const LOADED_LATENCY_S: f64 = 2.6e-6;
+const SPLIT_BASE_US: f64 = 0.9;
+const SPLIT_PER_SLICE_US: f64 = 0.05;
+/// Per missing K pair per warp below two: the ring is never full.
+const SHORT_SLICE_US: f64 = 1.0;
+/// Bytes of one 64-wide K pair per 16 weight rows: 2 × 512 B values + 128 B metadata.
+const PAIR_BYTES_PER_16_ROWS: f64 = 1152.0;
+/// K columns one warp consumes per ring slot.
+const PAIR_K: f64 = 64.0;
+/// Ring words per lane that still issue all their loads back to back.
+const RING_WORDS_IN_FLIGHT: f64 = 96.0;
+/// L2 → SM bandwidth as a multiple of DRAM bandwidth, and the share of L2 time not hidden
+/// behind the DRAM stream.
+const L2_BW_OVER_DRAM: f64 = 4.0;
+const L2_LEAK: f64 = 0.25;
+/// Share of time lost to the busiest SM holding one CTA more than the average.
+const IMBALANCE_WEIGHT: f64 = 0.1;
+
+pub(crate) fn estimate_decode(
+    cfg: &TileConfig,
+    shape: &GemmShape,
+    m: u64,
+    target: &Target,
+) -> TileChoice {
+    let el = shape.dtype.size_bytes() as f64;
+    let (m, n, k) = (m.max(1) as f64, shape.n as f64, shape.k as f64);
+    let (tm, tn) = (cfg.tile_m as f64, cfg.tile_n as f64);
+    let (warps, stages, split) = (cfg.warps as f64, cfg.stages as f64, cfg.split_k as f64);
+    let sms = target.sm_count as f64;
+
+    let grid = (n / tn).ceil() * split * (m / tm).ceil();
+    let per_sm = grid / sms;
+    // Ring size per lane (kernels/README.md): A fragments, metadata and X chunks per stage.
+    let ring_words = stages * (tn / 16.0 * 8.0 + tn / 16.0 + tm);
+    let ring_issue = (RING_WORDS_IN_FLIGHT / ring_words).min(1.0);
+    let in_flight = per_sm * warps * stages * (tn / 16.0) * PAIR_BYTES_PER_16_ROWS * ring_issue;
+    let needed = target.dram_bw * LOADED_LATENCY_S / sms;
+    // An SM without a CTA streams nothing: per-SM load bandwidth is capped, so idle SMs are lost.
+    let efficiency = (in_flight / needed).min(1.0) * per_sm.min(1.0);
+    let balance = per_sm / per_sm.ceil();
+    let imbalance = 1.0 + IMBALANCE_WEIGHT * (1.0 - balance);
+
+    let w_bytes = n * k / 2.0 * el + n * k / 8.0;
+    let io_bytes = m * k * el + m * n * el;
+    let dram_us = (w_bytes + io_bytes) / (target.dram_bw * efficiency) * 1e6 * imbalance;
+
+    // Every CTA streams its weight slice and re-reads the activations of its K slice.
+    let x_rereads = (n / tn).ceil() * (m / tm).ceil() * tm * k * el;
+    let l2_us = (w_bytes + x_rereads) / (target.dram_bw * L2_BW_OVER_DRAM) * 1e6;
+
+    let pairs_per_warp = k / split / (PAIR_K * warps);
+    let split_us = if cfg.split_k > 1 {
+        SPLIT_BASE_US
+            + SPLIT_PER_SLICE_US * split
+            + SHORT_SLICE_US * (2.0 - pairs_per_warp).max(0.0)
+    } else {
+        0.0
+    };
+    TileChoice {
+        config: *cfg,
+        est_us: FIXED_US + dram_us + L2_LEAK * l2_us + split_us,
+        compute_us: 0.0,
+        dram_us,
+        l2_us,
+        blocks_per_sm: per_sm.ceil() as u32,
+        grid: grid as u64,
+        waves: per_sm,
+        wave_efficiency: balance,
+    }
+}
