@@ -9,6 +9,23 @@ pub mod shapes;
 pub mod stats;
 pub mod table;
 
+/// The method, as `sparseflow benchmark --help` prints it (docs/PERFORMANCE.md has the long form).
+pub const METHOD: &str = "\
+Method: all contenders run in one process on the same random inputs (never zeros). Before
+timing, each contender's output (poisoned with NaN first) is checked against a float64 CPU
+oracle on sampled rows and against SparseFlow's full output (cuBLAS's when SparseFlow is n/a);
+rel. Frobenius error above 1e-2 → \"n/a (wrong result)\", never a number. Timing: CUDA events
+around many back-to-back launches (enough for --sample-ms), after a warm-up of --warmup-ms;
+--samples samples; median with p10/p90. Weight copies are rotated so the set spans 2×L2 (L2
+size queried from the device) unless --hot. cuBLAS = cuBLASLt, heuristic algorithm, fp32
+compute, on the decompressed 2:4 weight. cuSPARSELt is loaded at run time (--cusparselt,
+$SPARSEFLOW_CUSPARSELT, the loader path, torch's nvidia/cusparselt/lib); plan built and
+cusparseLtMatmulSearch run once, untimed; output Yᵀ row-major; M padded to a multiple of 8.
+TB/s counts weight (as stored) + X + Y once; TFLOP/s is dense-equivalent 2·M·N·K; \"% of
+limit\" is the roofline time (bytes / measured copy bandwidth, or FLOP / measured cuBLAS
+peak, halved for 2:4) over the median. GPU name, SM clock, driver and CUDA versions go in the
+JSON. Exit code 3: --min-speedup not met.";
+
 /// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time (civil-from-days; no date crate needed).
 pub fn utc_string(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
