@@ -52,6 +52,7 @@ pub(crate) fn estimate_decode(
     let sms = target.sm_count as f64;
 
     let grid = (n / tn).ceil() * split * (m / tm).ceil();
+    // (m / tm).ceil() token tiles run as grid.z.
     let per_sm = grid / sms;
     // Ring size per lane (kernels/README.md): A fragments, metadata and X chunks per stage.
     let ring_words = stages * (tn / 16.0 * 8.0 + tn / 16.0 + tm);
@@ -63,13 +64,20 @@ pub(crate) fn estimate_decode(
     let balance = per_sm / per_sm.ceil();
     let imbalance = 1.0 + IMBALANCE_WEIGHT * (1.0 - balance);
 
+    // Each token tile (grid.z) streams the whole weight; later ones hit L2 while W fits.
+    let token_tiles = (m / tm).ceil();
     let w_bytes = n * k / 2.0 * el + n * k / 8.0;
+    let w_dram = if w_bytes <= target.l2_bytes as f64 / 2.0 {
+        w_bytes
+    } else {
+        w_bytes * token_tiles
+    };
     let io_bytes = m * k * el + m * n * el;
-    let dram_us = (w_bytes + io_bytes) / (target.dram_bw * efficiency) * 1e6 * imbalance;
+    let dram_us = (w_dram + io_bytes) / (target.dram_bw * efficiency) * 1e6 * imbalance;
 
     // Every CTA streams its weight slice and re-reads the activations of its K slice.
-    let x_rereads = (n / tn).ceil() * (m / tm).ceil() * tm * k * el;
-    let l2_us = (w_bytes + x_rereads) / (target.dram_bw * L2_BW_OVER_DRAM) * 1e6;
+    let x_rereads = (n / tn).ceil() * token_tiles * tm * k * el;
+    let l2_us = (w_bytes * token_tiles + x_rereads) / (target.dram_bw * L2_BW_OVER_DRAM) * 1e6;
 
     let pairs_per_warp = k / split / (PAIR_K * warps);
     let split_us = if cfg.split_k > 1 {

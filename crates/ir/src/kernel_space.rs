@@ -43,12 +43,14 @@ pub const SM80: FamilySpace = FamilySpace {
     split_k: &[1],
 };
 
-/// Weight streaming for M <= 16 (tokens on the MMA's n8 side), split-K so every
-/// SM streams a slice of the weight.
+/// Weight streaming for small M (tokens on the MMA's n8 side), split-K so every SM
+/// streams a slice of the weight. M above `tile_m` runs `ceil(M / tile_m)` token tiles
+/// (grid.z), each streaming the weight again (from L2 while it fits), so past 16 tokens
+/// select-tiles weighs it against `sm80` by estimate.
 pub const DECODE: FamilySpace = FamilySpace {
     name: "decode",
-    summary: "weight-streaming split-K for M <= 16 (tokens on the MMA n8 side)",
-    max_m: Some(16),
+    summary: "weight-streaming split-K for M <= 64 (tokens on the MMA n8 side)",
+    max_m: Some(64),
     tile_m: &[8, 16],
     // Every warp covers all tile_n rows (A fragments live in registers).
     tile_n: &[16, 32, 64],
@@ -163,9 +165,11 @@ pub fn check(cfg: &TileConfig, shape: &GemmShape, target: Option<&Target>) -> Re
         }
     }
     if space.max_m.is_some() {
-        // Decode puts tokens on the MMA's n side: one tile must hold all of M.
+        // Decode puts tokens on the MMA's n side: one token tile holds all of M while M fits
+        // the largest tile_m; beyond that, the largest tile_m (fewest weight re-streams).
+        let largest = space.tile_m.iter().copied().max().unwrap_or(0) as u64;
         if let Some(m) = shape.m {
-            if (cfg.tile_m as u64) < m {
+            if (cfg.tile_m as u64) < m.min(largest) {
                 return Err(format!("tile_m = {} is smaller than M = {m}", cfg.tile_m));
             }
         }

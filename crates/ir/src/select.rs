@@ -14,15 +14,26 @@ use crate::targets::Target;
 /// Representative M for `?` when the op carries no `m_hint`.
 pub const DYNAMIC_M_DEFAULT: u64 = 2048;
 
-/// The family for a token count: weight-streaming `decode` when M fits its
-/// tile, else `sm80`. `None` (dynamic) → `sm80`.
-pub fn family_for_m(m: Option<u64>) -> &'static FamilySpace {
+/// Token counts up to which `decode` is the only family considered (one token tile).
+pub const DECODE_ONLY_MAX_M: u64 = 16;
+
+/// The families competing for a token count: `decode` alone up to
+/// [`DECODE_ONLY_MAX_M`], `decode` and `sm80` by estimate up to the decode family's
+/// `max_m`, then `sm80`. `None` (dynamic) → `sm80`.
+pub fn families_for_m(m: Option<u64>) -> Vec<&'static FamilySpace> {
+    let decode = family(DECODE.name).unwrap_or(&DECODE);
+    let sm80 = family(SM80.name).unwrap_or(&SM80);
     match m {
-        Some(m) if DECODE.max_m.is_some_and(|max| m <= max) => {
-            family(DECODE.name).unwrap_or(&DECODE)
-        }
-        _ => family(SM80.name).unwrap_or(&SM80),
+        Some(m) if m <= DECODE_ONLY_MAX_M => vec![decode],
+        Some(m) if DECODE.max_m.is_some_and(|max| m <= max) => vec![decode, sm80],
+        _ => vec![sm80],
     }
+}
+
+/// The smallest M served by `sm80` alone; a dynamic M is planned at least this large, so its
+/// kernel is valid for any M.
+pub fn first_sm80_only_m() -> u64 {
+    DECODE.max_m.map_or(1, |max| max + 1)
 }
 
 /// Buckets the runtime caches plans by: exact up to 16 (decode tiles care), then
@@ -42,8 +53,9 @@ pub fn rank(shape: &GemmShape, m: u64, target: &Target) -> Vec<TileChoice> {
         m: Some(m),
         ..*shape
     };
-    let fam = family_for_m(Some(m));
-    let mut ranked: Vec<TileChoice> = candidates(fam)
+    let mut ranked: Vec<TileChoice> = families_for_m(Some(m))
+        .into_iter()
+        .flat_map(candidates)
         .filter(|cfg| check(cfg, &concrete, Some(target)).is_ok())
         .filter_map(|cfg| estimate(&cfg, &concrete, m, target))
         .collect();

@@ -287,49 +287,45 @@ pub(crate) enum PointerKind {
     Unknown,
 }
 
-/// Classifies `ptr` with `cuPointerGetAttribute` (no dereference).
+/// Classifies `ptr` with one `cuPointerGetAttributes` call (no dereference): it runs on every
+/// launch, so it asks for the memory type, managed flag and device ordinal at once. Unlike the
+/// singular query, it reports a pointer CUDA does not know with memory type 0, not an error.
 pub(crate) fn pointer_kind(ptr: *const c_void) -> Result<PointerKind> {
-    let dptr = ptr as sys::CUdeviceptr;
+    use sys::CUpointer_attribute as A;
     let mut mem_type: u32 = 0;
-    // SAFETY: queries an attribute; writes one u32 (CUmemorytype).
-    let r = unsafe {
-        sys::cuPointerGetAttribute(
-            &mut mem_type as *mut u32 as *mut c_void,
-            sys::CUpointer_attribute::CU_POINTER_ATTRIBUTE_MEMORY_TYPE,
-            dptr,
-        )
-    };
-    if r == sys::CUresult::CUDA_ERROR_INVALID_VALUE {
-        return Ok(PointerKind::Unknown);
-    }
-    r.result().map_err(cuda("cuPointerGetAttribute"))?;
     let mut managed: u32 = 0;
-    // SAFETY: as above; CU_POINTER_ATTRIBUTE_IS_MANAGED writes a bool-sized u32.
-    let _ = unsafe {
-        sys::cuPointerGetAttribute(
-            &mut managed as *mut u32 as *mut c_void,
-            sys::CUpointer_attribute::CU_POINTER_ATTRIBUTE_IS_MANAGED,
-            dptr,
-        )
-    };
-    if managed != 0 {
-        return Ok(PointerKind::Managed);
-    }
-    if mem_type == sys::CUmemorytype::CU_MEMORYTYPE_HOST as u32 {
-        return Ok(PointerKind::PinnedHost);
-    }
     let mut ordinal: std::ffi::c_int = -1;
-    // SAFETY: as above; writes one int.
+    let mut attrs = [
+        A::CU_POINTER_ATTRIBUTE_MEMORY_TYPE,
+        A::CU_POINTER_ATTRIBUTE_IS_MANAGED,
+        A::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL,
+    ];
+    let mut data: [*mut c_void; 3] = [
+        &mut mem_type as *mut u32 as *mut c_void,
+        &mut managed as *mut u32 as *mut c_void,
+        &mut ordinal as *mut std::ffi::c_int as *mut c_void,
+    ];
+    // SAFETY: three attributes with three out-pointers of the sizes the driver writes for them
+    // (CUmemorytype = u32, IS_MANAGED = bool as u32, DEVICE_ORDINAL = int); no dereference of ptr.
     unsafe {
-        sys::cuPointerGetAttribute(
-            &mut ordinal as *mut std::ffi::c_int as *mut c_void,
-            sys::CUpointer_attribute::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL,
-            dptr,
+        sys::cuPointerGetAttributes(
+            attrs.len() as u32,
+            attrs.as_mut_ptr(),
+            data.as_mut_ptr(),
+            ptr as sys::CUdeviceptr,
         )
     }
     .result()
-    .map_err(cuda("cuPointerGetAttribute"))?;
-    Ok(PointerKind::Device(ordinal.max(0) as usize))
+    .map_err(cuda("cuPointerGetAttributes"))?;
+    Ok(if managed != 0 {
+        PointerKind::Managed
+    } else if mem_type == sys::CUmemorytype::CU_MEMORYTYPE_DEVICE as u32 {
+        PointerKind::Device(ordinal.max(0) as usize)
+    } else if mem_type == sys::CUmemorytype::CU_MEMORYTYPE_HOST as u32 {
+        PointerKind::PinnedHost
+    } else {
+        PointerKind::Unknown
+    })
 }
 
 /// Device pointers of one GEMM launch (0 = null).

@@ -12,7 +12,7 @@ use crate::function::{Function, Inst, Module};
 use crate::kernel_space::GemmShape;
 use crate::ops::Opcode;
 use crate::pass::PassContext;
-use crate::select::{describe, rank, DYNAMIC_M_DEFAULT};
+use crate::select::{describe, first_sm80_only_m, rank, DYNAMIC_M_DEFAULT};
 use crate::targets::Target;
 use crate::types::{Dim, Type};
 
@@ -60,7 +60,7 @@ fn select_one(
     // Dynamic M must work for every M, so only the any-M family is eligible.
     let m = match (shape.first(), static_m) {
         (_, Some(m)) => m,
-        (Some(Dim::Dynamic), _) => hint.unwrap_or(DYNAMIC_M_DEFAULT).max(17),
+        (Some(Dim::Dynamic), _) => hint.unwrap_or(DYNAMIC_M_DEFAULT).max(first_sm80_only_m()),
         _ => DYNAMIC_M_DEFAULT,
     };
     let ranked = rank(&gemm, m, target);
