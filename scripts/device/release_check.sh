@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# One GPU-machine visit for a release: runs the device scripts of one group and packs each
+# script's output folder into $OUT/<step>.tgz (the device tool brings back at most 8 files).
+#
+#   correctness  verify.sh (the GPU correctness matrix) + capi_check.sh (C programs on cuda:0)
+#   perf         bench.sh: the docs/PERFORMANCE.md command, then the issue-7 decode sweeps
+#                (llama3-8b and llama3-70b-tp8, M 1-16, fp16 and bf16, CUDA graphs)
+#   python       python_check.sh (pytest with CUDA, torch.compile, CUDA graphs, decode e2e)
+#
+# Build and carry first (see each script's header): .carry/{verify,runtime-gpu-tests,
+# kernel-cache,capi,bench,sparseflow-*.whl,pydeps}; then run with carry [".carry"]:
+#   bash scripts/device/release_check.sh correctness|perf|python
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/sparseflow-release}
+WORK=$(mktemp -d)
+mkdir -p "$OUT"
+declare -A RC
+
+step() {  # step NAME COMMAND...: run with its own OUT folder, record the exit code, pack it
+    local name=$1; shift
+    mkdir -p "$WORK/$name"
+    echo "=== $name: $*"
+    local t0=$SECONDS
+    OUT="$WORK/$name" "$@"
+    RC[$name]=$?
+    echo "=== $name: exit ${RC[$name]} after $((SECONDS - t0)) s"
+    tar czf "$OUT/$name.tgz" -C "$WORK" "$name"
+}
+
+case "${1:-}" in
+  correctness)
+    step verify bash scripts/device/verify.sh
+    step capi bash scripts/device/capi_check.sh
+    ;;
+  perf)
+    step bench-llama3-8b bash scripts/device/bench.sh
+    step decode-8b-fp16 bash scripts/device/bench.sh --model llama3-8b --m 1,2,4,8,16 \
+        --dtype fp16 --graph --epilogue-overhead
+    step decode-8b-bf16 bash scripts/device/bench.sh --model llama3-8b --m 1,2,4,8,16 \
+        --dtype bf16 --graph
+    step decode-70b-fp16 bash scripts/device/bench.sh --model llama3-70b-tp8 --m 1,2,4,8,16 \
+        --dtype fp16 --graph
+    ;;
+  python)
+    step python bash scripts/device/python_check.sh
+    ;;
+  *)
+    echo "usage: $0 correctness|perf|python" >&2
+    exit 2
+    ;;
+esac
+rc=0
+for name in "${!RC[@]}"; do
+    echo "$name: exit ${RC[$name]}"
+    [[ ${RC[$name]} -ne 0 ]] && rc=1
+done
+exit $rc
