@@ -88,6 +88,22 @@ class SparseLinear(nn.Module):
             self.register_buffer("bias", torch.zeros(out_features, device=device, dtype=dtype))
         else:
             self.bias = None
+        self._mark_weights_static()
+
+    def _mark_weights_static(self) -> None:
+        # CUDA-graph trees (torch.compile mode="reduce-overhead") copy every input whose address
+        # is not known to be static into the graph's own buffers on each replay. nn.Parameters are
+        # static by default, buffers are not: unmarked, every decode step would copy the whole
+        # compressed weight (seen on the H100 as sparse decode slower than dense).
+        for t in (self.values, self.meta, self.bias):
+            if t is not None:
+                torch._dynamo.mark_static_address(t)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[override]
+        # .to() / .half() / .cuda() replace the buffers with new tensors: mark those too.
+        out = super()._apply(fn, recurse)
+        self._mark_weights_static()
+        return out
 
     @property
     def epilogue(self) -> str:
