@@ -3,13 +3,13 @@
 
 use std::ffi::c_void;
 
-use half::{bf16, f16};
 use sparseflow_core::format::meta_bytes_per_row;
 use sparseflow_core::{prune_magnitude, validate, CoreError, DType, Element, Sparse24};
 
 use crate::boundary::ffi_boundary;
 use crate::context::{check_out, write_out};
 use crate::error::{Error, Result};
+use crate::host::dispatch;
 use crate::host::{dim, elements, host_slice, host_slice_mut};
 use crate::types::{dtype_from_raw, RawDType, SparseFlowStatus, SPARSEFLOW_COMPRESS_PRUNE};
 
@@ -64,16 +64,6 @@ pub unsafe extern "C" fn sparseflow_compressed_sizes(
         }
         Ok(())
     })
-}
-
-macro_rules! dispatch {
-    ($dtype:expr, $f:ident ( $($arg:expr),* )) => {
-        match $dtype {
-            DType::F16 => $f::<f16>($($arg),*),
-            DType::BF16 => $f::<bf16>($($arg),*),
-            DType::F32 => $f::<f32>($($arg),*),
-        }
-    };
 }
 
 /// # Safety

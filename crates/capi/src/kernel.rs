@@ -4,7 +4,6 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use half::{bf16, f16};
 use sparseflow_core::format::meta_bytes_per_row;
 use sparseflow_core::{prune_magnitude, DType, Element, EpilogueKind, Sparse24};
 
@@ -13,6 +12,7 @@ use crate::context::{check_out, write_out, ContextObj};
 use crate::engine::{self, Context, SparseGemm};
 use crate::error::{Error, Result};
 use crate::handles::{self, Handle, Object};
+use crate::host::dispatch;
 use crate::host::{check_ptr, dim, elements, host_slice, overlaps};
 use crate::types::{
     dtype_from_raw, epilogue_from_raw, RawDType, RawEpilogue, SparseFlowContext, SparseFlowKernel,
@@ -119,17 +119,6 @@ fn finish(req: Request, gemm: Result<SparseGemm>, out: *mut SparseFlowKernel) ->
     // SAFETY: `out` was checked non-NULL by the caller and is writable by contract.
     unsafe { write_out(out, handle) };
     Ok(())
-}
-
-/// Runs `$f::<T>(args)` with `T` the Rust type of a `DType`.
-macro_rules! dispatch {
-    ($dtype:expr, $f:ident ( $($arg:expr),* )) => {
-        match $dtype {
-            DType::F16 => $f::<f16>($($arg),*),
-            DType::BF16 => $f::<bf16>($($arg),*),
-            DType::F32 => $f::<f32>($($arg),*),
-        }
-    };
 }
 
 /// # Safety

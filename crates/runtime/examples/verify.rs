@@ -462,18 +462,8 @@ fn precompile(dir: &str) {
                 for &m in MS.iter().chain(&[128, 1000, 2]) {
                     let p = sparseflow_ir::plan_layer(bucket(m).unwrap(), n, k, dtype, epi, target)
                         .expect("plan");
-                    let spec = sparseflow_codegen::KernelSpec {
-                        family: sparseflow_codegen::KernelFamily::from_name(&p.family).unwrap(),
-                        dtype,
-                        epilogue: p.epilogue,
-                        tile_m: p.tile_m,
-                        tile_n: p.tile_n,
-                        tile_k: p.tile_k,
-                        warps: p.warps,
-                        stages: p.stages,
-                        split_k: p.split_k,
-                        target: target.into(),
-                    };
+                    let spec = sparseflow_codegen::KernelSpec::from_plan(&p, dtype, target)
+                        .expect("kernel spec");
                     specs.insert(sparseflow_codegen::kernel_name(&spec));
                     let gk = sparseflow_codegen::generate(&spec).expect("generate");
                     compiler.compile(&gk).expect("compile");

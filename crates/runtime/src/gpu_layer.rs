@@ -163,19 +163,8 @@ impl GpuLayer {
         let b = bucket(m)?;
         self.plans.get_or_try_init(&b, || {
             let p = plan(g, b, layer.n(), layer.k(), layer.dtype(), layer.epilogue())?;
-            let family = KernelFamily::from_name(&p.family)?;
-            let spec = KernelSpec {
-                family,
-                dtype: layer.dtype(),
-                epilogue: p.epilogue,
-                tile_m: p.tile_m,
-                tile_n: p.tile_n,
-                tile_k: p.tile_k,
-                warps: p.warps,
-                stages: p.stages,
-                split_k: p.split_k,
-                target: g.info.target.clone(),
-            };
+            let spec = KernelSpec::from_plan(&p, layer.dtype(), &g.info.target)?;
+            let family = spec.family;
             let kernel = g.kernels.get(&g.ctx, &spec, g.info.max_smem_per_block)?;
             let weights = self.weights(g, family)?;
             Ok(Planned { kernel, weights })
