@@ -1,4 +1,5 @@
-//! Time estimate of the `decode` family (M ≤ 16): a weight-streaming kernel whose time is
+//! Time estimate of the `decode` family (small M; M > 16 runs as grid.z token tiles): a
+//! weight-streaming kernel whose time is
 //! `launch + fill + W bytes / (DRAM bandwidth × efficiency) + split-K reduction`.
 //!
 //! The generic model of `cost_model` sizes in-flight bytes from shared-memory stages; the decode

@@ -172,7 +172,7 @@ fn check_bias<T>(bias: Option<&[T]>, n: usize, epilogue: EpilogueKind) -> Result
 impl SparseGemm {
     /// Binds `weight` (+ `bias`, required exactly when `epilogue.uses_bias()`) to `ctx`.
     /// GPU: f16/bf16; the weight is uploaded on first use of each kernel family (decode for
-    /// M ≤ 16, sm80 above). CPU: f32/f16/bf16.
+    /// M ≤ 64 where it wins, sm80 above). CPU: f32/f16/bf16.
     pub fn new<T: Element>(
         ctx: &Context,
         weight: &Sparse24<T>,
