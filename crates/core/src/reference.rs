@@ -29,12 +29,7 @@ pub fn sparse_gemm<T: Element>(
     bias: Option<&[T]>,
     epilogue: EpilogueKind,
 ) -> Result<Vec<T>> {
-    let len = m
-        .checked_mul(w.n)
-        .ok_or(CoreError::Overflow { what: "Y" })?;
-    // Validate before allocating, so a bogus M is an error rather than an allocation failure.
-    check_operands(x, m, w.n, w.k, bias, epilogue, len)?;
-    let mut y = vec![T::default(); len];
+    let mut y = vec![T::default(); output_len(x, m, w.n, w.k, bias, epilogue)?];
     sparse_gemm_into(x, m, w, bias, epilogue, &mut y)?;
     Ok(y)
 }
@@ -89,9 +84,7 @@ pub fn dense_gemm<T: Element>(
     epilogue: EpilogueKind,
 ) -> Result<Vec<T>> {
     check_weight(w.len(), n, k)?;
-    let len = m.checked_mul(n).ok_or(CoreError::Overflow { what: "Y" })?;
-    check_operands(x, m, n, k, bias, epilogue, len)?;
-    let mut y = vec![T::default(); len];
+    let mut y = vec![T::default(); output_len(x, m, n, k, bias, epilogue)?];
     run_blocked(
         x,
         m,
@@ -124,9 +117,7 @@ pub fn oracle_gemm_f64<T: Element>(
     epilogue: EpilogueKind,
 ) -> Result<Vec<f64>> {
     check_weight(w.len(), n, k)?;
-    let len = m.checked_mul(n).ok_or(CoreError::Overflow { what: "Y" })?;
-    check_operands(x, m, n, k, bias, epilogue, len)?;
-    let mut y = vec![0.0f64; len];
+    let mut y = vec![0.0f64; output_len(x, m, n, k, bias, epilogue)?];
     y.par_chunks_mut(n).enumerate().for_each(|(i, y_row)| {
         let x_row = &x[i * k..(i + 1) * k];
         for (j, out) in y_row.iter_mut().enumerate() {
@@ -140,6 +131,21 @@ pub fn oracle_gemm_f64<T: Element>(
         }
     });
     Ok(y)
+}
+
+/// Length of `Y [m, n]` once the operands are checked: validated before anything is
+/// allocated, so a bogus M is an error rather than an allocation failure.
+fn output_len<T: Element>(
+    x: &[T],
+    m: usize,
+    n: usize,
+    k: usize,
+    bias: Option<&[T]>,
+    epilogue: EpilogueKind,
+) -> Result<usize> {
+    let len = m.checked_mul(n).ok_or(CoreError::Overflow { what: "Y" })?;
+    check_operands(x, m, n, k, bias, epilogue, len)?;
+    Ok(len)
 }
 
 /// Shape, bias and length checks shared by every entry point.
