@@ -14,6 +14,9 @@
 //!   mostly overlaps the weight stream but leaks into it (why tiny tiles lose at M=16);
 //! * a register ring beyond ~96 words per lane no longer keeps all its loads in flight (ptxas
 //!   serialises part of it), which is why stages 3 with 64-row tiles loses;
+//! * latency hiding needs warps: Nsight Compute shows the ring costs 118–162 registers per
+//!   thread (3–4 resident CTAs per SM), and grids that leave fewer than ~12 warps per SM run
+//!   a few percent slower even with the same bytes in flight (why 64-row tiles lose to 32);
 //! * a split-K reduction (partials through L2, one counter, last CTA reduces) costs ≈1 µs,
 //!   and more when each warp gets fewer than two K pairs (the pipeline never fills).
 
@@ -33,10 +36,16 @@ const PAIR_BYTES_PER_16_ROWS: f64 = 1152.0;
 const PAIR_K: f64 = 64.0;
 /// Ring words per lane that still issue all their loads back to back.
 const RING_WORDS_IN_FLIGHT: f64 = 96.0;
+/// Registers per thread besides the ring and the accumulators (addresses, loop state), fitted
+/// to ptxas' counts (162 for tile 16x64 stages 2, 118 for 16x16 stages 3).
+const BASE_REGS: f64 = 30.0;
+/// Warps per SM below which the stream loses latency hiding, and the loss at zero warps.
+const WARPS_TO_HIDE: f64 = 12.0;
+const FEW_WARPS_PENALTY: f64 = 0.1;
 /// L2 → SM bandwidth as a multiple of DRAM bandwidth, and the share of L2 time not hidden
 /// behind the DRAM stream.
 const L2_BW_OVER_DRAM: f64 = 4.0;
-const L2_LEAK: f64 = 0.25;
+const L2_LEAK: f64 = 0.07;
 /// Share of time lost to the busiest SM holding one CTA more than the average.
 const IMBALANCE_WEIGHT: f64 = 0.1;
 
@@ -74,7 +83,14 @@ pub(crate) fn estimate_decode(
         w_bytes * token_tiles
     };
     let io_bytes = m * k * el + m * n * el;
-    let dram_us = (w_dram + io_bytes) / (target.dram_bw * efficiency) * 1e6 * imbalance;
+    // Resident CTAs per SM from the register estimate; warps actually on an SM.
+    let regs = BASE_REGS + ring_words + tn / 16.0 * (tm / 8.0) * 4.0;
+    let resident = (target.regs_per_sm as f64 / (regs * warps * 32.0))
+        .floor()
+        .clamp(1.0, target.max_blocks_per_sm as f64);
+    let warps_per_sm = per_sm.min(resident) * warps;
+    let few_warps = 1.0 + FEW_WARPS_PENALTY * (1.0 - warps_per_sm / WARPS_TO_HIDE).max(0.0);
+    let dram_us = (w_dram + io_bytes) / (target.dram_bw * efficiency) * 1e6 * imbalance * few_warps;
 
     // Every CTA streams its weight slice and re-reads the activations of its K slice.
     let x_rereads = (n / tn).ceil() * token_tiles * tm * k * el;

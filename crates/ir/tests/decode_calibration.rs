@@ -1,7 +1,7 @@
 //! The decode family's tile choice against measurements: for every llama3-8b decode shape
 //! timed on the H100 (fp16, weights rotated past L2, CUDA graphs; crates/codegen/kernels/README.md
 //! "Measured", 2026-11-25), select-tiles must pick one of the five fastest configurations
-//! measured, and one within 5% of the best. Re-measure and update this table when the decode
+//! measured, and one within 2.5% of the best. Re-measure and update this table when the decode
 //! template changes.
 
 use sparseflow_core::DType;
@@ -270,7 +270,7 @@ fn decode_choice_is_among_the_measured_fastest() {
         assert_eq!(c.family, "decode", "M={m} must use the decode family");
         let picked = (c.tile_m, c.tile_n, c.stages, c.split_k);
         match top5.iter().find(|t| (t.0, t.1, t.2, t.3) == picked) {
-            Some(t) if t.4 <= top5[0].4 * 1.05 => {}
+            Some(t) if t.4 <= top5[0].4 * 1.025 => {}
             _ => misses.push(format!(
                 "{n}x{k} M={m}: picked {picked:?}, measured best {:?}",
                 top5[0]
