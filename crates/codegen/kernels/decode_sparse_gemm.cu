@@ -31,6 +31,7 @@ static_assert(TILE_K == WARPS * 64, "TILE_K is one 64-wide K pair per warp");
 static_assert(TILE_M == 8 || TILE_M == 16, "decode covers 8 or 16 tokens per CTA");
 static_assert(128 % TILE_N == 0, "upload pads N to 128; TILE_N must divide it");
 static_assert(TILE_ELEMS % THREADS == 0, "reduction assigns whole elements per thread");
+static_assert(TILE_N <= THREADS, "one bias element per thread");
 
 struct Stage {
     uint4 a[RB][2];  // A fragments of both K steps of the pair, per row block
@@ -117,7 +118,7 @@ extern "C" __global__ void SF_DECODE_CLUSTER __launch_bounds__(THREADS) SF_KERNE
     __shared__ __align__(128) u8 xbuf[WARPS][TILE_M * 128];
     __shared__ float red[WARPS][TILE_ELEMS];  // [warp][token][feature]
     __shared__ unsigned int last_flag;
-    __shared__ float bias_s[TILE_N];  // fetched up front: no load latency in the epilogue
+    __shared__ float bias_s[TILE_N];  // loaded up front (see bias_r): no load latency in the epilogue
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int n0 = blockIdx.x * TILE_N, m0 = blockIdx.z * TILE_M;
@@ -144,9 +145,10 @@ extern "C" __global__ void SF_DECODE_CLUSTER __launch_bounds__(THREADS) SF_KERNE
         const int kp = kp_begin + warp + WARPS * s;
         if (kp < kp_end) load_stage(ring[s], x, wvals, wmeta, rb0, kp, KS, KP, m0, M, K, lane);
     }
-    // The bias load is issued after the weight prologue so its latency hides behind the stream
-    // (bias_s is read only after the reduction's __syncthreads).
-    for (int i = threadIdx.x; i < TILE_N; i += THREADS) bias_s[i] = n0 + i < N ? sf_load_bias(bias, n0 + i) : 0.0f;
+    // The bias load is issued after the weight prologue and kept in a register through the main
+    // loop: storing it to shared memory here would stall warp 0 for a DRAM round trip before its
+    // first MMA. It is published to bias_s before the reduction's __syncthreads.
+    const float bias_r = threadIdx.x < TILE_N && n0 + (int)threadIdx.x < N ? sf_load_bias(bias, n0 + threadIdx.x) : 0.0f;
     for (int base = kp_begin + warp; base < kp_end; base += WARPS * STAGES) {
 #pragma unroll
         for (int s = 0; s < STAGES; ++s) {
@@ -168,6 +170,7 @@ extern "C" __global__ void SF_DECODE_CLUSTER __launch_bounds__(THREADS) SF_KERNE
                 const int nl = i * 16 + g + 8 * (r >> 1), ml = j * 8 + 2 * t + (r & 1);
                 red[warp][ml * TILE_N + nl] = acc[i][j][r];
             }
+    if (threadIdx.x < TILE_N) bias_s[threadIdx.x] = bias_r;
     __syncthreads();
 
     constexpr int PER_THREAD = TILE_ELEMS / THREADS;
