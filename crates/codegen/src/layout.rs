@@ -112,51 +112,67 @@ fn fragment_layout<T: Element>(w: &Sparse24<T>) -> Result<UploadLayout, CodegenE
         )));
     }
     let (np, kp) = padded_dims(n, k);
-    let (ks_count, kp_count, groups) = (kp / 32, kp / 64, k / 4);
+    let groups = k / 4;
     let mut values = vec![0u8; np * kp];
-    let mut meta = vec![0u8; np / 16 * kp_count * 128];
-    for rb in 0..np / 16 {
-        for ks in 0..ks_count {
-            let block = (rb * ks_count + ks) * 512;
-            for lane in 0..32 {
-                for reg in 0..4 {
-                    for hf in 0..2 {
-                        let (off, r, c) = value_slot(lane, reg, hf);
-                        let (row, col) = (rb * 16 + r, ks * 16 + c);
-                        if row < n && col < row_vals {
-                            let bits = element_bits(w.values[row * row_vals + col]);
-                            values[block + off..block + off + 2]
-                                .copy_from_slice(&bits.to_le_bytes());
-                        }
-                    }
-                }
-            }
-        }
-        for p in 0..kp_count {
-            let block = (rb * kp_count + p) * 128;
-            for lane in 0..32 {
-                let mut word = 0u32;
-                for half in 0..2 {
-                    let (r, g0) = meta_slot(lane, half);
-                    let row = rb * 16 + r;
-                    for i in 0..4 {
-                        let group = p * 16 + g0 + i;
-                        let code = if row < n && group < groups {
-                            nibble(&w.meta, row_meta, row, group)
-                        } else {
-                            PAD_CODE
-                        };
-                        word |= u32::from(code) << (16 * half + 4 * i);
-                    }
-                }
-                meta[block + lane * 4..block + lane * 4 + 4].copy_from_slice(&word.to_le_bytes());
-            }
+    for (at, row, col) in value_slots(np, kp) {
+        if row < n && col < row_vals {
+            let bits = element_bits(w.values[row * row_vals + col]);
+            values[at..at + 2].copy_from_slice(&bits.to_le_bytes());
         }
     }
+    let mut words = vec![0u32; np / 16 * (kp / 64) * 32];
+    for (at, shift, row, group) in meta_slots(np, kp) {
+        let code = if row < n && group < groups {
+            nibble(&w.meta, row_meta, row, group)
+        } else {
+            PAD_CODE
+        };
+        words[at / 4] |= u32::from(code) << shift;
+    }
+    let meta = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     Ok(UploadLayout {
         values,
         meta,
         k_padded: kp,
+    })
+}
+
+/// Every 16-bit value slot of the padded `[np, kp]` fragment layout, as (byte offset in
+/// `values`, row, compressed column). The one traversal both directions share: 16-row blocks,
+/// K steps of 32 (512-byte MMA blocks), lanes, A registers, halves.
+fn value_slots(np: usize, kp: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    let ks_count = kp / 32;
+    (0..np / 16).flat_map(move |rb| {
+        (0..ks_count).flat_map(move |ks| {
+            let block = (rb * ks_count + ks) * 512;
+            (0..32).flat_map(move |lane| {
+                (0..4).flat_map(move |reg| {
+                    (0..2).map(move |hf| {
+                        let (off, r, c) = value_slot(lane, reg, hf);
+                        (block + off, rb * 16 + r, ks * 16 + c)
+                    })
+                })
+            })
+        })
+    })
+}
+
+/// Every metadata nibble of the padded layout, as (byte offset of its lane's u32 in `meta`,
+/// bit shift in that word, row, group of 4 along K).
+fn meta_slots(np: usize, kp: usize) -> impl Iterator<Item = (usize, u32, usize, usize)> {
+    let kp_count = kp / 64;
+    (0..np / 16).flat_map(move |rb| {
+        (0..kp_count).flat_map(move |p| {
+            (0..32).flat_map(move |lane| {
+                let at = (rb * kp_count + p) * 128 + lane * 4;
+                (0..2).flat_map(move |half| {
+                    let (r, g0) = meta_slot(lane, half);
+                    (0..4).map(move |i| {
+                        (at, (16 * half + 4 * i) as u32, rb * 16 + r, p * 16 + g0 + i)
+                    })
+                })
+            })
+        })
     })
 }
 
@@ -185,44 +201,20 @@ fn from_fragment_layout<T: Element>(
             "upload layout sizes do not match a [{n}, {k}] weight"
         )));
     }
-    let (row_vals, row_meta, ks_count, kp_count) = (k / 2, k.div_ceil(8), kp / 32, kp / 64);
+    let (row_vals, row_meta) = (k / 2, k.div_ceil(8));
     let mut values = vec![T::default(); n * row_vals];
-    let mut meta = vec![0u8; n * row_meta];
-    for rb in 0..np / 16 {
-        for ks in 0..ks_count {
-            let block = (rb * ks_count + ks) * 512;
-            for lane in 0..32 {
-                for reg in 0..4 {
-                    for hf in 0..2 {
-                        let (off, r, c) = value_slot(lane, reg, hf);
-                        let (row, col) = (rb * 16 + r, ks * 16 + c);
-                        if row < n && col < row_vals {
-                            let bits = u16::from_le_bytes([
-                                up.values[block + off],
-                                up.values[block + off + 1],
-                            ]);
-                            values[row * row_vals + col] = element_from_bits(bits);
-                        }
-                    }
-                }
-            }
+    for (at, row, col) in value_slots(np, kp) {
+        if row < n && col < row_vals {
+            let bits = u16::from_le_bytes([up.values[at], up.values[at + 1]]);
+            values[row * row_vals + col] = element_from_bits(bits);
         }
-        for p in 0..kp_count {
-            for lane in 0..32 {
-                let at = (rb * kp_count + p) * 128 + lane * 4;
-                let word = u32::from_le_bytes(up.meta[at..at + 4].try_into().expect("4 bytes"));
-                for half in 0..2 {
-                    let (r, g0) = meta_slot(lane, half);
-                    let row = rb * 16 + r;
-                    for i in 0..4 {
-                        let group = p * 16 + g0 + i;
-                        if row < n && group < k / 4 {
-                            let code = ((word >> (16 * half + 4 * i)) & 0xF) as u8;
-                            meta[row * row_meta + group / 2] |= code << (4 * (group % 2));
-                        }
-                    }
-                }
-            }
+    }
+    let mut meta = vec![0u8; n * row_meta];
+    for (at, shift, row, group) in meta_slots(np, kp) {
+        if row < n && group < k / 4 {
+            let word = u32::from_le_bytes(up.meta[at..at + 4].try_into().expect("4 bytes"));
+            let code = ((word >> shift) & 0xF) as u8;
+            meta[row * row_meta + group / 2] |= code << (4 * (group % 2));
         }
     }
     if !(k / 4).is_multiple_of(2) {
