@@ -5,11 +5,14 @@
 #   correctness  verify.sh (the GPU correctness matrix) + capi_check.sh (C programs on cuda:0)
 #   perf         bench.sh: the docs/PERFORMANCE.md command, then the issue-7 decode sweeps
 #                (llama3-8b and llama3-70b-tp8, M 1-16, fp16 and bf16, CUDA graphs)
+#   decode       verify --quick, then the issue-7 decode sweeps with programmatic dependent launch
+#                (the default) and without it (--no-pdl), fp16 8B (with --epilogue-overhead) and
+#                70B-tp8, and bf16 8B
 #   python       python_check.sh (pytest with CUDA, torch.compile, CUDA graphs, decode e2e)
 #
 # Build and carry first (see each script's header): .carry/{verify,runtime-gpu-tests,
 # kernel-cache,capi,bench,sparseflow-*.whl,pydeps}; then run with carry [".carry"]:
-#   bash scripts/device/release_check.sh correctness|perf|python
+#   bash scripts/device/release_check.sh correctness|perf|decode|python
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/sparseflow-release}
@@ -42,11 +45,24 @@ case "${1:-}" in
     step decode-70b-fp16 bash scripts/device/bench.sh --model llama3-70b-tp8 --m 1,2,4,8,16 \
         --dtype fp16 --graph
     ;;
+  decode)
+    step verify-quick bash scripts/device/verify.sh --quick
+    step decode-8b-fp16 bash scripts/device/bench.sh --model llama3-8b --m 1,2,4,8,16 \
+        --dtype fp16 --graph --epilogue-overhead
+    step decode-70b-fp16 bash scripts/device/bench.sh --model llama3-70b-tp8 --m 1,2,4,8,16 \
+        --dtype fp16 --graph
+    step decode-8b-bf16 bash scripts/device/bench.sh --model llama3-8b --m 1,2,4,8,16 \
+        --dtype bf16 --graph
+    step decode-8b-fp16-nopdl bash scripts/device/bench.sh --model llama3-8b --m 1,2,4,8,16 \
+        --dtype fp16 --graph --no-pdl --epilogue-overhead
+    step decode-70b-fp16-nopdl bash scripts/device/bench.sh --model llama3-70b-tp8 --m 1,2,4,8,16 \
+        --dtype fp16 --graph --no-pdl
+    ;;
   python)
     step python bash scripts/device/python_check.sh
     ;;
   *)
-    echo "usage: $0 correctness|perf|python" >&2
+    echo "usage: $0 correctness|perf|decode|python" >&2
     exit 2
     ;;
 esac

@@ -31,6 +31,7 @@ pub(crate) fn runtime_error(e: RuntimeError) -> Error {
         | RuntimeError::ForeignPointer { .. } => SPARSEFLOW_STATUS_INVALID_ARGUMENT,
         RuntimeError::ArchTooOld { .. }
         | RuntimeError::NeedsGpu(_)
+        | RuntimeError::Unsupported(_)
         | RuntimeError::UnsupportedDType { .. }
         | RuntimeError::Plan(_) => SPARSEFLOW_STATUS_UNSUPPORTED,
         RuntimeError::Codegen(c) => match c {

@@ -31,18 +31,13 @@ fn main() {
             EpilogueKind::None,
             &target,
         ));
-        specs.push(KernelSpec {
-            family: KernelFamily::Decode,
-            dtype: DType::F16,
-            epilogue: EpilogueKind::BiasSilu,
-            tile_m: 8,
-            tile_n: 32,
-            tile_k: 256,
-            warps: 4,
-            stages: 2,
-            split_k: 4,
-            target: target.clone(),
-        });
+        // Every decode config again with the fused epilogue the issue-7 overhead target names.
+        specs.extend(KernelSpec::enumerate(
+            KernelFamily::Decode,
+            DType::F16,
+            EpilogueKind::BiasSilu,
+            &target,
+        ));
     }
     for dtype in [DType::F16, DType::BF16] {
         if decode_bench {

@@ -31,7 +31,7 @@ static_assert(TILE_K == WARPS * 64, "TILE_K is one 64-wide K pair per warp");
 static_assert(TILE_M == 8 || TILE_M == 16, "decode covers 8 or 16 tokens per CTA");
 static_assert(128 % TILE_N == 0, "upload pads N to 128; TILE_N must divide it");
 static_assert(TILE_ELEMS % THREADS == 0, "reduction assigns whole elements per thread");
-static_assert(TILE_N <= THREADS, "one bias element per thread");
+static_assert(TILE_N % 8 == 0 && TILE_N / 8 <= THREADS, "one 16-byte bias chunk per thread");
 
 struct Stage {
     uint4 a[RB][2];  // A fragments of both K steps of the pair, per row block
@@ -118,7 +118,7 @@ extern "C" __global__ void SF_DECODE_CLUSTER __launch_bounds__(THREADS) SF_KERNE
     __shared__ __align__(128) u8 xbuf[WARPS][TILE_M * 128];
     __shared__ float red[WARPS][TILE_ELEMS];  // [warp][token][feature]
     __shared__ unsigned int last_flag;
-    __shared__ float bias_s[TILE_N];  // loaded up front (see bias_r): no load latency in the epilogue
+    __shared__ __align__(16) sf_t bias_s[TILE_N];  // cp.async'd in the prologue (see below)
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int n0 = blockIdx.x * TILE_N, m0 = blockIdx.z * TILE_M;
@@ -139,16 +139,28 @@ extern "C" __global__ void SF_DECODE_CLUSTER __launch_bounds__(THREADS) SF_KERNE
 #pragma unroll
             for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
 
+    // Under programmatic dependent launch the CTA starts while the previous kernel finishes; wait
+    // for it before any memory access. (Issuing the weight prologue before the wait measured no
+    // faster on the H100 — the gain is the hidden launch — and slowed M = 16 by delaying X.)
+    sf_wait_prior_grid();
+#if SF_USES_BIAS
+    // The bias goes straight to shared memory with cp.async: no register to hold and nothing to
+    // wait for until the epilogue (a plain load's first use — a convert or a store — would stall
+    // the warp a DRAM round trip in the prologue). The runtime's bias allocation is 16-byte
+    // aligned and n0 is a multiple of 16 elements; the N tail is zero-filled.
+    if (threadIdx.x < TILE_N / 8) {
+        const int n = n0 + (int)threadIdx.x * 8;
+        const int bytes = max(0, min(8, N - n)) * 2;
+        sf_cp_async16_partial(sf_smem_addr(&bias_s[threadIdx.x * 8]), bytes > 0 ? bias + n : bias, bytes);
+    }
+    sf_cp_async_commit();
+#endif
     Stage ring[STAGES];
 #pragma unroll
     for (int s = 0; s < STAGES; ++s) {
         const int kp = kp_begin + warp + WARPS * s;
         if (kp < kp_end) load_stage(ring[s], x, wvals, wmeta, rb0, kp, KS, KP, m0, M, K, lane);
     }
-    // The bias load is issued after the weight prologue and kept in a register through the main
-    // loop: storing it to shared memory here would stall warp 0 for a DRAM round trip before its
-    // first MMA. It is published to bias_s before the reduction's __syncthreads.
-    const float bias_r = threadIdx.x < TILE_N && n0 + (int)threadIdx.x < N ? sf_load_bias(bias, n0 + threadIdx.x) : 0.0f;
     for (int base = kp_begin + warp; base < kp_end; base += WARPS * STAGES) {
 #pragma unroll
         for (int s = 0; s < STAGES; ++s) {
@@ -170,7 +182,9 @@ extern "C" __global__ void SF_DECODE_CLUSTER __launch_bounds__(THREADS) SF_KERNE
                 const int nl = i * 16 + g + 8 * (r >> 1), ml = j * 8 + 2 * t + (r & 1);
                 red[warp][ml * TILE_N + nl] = acc[i][j][r];
             }
-    if (threadIdx.x < TILE_N) bias_s[threadIdx.x] = bias_r;
+#if SF_USES_BIAS
+    sf_cp_async_wait<0>();  // this thread's bias chunk; the barrier publishes all of them
+#endif
     __syncthreads();
 
     constexpr int PER_THREAD = TILE_ELEMS / THREADS;
@@ -199,7 +213,7 @@ extern "C" __global__ void SF_DECODE_CLUSTER __launch_bounds__(THREADS) SF_KERNE
             for (int s = 0; s < SPLIT_K; ++s) sum += sf_ld_dsmem_f32(sf_map_dsmem(local + e * 4, s));
             const int m = m0 + e / TILE_N, nl = e % TILE_N, n = n0 + nl;
             if (m < M && n < N) {
-                const float bv = bias_s[nl];
+                const float bv = SF_USES_BIAS ? sf_to_float(bias_s[nl]) : 0.0f;
                 y[(size_t)m * N + n] = sf_from_float(SF_EPILOGUE(sum, bv));
             }
         }
@@ -244,7 +258,7 @@ extern "C" __global__ void SF_DECODE_CLUSTER __launch_bounds__(THREADS) SF_KERNE
         const int e = threadIdx.x + q * THREADS;
         const int m = m0 + e / TILE_N, n = n0 + e % TILE_N;
         if (m < M && n < N) {
-            const float bv = bias_s[e % TILE_N];
+            const float bv = SF_USES_BIAS ? sf_to_float(bias_s[e % TILE_N]) : 0.0f;
             const float a = v[q];
             y[(size_t)m * N + n] = sf_from_float(SF_EPILOGUE(a, bv));
         }

@@ -87,6 +87,10 @@ __device__ __forceinline__ void sf_sts128(u32 addr, uint4 v) {
 __device__ __forceinline__ void sf_cp_async16(u32 dst, const void* src, bool pred) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(pred ? 16 : 0));
 }
+// As sf_cp_async16, but copies only the first `src_bytes` (0..16) and zero-fills the rest.
+__device__ __forceinline__ void sf_cp_async16_partial(u32 dst, const void* src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+}
 __device__ __forceinline__ void sf_cp_async8(u32 dst, const void* src, bool pred) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(dst), "l"(src), "r"(pred ? 8 : 0));
 }
@@ -120,6 +124,17 @@ __device__ __forceinline__ float sf_load_bias(const sf_t* bias, int n) {
     (void)bias;
     (void)n;
     return 0.0f;
+#endif
+}
+
+// Programmatic dependent launch (sm_90+; the runtime launches with programmatic stream
+// serialization there): the CTA may start before the previous kernel on the stream has
+// finished, and this waits until it has (and its memory is visible). Every kernel calls it
+// before its first memory access. Without the launch attribute, and before sm_90, it returns
+// at once.
+__device__ __forceinline__ void sf_wait_prior_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
 #endif
 }
 

@@ -84,6 +84,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) SF_KERNEL_NAME(
     const int n0 = blockIdx.x * TILE_N, m0 = blockIdx.y * TILE_M;
     const int rb0 = n0 / 16;
     const int KP = (K + 63) / 64, KS = 2 * KP;
+    sf_wait_prior_grid();  // programmatic dependent launch: the previous kernel is done after this
 
     float acc[RBW][NTW][4];
 #pragma unroll

@@ -4,6 +4,7 @@
 //! A GPU context uses the device's *primary* context (the one PyTorch and the CUDA runtime
 //! use), so pointers and streams created by other libraries in the process work here.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use cudarc::driver::{sys, CudaContext, CudaStream};
@@ -70,6 +71,9 @@ pub(crate) struct GpuState {
     pub(crate) workspaces: WorkspacePool,
     /// Private non-blocking stream for uploads and zeroing scratch.
     pub(crate) aux: launch::OwnedStream,
+    /// Launch kernels with programmatic stream serialization (see
+    /// [`Context::set_programmatic_launch`]); only ever true on sm_90+.
+    pub(crate) programmatic_launch: AtomicBool,
 }
 
 enum Backend {
@@ -202,12 +206,43 @@ impl Context {
         self.gpu().map_or(0, |g| g.workspaces.bytes())
     }
 
+    /// Whether kernels are launched with programmatic dependent launch (PDL): on sm_90+ by
+    /// default. A kernel's launch and CTA setup then overlap the end of the previous kernel on
+    /// the stream; it waits for that kernel (`griddepcontrol.wait`) before its first memory
+    /// access, so results are the same either way. It never triggers its successor early: the
+    /// overlap is the same whatever kernel comes before.
+    pub fn programmatic_launch(&self) -> bool {
+        self.gpu()
+            .is_some_and(|g| g.programmatic_launch.load(Ordering::Relaxed))
+    }
+
+    /// Turns programmatic dependent launch on or off for later launches (e.g. to time kernels
+    /// without it). Devices before sm_90 do not have it: turning it on there is an error.
+    pub fn set_programmatic_launch(&self, on: bool) -> Result<()> {
+        match self.gpu() {
+            Some(g) if !on || supports_programmatic_launch(&g.info) => {
+                g.programmatic_launch.store(on, Ordering::Relaxed);
+                Ok(())
+            }
+            _ if !on => Ok(()),
+            _ => Err(RuntimeError::Unsupported(format!(
+                "programmatic dependent launch needs an sm_90+ GPU; this context is {}",
+                self.inner.info.target
+            ))),
+        }
+    }
+
     pub(crate) fn gpu(&self) -> Option<&GpuState> {
         match &self.inner.backend {
             Backend::Gpu(g) => Some(g),
             Backend::Cpu => None,
         }
     }
+}
+
+/// Programmatic dependent launch (and `griddepcontrol` in the kernels) exists from sm_90 on.
+fn supports_programmatic_launch(info: &DeviceInfo) -> bool {
+    info.compute_capability.0 >= 9
 }
 
 fn open_gpu(index: usize) -> Result<GpuState> {
@@ -255,6 +290,7 @@ fn open_gpu(index: usize) -> Result<GpuState> {
     let stream = ctx.default_stream();
     let aux = launch::OwnedStream::new(&ctx)?;
     Ok(GpuState {
+        programmatic_launch: AtomicBool::new(supports_programmatic_launch(&info)),
         aux,
         kernels: KernelCache::default(),
         workspaces: WorkspacePool::new(ctx.clone()),

@@ -45,6 +45,10 @@ pub enum RuntimeError {
     #[error("{0} needs a CUDA context, but this context is the CPU backend (create it with Context::new(Device::Cuda(i)))")]
     NeedsGpu(&'static str),
 
+    /// The device lacks a feature that was asked for.
+    #[error("unsupported on this device: {0}")]
+    Unsupported(String),
+
     /// The element type is not supported by this backend.
     #[error("dtype {dtype} is not supported on {backend}: {hint}")]
     UnsupportedDType {

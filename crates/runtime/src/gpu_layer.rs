@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::ffi::c_void;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -266,7 +267,15 @@ impl GpuLayer {
             n: layer.n() as i32,
             k: layer.k() as i32,
         };
-        launch::launch_gemm(&g.ctx, &planned.kernel.func, dims, stream, args)
+        let programmatic = g.programmatic_launch.load(Ordering::Relaxed);
+        launch::launch_gemm(
+            &g.ctx,
+            &planned.kernel.func,
+            dims,
+            stream,
+            args,
+            programmatic,
+        )
     }
 }
 

@@ -360,7 +360,9 @@ pub(crate) fn set_max_dynamic_smem(f: &CudaFunction, bytes: u32) -> Result<()> {
     .map_err(cuda("cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)"))
 }
 
-/// Queues one sparse GEMM kernel on `stream`.
+/// Queues one sparse GEMM kernel on `stream`; with `programmatic`, as a programmatic dependent
+/// launch (sm_90+: the kernel may start before the previous one on the stream has finished and
+/// waits for it with `griddepcontrol.wait` before its first memory access).
 ///
 /// The caller (gemm.rs) has checked: `f` has the ABI of `sparseflow_codegen` for the layer's
 /// dtype; `x`/`y` are device memory of this context of at least m·k / m·n elements (the
@@ -372,6 +374,7 @@ pub(crate) fn launch_gemm(
     dims: LaunchDims,
     stream: RawStream,
     a: GemmArgs,
+    programmatic: bool,
 ) -> Result<()> {
     ctx.bind_to_thread().map_err(cuda("cuCtxSetCurrent"))?;
     let mut p = a;
@@ -387,19 +390,49 @@ pub(crate) fn launch_gemm(
         &mut p.n as *mut i32 as *mut c_void,
         &mut p.k as *mut i32 as *mut c_void,
     ];
-    // SAFETY: `params` matches the kernel signature (7 pointers, 3 ints) and lives across the
-    // call (cuLaunchKernel copies the values); pointer validity is the caller's contract above.
+    if !programmatic {
+        // SAFETY: `params` matches the kernel signature (7 pointers, 3 ints) and lives across
+        // the call (cuLaunchKernel copies the values); pointer validity is the caller's contract.
+        return unsafe {
+            result::launch_kernel(
+                f.cu_function(),
+                dims.grid,
+                (dims.block, 1, 1),
+                dims.smem,
+                stream.handle(),
+                &mut params,
+            )
+        }
+        .map_err(cuda("cuLaunchKernel"));
+    }
+    // SAFETY: an all-zero CUlaunchAttribute is valid plain data (an id and a union of PODs).
+    let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+    attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attr.value.programmaticStreamSerializationAllowed = 1;
+    let config = sys::CUlaunchConfig {
+        gridDimX: dims.grid.0,
+        gridDimY: dims.grid.1,
+        gridDimZ: dims.grid.2,
+        blockDimX: dims.block,
+        blockDimY: 1,
+        blockDimZ: 1,
+        sharedMemBytes: dims.smem,
+        hStream: stream.handle(),
+        attrs: &mut attr,
+        numAttrs: 1,
+    };
+    // SAFETY: as above for `params`; `config` and the one attribute it points to live across
+    // the call (the driver copies them).
     unsafe {
-        result::launch_kernel(
+        sys::cuLaunchKernelEx(
+            &config,
             f.cu_function(),
-            dims.grid,
-            (dims.block, 1, 1),
-            dims.smem,
-            stream.handle(),
-            &mut params,
+            params.as_mut_ptr(),
+            std::ptr::null_mut(),
         )
     }
-    .map_err(cuda("cuLaunchKernel"))
+    .result()
+    .map_err(cuda("cuLaunchKernelEx"))
 }
 
 /// Borrows caller-provided host memory as slices (CPU backend of `forward_raw`).

@@ -86,3 +86,57 @@ fn gpu_rejects_bad_input() {
     let plan = g.plan(1).unwrap();
     assert_eq!(plan.family, "decode");
 }
+
+/// A chain of launches where each layer reads the previous one's output, queued without a host
+/// sync: with programmatic dependent launch (sm_90+) a kernel starts before its predecessor has
+/// finished, so this checks that it still waits for it before reading X (each step is compared
+/// with the oracle applied to the step's actual input). Decode (M = 4) and sm80 (M = 96) plans.
+#[test]
+fn gpu_chained_layers_read_finished_inputs() {
+    let Some(ctx) = gpu() else { return };
+    let (n, k, steps) = (2048usize, 2048usize, 6usize);
+    // |w| ~ 1/sqrt(k/2) keeps activations at a steady scale through the chain.
+    let mut c = common::case::<f16>(11, 1, n, k, EpilogueKind::Bias);
+    let s = 1.3 / ((k / 2) as f32).sqrt();
+    c.dense
+        .iter_mut()
+        .for_each(|v| *v = f16::from_f32(v.to_f32() * s));
+    c.w = sparseflow_core::Sparse24::compress(&c.dense, n, k).unwrap();
+    let g = SparseGemm::new(&ctx, &c.w, c.bias.as_deref(), EpilogueKind::Bias).unwrap();
+    let modes: &[bool] = if ctx.info().compute_capability.0 >= 9 {
+        &[true, false]
+    } else {
+        &[false]
+    };
+    for &pdl in modes {
+        ctx.set_programmatic_launch(pdl).unwrap();
+        for m in [4usize, 96] {
+            g.prepare(m).unwrap(); // compile first: the chain below is launches only
+            let x0 = common::case::<f16>(m as u64, m, n, k, EpilogueKind::None).x;
+            let mut bufs = vec![DeviceBuffer::from_host(&ctx, &x0).unwrap()];
+            for _ in 0..steps {
+                let mut y = DeviceBuffer::<f16>::uninit(&ctx, m * n).unwrap();
+                // SAFETY: default stream, a buffer of this context.
+                unsafe { y.fill_nan_async(None).unwrap() };
+                bufs.push(y);
+            }
+            // Back-to-back kernels (no memset between them, which would end the overlap).
+            for i in 0..steps {
+                let (head, tail) = bufs.split_at_mut(i + 1);
+                // SAFETY: default stream; buffers of m·k (k = n) elements on ctx.
+                unsafe {
+                    g.forward_raw(head[i].as_ptr(), tail[0].as_mut_ptr(), m, None)
+                        .unwrap();
+                }
+            }
+            ctx.synchronize().unwrap();
+            for i in 0..steps {
+                c.x = bufs[i].to_host().unwrap();
+                let got = bufs[i + 1].to_host().unwrap();
+                let (bad, first) = common::compare(&c, m, EpilogueKind::Bias, &got);
+                assert_eq!(bad, 0, "pdl={pdl} m={m} step {i}: {first:?}");
+            }
+        }
+    }
+    ctx.set_programmatic_launch(modes[0]).unwrap();
+}

@@ -65,6 +65,10 @@ pub struct RunConfig {
     /// Samples timed as CUDA-graph replays (`--graph`) rather than eager launches.
     #[serde(default)]
     pub graph: bool,
+    /// SparseFlow kernels launched with programmatic dependent launch (sm_90+, unless
+    /// `--no-pdl`): each one's launch overlaps the end of the previous kernel.
+    #[serde(default)]
+    pub programmatic_launch: bool,
     pub samples: usize,
     /// Target duration of one sample; launches per sample derive from it.
     pub sample_ms: f64,
@@ -269,6 +273,7 @@ mod tests {
                 epilogue: "none".into(),
                 hot: false,
                 graph: false,
+                programmatic_launch: false,
                 samples: 10,
                 sample_ms: 2.0,
                 warmup_ms: 30.0,

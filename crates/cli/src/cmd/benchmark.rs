@@ -53,6 +53,11 @@ pub struct Args {
     /// eager back-to-back launches.
     #[arg(long)]
     pub graph: bool,
+    /// Launch SparseFlow kernels without programmatic dependent launch (on by default on sm_90+:
+    /// a kernel's launch overlaps the end of the previous kernel on the stream, which it waits
+    /// for before its first memory access). Times the kernels without that overlap.
+    #[arg(long)]
+    pub no_pdl: bool,
     /// Write the full results as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -180,6 +185,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             epilogue: epi.name().into(),
             hot: args.hot,
             graph: args.graph,
+            programmatic_launch: false,
             samples: args.samples,
             sample_ms: args.sample_ms,
             warmup_ms: args.warmup_ms,
@@ -246,7 +252,12 @@ fn run_gpu(
     let sf_ctx = if skip("sparseflow") {
         Err("skipped (--skip)".to_string())
     } else {
-        gpu::sparseflow::open().map_err(|e| format!("{e:#}"))
+        gpu::sparseflow::open()
+            .and_then(|c| {
+                c.set_programmatic_launch(!args.no_pdl && c.programmatic_launch())?;
+                Ok(c)
+            })
+            .map_err(|e| format!("{e:#}"))
     };
     let cb = Cublas::new().map(Rc::new).map_err(|e| format!("{e:#}"));
     let lt = if skip("cusparselt") {
@@ -256,6 +267,7 @@ fn run_gpu(
             .map(Rc::new)
             .map_err(|e| format!("{e:#}"))
     };
+    rep.config.programmatic_launch = sf_ctx.as_ref().is_ok_and(|c| c.programmatic_launch());
     rep.device = g.info.clone();
     rep.device.cublaslt_version = cb.as_ref().ok().map(|c| c.version.clone());
     rep.device.cusparselt_version = lt.as_ref().ok().map(|l| l.version.clone());
@@ -283,7 +295,13 @@ fn run_gpu(
             report::SPARSEFLOW,
             sf_ctx
                 .as_ref()
-                .map(|c| format!("sparseflow-runtime on {}", c.info().name))
+                .map(|c| {
+                    format!(
+                        "sparseflow-runtime on {}, programmatic dependent launch {}",
+                        c.info().name,
+                        if c.programmatic_launch() { "on" } else { "off" }
+                    )
+                })
                 .map_err(Clone::clone),
         ),
         status(
