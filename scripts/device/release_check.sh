@@ -5,9 +5,9 @@
 #   correctness  verify.sh (the GPU correctness matrix) + capi_check.sh (C programs on cuda:0)
 #   perf         bench.sh: the docs/PERFORMANCE.md command, then the issue-7 decode sweeps
 #                (llama3-8b and llama3-70b-tp8, M 1-16, fp16 and bf16, CUDA graphs)
-#   decode       verify --quick, then the issue-7 decode sweeps with programmatic dependent launch
-#                (the default) and without it (--no-pdl): fp16 8B (--epilogue-overhead with PDL)
-#                and 70B-tp8, and bf16 8B
+#   decode       verify --quick, then the issue-7 decode sweeps without and with programmatic
+#                dependent launch (--pdl): fp16 8B (with --epilogue-overhead) and 70B-tp8, and
+#                bf16 8B with --pdl
 #   python       python_check.sh (pytest with CUDA, torch.compile, CUDA graphs, decode e2e)
 #
 # Build and carry first (see each script's header): .carry/{verify,runtime-gpu-tests,
@@ -55,12 +55,12 @@ case "${1:-}" in
         --dtype fp16 --graph --epilogue-overhead
     step decode-70b-fp16 bash scripts/device/bench.sh --model llama3-70b-tp8 --m 1,2,4,8,16 \
         --dtype fp16 --graph
-    step decode-8b-bf16 bash scripts/device/bench.sh --model llama3-8b --m 1,2,4,8,16 \
-        --dtype bf16 --graph
-    step decode-8b-fp16-nopdl bash scripts/device/bench.sh --model llama3-8b --m 1,2,4,8,16 \
-        --dtype fp16 --graph --no-pdl
-    step decode-70b-fp16-nopdl bash scripts/device/bench.sh --model llama3-70b-tp8 --m 1,2,4,8,16 \
-        --dtype fp16 --graph --no-pdl
+    step decode-8b-fp16-pdl bash scripts/device/bench.sh --model llama3-8b --m 1,2,4,8,16 \
+        --dtype fp16 --graph --pdl --epilogue-overhead
+    step decode-70b-fp16-pdl bash scripts/device/bench.sh --model llama3-70b-tp8 --m 1,2,4,8,16 \
+        --dtype fp16 --graph --pdl
+    step decode-8b-bf16-pdl bash scripts/device/bench.sh --model llama3-8b --m 1,2,4,8,16 \
+        --dtype bf16 --graph --pdl
     ;;
   python)
     step python bash scripts/device/python_check.sh

@@ -173,6 +173,10 @@ fn argument_errors_are_clear() {
         &["--cpu", "--model", "llama3-8b", "--e2e"],
         "leave them out with --cpu",
     );
+    expect_error(
+        &["--cpu", "--shape", "64,128", "--pdl"],
+        "leave them out with --cpu",
+    );
 }
 
 #[test]

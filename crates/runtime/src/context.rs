@@ -72,7 +72,7 @@ pub(crate) struct GpuState {
     /// Private non-blocking stream for uploads and zeroing scratch.
     pub(crate) aux: launch::OwnedStream,
     /// Launch kernels with programmatic stream serialization (see
-    /// [`Context::set_programmatic_launch`]); only ever true on sm_90+.
+    /// [`Context::set_programmatic_launch`]); off unless asked for, and only ever on for sm_90+.
     pub(crate) programmatic_launch: AtomicBool,
 }
 
@@ -206,18 +206,22 @@ impl Context {
         self.gpu().map_or(0, |g| g.workspaces.bytes())
     }
 
-    /// Whether kernels are launched with programmatic dependent launch (PDL): on sm_90+ by
-    /// default. A kernel's launch and CTA setup then overlap the end of the previous kernel on
-    /// the stream; it waits for that kernel (`griddepcontrol.wait`) before its first memory
-    /// access, so results are the same either way. It never triggers its successor early: the
-    /// overlap is the same whatever kernel comes before.
+    /// Whether kernels are launched with programmatic dependent launch (PDL), an sm_90+ opt-in
+    /// (see [`Context::set_programmatic_launch`]). A kernel's launch and CTA setup then overlap
+    /// the end of the previous kernel on the stream; it waits for that kernel
+    /// (`griddepcontrol.wait`) before its first memory access, so results are the same either
+    /// way. It never triggers its successor early: the overlap is the same whatever kernel comes
+    /// before.
     pub fn programmatic_launch(&self) -> bool {
         self.gpu()
             .is_some_and(|g| g.programmatic_launch.load(Ordering::Relaxed))
     }
 
-    /// Turns programmatic dependent launch on or off for later launches (e.g. to time kernels
-    /// without it). Devices before sm_90 do not have it: turning it on there is an error.
+    /// Turns programmatic dependent launch on or off for later launches. Off by default: on the
+    /// H100 it makes chains of decode kernels 3–5% faster (`sparseflow benchmark --pdl`), but
+    /// one end-to-end PyTorch run (transformers Llama, CUDA graphs, batch 1) was slower with it
+    /// and that is not understood yet (docs/PERFORMANCE.md). Devices before sm_90 do not have
+    /// it: turning it on there is an error.
     pub fn set_programmatic_launch(&self, on: bool) -> Result<()> {
         match self.gpu() {
             Some(g) if !on || supports_programmatic_launch(&g.info) => {
@@ -290,7 +294,7 @@ fn open_gpu(index: usize) -> Result<GpuState> {
     let stream = ctx.default_stream();
     let aux = launch::OwnedStream::new(&ctx)?;
     Ok(GpuState {
-        programmatic_launch: AtomicBool::new(supports_programmatic_launch(&info)),
+        programmatic_launch: AtomicBool::new(false),
         aux,
         kernels: KernelCache::default(),
         workspaces: WorkspacePool::new(ctx.clone()),

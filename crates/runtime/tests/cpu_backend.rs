@@ -219,3 +219,14 @@ fn gpu_context_without_driver_is_a_clear_error() {
         }
     }
 }
+
+#[test]
+fn programmatic_launch_is_an_opt_in_the_cpu_backend_refuses() {
+    let ctx = Context::cpu();
+    assert!(!ctx.programmatic_launch(), "off by default");
+    ctx.set_programmatic_launch(false).unwrap();
+    let e = ctx.set_programmatic_launch(true).unwrap_err();
+    assert!(matches!(e, RuntimeError::Unsupported(_)), "{e}");
+    assert!(e.to_string().contains("sm_90"), "{e}");
+    assert!(!ctx.programmatic_launch());
+}

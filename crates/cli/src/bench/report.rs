@@ -65,8 +65,8 @@ pub struct RunConfig {
     /// Samples timed as CUDA-graph replays (`--graph`) rather than eager launches.
     #[serde(default)]
     pub graph: bool,
-    /// SparseFlow kernels launched with programmatic dependent launch (sm_90+, unless
-    /// `--no-pdl`): each one's launch overlaps the end of the previous kernel.
+    /// SparseFlow kernels launched with programmatic dependent launch (`--pdl`, sm_90+): each
+    /// one's launch overlaps the end of the previous kernel.
     #[serde(default)]
     pub programmatic_launch: bool,
     pub samples: usize,

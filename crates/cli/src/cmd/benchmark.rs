@@ -53,11 +53,11 @@ pub struct Args {
     /// eager back-to-back launches.
     #[arg(long)]
     pub graph: bool,
-    /// Launch SparseFlow kernels without programmatic dependent launch (on by default on sm_90+:
-    /// a kernel's launch overlaps the end of the previous kernel on the stream, which it waits
-    /// for before its first memory access). Times the kernels without that overlap.
+    /// Launch SparseFlow kernels with programmatic dependent launch (sm_90+; the runtime's
+    /// opt-in `Context::set_programmatic_launch`): each kernel's launch overlaps the end of the
+    /// previous one on the stream, which it waits for before its first memory access.
     #[arg(long)]
-    pub no_pdl: bool,
+    pub pdl: bool,
     /// Write the full results as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -140,8 +140,8 @@ fn validate(args: &Args) -> Result<Plan> {
         }
     }
     let (layers, model) = layers(args)?;
-    if args.cpu && (args.e2e || args.epilogue_overhead || args.graph) {
-        bail!("--e2e, --epilogue-overhead and --graph time GPU kernels; leave them out with --cpu");
+    if args.cpu && (args.e2e || args.epilogue_overhead || args.graph || args.pdl) {
+        bail!("--e2e, --epilogue-overhead, --graph and --pdl time GPU kernels; leave them out with --cpu");
     }
     if args.e2e && args.model.is_none() {
         bail!("--e2e needs --model (a decoder block's shapes)");
@@ -252,13 +252,11 @@ fn run_gpu(
     let sf_ctx = if skip("sparseflow") {
         Err("skipped (--skip)".to_string())
     } else {
-        gpu::sparseflow::open()
-            .and_then(|c| {
-                c.set_programmatic_launch(!args.no_pdl && c.programmatic_launch())?;
-                Ok(c)
-            })
-            .map_err(|e| format!("{e:#}"))
+        gpu::sparseflow::open().map_err(|e| format!("{e:#}"))
     };
+    if let (true, Ok(c)) = (args.pdl, &sf_ctx) {
+        c.set_programmatic_launch(true).context("--pdl")?;
+    }
     let cb = Cublas::new().map(Rc::new).map_err(|e| format!("{e:#}"));
     let lt = if skip("cusparselt") {
         Err("skipped (--skip)".to_string())
