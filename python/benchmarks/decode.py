@@ -147,14 +147,21 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         a, b = dense(ids).logits.float(), sparse(ids).logits.float()
     out["logits_rel_error"] = ((a - b).norm() / a.norm()).item()
     out["greedy_token_agreement"] = (a.argmax(-1) == b.argmax(-1)).float().mean().item()
+    variants = [("dense", dense), ("sparse", sparse)]
+    if args.pdl_ab:
+        # The same sparse model again (its own compiled graphs and kernel handles), run with
+        # programmatic dependent launch on: an A/B of that launch mode end to end.
+        variants.append(("sparse_pdl", copy.deepcopy(sparse)))
     for mode in args.modes:
         for batch in args.batches:
-            for name, model in (("dense", dense), ("sparse", sparse)):
+            for name, model in variants:
                 key = f"{mode}/{name}/batch{batch}"
                 if time.perf_counter() - start > args.budget_s:
                     out["results"][key] = {"error": f"skipped: over the {args.budget_s} s budget"}
                     continue
                 try:
+                    if name == "sparse_pdl":
+                        sf.ops.set_programmatic_launch(True)
                     with torch.no_grad():
                         out["results"][key] = decode_tps(
                             model, batch, args.prompt, args.new_tokens, args.repeats, mode == "cuda_graphs"
@@ -164,6 +171,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                         "error": f"{type(e).__name__}: {e}"[:2000],
                         "trace": traceback.format_exc()[-3000:],
                     }
+                finally:
+                    if name == "sparse_pdl":
+                        sf.ops.set_programmatic_launch(False)
                 out["results"][key]["elapsed_s"] = time.perf_counter() - start
                 print(key, json.dumps(out["results"][key])[:400], flush=True)
                 if args.out:  # partial results survive a timeout
@@ -173,9 +183,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     for mode in args.modes:
         for batch in args.batches:
             d = out["results"].get(f"{mode}/dense/batch{batch}", {})
-            s = out["results"].get(f"{mode}/sparse/batch{batch}", {})
-            if "tokens_per_s" in d and "tokens_per_s" in s:
-                speedup[f"{mode}/batch{batch}"] = s["tokens_per_s"] / d["tokens_per_s"]
+            for name, suffix in (("sparse", ""), ("sparse_pdl", "/pdl")):
+                r = out["results"].get(f"{mode}/{name}/batch{batch}", {})
+                if "tokens_per_s" in d and "tokens_per_s" in r:
+                    speedup[f"{mode}/batch{batch}{suffix}"] = r["tokens_per_s"] / d["tokens_per_s"]
     out["sparse_over_dense"] = speedup
     return out
 
@@ -191,6 +202,11 @@ def main() -> None:
     p.add_argument("--modes", nargs="+", default=["eager", "cuda_graphs"], choices=["eager", "cuda_graphs"])
     p.add_argument("--budget-s", type=float, default=300.0, help="skip configurations started after this")
     p.add_argument("--out", default=None)
+    p.add_argument(
+        "--pdl-ab",
+        action="store_true",
+        help="also run the sparse model with programmatic dependent launch on (sm_90+)",
+    )
     p.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU: checks the script, times nothing real")
     args = p.parse_args()
     if args.smoke:

@@ -36,6 +36,12 @@ def epilogues() -> List[str]:
 
 def epilogue_uses_bias(name: str) -> bool: ...
 
+def set_programmatic_launch(device: int, on: bool) -> None:
+    """Programmatic dependent launch on/off for CUDA device ``device`` (sm_90+; else
+    ``RuntimeError`` when turning it on)."""
+
+def programmatic_launch(device: int) -> bool: ...
+
 class SparseGemmHandle:
     """One 2:4 weight ready to run ``y = epilogue(x @ W.T [+ b])`` on the CPU or a CUDA device."""
 

@@ -42,6 +42,8 @@ __all__ = [
     "epilogue_name",
     "meta_bytes",
     "prepare",
+    "programmatic_launch",
+    "set_programmatic_launch",
     "sparse_linear",
     "split_epilogue",
 ]
@@ -208,6 +210,35 @@ def _key(values: Tensor, meta: Tensor, bias: Optional[Tensor], epilogue: str) ->
 def _forget(key: tuple) -> None:
     with _lock:
         _handles.pop(key, None)
+
+
+def set_programmatic_launch(on: bool, device: Optional[torch.device] = None) -> None:
+    """Experimental: launch SparseFlow's kernels on a CUDA device with programmatic dependent
+    launch (sm_90+), so each kernel's launch overlaps the end of the previous kernel on the
+    stream; the kernel waits for it before touching memory, so results are unchanged.
+
+    Off by default: it makes chains of decode kernels 3–5% faster in ``sparseflow benchmark
+    --pdl``, but one end-to-end ``transformers`` run under ``torch.compile`` CUDA graphs was
+    slower with it (docs/PERFORMANCE.md). ``device`` defaults to the current CUDA device.
+    Raises ``RuntimeError`` on GPUs before sm_90 (when turning it on) or without CUDA.
+    """
+    _C.set_programmatic_launch(_cuda_index(device), bool(on))
+
+
+def programmatic_launch(device: Optional[torch.device] = None) -> bool:
+    """Whether :func:`set_programmatic_launch` is on for ``device`` (default: current)."""
+    return _C.programmatic_launch(_cuda_index(device))
+
+
+def _cuda_index(device: Optional[torch.device]) -> int:
+    if not torch.cuda.is_available():
+        raise RuntimeError("programmatic launch is a CUDA setting, and CUDA is not available here")
+    if device is None:
+        return torch.cuda.current_device()
+    device = torch.device(device)
+    if device.type != "cuda":
+        raise ValueError(f"programmatic launch is a CUDA setting; got device {device}")
+    return device.index if device.index is not None else torch.cuda.current_device()
 
 
 def clear_cache() -> None:

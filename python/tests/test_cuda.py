@@ -180,3 +180,38 @@ def test_sparsified_llama_on_cuda_matches_pruned_dense():
     with torch.no_grad():
         a, b = dense(ids).logits.float(), sparse(ids).logits.float()
     assert ((a - b).norm() / a.norm()).item() < 1e-2
+
+
+def test_programmatic_launch_chain_in_a_cuda_graph():
+    # Opt-in programmatic dependent launch: the second layer may start before the first has
+    # finished and must still read its finished output, also when replayed from a graph.
+    if torch.cuda.get_device_capability()[0] < 9:
+        with pytest.raises(RuntimeError, match="sm_90"):
+            sf.ops.set_programmatic_launch(True)
+        return
+    torch.manual_seed(9)
+    a = sf.SparseLinear.from_dense(torch.randn(2048, 2048, device="cuda", dtype=torch.float16) / 32)
+    b = sf.SparseLinear.from_dense(torch.randn(2048, 2048, device="cuda", dtype=torch.float16) / 32)
+    x = torch.randn(4, 2048, device="cuda", dtype=torch.float16)
+    want = b(a(x))
+    assert not sf.ops.programmatic_launch()
+    sf.ops.set_programmatic_launch(True)
+    try:
+        assert sf.ops.programmatic_launch()
+        torch.testing.assert_close(b(a(x)), want)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            b(a(x))  # warm-up on the capture stream
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=side):
+            y = b(a(x))
+        for _ in range(3):
+            x.copy_(torch.randn_like(x))
+            graph.replay()
+            sf.ops.set_programmatic_launch(False)
+            torch.testing.assert_close(y, b(a(x)))
+            sf.ops.set_programmatic_launch(True)
+    finally:
+        sf.ops.set_programmatic_launch(False)

@@ -63,3 +63,9 @@ def test_corrupt_meta_is_rejected():
         sparse.validate()
     with pytest.raises(ValueError, match="not two distinct increasing positions"):
         sparse(torch.randn(1, 16))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")
+def test_programmatic_launch_without_cuda_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        sf.ops.set_programmatic_launch(True)

@@ -34,8 +34,9 @@ python3 -c "import torch, sparseflow; print('torch', torch.__version__, 'cuda', 
 timeout 200 python3 -m pytest python/tests -q -ra -p no:cacheprovider --junitxml="$OUT/junit.xml" 2>&1 | tee "$OUT/pytest.txt"
 pytest_rc=${PIPESTATUS[0]}
 
+# PDL_AB=1 also runs the sparse model with programmatic dependent launch on (--pdl-ab).
 timeout 330 python3 python/benchmarks/decode.py --layers "${LAYERS:-4}" --new-tokens "${NEW_TOKENS:-32}" \
-  --budget-s "${BUDGET_S:-240}" --out "$OUT/decode.json" 2>&1 | tail -60 | tee "$OUT/decode.txt"
+  --budget-s "${BUDGET_S:-240}" ${PDL_AB:+--pdl-ab} --out "$OUT/decode.json" 2>&1 | tail -60 | tee "$OUT/decode.txt"
 bench_rc=${PIPESTATUS[0]}
 
 python3 - "$OUT" "$pytest_rc" "$bench_rc" <<'PY'

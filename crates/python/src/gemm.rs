@@ -33,6 +33,21 @@ fn cuda_context(ordinal: usize) -> PyResult<Context> {
     Ok(ctx)
 }
 
+/// Turns programmatic dependent launch on or off for every handle of CUDA device `device`
+/// (sm_90+; off by default — see `Context::set_programmatic_launch`). Experimental.
+#[pyfunction]
+pub fn set_programmatic_launch(device: usize, on: bool) -> PyResult<()> {
+    cuda_context(device)?
+        .set_programmatic_launch(on)
+        .map_err(runtime_err)
+}
+
+/// Whether CUDA device `device` launches with programmatic dependent launch.
+#[pyfunction]
+pub fn programmatic_launch(device: usize) -> PyResult<bool> {
+    Ok(cuda_context(device)?.programmatic_launch())
+}
+
 /// A weight ready to run on one device. Immutable once built; safe to share across threads.
 #[pyclass(frozen, module = "sparseflow._C")]
 pub struct SparseGemmHandle {

@@ -26,6 +26,8 @@ fn sparseflow_c(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(format::diff, m)?)?;
     m.add_function(wrap_pyfunction!(format::epilogues, m)?)?;
     m.add_function(wrap_pyfunction!(format::epilogue_uses_bias, m)?)?;
+    m.add_function(wrap_pyfunction!(gemm::set_programmatic_launch, m)?)?;
+    m.add_function(wrap_pyfunction!(gemm::programmatic_launch, m)?)?;
     m.add_class::<gemm::SparseGemmHandle>()?;
     Ok(())
 }
