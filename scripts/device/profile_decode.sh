@@ -5,7 +5,7 @@
 #   cargo build --release -p sparseflow-cli && mkdir -p .carry/bench \
 #     && strip -o .carry/bench/sparseflow target/release/sparseflow
 # then (device tool, carry [".carry/bench"]): bash scripts/device/profile_decode.sh [M...]
-# Writes $OUT/ncu.csv (one row per kernel and metric) and $OUT/ncu.txt. ncu locks clocks, so
+# Writes $OUT/profile.tgz: ncu-<M>-<shape>-<epilogue>.csv (one row per kernel and metric) + .log. ncu locks clocks, so
 # its durations run ~15% longer than the benchmark's; compare plain and fused with each other.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,13 +22,22 @@ export SPARSEFLOW_CACHE_DIR=${SPARSEFLOW_CACHE_DIR:-/tmp/sparseflow-kernel-cache
 ms=${*:-8 16}
 rc=0
 for m in $ms; do
-    # Eager launches (ncu profiles kernels, not graph replays); 3 of each kernel after warm-up.
-    "$NCU" --kernel-name regex:'sparseflow_decode_.*_(none|bias_silu)_' --launch-skip 20 --launch-count 12 \
-        --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
-        --section SchedulerStats --section MemoryWorkloadAnalysis --csv \
-        "$BIN" benchmark --shape 4096,4096 --shape 1024,4096 --m "$m" --dtype fp16 \
-        --epilogue-overhead --skip cusparselt --samples 1 --sample-ms 0.2 --warmup-ms 1 \
-        >"$OUT/ncu-m$m.csv" 2>"$OUT/ncu-m$m.txt" || rc=1
-    echo "M=$m: $(grep -c . "$OUT/ncu-m$m.csv") csv lines"
+    for shape in 4096,4096 1024,4096; do
+        for epi in none bias_silu; do
+            # Eager launches (ncu profiles kernels, not graph replays): 3 launches of the kernel
+            # after 5 warm-up ones. The plain kernel runs in the main sweep, the fused one in
+            # the --epilogue-overhead section.
+            tag="m$m-${shape/,/x}-$epi"
+            "$NCU" --kernel-name regex:"sparseflow_decode_f16_${epi}_" --launch-skip 5 --launch-count 3 \
+                --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
+                --section SchedulerStats --section MemoryWorkloadAnalysis --csv \
+                "$BIN" benchmark --shape "$shape" --m "$m" --dtype fp16 --epilogue-overhead \
+                --skip cusparselt --samples 1 --sample-ms 0.2 --warmup-ms 1 \
+                >"$OUT/ncu-$tag.csv" 2>"$OUT/ncu-$tag.log" || rc=1
+            echo "$tag: $(grep -c . "$OUT/ncu-$tag.csv") csv lines"
+        done
+    done
 done
+# The device tool brings back at most 8 files: pack them.
+tar czf "$OUT/profile.tgz" -C "$OUT" $(cd "$OUT" && ls ncu-*) && rm -f "$OUT"/ncu-*
 exit $rc
