@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     out["logits_rel_error"] = ((a - b).norm() / a.norm()).item()
     out["greedy_token_agreement"] = (a.argmax(-1) == b.argmax(-1)).float().mean().item()
     variants = [("dense", dense), ("sparse", sparse)]
-    if args.pdl_ab:
+    if args.pdl_ab and DEVICE == "cuda":
         # The same sparse model again (its own compiled graphs and kernel handles), run with
         # programmatic dependent launch on: an A/B of that launch mode end to end.
         variants.append(("sparse_pdl", copy.deepcopy(sparse)))

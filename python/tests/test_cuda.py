@@ -183,8 +183,9 @@ def test_sparsified_llama_on_cuda_matches_pruned_dense():
 
 
 def test_programmatic_launch_chain_in_a_cuda_graph():
-    # Opt-in programmatic dependent launch: the second layer may start before the first has
-    # finished and must still read its finished output, also when replayed from a graph.
+    # Opt-in programmatic dependent launch, eager and captured: results must not change. (It
+    # exercises the launch path; with no early trigger the overlap is only the launch, so this
+    # could not catch a missing griddepcontrol.wait by itself.)
     if torch.cuda.get_device_capability()[0] < 9:
         with pytest.raises(RuntimeError, match="sm_90"):
             sf.ops.set_programmatic_launch(True)

@@ -177,6 +177,10 @@ fn argument_errors_are_clear() {
         &["--cpu", "--shape", "64,128", "--pdl"],
         "leave them out with --cpu",
     );
+    expect_error(
+        &["--shape", "64,128", "--pdl", "--skip", "sparseflow"],
+        "--skip leaves SparseFlow out",
+    );
 }
 
 #[test]

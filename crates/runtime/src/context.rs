@@ -228,8 +228,9 @@ impl Context {
                 g.programmatic_launch.store(on, Ordering::Relaxed);
                 Ok(())
             }
-            _ if !on => Ok(()),
-            _ => Err(RuntimeError::Unsupported(format!(
+            None if !on => Ok(()),
+            None => Err(RuntimeError::NeedsGpu("programmatic dependent launch")),
+            Some(_) => Err(RuntimeError::Unsupported(format!(
                 "programmatic dependent launch needs an sm_90+ GPU; this context is {}",
                 self.inner.info.target
             ))),

@@ -129,6 +129,9 @@ fn validate(args: &Args) -> Result<Plan> {
             bail!("--min-speedup must be a positive number, got {x}");
         }
     }
+    if args.pdl && args.skip.split(',').any(|s| s.trim() == "sparseflow") {
+        bail!("--pdl sets how SparseFlow's kernels launch, but --skip leaves SparseFlow out");
+    }
     for s in args
         .skip
         .split(',')
