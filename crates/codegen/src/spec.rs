@@ -149,35 +149,20 @@ impl KernelSpec {
         epilogue: EpilogueKind,
         target: &str,
     ) -> Vec<KernelSpec> {
-        let s = family.space();
-        let mut out = Vec::new();
-        for &tile_m in s.tile_m {
-            for &tile_n in s.tile_n {
-                for &tile_k in s.tile_k {
-                    for &warps in s.warps {
-                        for &stages in s.stages {
-                            for &split_k in s.split_k {
-                                let spec = KernelSpec {
-                                    family,
-                                    dtype,
-                                    epilogue,
-                                    tile_m,
-                                    tile_n,
-                                    tile_k,
-                                    warps,
-                                    stages,
-                                    split_k,
-                                    target: target.to_string(),
-                                };
-                                if spec.validate().is_ok() {
-                                    out.push(spec);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        out
+        kernel_space::candidates(family.space())
+            .map(|c| KernelSpec {
+                family,
+                dtype,
+                epilogue,
+                tile_m: c.tile_m,
+                tile_n: c.tile_n,
+                tile_k: c.tile_k,
+                warps: c.warps,
+                stages: c.stages,
+                split_k: c.split_k,
+                target: target.to_string(),
+            })
+            .filter(|spec| spec.validate().is_ok())
+            .collect()
     }
 }
