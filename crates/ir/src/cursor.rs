@@ -57,6 +57,16 @@ impl<'a> Cursor<'a> {
     }
 
     /// Skips whitespace and `//` comments.
+    /// Consumes and returns the longest prefix whose chars satisfy `keep` (maybe empty).
+    pub(crate) fn take_while(&mut self, keep: impl Fn(char) -> bool) -> String {
+        let mut s = String::new();
+        while let Some(c) = self.peek().filter(|&c| keep(c)) {
+            s.push(c);
+            self.bump();
+        }
+        s
+    }
+
     pub(crate) fn skip_trivia(&mut self) {
         loop {
             match self.peek() {
@@ -64,12 +74,7 @@ impl<'a> Cursor<'a> {
                     self.bump();
                 }
                 Some('/') if self.rest().starts_with("//") => {
-                    while let Some(c) = self.peek() {
-                        if c == '\n' {
-                            break;
-                        }
-                        self.bump();
-                    }
+                    self.take_while(|c| c != '\n');
                 }
                 _ => return,
             }
@@ -145,15 +150,7 @@ impl<'a> Cursor<'a> {
         if !is_ident_start(first) {
             return None;
         }
-        let mut s = String::new();
-        while let Some(c) = self.peek() {
-            if !is_ident_char(c) {
-                break;
-            }
-            s.push(c);
-            self.bump();
-        }
-        Some(s)
+        Some(self.take_while(is_ident_char))
     }
 
     /// A name after a sigil (`%x`, `@f`): identifier chars, at least one.
@@ -165,14 +162,7 @@ impl<'a> Cursor<'a> {
             return self.error(loc, format!("expected {what}, found {found}"));
         }
         self.bump();
-        let mut s = String::new();
-        while let Some(c) = self.peek() {
-            if !is_ident_char(c) {
-                break;
-            }
-            s.push(c);
-            self.bump();
-        }
+        let s = self.take_while(is_ident_char);
         if s.is_empty() {
             return self.error(loc, format!("expected a name after '{sigil}'"));
         }
@@ -182,14 +172,7 @@ impl<'a> Cursor<'a> {
     /// Decimal digits as u64 (no sign); overflow is an error, not a wrap.
     pub(crate) fn unsigned(&mut self, what: &str) -> Result<u64, IrError> {
         let loc = self.loc();
-        let mut digits = String::new();
-        while let Some(c) = self.peek() {
-            if !c.is_ascii_digit() {
-                break;
-            }
-            digits.push(c);
-            self.bump();
-        }
+        let digits = self.take_while(|c| c.is_ascii_digit());
         if digits.is_empty() {
             let found = self.found();
             return self.error(loc, format!("expected {what}, found {found}"));
