@@ -7,6 +7,7 @@ random data with NaN-filled outputs, then times the decode kernels against torch
 (cuBLAS) with weights rotated past the 50 MB L2, inside CUDA graphs.
 
 Usage: python3 scripts/device/kernel_dev.py KERNEL_DIR OUT_JSON [--no-bench] [--bench-only]
+       [--shapes NxK,...] [--ms 1,2,...]
 """
 import json, math, os, sys, time
 import numpy as np
@@ -172,10 +173,12 @@ def timeit_plain(fn, stream, reps):
     return float(np.median(ts))
 
 
-def bench(kdir, kernels, results):
+def bench(kdir, kernels, results, shapes, ms):
+    """Times every decode f16 `none` kernel (all variants) per shape and M against cuBLAS; for
+    the three fastest plain configs also times the same config with bias_silu (each variant)
+    right after the plain one, so the fused-epilogue overhead is measured config by config."""
     torch.manual_seed(0)
     rng = np.random.default_rng(2)
-    shapes = [(4096, 4096), (14336, 4096), (4096, 14336), (1024, 4096)]
     cands = [k for k in kernels if k["family"] == "decode" and k["epilogue"] == "none" and k["dtype"] == "f16"]
     stream = torch.cuda.Stream()
     out = []
@@ -187,7 +190,8 @@ def bench(kdir, kernels, results):
         wvs = [wv.clone() for _ in range(copies)]
         wms = [wm.clone() for _ in range(copies)]
         wds = [torch.randn(N, K, device="cuda", dtype=torch.float16) for _ in range(dcopies)]
-        for M in [1, 2, 4, 8, 16]:
+        bias = torch.randn(N, device="cuda", dtype=torch.float16)
+        for M in ms:
             x = torch.randn(M, K, device="cuda", dtype=torch.float16)
             y = torch.empty(M, N, device="cuda", dtype=torch.float16)
 
@@ -207,39 +211,41 @@ def bench(kdir, kernels, results):
                         ts.append(e0.elapsed_time(e1) * 1e3 / reps)
                 return float(np.median(ts))
 
-            t_cublas = timeit(lambda i: torch.matmul(x, wds[i % dcopies].T, out=y))
-            best = None
-            rows = []
-            for meta in cands:
-                if meta["tile_m"] < M or (meta["tile_m"] == 16 and M <= 8):
-                    continue
+            def time_kernel(meta, b):
                 kern = Kernel(kdir, meta)
                 wsb, nc = kern.ws(M, N)
                 ws = torch.empty(max(wsb // 4, 1), device="cuda") if wsb else None
                 cnt = torch.zeros(max(nc, 1), device="cuda", dtype=torch.int32) if nc else None
                 s = cp.cuda.ExternalStream(stream.cuda_stream)
-                t = timeit(lambda i: kern.launch(x, wvs[i % copies], wms[i % copies], None, y, ws, cnt, M, N, K, s))
-                rows.append((t, meta["name"]))
-                if best is None or t < best[0]:
-                    best = (t, meta["name"])
+                return timeit(lambda i: kern.launch(x, wvs[i % copies], wms[i % copies], b, y, ws, cnt, M, N, K, s))
+
+            t_cublas = timeit(lambda i: torch.matmul(x, wds[i % dcopies].T, out=y))
+            rows = []
+            for meta in cands:
+                if meta["tile_m"] < M or (meta["tile_m"] == 16 and M <= 8):
+                    continue
+                rows.append((time_kernel(meta, None), meta["name"]))
             rows.sort()
-            epi = [k for k in kernels if k["family"] == "decode" and k["epilogue"] == "bias_silu" and k["dtype"] == "f16" and k["tile_m"] >= M]
-            epi_cmp = None
-            if epi and M in (1, 8):
-                ek = Kernel(kdir, epi[0])
-                pk = Kernel(kdir, next(k for k in cands if all(k[f] == epi[0][f] for f in ("tile_m", "tile_n", "stages", "split_k"))))
-                bias = torch.randn(N, device="cuda", dtype=torch.float16)
-                res = []
-                for kk, bb in ((pk, None), (ek, bias)):
-                    wsb, nc = kk.ws(M, N)
-                    ws = torch.empty(max(wsb // 4, 1), device="cuda") if wsb else None
-                    cnt = torch.zeros(max(nc, 1), device="cuda", dtype=torch.int32) if nc else None
-                    s = cp.cuda.ExternalStream(stream.cuda_stream)
-                    res.append(timeit(lambda i: kk.launch(x, wvs[i % copies], wms[i % copies], bb, y, ws, cnt, M, N, K, s)))
-                epi_cmp = dict(kernel=epi[0]["name"], plain_us=res[0], bias_silu_us=res[1], overhead=res[1] / res[0] - 1)
-            rec = dict(epilogue_cmp=epi_cmp, N=N, K=K, M=M, cublas_us=t_cublas, best_us=best[0], best=best[1], speedup=t_cublas / best[0],
-                       top5=rows[:5], gbps=(sbytes + M * K * 2 + M * N * 2) / best[0] / 1e3)
-            print(json.dumps(rec), flush=True)
+            best = rows[0]
+            cfg = lambda k: tuple(k[f] for f in ("tile_m", "tile_n", "stages", "split_k"))
+            by_name = {k["name"]: k for k in kernels}
+            epi_cmp = []
+            plain_top = [by_name[n] for _, n in rows if by_name[n].get("variant", "") == ""][:3]
+            for pk in plain_top:
+                # Every kernel of this config (plain and bias_silu, each variant), timed back to
+                # back and reported relative to the plain base kernel.
+                same = [k for k in kernels if k["family"] == "decode" and k["dtype"] == "f16" and cfg(k) == cfg(pk)
+                        and k["epilogue"] in ("none", "bias_silu")]
+                rec = dict(kernel=pk["name"])
+                for k in same:
+                    tag = k["epilogue"] + ("_" + k["variant"] if k.get("variant") else "")
+                    rec[tag + "_us"] = time_kernel(k, bias if k["uses_bias"] else None)
+                rec["vs_plain"] = {k[:-3]: v / rec["none_us"] - 1 for k, v in rec.items() if k.endswith("_us")}
+                epi_cmp.append(rec)
+            rec = dict(epilogue_cmp=epi_cmp, N=N, K=K, M=M, cublas_us=t_cublas, best_us=best[0], best=best[1],
+                       speedup=t_cublas / best[0], top8=rows[:8], all=rows,
+                       gbps=(sbytes + M * K * 2 + M * N * 2) / best[0] / 1e3)
+            print(json.dumps({k: v for k, v in rec.items() if k != "all"}), flush=True)
             out.append(rec)
         del wvs, wms, wds
         torch.cuda.empty_cache()
@@ -285,6 +291,12 @@ def selftest():
     print(hashlib.sha256(wv.tobytes()).hexdigest()[:16], hashlib.sha256(wm.tobytes()).hexdigest()[:16])
 
 
+def arg_list(flag, default, parse):
+    """`--flag a,b,c` from argv (comma separated), parsed item by item."""
+    v = sys.argv[sys.argv.index(flag) + 1] if flag in sys.argv else default
+    return [parse(item) for item in v.split(",")]
+
+
 def main():
     if "--selftest" in sys.argv:
         return selftest()
@@ -298,7 +310,9 @@ def main():
             correctness(kdir, kernels, results)
         results["correctness_s"] = time.time() - t0
         if "--no-bench" not in sys.argv:
-            bench(kdir, kernels, results)
+            bench(kdir, kernels, results, arg_list("--shapes", "4096x4096,14336x4096,4096x14336,1024x4096",
+                                                   lambda v: tuple(int(d) for d in v.split("x"))),
+                  arg_list("--ms", "1,2,4,8,16", int))
     finally:
         results["failures"] = results["failures"][:50]
         json.dump(results, open(out_json, "w"), indent=1)

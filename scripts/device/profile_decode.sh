@@ -5,6 +5,7 @@
 #   cargo build --release -p sparseflow-cli && mkdir -p .carry/bench \
 #     && strip -o .carry/bench/sparseflow target/release/sparseflow
 # then (device tool, carry [".carry/bench"]): bash scripts/device/profile_decode.sh [M...]
+# SHAPES="N,K ..." and EPILOGUES="none bias_silu" override the shapes and epilogues profiled.
 # Writes $OUT/profile.tgz: ncu-<M>-<shape>-<epilogue>.csv (one row per kernel and metric) + .log. ncu locks clocks, so
 # its durations run ~15% longer than the benchmark's; compare plain and fused with each other.
 set -uo pipefail
@@ -22,8 +23,8 @@ export SPARSEFLOW_CACHE_DIR=${SPARSEFLOW_CACHE_DIR:-/tmp/sparseflow-kernel-cache
 ms=${*:-8 16}
 rc=0
 for m in $ms; do
-    for shape in 4096,4096 1024,4096; do
-        for epi in none bias_silu; do
+    for shape in ${SHAPES:-4096,4096 1024,4096}; do
+        for epi in ${EPILOGUES:-none bias_silu}; do
             # Eager launches (ncu profiles kernels, not graph replays): 3 launches of the kernel
             # after 5 warm-up ones. The plain kernel runs in the main sweep, the fused one in
             # the --epilogue-overhead section.

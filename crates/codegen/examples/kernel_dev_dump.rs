@@ -1,7 +1,9 @@
 //! Dev tool: compiles the kernels named on the command line (or a default set) and writes
 //! `<name>.cubin` plus a `kernels.json` index into the output directory, for the device harness
 //! in scripts/device/kernel_dev.py. Usage: kernel_dev_dump OUT_DIR TARGET
-use sparseflow_codegen::{generate, Compiler, CompilerOptions, KernelFamily, KernelSpec};
+use sparseflow_codegen::{
+    generate, Compiler, CompilerOptions, GeneratedKernel, KernelFamily, KernelSpec,
+};
 use sparseflow_core::{DType, EpilogueKind};
 use std::fmt::Write;
 
@@ -17,7 +19,20 @@ fn main() {
     })
     .unwrap();
     let decode_bench = args.iter().any(|a| a == "--decode-bench");
+    // --decode-sweep: every f16 decode config plain and with bias_silu, plus experimental
+    // variants of the template (`--variant TAG=FILE`, see `variants`) for kernel_dev.py.
+    let decode_sweep = args.iter().any(|a| a == "--decode-sweep");
     let mut specs = Vec::new();
+    if decode_sweep {
+        for epi in [EpilogueKind::None, EpilogueKind::BiasSilu] {
+            specs.extend(KernelSpec::enumerate(
+                KernelFamily::Decode,
+                DType::F16,
+                epi,
+                &target,
+            ));
+        }
+    }
     if decode_bench {
         specs = KernelSpec::enumerate(
             KernelFamily::Decode,
@@ -40,7 +55,7 @@ fn main() {
         ));
     }
     for dtype in [DType::F16, DType::BF16] {
-        if decode_bench {
+        if decode_bench || decode_sweep {
             break;
         }
         for epi in EpilogueKind::all() {
@@ -81,8 +96,17 @@ fn main() {
         }
     }
     let mut index = String::from("[\n");
-    for s in specs.iter() {
+    let kernels = specs.iter().flat_map(|s| {
         let g = generate(s).unwrap();
+        let extra = if decode_sweep {
+            variants(&g, &args)
+        } else {
+            Vec::new()
+        };
+        std::iter::once((g, String::new())).chain(extra)
+    });
+    for (g, variant) in kernels {
+        let s = &g.spec;
         let c = match compiler.compile(&g) {
             Ok(c) => c,
             Err(e) => {
@@ -104,8 +128,8 @@ fn main() {
             .to_string();
         let _ = writeln!(
             index,
-            "  {{\"name\": \"{}\", \"family\": \"{}\", \"dtype\": \"{}\", \"epilogue\": \"{}\", \"uses_bias\": {}, \"tile_m\": {}, \"tile_n\": {}, \"tile_k\": {}, \"warps\": {}, \"stages\": {}, \"split_k\": {}, \"threads\": {}, \"smem\": {}, \"regs\": \"{}\"}},",
-            g.name, s.family.name(), s.dtype, s.epilogue.name(), s.epilogue.uses_bias(), s.tile_m, s.tile_n, s.tile_k, s.warps, s.stages, s.split_k,
+            "  {{\"name\": \"{}\", \"variant\": \"{}\", \"family\": \"{}\", \"dtype\": \"{}\", \"epilogue\": \"{}\", \"uses_bias\": {}, \"tile_m\": {}, \"tile_n\": {}, \"tile_k\": {}, \"warps\": {}, \"stages\": {}, \"split_k\": {}, \"threads\": {}, \"smem\": {}, \"regs\": \"{}\"}},",
+            g.name, variant, s.family.name(), s.dtype, s.epilogue.name(), s.epilogue.uses_bias(), s.tile_m, s.tile_n, s.tile_k, s.warps, s.stages, s.split_k,
             g.block_threads(), g.smem_bytes(), regs.replace('"', "'")
         );
     }
@@ -113,5 +137,40 @@ fn main() {
     index.pop();
     index.push_str("\n]\n");
     std::fs::write(out.join("kernels.json"), index).unwrap();
-    println!("{} kernels -> {}", specs.len(), out.display());
+    println!("{} specs -> {}", specs.len(), out.display());
+}
+
+/// The decode template the library compiles; `--variant TAG=FILE` swaps it for FILE.
+const DECODE_CU: &str = include_str!("../kernels/decode_sparse_gemm.cu");
+
+/// Experimental variants of one generated decode kernel, as (kernel, variant tag): for each
+/// `--variant TAG=FILE` on the command line, the same spec with FILE as the decode template and
+/// `_TAG` appended to the entry-point name. Variants never reach the library; kernel_dev.py
+/// times them beside the library's kernels (same config, same inputs).
+fn variants(g: &GeneratedKernel, args: &[String]) -> Vec<(GeneratedKernel, String)> {
+    if g.spec.family != KernelFamily::Decode {
+        return Vec::new();
+    }
+    args.windows(2)
+        .filter(|w| w[0] == "--variant")
+        .map(|w| {
+            let (tag, file) = w[1].split_once('=').expect("--variant TAG=FILE");
+            let template = std::fs::read_to_string(file).expect("variant template");
+            let name = format!("{}_{tag}", g.name);
+            assert!(
+                g.source.contains(DECODE_CU),
+                "decode template not found in the source"
+            );
+            let source = g.source.replace(DECODE_CU, &template).replace(
+                &format!("#define SF_KERNEL_NAME {}\n", g.name),
+                &format!("#define SF_KERNEL_NAME {name}\n"),
+            );
+            let kernel = GeneratedKernel {
+                name,
+                source,
+                spec: g.spec.clone(),
+            };
+            (kernel, tag.to_string())
+        })
+        .collect()
 }

