@@ -7,7 +7,7 @@ random data with NaN-filled outputs, then times the decode kernels against torch
 (cuBLAS) with weights rotated past the 50 MB L2, inside CUDA graphs.
 
 Usage: python3 scripts/device/kernel_dev.py KERNEL_DIR OUT_JSON [--no-bench] [--bench-only]
-       [--shapes NxK,...] [--ms 1,2,...]
+       [--shapes NxK,...] [--ms 1,2,...] [--check-only NAME_SUBSTRING]
 """
 import json, math, os, sys, time
 import numpy as np
@@ -145,7 +145,10 @@ def correctness(kdir, kernels, results):
     wcache = {}
     shapes_sm80 = [(1, 64, 64), (7, 100, 204), (33, 4100, 4104), (127, 256, 1000), (256, 384, 512), (1000, 1000, 516)]
     shapes_dec = [(1, 64, 64), (2, 100, 204), (7, 4100, 4104), (16, 1024, 4096), (3, 256, 1000), (9, 1000, 516), (16, 4096, 14336), (24, 200, 300)]
+    only = sys.argv[sys.argv.index("--check-only") + 1] if "--check-only" in sys.argv else None
     for meta in kernels:
+        if only is not None and only not in meta["name"]:
+            continue
         kern = Kernel(kdir, meta)
         full = meta["epilogue"] == "none" and (meta["stages"] == 3 or meta["family"] == "decode") or meta["warps"] == 4 and meta["tile_m"] == 64
         shapes = shapes_sm80 if meta["family"] == "sm80" else shapes_dec

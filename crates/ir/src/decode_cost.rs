@@ -6,17 +6,18 @@
 //! kernel instead keeps `STAGES` 64-wide K pairs of weight loads in flight in a per-warp register
 //! ring (crates/codegen/kernels/README.md), so DRAM efficiency is set by how many such loads the
 //! whole grid keeps in flight per SM. The constants are calibrated on the H100 decode sweep of
-//! 2026-11-25 (kernels/README.md "Measured"; `tests/select.rs` keeps the choice within the
-//! measured best configurations):
+//! 2026-11-25 (kernels/README.md "Measured"; `tests/decode_calibration.rs` keeps the choice
+//! within the measured best configurations of the current template):
 //! * the fixed part (launch, pipeline fill, tail) is ≈2.5 µs at M=1;
 //! * DRAM saturates at ≈59 KB of weight loads in flight per SM (3 TB/s × ~2.6 µs loaded latency);
 //! * activations are re-read from L2 by every CTA column (`tile_m` rows per K pair), which
 //!   mostly overlaps the weight stream but leaks into it (why tiny tiles lose at M=16);
 //! * a register ring beyond ~96 words per lane no longer keeps all its loads in flight (ptxas
 //!   serialises part of it), which is why stages 3 with 64-row tiles loses;
-//! * latency hiding needs warps: Nsight Compute shows the ring costs 118–162 registers per
-//!   thread (3–4 resident CTAs per SM), and grids that leave fewer than ~12 warps per SM run
-//!   a few percent slower even with the same bytes in flight (why 64-row tiles lose to 32);
+//! * latency hiding needs warps: the weight ring and accumulators cost 54–186 registers per
+//!   thread (X is staged through shared memory, not registers), and grids that leave fewer
+//!   than ~12 warps per SM run a few percent slower even with the same bytes in flight (why
+//!   64-row tiles lose to 32);
 //! * a split-K reduction (partials through L2, one counter, last CTA reduces) costs ≈1 µs,
 //!   and more when each warp gets fewer than two K pairs (the pipeline never fills).
 
@@ -37,8 +38,8 @@ const PAIR_K: f64 = 64.0;
 /// Ring words per lane that still issue all their loads back to back.
 const RING_WORDS_IN_FLIGHT: f64 = 96.0;
 /// Registers per thread besides the ring and the accumulators (addresses, loop state), fitted
-/// to ptxas' counts (162 for tile 16x64 stages 2, 118 for 16x16 stages 3).
-const BASE_REGS: f64 = 30.0;
+/// to ptxas' counts (146 for tile 16x64 stages 2, 90 for 16x16 stages 3, 54-60 for 8x16 stages 2).
+const BASE_REGS: f64 = 45.0;
 /// Warps per SM below which the stream loses latency hiding, and the loss at zero warps.
 const WARPS_TO_HIDE: f64 = 12.0;
 const FEW_WARPS_PENALTY: f64 = 0.1;
@@ -64,8 +65,9 @@ pub(crate) fn estimate_decode(
     let grid = (n / tn).ceil() * split * (m / tm).ceil();
     // (m / tm).ceil() token tiles run as grid.z.
     let per_sm = grid / sms;
-    // Ring size per lane (kernels/README.md): A fragments, metadata and X chunks per stage.
-    let ring_words = stages * (tn / 16.0 * 8.0 + tn / 16.0 + tm);
+    // Register ring per lane (kernels/README.md): A fragments and metadata per stage (X goes
+    // through a shared-memory ring).
+    let ring_words = stages * (tn / 16.0 * 9.0);
     let ring_issue = (RING_WORDS_IN_FLIGHT / ring_words).min(1.0);
     let in_flight = per_sm * warps * stages * (tn / 16.0) * PAIR_BYTES_PER_16_ROWS * ring_issue;
     let needed = target.dram_bw * LOADED_LATENCY_S / sms;
