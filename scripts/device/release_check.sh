@@ -5,13 +5,14 @@
 #   correctness  verify.sh (the GPU correctness matrix) + capi_check.sh (C programs on cuda:0)
 #   perf         bench.sh: the docs/PERFORMANCE.md command, then the issue-7 decode sweeps
 #                (llama3-8b and llama3-70b-tp8, M 1-16, fp16 and bf16, CUDA graphs)
-#   decode       verify --quick, then the issue-7 decode sweeps without and with programmatic
-#                dependent launch (--pdl): fp16 8B (with --epilogue-overhead) and 70B-tp8, and
-#                bf16 8B with --pdl
+#   decode       verify --quick, then the issue-7 decode sweeps (8B and 70B-tp8, fp16 and bf16;
+#                8B fp16 with --epilogue-overhead), then fp16 8B and 70B-tp8 again with
+#                programmatic dependent launch (--pdl)
 #   python       python_check.sh (pytest with CUDA, torch.compile, CUDA graphs, decode e2e)
 #
-# Build and carry first (see each script's header): .carry/{verify,runtime-gpu-tests,
-# kernel-cache,capi,bench,sparseflow-*.whl,pydeps}; then run with carry [".carry"]:
+# Build and carry first: `bash scripts/device/build_carry.sh` (.carry/{verify,runtime-gpu-tests,
+# kernel-cache,capi,bench,sparseflow-*.whl}; pydeps as python_check.sh says); then run with
+# carry [".carry"]:
 #   bash scripts/device/release_check.sh correctness|perf|decode|python
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -53,14 +54,16 @@ case "${1:-}" in
     step verify-quick bash scripts/device/verify.sh --quick
     step decode-8b-fp16 bash scripts/device/bench.sh --model llama3-8b --m 1,2,4,8,16 \
         --dtype fp16 --graph --epilogue-overhead
+    step decode-8b-bf16 bash scripts/device/bench.sh --model llama3-8b --m 1,2,4,8,16 \
+        --dtype bf16 --graph
     step decode-70b-fp16 bash scripts/device/bench.sh --model llama3-70b-tp8 --m 1,2,4,8,16 \
         --dtype fp16 --graph
+    step decode-70b-bf16 bash scripts/device/bench.sh --model llama3-70b-tp8 --m 1,2,4,8,16 \
+        --dtype bf16 --graph
     step decode-8b-fp16-pdl bash scripts/device/bench.sh --model llama3-8b --m 1,2,4,8,16 \
-        --dtype fp16 --graph --pdl --epilogue-overhead
+        --dtype fp16 --graph --pdl
     step decode-70b-fp16-pdl bash scripts/device/bench.sh --model llama3-70b-tp8 --m 1,2,4,8,16 \
         --dtype fp16 --graph --pdl
-    step decode-8b-bf16-pdl bash scripts/device/bench.sh --model llama3-8b --m 1,2,4,8,16 \
-        --dtype bf16 --graph --pdl
     ;;
   python)
     step python bash scripts/device/python_check.sh
