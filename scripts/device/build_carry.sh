@@ -7,7 +7,7 @@
 #   .carry/runtime-gpu-tests     crates/runtime/tests/gpu.rs (verify.sh)
 #   .carry/kernel-cache/         kernels verify needs, precompiled with the same NVRTC 13.0
 #   .carry/capi/libsparseflow.so C ABI library (capi_check.sh)
-#   .carry/sparseflow-*.whl      abi3 Python wheel (python_check.sh)
+#   .carry/sparseflow-*.whl      abi3 Python wheel (python_check.sh; removed with --no-wheel)
 # Usage: bash scripts/device/build_carry.sh [--no-cache] [--no-wheel]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,17 +21,20 @@ cargo build --release -p sparseflow-cli -p sparseflow-capi
 cargo build --release -p sparseflow-runtime --example verify
 gpu_tests=$(cargo test --release -p sparseflow-runtime --test gpu --no-run --message-format=json \
     | python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "gpu" and m.get("executable"):
-        print(m["executable"])')
+exes = [m["executable"] for m in map(json.loads, sys.stdin)
+        if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "gpu" and m.get("executable")]
+if len(exes) != 1:
+    sys.exit(f"expected one gpu test executable from cargo, got {exes}")
+print(exes[0])')
 strip -o .carry/bench/sparseflow target/release/sparseflow
 strip -o .carry/capi/libsparseflow.so target/release/libsparseflow.so
 strip -o .carry/verify target/release/examples/verify
 strip -o .carry/runtime-gpu-tests "$gpu_tests"
 
+# An old wheel is removed either way: python_check.sh takes the newest one it finds.
+rm -f .carry/sparseflow-*.whl
 if [[ " $* " != *" --no-wheel "* ]]; then
-    rm -f target/wheels/sparseflow-*.whl .carry/sparseflow-*.whl
+    rm -f target/wheels/sparseflow-*.whl
     .venv/bin/python -m maturin build --release --quiet --out target/wheels
     cp target/wheels/sparseflow-*.whl .carry/
 fi
@@ -40,5 +43,5 @@ if [[ " $* " != *" --no-cache "* ]]; then
     SPARSEFLOW_CACHE_DIR=.carry/kernel-cache .carry/verify --precompile .carry/kernel-cache
 fi
 git rev-parse --short HEAD > .carry/BUILT_FROM
-git status --porcelain --untracked-files=no | grep -q . && echo "dirty" >> .carry/BUILT_FROM
+if [[ -n $(git status --porcelain --untracked-files=no) ]]; then echo "dirty" >> .carry/BUILT_FROM; fi
 du -sh .carry

@@ -1,6 +1,7 @@
 //! Dev tool: compiles the kernels named on the command line (or a default set) and writes
 //! `<name>.cubin` plus a `kernels.json` index into the output directory, for the device harness
-//! in scripts/device/kernel_dev.py. Usage: kernel_dev_dump OUT_DIR TARGET
+//! in scripts/device/kernel_dev.py.
+//! Usage: kernel_dev_dump OUT_DIR TARGET [--decode-bench | --decode-sweep [--variant TAG=FILE]...]
 use sparseflow_codegen::{
     generate, Compiler, CompilerOptions, GeneratedKernel, KernelFamily, KernelSpec,
 };
@@ -22,6 +23,10 @@ fn main() {
     // --decode-sweep: every f16 decode config plain and with bias_silu, plus experimental
     // variants of the template (`--variant TAG=FILE`, see `variants`) for kernel_dev.py.
     let decode_sweep = args.iter().any(|a| a == "--decode-sweep");
+    assert!(
+        decode_sweep || !args.iter().any(|a| a == "--variant"),
+        "--variant needs --decode-sweep"
+    );
     let mut specs = Vec::new();
     if decode_sweep {
         for epi in [EpilogueKind::None, EpilogueKind::BiasSilu] {

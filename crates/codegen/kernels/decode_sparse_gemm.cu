@@ -140,10 +140,11 @@ extern "C" __global__ void SF_DECODE_CLUSTER __launch_bounds__(THREADS) SF_KERNE
     // faster on the H100 — the gain is the hidden launch — and slowed M = 16 by delaying X.)
     sf_wait_prior_grid();
 #if SF_USES_BIAS
-    // The bias goes straight to shared memory with cp.async: no register to hold and nothing to
-    // wait for until the epilogue (a plain load's first use — a convert or a store — would stall
-    // the warp a DRAM round trip in the prologue). The runtime's bias allocation is 16-byte
-    // aligned and n0 is a multiple of 16 elements; the N tail is zero-filled.
+    // The bias goes straight to shared memory with cp.async: no register to hold (a plain load's
+    // first use — a convert or a store — would stall the warp a DRAM round trip in the
+    // prologue). Its group is the oldest, so the first X wait also covers it; it is issued first
+    // and is one 16-byte copy, so that wait costs nothing extra. The runtime's bias allocation
+    // is 16-byte aligned and n0 is a multiple of 16 elements; the N tail is zero-filled.
     if (threadIdx.x < TILE_N / 8) {
         const int n = n0 + (int)threadIdx.x * 8;
         const int bytes = max(0, min(8, N - n)) * 2;

@@ -57,7 +57,9 @@ pub const DECODE: FamilySpace = FamilySpace {
     // K per CTA step = 4 warps x one 64-wide K pair.
     tile_k: &[256],
     warps: &[4],
-    // K pairs each warp keeps in flight in its register ring (4 spills at tile 16x64).
+    // K pairs each warp keeps in flight (weights in registers, X in shared memory). 4 measured
+    // 1-2% faster only where a warp has <= 4 K pairs at M <= 8 and slower elsewhere, spills at
+    // 8x16 split 1 and overflows 48 KB of static shared memory at 16x64.
     stages: &[2, 3],
     split_k: &[1, 2, 4, 8, 16, 32],
 };
