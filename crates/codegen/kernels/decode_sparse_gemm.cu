@@ -65,14 +65,16 @@ __device__ __forceinline__ void load_stage(Stage& s, u32 xs, const sf_t* __restr
         const int row = c >> 3, ch = c & 7;
         const int m = m0 + row, kk = kp * 64 + ch * 8;
         const u32 dst = xs + x_swz(row, ch);
+        // A copy of 0 bytes reads nothing but still needs a valid address: offset 0.
+        const size_t at = (size_t)m * K + kk;
         if (k8) {
             const bool ok = m < M && kk < K;
-            sf_cp_async16(dst, ok ? x + (size_t)m * K + kk : x, ok);
+            sf_cp_async16(dst, x + (ok ? at : 0), ok);
         } else {
             // K % 8 == 4: rows are only 8-byte aligned; copy the chunk as two halves.
             const bool lo = m < M && kk < K, hi = m < M && kk + 4 < K;
-            sf_cp_async8(dst, lo ? x + (size_t)m * K + kk : x, lo);
-            sf_cp_async8(dst + 8, hi ? x + (size_t)m * K + kk + 4 : x, hi);
+            sf_cp_async8(dst, x + (lo ? at : 0), lo);
+            sf_cp_async8(dst + 8, x + (hi ? at + 4 : 0), hi);
         }
     }
 }
