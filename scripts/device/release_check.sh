@@ -36,6 +36,19 @@ step() {  # step NAME COMMAND...: run with its own OUT folder, record the exit c
     tar czf "$OUT/$name.tgz" -C "$WORK" "$name"
 }
 
+sweep() {  # sweep NAME MODEL DTYPE [benchmark args...]: the issue-7 decode sweep, M 1-16, graphs
+    local name=$1 model=$2 dtype=$3
+    shift 3
+    step "$name" bash scripts/device/bench.sh --model "$model" --m 1,2,4,8,16 --dtype "$dtype" \
+        --graph "$@"
+}
+
+default_decode_sweeps() {  # the sweeps both `perf` and `decode` run, default launches
+    sweep decode-8b-fp16 llama3-8b fp16 --epilogue-overhead
+    sweep decode-8b-bf16 llama3-8b bf16
+    sweep decode-70b-fp16 llama3-70b-tp8 fp16
+}
+
 case "${1:-}" in
   correctness)
     step verify bash scripts/device/verify.sh
@@ -43,27 +56,14 @@ case "${1:-}" in
     ;;
   perf)
     step bench-llama3-8b bash scripts/device/bench.sh
-    step decode-8b-fp16 bash scripts/device/bench.sh --model llama3-8b --m 1,2,4,8,16 \
-        --dtype fp16 --graph --epilogue-overhead
-    step decode-8b-bf16 bash scripts/device/bench.sh --model llama3-8b --m 1,2,4,8,16 \
-        --dtype bf16 --graph
-    step decode-70b-fp16 bash scripts/device/bench.sh --model llama3-70b-tp8 --m 1,2,4,8,16 \
-        --dtype fp16 --graph
+    default_decode_sweeps
     ;;
   decode)
     step verify-quick bash scripts/device/verify.sh --quick
-    step decode-8b-fp16 bash scripts/device/bench.sh --model llama3-8b --m 1,2,4,8,16 \
-        --dtype fp16 --graph --epilogue-overhead
-    step decode-8b-bf16 bash scripts/device/bench.sh --model llama3-8b --m 1,2,4,8,16 \
-        --dtype bf16 --graph
-    step decode-70b-fp16 bash scripts/device/bench.sh --model llama3-70b-tp8 --m 1,2,4,8,16 \
-        --dtype fp16 --graph
-    step decode-70b-bf16 bash scripts/device/bench.sh --model llama3-70b-tp8 --m 1,2,4,8,16 \
-        --dtype bf16 --graph
-    step decode-8b-fp16-pdl bash scripts/device/bench.sh --model llama3-8b --m 1,2,4,8,16 \
-        --dtype fp16 --graph --pdl
-    step decode-70b-fp16-pdl bash scripts/device/bench.sh --model llama3-70b-tp8 --m 1,2,4,8,16 \
-        --dtype fp16 --graph --pdl
+    default_decode_sweeps
+    sweep decode-70b-bf16 llama3-70b-tp8 bf16
+    sweep decode-8b-fp16-pdl llama3-8b fp16 --pdl
+    sweep decode-70b-fp16-pdl llama3-70b-tp8 fp16 --pdl
     ;;
   python)
     step python bash scripts/device/python_check.sh
