@@ -218,10 +218,10 @@ impl Context {
     }
 
     /// Turns programmatic dependent launch on or off for later launches. Off by default: on the
-    /// H100 it makes chains of decode kernels 3–5% faster (`sparseflow benchmark --pdl`), but
-    /// one end-to-end PyTorch run (transformers Llama, CUDA graphs, batch 1) was slower with it
-    /// and that is not understood yet (docs/PERFORMANCE.md). Devices before sm_90 do not have
-    /// it: turning it on there is an error.
+    /// H100 it makes chains of decode kernels 3–4.5% faster (`sparseflow benchmark --pdl`), but
+    /// in end-to-end A/B runs of a transformers Llama under PyTorch's CUDA graphs it gained
+    /// nothing at batch 1 and cost 7–9% at batch 16 (docs/PERFORMANCE.md). Devices before sm_90
+    /// do not have it: turning it on there is an error.
     pub fn set_programmatic_launch(&self, on: bool) -> Result<()> {
         match self.gpu() {
             Some(g) if !on || supports_programmatic_launch(&g.info) => {
