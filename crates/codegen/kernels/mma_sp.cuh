@@ -138,28 +138,19 @@ __device__ __forceinline__ void sf_wait_prior_grid() {
 #endif
 }
 
-// Thread-block clusters (sm_90+): barrier, rank, and distributed shared memory access.
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-__device__ __forceinline__ void sf_cluster_sync() {
-    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+// Split-K hand-off (decode family): a workspace word holds SF_WS_EMPTY (every bit set — a
+// NaN pattern arithmetic never produces: GPU NaN results are 0x7fffffff) until a peer CTA stores
+// its partial there. Relaxed gpu-scope accesses are single-copy atomic and go to L2, so a
+// reader sees either the sentinel or the whole partial, never a stale L1 copy.
+#define SF_WS_EMPTY 0xffffffffu
+__device__ __forceinline__ void sf_st_relaxed_f32(float* p, float v) {
+    asm volatile("st.relaxed.gpu.global.f32 [%0], %1;\n" ::"l"(p), "f"(v) : "memory");
 }
-__device__ __forceinline__ u32 sf_cluster_ctarank() {
-    u32 r;
-    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-    return r;
-}
-// Address of the same shared-memory location in cluster CTA `rank`.
-__device__ __forceinline__ u32 sf_map_dsmem(u32 local, int rank) {
-    u32 r;
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(local), "r"(rank));
-    return r;
-}
-__device__ __forceinline__ float sf_ld_dsmem_f32(u32 addr) {
+__device__ __forceinline__ float sf_ld_relaxed_f32(const float* p) {
     float v;
-    asm volatile("ld.shared::cluster.f32 %0, [%1];\n" : "=f"(v) : "r"(addr) : "memory");
+    asm volatile("ld.relaxed.gpu.global.f32 %0, [%1];\n" : "=f"(v) : "l"(p) : "memory");
     return v;
 }
-#endif
 
 // Upload layout (crates/codegen/src/layout.rs, kernels/README.md): per 16-row block `rb` and
 // 32-wide K step `ks`, 512 bytes of values in lane order (16 bytes = the lane's four A

@@ -72,10 +72,8 @@ __device__ __forceinline__ void load_stage(u32 st, const sf_t* __restrict__ x, c
 
 extern "C" __global__ void __launch_bounds__(THREADS) SF_KERNEL_NAME(
     const sf_t* __restrict__ x, const u8* __restrict__ wvals, const u8* __restrict__ wmeta,
-    const sf_t* __restrict__ bias, sf_t* __restrict__ y, float* workspace, unsigned int* counters, int M, int N,
-    int K) {
+    const sf_t* __restrict__ bias, sf_t* __restrict__ y, float* workspace, int M, int N, int K) {
     (void)workspace;
-    (void)counters;
     extern __shared__ __align__(128) u8 smem[];
     const u32 smem0 = sf_smem_addr(smem);
 

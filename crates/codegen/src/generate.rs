@@ -2,7 +2,7 @@
 //! `#define` lines (tile sizes, dtype, epilogue expression) and inlines the shared headers.
 
 use crate::error::CodegenError;
-use crate::spec::{parse_target, KernelFamily, KernelSpec};
+use crate::spec::{KernelFamily, KernelSpec};
 use sparseflow_core::DType;
 
 const MMA_SP_CUH: &str = include_str!("../kernels/mma_sp.cuh");
@@ -55,44 +55,21 @@ impl GeneratedKernel {
         div_ceil(n, s.tile_n) as usize * div_ceil(m, s.tile_m) as usize
     }
 
-    /// fp32 split-K partials: split_k slots of tile_m × tile_n per output tile (none when the
-    /// split-K CTAs reduce through a thread-block cluster).
+    /// fp32 split-K hand-off slots: split_k - 1 partial tiles of tile_m × tile_n per output
+    /// tile (the reducer keeps its own in registers). Every word must hold the empty sentinel
+    /// (all bits set, [`WORKSPACE_EMPTY`]) before the first launch; each launch leaves it so.
     pub fn workspace_bytes(&self, m: u32, n: u32, _k: u32) -> usize {
         let s = &self.spec;
-        if s.family == KernelFamily::Decode && s.split_k > 1 && !cluster_reduce(s) {
-            self.output_tiles(m, n) * (s.split_k * s.tile_m * s.tile_n) as usize * 4
-        } else {
-            0
-        }
-    }
-
-    /// Arrival counters (one per output tile), zeroed once at allocation; the kernel leaves
-    /// them at zero after every launch.
-    pub fn counter_count(&self, m: u32, n: u32, _k: u32) -> usize {
-        let s = &self.spec;
-        if s.family == KernelFamily::Decode && s.split_k > 1 && !cluster_reduce(s) {
-            self.output_tiles(m, n)
+        if s.family == KernelFamily::Decode && s.split_k > 1 {
+            self.output_tiles(m, n) * ((s.split_k - 1) * s.tile_m * s.tile_n) as usize * 4
         } else {
             0
         }
     }
 }
 
-/// Off: the cluster (DSMEM) split-K reduction is correct on the H100 but measured 0–5% slower
-/// than the workspace + last-CTA reduction (cluster co-scheduling costs more than the global
-/// round trips it saves), so the decode template keeps it behind `SF_CLUSTER_REDUCE`.
-const CLUSTER_REDUCE_ENABLED: bool = false;
-
-/// Whether a decode kernel reduces split-K partials inside a thread-block cluster (distributed
-/// shared memory, sm_90+) instead of through the global workspace: clusters of up to 8 CTAs are
-/// portable, so split_k 2..=8.
-pub fn cluster_reduce(spec: &KernelSpec) -> bool {
-    let cc = parse_target(&spec.target).map(|(cc, _)| cc).unwrap_or(0);
-    CLUSTER_REDUCE_ENABLED
-        && spec.family == KernelFamily::Decode
-        && cc >= 90
-        && (2..=8).contains(&spec.split_k)
-}
+/// The value of an empty split-K workspace word (`SF_WS_EMPTY` in `kernels/mma_sp.cuh`).
+pub const WORKSPACE_EMPTY: u32 = 0xffff_ffff;
 
 /// The kernel's entry-point name; unique per spec except the target (the cache key adds it).
 pub fn kernel_name(spec: &KernelSpec) -> String {
@@ -146,10 +123,6 @@ pub fn generate(spec: &KernelSpec) -> Result<GeneratedKernel, CodegenError> {
     ] {
         src.push_str(&format!("#define {key} {value}\n"));
     }
-    src.push_str(&format!(
-        "#define SF_CLUSTER_REDUCE {}\n",
-        u32::from(cluster_reduce(spec))
-    ));
     src.push_str(&format!(
         "#define SF_USES_BIAS {}\n",
         u32::from(epi.uses_bias)

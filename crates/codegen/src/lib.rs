@@ -6,7 +6,7 @@
 //!
 //! ```c
 //! extern "C" __global__ void <name>(const T* x, const uint8_t* wvals, const uint8_t* wmeta,
-//!     const T* bias, T* y, float* workspace, unsigned int* counters, int M, int N, int K);
+//!     const T* bias, T* y, float* workspace, int M, int N, int K);
 //! ```
 //!
 //! * [`spec`]: [`KernelSpec`], [`KernelFamily`] and each family's supported configuration space.
@@ -25,6 +25,6 @@ pub mod spec;
 
 pub use compiler::{CompiledKernel, Compiler, CompilerOptions};
 pub use error::CodegenError;
-pub use generate::{cluster_reduce, generate, kernel_name, GeneratedKernel, EPILOGUE_CUH};
+pub use generate::{generate, kernel_name, GeneratedKernel, EPILOGUE_CUH, WORKSPACE_EMPTY};
 pub use layout::{from_upload_layout, padded_dims, upload_layout, UploadLayout};
 pub use spec::{parse_target, KernelFamily, KernelSpec, TARGETS};

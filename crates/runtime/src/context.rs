@@ -201,7 +201,7 @@ impl Context {
         self.gpu().map_or(0, |g| g.kernels.len())
     }
 
-    /// Device bytes held by split-K workspaces and counters (all streams, all layers).
+    /// Device bytes held by split-K workspaces (all streams, all layers).
     pub fn workspace_bytes(&self) -> usize {
         self.gpu().map_or(0, |g| g.workspaces.bytes())
     }

@@ -245,11 +245,9 @@ impl GpuLayer {
         let stream = stream.unwrap_or_else(|| unsafe { RawStream::from_raw(std::ptr::null_mut()) });
         let gen = &planned.kernel.generated;
         let (m32, n32, k32) = (m as u32, layer.n() as u32, layer.k() as u32);
-        let scratch = g.workspaces.get(
-            stream,
-            gen.workspace_bytes(m32, n32, k32),
-            gen.counter_count(m32, n32, k32),
-        )?;
+        let workspace = g
+            .workspaces
+            .get(stream, gen.workspace_bytes(m32, n32, k32))?;
         let dims = LaunchDims {
             grid: gen.grid(m32, n32, k32),
             block: gen.block_threads(),
@@ -261,8 +259,7 @@ impl GpuLayer {
             wmeta: planned.weights.meta.ptr(),
             bias: self.bias.as_ref().map_or(0, |b| b.ptr()),
             y: y as usize as u64,
-            workspace: scratch.workspace,
-            counters: scratch.counters,
+            workspace,
             m: m as i32,
             n: layer.n() as i32,
             k: layer.k() as i32,

@@ -337,7 +337,6 @@ pub(crate) struct GemmArgs {
     pub bias: u64,
     pub y: u64,
     pub workspace: u64,
-    pub counters: u64,
     pub m: i32,
     pub n: i32,
     pub k: i32,
@@ -366,7 +365,7 @@ pub(crate) fn set_max_dynamic_smem(f: &CudaFunction, bytes: u32) -> Result<()> {
 ///
 /// The caller (gemm.rs) has checked: `f` has the ABI of `sparseflow_codegen` for the layer's
 /// dtype; `x`/`y` are device memory of this context of at least m·k / m·n elements (the
-/// caller's contract for raw pointers); weights/bias/workspace/counters are live allocations
+/// caller's contract for raw pointers); weights/bias/workspace are live allocations
 /// sized by the generated kernel's own formulas and stay alive until the work completes.
 pub(crate) fn launch_gemm(
     ctx: &Arc<CudaContext>,
@@ -378,33 +377,17 @@ pub(crate) fn launch_gemm(
 ) -> Result<()> {
     ctx.bind_to_thread().map_err(cuda("cuCtxSetCurrent"))?;
     let mut p = a;
-    let mut params: [*mut c_void; 10] = [
+    let mut params: [*mut c_void; 9] = [
         &mut p.x as *mut u64 as *mut c_void,
         &mut p.wvals as *mut u64 as *mut c_void,
         &mut p.wmeta as *mut u64 as *mut c_void,
         &mut p.bias as *mut u64 as *mut c_void,
         &mut p.y as *mut u64 as *mut c_void,
         &mut p.workspace as *mut u64 as *mut c_void,
-        &mut p.counters as *mut u64 as *mut c_void,
         &mut p.m as *mut i32 as *mut c_void,
         &mut p.n as *mut i32 as *mut c_void,
         &mut p.k as *mut i32 as *mut c_void,
     ];
-    if !programmatic {
-        // SAFETY: `params` matches the kernel signature (7 pointers, 3 ints) and lives across
-        // the call (cuLaunchKernel copies the values); pointer validity is the caller's contract.
-        return unsafe {
-            result::launch_kernel(
-                f.cu_function(),
-                dims.grid,
-                (dims.block, 1, 1),
-                dims.smem,
-                stream.handle(),
-                &mut params,
-            )
-        }
-        .map_err(cuda("cuLaunchKernel"));
-    }
     // SAFETY: an all-zero CUlaunchAttribute is valid plain data (an id and a union of PODs).
     let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
     attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
@@ -419,10 +402,11 @@ pub(crate) fn launch_gemm(
         sharedMemBytes: dims.smem,
         hStream: stream.handle(),
         attrs: &mut attr,
-        numAttrs: 1,
+        numAttrs: u32::from(programmatic),
     };
-    // SAFETY: as above for `params`; `config` and the one attribute it points to live across
-    // the call (the driver copies them).
+    // SAFETY: `params` matches the kernel signature (6 pointers, 3 ints); it, `config` and the
+    // attribute `config` points to live across the call (the driver copies the values);
+    // pointer validity is the caller's contract.
     unsafe {
         sys::cuLaunchKernelEx(
             &config,

@@ -1,21 +1,24 @@
-//! Split-K scratch (fp32 partials + arrival counters) per stream.
+//! Split-K hand-off workspace (fp32 partials) per stream.
 //!
-//! The decode family's split-K kernels need a workspace and counters that are zero before a
-//! launch (the kernel leaves them zero after it). Two launches in flight at once must never
-//! share them, so buffers are keyed by the stream the launch is queued on: launches on one
-//! stream run in order, so they may share; launches on different streams never do. Buffers
-//! grow (never shrink) and retired ones are kept until the context goes away, because a
-//! launch queued earlier may still be using them.
+//! The decode family's split-K kernels pass partial tiles from peer CTAs to the tile's reducer
+//! through workspace words that hold the empty sentinel (`WORKSPACE_EMPTY`, every bit set) when
+//! no launch is running: the reducer waits for each word to leave that state and sets it back
+//! (crates/codegen/kernels/README.md). So a new buffer must be filled with the sentinel once,
+//! and two launches in flight at once must never share one. Buffers are keyed by the stream the
+//! launch is queued on: launches on one stream run in order, so they may share; launches on
+//! different streams never do. Buffers grow (never shrink) and retired ones are kept until the
+//! context goes away, because a launch queued earlier may still be using them.
 //!
-//! New counters are zeroed by a memset queued on the caller's stream, right before the launch
-//! that needs them: stream-ordered, no host synchronisation, so it is legal while the stream
-//! is being captured into a CUDA graph (the memset then becomes a graph node). A memset that was
-//! only recorded into a graph has not run, so the slot stays marked until one runs eagerly.
+//! The fill is a memset queued on the caller's stream, right before the launch that needs it:
+//! stream-ordered, no host synchronisation, so it is legal while the stream is being captured
+//! into a CUDA graph (the memset then becomes a graph node). A memset that was only recorded
+//! into a graph has not run, so the slot stays marked until one runs eagerly.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::CudaContext;
+use sparseflow_codegen::WORKSPACE_EMPTY;
 
 use crate::error::Result;
 use crate::launch::{DeviceAlloc, RawStream};
@@ -23,10 +26,9 @@ use crate::launch::{DeviceAlloc, RawStream};
 #[derive(Default)]
 struct Slot {
     workspace: Option<DeviceAlloc>,
-    counters: Option<DeviceAlloc>,
     retired: Vec<DeviceAlloc>,
-    /// The counters have not yet been zeroed by work that actually executed.
-    counters_need_zero: bool,
+    /// The workspace has not yet been filled with the sentinel by work that actually executed.
+    needs_fill: bool,
 }
 
 /// `RawStream::ordering_key`: the handle, plus the thread for the per-thread stream.
@@ -37,13 +39,6 @@ pub(crate) struct WorkspacePool {
     slots: Mutex<HashMap<StreamKey, Arc<Mutex<Slot>>>>,
 }
 
-/// Device addresses of one launch's scratch (0 when not needed).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Scratch {
-    pub(crate) workspace: u64,
-    pub(crate) counters: u64,
-}
-
 impl WorkspacePool {
     pub(crate) fn new(ctx: Arc<CudaContext>) -> Self {
         WorkspacePool {
@@ -52,57 +47,33 @@ impl WorkspacePool {
         }
     }
 
-    /// Scratch for one launch on `stream` with at least `ws_bytes` and `counters` u32 words.
-    pub(crate) fn get(
-        &self,
-        stream: RawStream,
-        ws_bytes: usize,
-        counters: usize,
-    ) -> Result<Scratch> {
-        if ws_bytes == 0 && counters == 0 {
-            return Ok(Scratch {
-                workspace: 0,
-                counters: 0,
-            });
+    /// Device address of a workspace of at least `bytes` for one launch on `stream`, every
+    /// word empty once the stream reaches the launch (0 when `bytes` is 0).
+    pub(crate) fn get(&self, stream: RawStream, bytes: usize) -> Result<u64> {
+        if bytes == 0 {
+            return Ok(0);
         }
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             slots.entry(stream.ordering_key()).or_default().clone()
         };
         let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
-        if ws_bytes > 0 && s.workspace.as_ref().is_none_or(|w| w.bytes() < ws_bytes) {
+        if s.workspace.as_ref().is_none_or(|w| w.bytes() < bytes) {
             // Grow geometrically so a sweep over M does not allocate at every step.
-            let want = ws_bytes.max(s.workspace.as_ref().map_or(0, |w| w.bytes() * 2));
+            let want = bytes.max(s.workspace.as_ref().map_or(0, |w| w.bytes() * 2));
             let new = DeviceAlloc::new(&self.ctx, want, "split-K workspace")?;
             if let Some(old) = s.workspace.replace(new) {
                 s.retired.push(old);
             }
+            s.needs_fill = true;
         }
-        if counters > 0 && s.counters.as_ref().is_none_or(|c| c.bytes() < counters * 4) {
-            let want = (counters * 4).max(s.counters.as_ref().map_or(0, |c| c.bytes() * 2));
-            let new = DeviceAlloc::new(&self.ctx, want, "split-K counters")?;
-            if let Some(old) = s.counters.replace(new) {
-                s.retired.push(old);
-            }
-            s.counters_need_zero = true;
+        let w = s.workspace.as_ref().expect("allocated above");
+        let ptr = w.ptr();
+        if s.needs_fill {
+            w.memset_u32(WORKSPACE_EMPTY, w.bytes() / 4, stream)?;
+            s.needs_fill = stream.is_capturing()?;
         }
-        if counters > 0 && s.counters_need_zero {
-            let c = s.counters.as_ref().expect("allocated above");
-            c.memset_u32(0, c.bytes() / 4, stream)?;
-            s.counters_need_zero = stream.is_capturing()?;
-        }
-        Ok(Scratch {
-            workspace: s
-                .workspace
-                .as_ref()
-                .filter(|_| ws_bytes > 0)
-                .map_or(0, |w| w.ptr()),
-            counters: s
-                .counters
-                .as_ref()
-                .filter(|_| counters > 0)
-                .map_or(0, |c| c.ptr()),
-        })
+        Ok(ptr)
     }
 
     /// Bytes held (live + retired), for reports.
@@ -113,7 +84,6 @@ impl WorkspacePool {
             .map(|s| {
                 let s = s.lock().unwrap_or_else(|p| p.into_inner());
                 s.workspace.as_ref().map_or(0, |w| w.bytes())
-                    + s.counters.as_ref().map_or(0, |c| c.bytes())
                     + s.retired.iter().map(|r| r.bytes()).sum::<usize>()
             })
             .sum()
