@@ -79,10 +79,6 @@ __device__ __forceinline__ u32 sf_lds32(u32 addr) {
     return v;
 }
 
-__device__ __forceinline__ void sf_sts128(u32 addr, uint4 v) {
-    asm volatile("st.shared.v4.u32 [%0], {%1,%2,%3,%4};\n" ::"r"(addr), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w));
-}
-
 // cp.async with zero fill: src_bytes = 0 writes zeros and reads nothing.
 __device__ __forceinline__ void sf_cp_async16(u32 dst, const void* src, bool pred) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(pred ? 16 : 0));
@@ -112,10 +108,6 @@ __device__ __forceinline__ u32 sf_ldg_stream32(const void* p) {
     asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];\n" : "=r"(v) : "l"(p));
     return v;
 }
-
-// Activations are re-read by every CTA: keep them cached (read-only path).
-__device__ __forceinline__ uint4 sf_ldg128(const void* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
-__device__ __forceinline__ uint2 sf_ldg64(const void* p) { return __ldg(reinterpret_cast<const uint2*>(p)); }
 
 __device__ __forceinline__ float sf_load_bias(const sf_t* bias, int n) {
 #if SF_USES_BIAS
