@@ -1,6 +1,6 @@
 //! Launch geometry, validation and naming (no NVRTC needed).
 
-use sparseflow_codegen::{generate, parse_target, KernelFamily, KernelSpec};
+use sparseflow_codegen::{generate, parse_target, KernelFamily, KernelSpec, WORKSPACE_EMPTY};
 use sparseflow_core::{DType, EpilogueKind};
 
 fn spec(family: KernelFamily) -> KernelSpec {
@@ -54,6 +54,12 @@ fn decode_geometry() {
     assert_eq!(k.smem_bytes(), 0);
     // 16 output tiles, split 4: three peers hand over a 16x64 fp32 partial each.
     assert_eq!(k.workspace_bytes(5, 1000, 4096), 16 * 3 * 16 * 64 * 4);
+    // The runtime fills the workspace with the sentinel the kernel polls for: one value.
+    assert!(
+        k.source
+            .contains(&format!("#define SF_WS_EMPTY {WORKSPACE_EMPTY:#x}u\n")),
+        "SF_WS_EMPTY in kernels/mma_sp.cuh must equal WORKSPACE_EMPTY"
+    );
     let mut s = spec(KernelFamily::Decode);
     s.split_k = 1;
     let k1 = generate(&s).unwrap();
