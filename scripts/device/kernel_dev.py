@@ -244,7 +244,7 @@ def bench(kdir, kernels, results, shapes, ms):
             best = library[0]
             variants_only = [r for r in rows if by_name[r[1]].get("variant", "") != ""]
             epi_cmp = []
-            plain_top = [by_name[n] for _, n in rows if by_name[n].get("variant", "") == ""][:3]
+            plain_top = [by_name[n] for _, n in library[:3]]
             for pk in plain_top:
                 # Every kernel of this config (plain and bias_silu, each variant), timed back to
                 # back and reported relative to the plain base kernel.

@@ -3,8 +3,8 @@
 # script's output folder into $OUT/<step>.tgz (the device tool brings back at most 8 files).
 #
 #   correctness  verify.sh (the GPU correctness matrix) + capi_check.sh (C programs on cuda:0)
-#   perf         bench.sh: the docs/PERFORMANCE.md command, then the issue-7 decode sweeps
-#                (llama3-8b and llama3-70b-tp8, M 1-16, fp16 and bf16, CUDA graphs)
+#   perf         bench.sh: the docs/PERFORMANCE.md command, then the default issue-7 decode
+#                sweeps (M 1-16, CUDA graphs: 8B fp16 and bf16, 70B-tp8 fp16)
 #   decode       verify --quick, then the issue-7 decode sweeps (8B and 70B-tp8, fp16 and bf16;
 #                8B fp16 with --epilogue-overhead), then fp16 8B and 70B-tp8 again with
 #                programmatic dependent launch (--pdl)
