@@ -97,7 +97,8 @@ typedef uint32_t SparseFlowDType;
 #endif // __cplusplus
 
 // Epilogue applied to the fp32 accumulator before rounding to the output dtype. The values
-// are DESIGN.md's epilogue table (`sparseflow_core::EPILOGUES`); new kinds are appended.
+// are the epilogue table of docs/FORMAT.md (`sparseflow_core::EPILOGUES`); new kinds are
+// appended.
 enum SparseFlowEpilogue
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
   : uint32_t
@@ -175,7 +176,7 @@ SparseFlowStatus sparseflow_context_destroy(SparseFlowContext context);
 // `values_len` and `meta_len` must be NULL or point to writable `int64_t`s.
 SparseFlowStatus sparseflow_compressed_sizes(int64_t n, int64_t k, int64_t *values_len, int64_t *meta_len);
 
-// Compresses a dense host `[n, k]` weight to DESIGN.md's 2:4 format (the input of
+// Compresses a dense host `[n, k]` weight to the 2:4 format of docs/FORMAT.md (the input of
 // `sparseflow_kernel_create`, and of `.values` / `.meta` tensors in SparseFlow model files).
 //
 // * `flags`: 0 = the weight must already be 2:4 (else `NOT_2TO4`, naming the first bad
@@ -250,7 +251,7 @@ const char *sparseflow_status_string(SparseFlowStatus status);
 // NULL or `n` elements, and `out` NULL or point to writable storage for one handle.
 SparseFlowStatus sparseflow_kernel_create_from_dense(SparseFlowContext context, SparseFlowDType dtype, int64_t n, int64_t k, const void *dense_weight, const void *bias_or_null, SparseFlowEpilogue epilogue, SparseFlowKernel *out);
 
-// Builds a kernel from an already-compressed 2:4 weight, in DESIGN.md's format:
+// Builds a kernel from an already-compressed 2:4 weight, in the format of docs/FORMAT.md:
 //
 // * `values`: host `[n, k/2]` of `dtype`: the two kept entries of each group of 4, in
 //   increasing column order.

@@ -1,4 +1,4 @@
-"""Model files: ``save`` / ``load`` in SparseFlow's directory format (DESIGN.md "Model files").
+"""Model files: ``save`` / ``load`` in SparseFlow's directory format (docs/FORMAT.md, "Model files").
 
 A directory in the Hugging Face layout:
 

@@ -2,7 +2,7 @@
 
 ``torch.ops.sparseflow.sparse_linear(x, values, meta, bias, epilogue)`` computes
 ``epilogue(x @ W.T [+ bias])`` where ``W`` is the 2:4 weight stored as ``values [N, K/2]`` and
-``meta [N, K/8]`` (uint8, DESIGN.md's format). It is a ``torch.library.custom_op`` with a fake
+``meta [N, K/8]`` (uint8, the format of docs/FORMAT.md). It is a ``torch.library.custom_op`` with a fake
 (meta) kernel, so ``torch.compile`` sees one opaque node (no graph break), and an autograd
 formula, so inputs that require grad get correct gradients.
 

@@ -113,7 +113,7 @@ static void run_case(SparseFlowContext ctx, SparseFlowDType dt, int64_t n, int64
     free(meta);
 }
 
-/* DESIGN.md's worked examples of the metadata encoding. */
+/* The worked examples of the metadata encoding in docs/FORMAT.md. */
 static void known_encodings(void) {
     float row8[8] = {0, 0, 0, 0, 0, 0, 5, 0}, row4[4] = {0, 0, 0, 7}, values[4];
     uint8_t meta[1];

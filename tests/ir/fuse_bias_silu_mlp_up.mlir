@@ -1,4 +1,4 @@
-// The DESIGN.md example: bias + silu is the longest table match (beats bias alone).
+// The example of docs/IR.md "Syntax": bias + silu is the longest table match (beats bias alone).
 // RUN: sparseflow opt %s --pass-pipeline=fuse-epilogue
 // CHECK: %0 = sparseflow.fused_sparse_gemm %x, %w, %b {epilogue = "bias_silu"} : (tensor<?x4096xf16>, !sparseflow.sparse24<14336x4096xf16>, tensor<14336xf16>) -> tensor<?x14336xf16>
 // CHECK-NOT: arith.

@@ -1,4 +1,4 @@
-// Parse + verify + print only: canonical form of the DESIGN.md example.
+// Parse + verify + print only: canonical form of the example of docs/IR.md "Syntax".
 // RUN: sparseflow opt %s
 // CHECK: func.func @mlp_up(%x: tensor<?x4096xf16>, %w: !sparseflow.sparse24<14336x4096xf16>, %b: tensor<14336xf16>) -> tensor<?x14336xf16> {
 // CHECK-NEXT: %0 = sparseflow.sparse_gemm %x, %w : (tensor<?x4096xf16>, !sparseflow.sparse24<14336x4096xf16>) -> tensor<?x14336xf16>

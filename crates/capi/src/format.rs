@@ -95,7 +95,7 @@ unsafe fn compress<T: Element>(
     Ok(())
 }
 
-/// Compresses a dense host `[n, k]` weight to DESIGN.md's 2:4 format (the input of
+/// Compresses a dense host `[n, k]` weight to the 2:4 format of docs/FORMAT.md (the input of
 /// `sparseflow_kernel_create`, and of `.values` / `.meta` tensors in SparseFlow model files).
 ///
 /// * `flags`: 0 = the weight must already be 2:4 (else `NOT_2TO4`, naming the first bad

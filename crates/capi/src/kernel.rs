@@ -197,7 +197,7 @@ pub unsafe extern "C" fn sparseflow_kernel_create_from_dense(
     })
 }
 
-/// Builds a kernel from an already-compressed 2:4 weight, in DESIGN.md's format:
+/// Builds a kernel from an already-compressed 2:4 weight, in the format of docs/FORMAT.md:
 ///
 /// * `values`: host `[n, k/2]` of `dtype`: the two kept entries of each group of 4, in
 ///   increasing column order.

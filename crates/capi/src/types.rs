@@ -54,7 +54,8 @@ pub enum SparseFlowDType {
 }
 
 /// Epilogue applied to the fp32 accumulator before rounding to the output dtype. The values
-/// are DESIGN.md's epilogue table (`sparseflow_core::EPILOGUES`); new kinds are appended.
+/// are the epilogue table of docs/FORMAT.md (`sparseflow_core::EPILOGUES`); new kinds are
+/// appended.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SparseFlowEpilogue {

@@ -38,7 +38,7 @@ typedef unsigned int u32;
 typedef unsigned char u8;
 
 // sm_90 ptxas asks for ::ordered_metadata; SparseFlow's metadata codes are always one of the
-// six increasing pairs, valid for both forms (SPARSE_MMA_NOTES.md).
+// six increasing pairs, valid for both forms (kernels/README.md, "Sparse MMA facts").
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define SF_MMA_SP "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32."
 #else

@@ -1,4 +1,4 @@
-//! Upload layout: `Sparse24` (row-major values + metadata nibbles, DESIGN.md) re-ordered once
+//! Upload layout: `Sparse24` (row-major values + metadata nibbles, docs/FORMAT.md) re-ordered once
 //! into the order the kernels load. Both families currently share one fragment-major layout
 //! (kernels/README.md); `upload_layout` takes the family so they may diverge.
 //!

@@ -1,5 +1,6 @@
 //! Tests of the upload layout: round trip, and a CPU emulation of how `mma.sp.m16n8k32` reads
-//! the fragments (SPARSE_MMA_NOTES.md), which must reproduce the dense weight exactly.
+//! the fragments (kernels/README.md, "Sparse MMA facts"), which must reproduce the dense weight
+//! exactly.
 
 use super::*;
 use rand::{Rng, SeedableRng};

@@ -3,7 +3,7 @@
 //! The bottom layer of SparseFlow: everything about 2:4 structured sparsity that needs no GPU.
 //!
 //! * [`format`]: magnitude pruning, validation, and the compressed [`Sparse24`] format
-//!   (`values [N, K/2]` + `meta [N, K/8]`, the hardware's own encoding; see DESIGN.md).
+//!   (`values [N, K/2]` + `meta [N, K/8]`, the hardware's own encoding; see docs/FORMAT.md).
 //! * [`diff`]: what pruning cost — weight error, kept magnitude, bytes, output error.
 //! * [`epilogue`]: the one epilogue table (IR name, ABI value, CUDA expression, CPU function,
 //!   op sequence matched by the fusion pass).

@@ -1,4 +1,5 @@
-//! The worked examples of `shared/testdata/format_vectors.safetensors` (see its README):
+//! The worked examples of `tests/data/format_vectors.safetensors` (see tests/data/README.md;
+//! `gen_format_vectors.py` beside it regenerates the file from the rules of docs/FORMAT.md):
 //! pruning, compression and every epilogue must reproduce them exactly / to fp tolerance.
 
 use std::path::PathBuf;
@@ -8,9 +9,7 @@ use safetensors::SafeTensors;
 use sparseflow_core::{prune_magnitude, sparse_gemm, EpilogueKind, Sparse24};
 
 fn vectors_path() -> PathBuf {
-    // CI and every developer checkout have `shared/` beside the repository.
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/testdata/format_vectors.safetensors")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/format_vectors.safetensors")
 }
 
 fn f16s(st: &SafeTensors, name: &str) -> Vec<f16> {
@@ -34,7 +33,7 @@ fn format_vectors_match() {
     let path = vectors_path();
     let bytes = std::fs::read(&path).unwrap_or_else(|e| {
         panic!(
-            "cannot read {}: {e} (the shared/ folder must sit beside the repository)",
+            "cannot read {}: {e} (regenerate it with tests/data/gen_format_vectors.py)",
             path.display()
         )
     });

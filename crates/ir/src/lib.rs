@@ -1,6 +1,6 @@
 //! # sparseflow-ir
 //!
-//! SparseFlow's MLIR-style IR (DESIGN.md "The IR"; syntax and passes in docs/IR.md).
+//! SparseFlow's MLIR-style IR (syntax, ops and passes in docs/IR.md).
 //!
 //! * data: [`Module`] / [`Function`] with arena entities ([`Value`], [`Inst`]),
 //!   [`Type`], [`Attrs`], built only through [`FunctionBuilder`];

@@ -35,7 +35,7 @@ impl fmt::Display for Dim {
 pub enum Type {
     /// Dense row-major tensor.
     Tensor { shape: Vec<Dim>, dtype: DType },
-    /// Compressed 2:4 weight `W[N, K]`, sparse along K (DESIGN.md "Conventions").
+    /// Compressed 2:4 weight `W[N, K]`, sparse along K (docs/FORMAT.md).
     /// Always static: weights are known when the layer is compiled.
     Sparse24 { n: u64, k: u64, dtype: DType },
 }

@@ -1,5 +1,5 @@
-//! Verifier rules of `sparse_gemm` / `fused_sparse_gemm`: shapes and dtypes per
-//! DESIGN.md "Conventions", epilogue names from the table, and tile attributes
+//! Verifier rules of `sparse_gemm` / `fused_sparse_gemm`: shapes and dtypes per the
+//! GEMM convention of docs/FORMAT.md, epilogue names from the table, and tile attributes
 //! legal for the kernel space and the target.
 
 use crate::kernel_space::{check, GemmShape, TileConfig};

@@ -17,7 +17,7 @@ fn roundtrip(text: &str) {
 }
 
 #[test]
-fn design_example_round_trips() {
+fn mlp_up_example_round_trips() {
     roundtrip(MLP_UP);
     roundtrip(DECODE);
 }
