@@ -1,6 +1,7 @@
-// M = 1 (token generation): the decode family, split-K so all 132 SMs stream W.
+// M = 1 (token generation): the decode family. 14336 rows in tiles of 16 already give 896 CTAs,
+// several per SM on all 132 SMs, so no split-K: split_k = 1 (a K split would only add a hand-off).
 // RUN: sparseflow opt %s --pass-pipeline=fuse-epilogue,select-tiles --target=sm_90a
-// CHECK: %0 = sparseflow.fused_sparse_gemm %x, %w, %b {epilogue = "bias_silu", family = "decode", tile_m = 8, tile_n =
+// CHECK: %0 = sparseflow.fused_sparse_gemm %x, %w, %b {epilogue = "bias_silu", family = "decode", tile_m = 8, tile_n = 16, tile_k = 256, warps = 4, stages = 2, split_k = 1}
 // CHECK-NOT: family = "sm80"
 func.func @mlp_up(%x: tensor<1x4096xf16>, %w: !sparseflow.sparse24<14336x4096xf16>,
                   %b: tensor<14336xf16>) -> tensor<1x14336xf16> {

@@ -12,7 +12,9 @@ use sparseflow_ir::LayerPlan;
 pub enum KernelFamily {
     /// `mma.sp` + `ldmatrix` + `cp.async` ring; any M (sm_80 and newer).
     Sm80,
-    /// Weight streaming for M ≤ 16 with split-K and a fused last-CTA reduction.
+    /// Weight streaming for small M (token tiles of 8 or 16; up to M = 64 as grid.z) with
+    /// split-K: each output tile's last split is its reducer, summing the peers' fp32 partials
+    /// from the workspace and applying the epilogue (kernels/README.md, "decode family").
     Decode,
 }
 

@@ -4,7 +4,9 @@
 //! Dynamic M (`?`): a compiled layer serves many M. `select-tiles` then uses the
 //! op's `m_hint` attribute if present, else `DYNAMIC_M_DEFAULT` (a prefill-sized
 //! batch) and the `sm80` family (the only one valid for every M). The runtime
-//! calls `select_for_m` with `m_bucket(actual M)` and caches per bucket.
+//! instead plans every concrete M: it calls `plan_layer` (which runs this
+//! selector through the passes) with the next power of two of the actual M and
+//! caches the result per bucket (`sparseflow_runtime::bucket`).
 
 use crate::cost_model::{estimate, TileChoice};
 use crate::error::IrError;
@@ -36,8 +38,9 @@ pub fn first_sm80_only_m() -> u64 {
     DECODE.max_m.map_or(1, |max| max + 1)
 }
 
-/// Buckets the runtime caches plans by: exact up to 16 (decode tiles care), then
-/// powers of two, so at most ~30 plans per layer.
+/// A finer bucketing for callers of `select_for_m`: exact up to 16 (decode tiles
+/// care), then powers of two, so at most ~30 plans per layer. (The runtime uses
+/// powers of two throughout.)
 pub fn m_bucket(m: u64) -> u64 {
     if m <= 16 {
         m.max(1)

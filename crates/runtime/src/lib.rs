@@ -15,7 +15,13 @@
 //!
 //! Per forward: M is bucketed (1, 2, 4, 8, 16, then powers of two), the bucket is planned
 //! once, its kernel generated/compiled (codegen's disk cache) and loaded once per context,
-//! and launched with the real M. Raw pointers and `unsafe` live in `launch.rs` only.
+//! and launched with the real M.
+//!
+//! `unsafe`: every driver call and raw-pointer access is in `launch.rs`. Outside it, `unsafe`
+//! appears only where a caller's raw pointer or `CUstream` enters: the `unsafe fn`s
+//! `SparseGemm::forward_raw` (gemm.rs) and `DeviceBuffer::fill_nan_async` (buffer.rs), and the
+//! `launch::RawStream::from_raw` / `launch::host_slices` calls that wrap those arguments
+//! (gemm.rs, buffer.rs, gpu_layer.rs), each with a `// SAFETY:` comment.
 
 mod buffer;
 mod context;
