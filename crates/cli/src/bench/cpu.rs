@@ -113,15 +113,14 @@ pub fn run<T: Element>(
             );
             sm.rel_err_cross = Some(err);
             let dm = measurement(CPU_DENSE, m, td, rd, l.n * l.k * es + io, flops);
-            rows.push(Row {
-                layer: l.name.clone(),
-                n: l.n,
-                k: l.k,
+            rows.push(Row::new(
+                l.name.clone(),
+                l.n,
+                l.k,
                 m,
-                speedup_vs_dense: Some(td.median_us / ts.median_us),
-                speedup_vs_cusparselt: None,
-                measurements: vec![sm, dm],
-            });
+                CPU_SPARSE,
+                vec![sm, dm],
+            ));
         }
     }
     Ok(rows)

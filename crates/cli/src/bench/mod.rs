@@ -1,4 +1,4 @@
-//! `sparseflow benchmark`: SparseFlow vs cuBLAS dense vs cuSPARSELt on the same shapes and
+//! `sparseflow benchmark`: SparseFlow vs the best dense path vs cuSPARSELt on the same shapes and
 //! inputs, in one process, with the method written down in `--help` and docs/PERFORMANCE.md.
 
 pub mod cpu;
@@ -13,16 +13,18 @@ pub mod table;
 pub const METHOD: &str = "\
 Method: all contenders run in one process on the same random inputs (never zeros). Before
 timing, each contender's output (poisoned with NaN first) is checked against a float64 CPU
-oracle on sampled rows and against SparseFlow's full output (cuBLAS's when SparseFlow is n/a);
+oracle on sampled rows and against SparseFlow's full output (dense's when SparseFlow is n/a);
 rel. Frobenius error above 1e-2 → \"n/a (wrong result)\", never a number. Timing: CUDA events
 around many back-to-back launches (enough for --sample-ms), after a warm-up of --warmup-ms;
 --samples samples; median with p10/p90. Weight copies are rotated so the set spans 2×L2 (L2
-size queried from the device) unless --hot. cuBLAS = cuBLASLt, heuristic algorithm, fp32
-compute, on the decompressed 2:4 weight. cuSPARSELt is loaded at run time (--cusparselt,
+size queried from the device) unless --hot. Dense = the fastest, per case, of cuBLASLt with
+each of its top --lt-algos heuristic algorithms (cublaslt-h0…) and cublasGemmEx with the
+default algorithm (cublas-gemmex), each checked and timed alike, fp32 compute, on the
+decompressed 2:4 weight in F.linear's layout; the table and JSON name the winner. cuSPARSELt is loaded at run time (--cusparselt,
 $SPARSEFLOW_CUSPARSELT, the loader path, torch's nvidia/cusparselt/lib); plan built and
 cusparseLtMatmulSearch run once, untimed; output Yᵀ row-major; M padded to a multiple of 8.
 TB/s counts weight (as stored) + X + Y once; TFLOP/s is dense-equivalent 2·M·N·K; \"% of
-limit\" is the roofline time (bytes / measured copy bandwidth, or FLOP / measured cuBLAS
+limit\" is the roofline time (bytes / measured copy bandwidth, or FLOP / measured dense
 peak, halved for 2:4) over the median. GPU name, SM clock, driver and CUDA versions go in the
 JSON. Exit code 3: --min-speedup not met.";
 

@@ -5,14 +5,23 @@ use serde::{Deserialize, Serialize};
 use super::stats::{geomean, Summary};
 
 /// Bumped when a field changes meaning or disappears (additions keep the version).
-pub const SCHEMA: &str = "sparseflow-benchmark/1";
+/// 2: the dense baseline is the fastest of several dense paths (`Row::dense_best`), no
+/// longer the contender `cublas`; `geomean_cusparselt_vs_cublas` became `…_vs_dense`.
+pub const SCHEMA: &str = "sparseflow-benchmark/2";
 
 /// Contender names as they appear in the JSON.
 pub const SPARSEFLOW: &str = "sparseflow";
+/// The dense contenders' names start with this (`cublaslt-h0`…, `cublas-gemmex`; `cublas` alone
+/// is the n/a entry when no dense path could run).
 pub const CUBLAS: &str = "cublas";
 pub const CUSPARSELT: &str = "cusparselt";
 pub const CPU_SPARSE: &str = "cpu_sparse";
 pub const CPU_DENSE: &str = "cpu_dense";
+
+/// Whether a contender is a dense baseline (timed on the decompressed weight).
+pub fn is_dense(contender: &str) -> bool {
+    contender == CPU_DENSE || contender.starts_with(CUBLAS)
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -117,12 +126,51 @@ pub struct Row {
     pub k: usize,
     pub m: usize,
     pub measurements: Vec<Measurement>,
-    /// Subject (SparseFlow, or CPU sparse) over the dense baseline (cuBLAS, or CPU dense).
+    /// The dense baseline: the fastest dense contender of this case (on the GPU the best of
+    /// the cuBLASLt heuristic algorithms and `cublasGemmEx`; `cpu_dense` on the CPU).
+    #[serde(default)]
+    pub dense_best: Option<String>,
+    /// Subject (SparseFlow, or CPU sparse) over the dense baseline `dense_best`.
     pub speedup_vs_dense: Option<f64>,
     pub speedup_vs_cusparselt: Option<f64>,
 }
 
 impl Row {
+    /// A row with its baseline and speedups derived from the measurements: `subject` over
+    /// the fastest dense contender and over cuSPARSELt.
+    pub fn new(
+        layer: String,
+        n: usize,
+        k: usize,
+        m: usize,
+        subject: &str,
+        measurements: Vec<Measurement>,
+    ) -> Row {
+        let dense_best = measurements
+            .iter()
+            .filter(|x| is_dense(&x.contender))
+            .filter_map(|x| Some((x.time?.median_us, &x.contender)))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, name)| name.clone());
+        let mut row = Row {
+            layer,
+            n,
+            k,
+            m,
+            measurements,
+            dense_best,
+            speedup_vs_dense: None,
+            speedup_vs_cusparselt: None,
+        };
+        let s = row.median(subject);
+        row.speedup_vs_dense = s.zip(row.dense_median()).map(|(s, d)| d / s);
+        row.speedup_vs_cusparselt = s.zip(row.median(CUSPARSELT)).map(|(s, l)| l / s);
+        row
+    }
+    /// The dense baseline's median time (µs).
+    pub fn dense_median(&self) -> Option<f64> {
+        self.median(self.dense_best.as_deref()?)
+    }
     pub fn get(&self, contender: &str) -> Option<&Measurement> {
         self.measurements.iter().find(|m| m.contender == contender)
     }
@@ -143,8 +191,9 @@ pub struct Band {
 pub struct SummaryStats {
     pub geomean_vs_dense: Option<f64>,
     pub geomean_vs_cusparselt: Option<f64>,
-    /// cuSPARSELt over cuBLAS (context for the targets).
-    pub geomean_cusparselt_vs_cublas: Option<f64>,
+    /// cuSPARSELt over the dense baseline (context for the targets).
+    #[serde(alias = "geomean_cusparselt_vs_cublas")]
+    pub geomean_cusparselt_vs_dense: Option<f64>,
     pub bands: Vec<Band>,
 }
 
@@ -160,7 +209,8 @@ pub struct EpilogueRow {
     pub plain_plus_separate_us: Option<f64>,
     /// fused / plain − 1, in percent.
     pub fused_overhead_pct: Option<f64>,
-    /// cuBLAS plain GEMM and cuBLAS + the same separate kernel, for context.
+    /// The fastest dense path's plain GEMM, and it + the same separate kernel, for context
+    /// (field names kept from schema 1).
     pub cublas_plain_us: Option<f64>,
     pub cublas_plus_separate_us: Option<f64>,
     pub note: String,
@@ -188,13 +238,13 @@ fn band_of(m: usize) -> &'static str {
 }
 
 /// Geometric means over all rows and per M band.
-pub fn summarize_rows(rows: &[Row], dense: &str) -> SummaryStats {
+pub fn summarize_rows(rows: &[Row]) -> SummaryStats {
     let col = |rows: &[&Row], f: &dyn Fn(&Row) -> Option<f64>| -> Option<f64> {
         let v: Vec<f64> = rows.iter().filter_map(|r| f(r)).collect();
         geomean(&v)
     };
     let all: Vec<&Row> = rows.iter().collect();
-    let lt_vs_cublas = |r: &Row| Some(r.median(dense)? / r.median(CUSPARSELT)?);
+    let lt_vs_dense = |r: &Row| Some(r.dense_median()? / r.median(CUSPARSELT)?);
     let bands = ["M 1-16", "M 17-512", "M >= 1024"]
         .iter()
         .filter_map(|name| {
@@ -210,7 +260,7 @@ pub fn summarize_rows(rows: &[Row], dense: &str) -> SummaryStats {
     SummaryStats {
         geomean_vs_dense: col(&all, &|r| r.speedup_vs_dense),
         geomean_vs_cusparselt: col(&all, &|r| r.speedup_vs_cusparselt),
-        geomean_cusparselt_vs_cublas: col(&all, &lt_vs_cublas),
+        geomean_cusparselt_vs_dense: col(&all, &lt_vs_dense),
         bands,
     }
 }
@@ -244,18 +294,14 @@ mod tests {
     fn sample() -> Report {
         let rows: Vec<Row> = [(1usize, 10.0), (16, 12.0), (4096, 100.0)]
             .iter()
-            .map(|&(m, sf)| Row {
-                layer: "q_proj".into(),
-                n: 4096,
-                k: 4096,
-                m,
-                measurements: vec![
+            .map(|&(m, sf)| {
+                let meas = vec![
                     meas(SPARSEFLOW, Some(sf)),
-                    meas(CUBLAS, Some(2.0 * sf)),
+                    meas("cublaslt-h0", Some(2.5 * sf)),
+                    meas("cublas-gemmex", Some(2.0 * sf)),
                     meas(CUSPARSELT, None),
-                ],
-                speedup_vs_dense: Some(2.0),
-                speedup_vs_cusparselt: None,
+                ];
+                Row::new("q_proj".into(), 4096, 4096, m, SPARSEFLOW, meas)
             })
             .collect();
         Report {
@@ -285,7 +331,7 @@ mod tests {
                 available: false,
                 detail: "not found".into(),
             }],
-            summary: summarize_rows(&rows, CUBLAS),
+            summary: summarize_rows(&rows),
             rows,
             epilogue_overhead: None,
             e2e: Some(vec![]),
@@ -304,7 +350,7 @@ mod tests {
             "absent optional sections are omitted"
         );
         assert_eq!(
-            v["rows"][0]["measurements"][2]["time"],
+            v["rows"][0]["measurements"][3]["time"],
             serde_json::Value::Null
         );
     }
@@ -312,7 +358,18 @@ mod tests {
     #[test]
     fn summary_bands_and_table() {
         let r = sample();
-        assert!((r.summary.geomean_vs_dense.unwrap() - 2.0).abs() < 1e-12);
+        // The baseline is the faster dense path (gemmex, 2× the subject's samples), not the
+        // heuristic's first cuBLASLt algorithm (2.5×).
+        assert!(r
+            .rows
+            .iter()
+            .all(|r| r.dense_best.as_deref() == Some("cublas-gemmex")));
+        let want: Vec<f64> = r
+            .rows
+            .iter()
+            .map(|r| r.median("cublas-gemmex").unwrap() / r.median(SPARSEFLOW).unwrap())
+            .collect();
+        assert!((r.summary.geomean_vs_dense.unwrap() - geomean(&want).unwrap()).abs() < 1e-12);
         assert_eq!(
             r.summary.bands.iter().map(|b| b.cases).collect::<Vec<_>>(),
             vec![2, 1]
@@ -320,7 +377,7 @@ mod tests {
         assert!(r.summary.geomean_vs_cusparselt.is_none());
         let t = crate::bench::table::table(&r);
         assert!(
-            t.contains("| q_proj | 4096×4096 | 1 | 12.0 | 22.0 | n/a | 2.00× |"),
+            t.contains("| q_proj | 4096×4096 | 1 | 12.0 | 22.0 | cublas-gemmex | n/a | 1.83× |"),
             "{t}"
         );
         assert!(

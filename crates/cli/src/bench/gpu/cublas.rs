@@ -1,19 +1,35 @@
-//! The dense contender: cuBLASLt on the decompressed 2:4 weight, heuristic-chosen algorithm,
-//! fp16/bf16 in and out, fp32 compute. Row-major `Y[M×N] = X[M×K]·Wᵀ` is the column-major
-//! `Yᶜ[N×M] = Wᶜᵀ[N×K]·Xᶜ[K×M]` ("TN"), so no data is transposed.
+//! The dense contenders: every dense path a user has on the decompressed 2:4 weight, fp16/bf16
+//! in and out, fp32 compute, in the layout PyTorch's `F.linear` uses (weight `[N, K]`
+//! row-major, `Y = X·Wᵀ`). Row-major `Y[M×N] = X[M×K]·Wᵀ` is the column-major
+//! `Yᶜ[N×M] = Wᶜᵀ[N×K]·Xᶜ[K×M]` ("TN"), so no data is transposed — the same call PyTorch makes.
+//!
+//! * cuBLASLt with each of the heuristic's top `lt_algos` algorithms (`cublaslt-h0` is the
+//!   heuristic's first choice, the only one the benchmark timed before; the others are often
+//!   faster at small M or on odd shapes);
+//! * `cublasGemmEx` with the default algorithm (`cublas-gemmex`), what `F.linear` without
+//!   bias calls through `at::cuda::blas::gemm`, with the same 32 MiB workspace PyTorch gives
+//!   cuBLAS on Hopper.
+//!
+//! The sweep times all of them on the same weight and takes the fastest as *the* dense time.
 
 use std::ffi::c_void;
 use std::rc::Rc;
+use std::sync::Arc;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
+use cudarc::cublas::{result as blas, sys as blas_sys};
 use cudarc::cublaslt::{result as lt, sys};
 use cudarc::driver::{CudaSlice, CudaStream};
 
-use super::{dptr, Gemm, GpuElement};
+use super::{dptr, Gemm, Gpu, GpuElement};
 
 const WORKSPACE_BYTES: usize = 32 << 20;
+/// Contender-name prefix of the cuBLASLt heuristic algorithms (`cublaslt-h0`, `cublaslt-h1`, …).
+pub const LT_PREFIX: &str = "cublaslt-h";
+/// Contender name of `cublasGemmEx` with the default algorithm.
+pub const GEMMEX: &str = "cublas-gemmex";
 
-fn data_type<T: GpuElement>() -> sys::cudaDataType {
+fn lt_type<T: GpuElement>() -> sys::cudaDataType {
     if T::CUDA_TYPE == super::lt_ffi::CUDA_R_16BF {
         sys::cudaDataType::CUDA_R_16BF
     } else {
@@ -21,9 +37,18 @@ fn data_type<T: GpuElement>() -> sys::cudaDataType {
     }
 }
 
-/// One cuBLASLt handle for the run.
+fn blas_type<T: GpuElement>() -> blas_sys::cudaDataType {
+    if T::CUDA_TYPE == super::lt_ffi::CUDA_R_16BF {
+        blas_sys::cudaDataType::CUDA_R_16BF
+    } else {
+        blas_sys::cudaDataType::CUDA_R_16F
+    }
+}
+
+/// The cuBLASLt handle and, when libcublas loads, a cuBLAS handle, for the whole run.
 pub struct Cublas {
-    handle: sys::cublasLtHandle_t,
+    lt: sys::cublasLtHandle_t,
+    blas: std::result::Result<blas_sys::cublasHandle_t, String>,
     pub version: String,
 }
 
@@ -38,10 +63,22 @@ impl Cublas {
         let handle = lt::create_handle().map_err(|e| anyhow!("cublasLtCreate: {e}"))?;
         // SAFETY: no arguments.
         let v = unsafe { sys::cublasLtGetVersion() };
+        // SAFETY: only probes whether the library can be loaded.
+        let blas = if unsafe { blas_sys::is_culib_present() } {
+            blas::create_handle().map_err(|e| format!("cublasCreate: {e}"))
+        } else {
+            Err("libcublas.so not found".to_string())
+        };
         Ok(Cublas {
-            handle,
+            lt: handle,
+            blas,
             version: format!("{}.{}.{}", v / 10000, (v / 100) % 100, v % 100),
         })
+    }
+
+    /// Why `cublas-gemmex` cannot run, if it cannot.
+    pub fn gemmex_unavailable(&self) -> Option<&str> {
+        self.blas.as_ref().err().map(String::as_str)
     }
 }
 
@@ -49,132 +86,358 @@ impl Drop for Cublas {
     fn drop(&mut self) {
         // SAFETY: created in `new`, destroyed once.
         unsafe {
-            let _ = lt::destroy_handle(self.handle);
+            let _ = lt::destroy_handle(self.lt);
+            if let Ok(h) = self.blas {
+                let _ = blas::destroy_handle(h);
+            }
         }
     }
 }
 
-/// A planned `Y[m×n] = X[m×k]·Wᵀ`: descriptors and the heuristic's algorithm.
+/// Which dense library call a plan makes.
+enum Path {
+    Lt {
+        desc: sys::cublasLtMatmulDesc_t,
+        layouts: [sys::cublasLtMatrixLayout_t; 3],
+        algo: sys::cublasLtMatmulAlgo_t,
+    },
+    GemmEx {
+        handle: blas_sys::cublasHandle_t,
+        dtype: blas_sys::cudaDataType,
+    },
+}
+
+/// One planned dense `Y[m×n] = X[m×k]·Wᵀ` on one library path.
 pub struct DensePlan {
-    lt: Rc<Cublas>,
-    desc: sys::cublasLtMatmulDesc_t,
-    layouts: [sys::cublasLtMatrixLayout_t; 3],
-    algo: sys::cublasLtMatmulAlgo_t,
+    _owner: Rc<Cublas>,
+    path: Path,
+    /// Contender name (`cublaslt-h0`, …, `cublas-gemmex`).
+    pub name: String,
+    /// What the path is, for the report (algorithm, tile, stages, split-K).
+    pub detail: String,
+    dims: (usize, usize, usize),
     workspace: CudaSlice<u8>,
-    stream: std::sync::Arc<CudaStream>,
+    stream: Arc<CudaStream>,
+}
+
+/// Reads one algorithm-config attribute (an integer) of a cuBLASLt algorithm.
+fn algo_attr(
+    algo: &sys::cublasLtMatmulAlgo_t,
+    attr: sys::cublasLtMatmulAlgoConfigAttributes_t,
+) -> i64 {
+    let mut v = 0u64; // every attribute read here is a u32/i32/u16; zero-extended
+    let mut written = 0usize;
+    // SAFETY: algo is an initialised algorithm; the buffer holds 8 bytes and is zeroed.
+    let st = unsafe {
+        sys::cublasLtMatmulAlgoConfigGetAttribute(
+            algo,
+            attr,
+            &mut v as *mut u64 as *mut c_void,
+            std::mem::size_of::<u64>(),
+            &mut written,
+        )
+    };
+    if st == sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS && written <= 8 {
+        v as i64
+    } else {
+        -1
+    }
+}
+
+fn lt_detail(algo: &sys::cublasLtMatmulAlgo_t) -> String {
+    use sys::cublasLtMatmulAlgoConfigAttributes_t as A;
+    format!(
+        "cuBLASLt algo {} tile {} stages {} split-k {}",
+        algo_attr(algo, A::CUBLASLT_ALGO_CONFIG_ID),
+        algo_attr(algo, A::CUBLASLT_ALGO_CONFIG_TILE_ID),
+        algo_attr(algo, A::CUBLASLT_ALGO_CONFIG_STAGES_ID),
+        algo_attr(algo, A::CUBLASLT_ALGO_CONFIG_SPLITK_NUM),
+    )
 }
 
 impl DensePlan {
-    pub fn new<T: GpuElement>(
-        lt_: &Rc<Cublas>,
-        stream: &std::sync::Arc<CudaStream>,
+    /// Every dense path for `(m, n, k)`: cuBLASLt's top `lt_algos` heuristic algorithms (as many
+    /// as it returns) and `cublasGemmEx`. An error only when none can be planned.
+    pub fn candidates<T: GpuElement>(
+        cb: &Rc<Cublas>,
+        stream: &Arc<CudaStream>,
+        m: usize,
+        n: usize,
+        k: usize,
+        lt_algos: usize,
+    ) -> Result<Vec<DensePlan>> {
+        let mut plans = Vec::new();
+        let mut errors = Vec::new();
+        match Self::lt_plans::<T>(cb, stream, m, n, k, lt_algos) {
+            Ok(mut v) => plans.append(&mut v),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+        match Self::gemmex::<T>(cb, stream, m, n, k) {
+            Ok(p) => plans.push(p),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+        if plans.is_empty() {
+            bail!("no dense path could be planned: {}", errors.join("; "));
+        }
+        Ok(plans)
+    }
+
+    /// The fastest of [`DensePlan::candidates`] on this weight, by a short event-timed run
+    /// (for the e2e and epilogue sections, which report one dense figure per case).
+    #[allow(clippy::too_many_arguments)]
+    pub fn fastest<T: GpuElement>(
+        cb: &Rc<Cublas>,
+        gpu: &Gpu,
+        m: usize,
+        n: usize,
+        k: usize,
+        w: u64,
+        x: u64,
+        y: u64,
+    ) -> Result<DensePlan> {
+        let mut best: Option<(f64, DensePlan)> = None;
+        for plan in Self::candidates::<T>(cb, &gpu.stream, m, n, k, 4)? {
+            let ms = gpu.time_ms(20, || plan.run(w, x, y))?;
+            if best.as_ref().is_none_or(|(b, _)| ms < *b) {
+                best = Some((ms, plan));
+            }
+        }
+        Ok(best.expect("candidates is never empty").1)
+    }
+
+    fn lt_plans<T: GpuElement>(
+        cb: &Rc<Cublas>,
+        stream: &Arc<CudaStream>,
+        m: usize,
+        n: usize,
+        k: usize,
+        count: usize,
+    ) -> Result<Vec<DensePlan>> {
+        let e = |what: &'static str| move |err| anyhow!("cuBLASLt {what}: {err}");
+        let dt = lt_type::<T>();
+        let mut heur = vec![
+            // SAFETY: a plain C struct of integers and an opaque byte array; all-zero is valid
+            // and the library overwrites the entries it returns.
+            unsafe { std::mem::zeroed::<sys::cublasLtMatmulHeuristicResult_t>() };
+            count.max(1)
+        ];
+        let mut returned = 0i32;
+        let mut plans = Vec::new();
+        for rank in 0..count.max(1) {
+            // One descriptor set per plan, so each plan owns (and destroys) its own.
+            let desc = lt::create_matmul_desc(
+                sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                sys::cudaDataType::CUDA_R_32F,
+            )
+            .map_err(e("matmul desc"))?;
+            let trans: i32 = 1; // CUBLAS_OP_T
+                                // SAFETY: desc is live; the attribute is a cublasOperation_t passed by pointer/size.
+            unsafe {
+                lt::set_matmul_desc_attribute(
+                    desc,
+                    sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA,
+                    &trans as *const _ as *const c_void,
+                    std::mem::size_of_val(&trans),
+                )
+                .map_err(e("TRANSA"))?;
+            }
+            let a = lt::create_matrix_layout(dt, k as u64, n as u64, k as i64)
+                .map_err(e("W layout"))?;
+            let b = lt::create_matrix_layout(dt, k as u64, m as u64, k as i64)
+                .map_err(e("X layout"))?;
+            let d = lt::create_matrix_layout(dt, n as u64, m as u64, n as i64)
+                .map_err(e("Y layout"))?;
+            if rank == 0 {
+                let pref = lt::create_matmul_pref().map_err(e("preference"))?;
+                let ws = WORKSPACE_BYTES as u64;
+                // SAFETY: all descriptors are live; the attribute is a u64 by pointer and size;
+                // `heur` holds `count` entries and the call writes at most that many.
+                unsafe {
+                    let st = lt::set_matmul_pref_attribute(
+                        pref,
+                        sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                        &ws as *const u64 as *const c_void,
+                        8,
+                    )
+                    .and_then(|_| {
+                        sys::cublasLtMatmulAlgoGetHeuristic(
+                            cb.lt,
+                            desc,
+                            a,
+                            b,
+                            d,
+                            d,
+                            pref,
+                            heur.len() as i32,
+                            heur.as_mut_ptr(),
+                            &mut returned,
+                        )
+                        .result()
+                    });
+                    let _ = lt::destroy_matmul_pref(pref);
+                    st.map_err(e("heuristic"))?;
+                }
+                if returned <= 0 {
+                    bail!("cuBLASLt heuristic returned no algorithm for M={m} N={n} K={k}");
+                }
+            }
+            let h = &heur[rank];
+            let usable = (rank as i32) < returned
+                && h.state == sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS
+                && h.workspaceSize <= WORKSPACE_BYTES;
+            if !usable {
+                // SAFETY: created above, destroyed once.
+                unsafe {
+                    for l in [a, b, d] {
+                        let _ = lt::destroy_matrix_layout(l);
+                    }
+                    let _ = lt::destroy_matmul_desc(desc);
+                }
+                if (rank as i32) >= returned {
+                    break;
+                }
+                continue;
+            }
+            plans.push(DensePlan {
+                _owner: cb.clone(),
+                path: Path::Lt {
+                    desc,
+                    layouts: [a, b, d],
+                    algo: h.algo,
+                },
+                name: format!("{LT_PREFIX}{rank}"),
+                detail: lt_detail(&h.algo),
+                dims: (m, n, k),
+                workspace: stream.alloc_zeros::<u8>(WORKSPACE_BYTES)?,
+                stream: stream.clone(),
+            });
+        }
+        Ok(plans)
+    }
+
+    fn gemmex<T: GpuElement>(
+        cb: &Rc<Cublas>,
+        stream: &Arc<CudaStream>,
         m: usize,
         n: usize,
         k: usize,
     ) -> Result<DensePlan> {
-        let e = |what: &str| {
-            let what = what.to_string();
-            move |err| anyhow!("cuBLASLt {what}: {err}")
-        };
-        let dt = data_type::<T>();
-        let desc = lt::create_matmul_desc(
-            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-            sys::cudaDataType::CUDA_R_32F,
-        )
-        .map_err(e("matmul desc"))?;
-        let trans: i32 = 1; // CUBLAS_OP_T
-                            // SAFETY: desc is live; the attribute is a cublasOperation_t passed by pointer and size.
-        unsafe {
-            lt::set_matmul_desc_attribute(
-                desc,
-                sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA,
-                &trans as *const _ as *const c_void,
-                std::mem::size_of_val(&trans),
-            )
-            .map_err(e("TRANSA"))?;
+        let handle = *cb.blas.as_ref().map_err(|e| anyhow!("cublasGemmEx: {e}"))?;
+        if [m, n, k].iter().any(|&v| v > i32::MAX as usize) {
+            bail!("cublasGemmEx: dimensions exceed 32 bits");
         }
-        let a =
-            lt::create_matrix_layout(dt, k as u64, n as u64, k as i64).map_err(e("W layout"))?;
-        let b =
-            lt::create_matrix_layout(dt, k as u64, m as u64, k as i64).map_err(e("X layout"))?;
-        let d =
-            lt::create_matrix_layout(dt, n as u64, m as u64, n as i64).map_err(e("Y layout"))?;
-        let pref = lt::create_matmul_pref().map_err(e("preference"))?;
-        let ws = WORKSPACE_BYTES as u64;
-        // SAFETY: all descriptors are live; the attribute is a u64 passed by pointer and size.
-        let heur = unsafe {
-            lt::set_matmul_pref_attribute(
-                pref,
-                sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                &ws as *const u64 as *const c_void,
-                8,
-            )
-            .map_err(e("workspace preference"))?;
-            let h = lt::get_matmul_algo_heuristic(lt_.handle, desc, a, b, d, d, pref);
-            let _ = lt::destroy_matmul_pref(pref);
-            h.map_err(e("heuristic (no algorithm)"))?
-        };
-        let workspace = stream.alloc_zeros::<u8>(WORKSPACE_BYTES.max(heur.workspaceSize))?;
         Ok(DensePlan {
-            lt: lt_.clone(),
-            desc,
-            layouts: [a, b, d],
-            algo: heur.algo,
-            workspace,
+            _owner: cb.clone(),
+            path: Path::GemmEx {
+                handle,
+                dtype: blas_type::<T>(),
+            },
+            name: GEMMEX.into(),
+            detail: "cublasGemmEx, CUBLAS_GEMM_DEFAULT".into(),
+            dims: (m, n, k),
+            workspace: stream.alloc_zeros::<u8>(WORKSPACE_BYTES)?,
             stream: stream.clone(),
         })
     }
 
-    pub fn stream(&self) -> std::sync::Arc<CudaStream> {
+    pub fn stream(&self) -> Arc<CudaStream> {
         self.stream.clone()
     }
 
     /// Enqueues `y = x·wᵀ` on the plan's stream.
     pub fn run(&self, w: u64, x: u64, y: u64) -> Result<()> {
         let (alpha, beta) = (1.0f32, 0.0f32);
-        let [a, b, d] = self.layouts;
         let ws = dptr(&self.workspace, &self.stream);
-        // SAFETY: descriptors are live; w/x/y are device buffers of the planned sizes (the
-        // callers allocate them from the same m, n, k); the workspace is ours.
-        unsafe {
-            lt::matmul(
-                self.lt.handle,
-                self.desc,
-                &alpha as *const f32 as *const c_void,
-                &beta as *const f32 as *const c_void,
-                w as *const c_void,
-                a,
-                x as *const c_void,
-                b,
-                y as *const c_void,
-                d,
-                y as *mut c_void,
-                d,
-                &self.algo,
-                ws as *mut c_void,
-                self.workspace.len(),
-                self.stream.cu_stream() as sys::cudaStream_t,
-            )
-            .map_err(|e| anyhow!("cublasLtMatmul: {e}"))
+        let (m, n, k) = self.dims;
+        match &self.path {
+            Path::Lt {
+                desc,
+                layouts: [a, b, d],
+                algo,
+            } => {
+                // SAFETY: descriptors are live; w/x/y are device buffers of the planned sizes
+                // (the callers allocate them from the same m, n, k); the workspace is ours.
+                unsafe {
+                    lt::matmul(
+                        self._owner.lt,
+                        *desc,
+                        &alpha as *const f32 as *const c_void,
+                        &beta as *const f32 as *const c_void,
+                        w as *const c_void,
+                        *a,
+                        x as *const c_void,
+                        *b,
+                        y as *const c_void,
+                        *d,
+                        y as *mut c_void,
+                        *d,
+                        algo,
+                        ws as *mut c_void,
+                        self.workspace.len(),
+                        self.stream.cu_stream() as sys::cudaStream_t,
+                    )
+                    .map_err(|e| anyhow!("cublasLtMatmul: {e}"))
+                }
+            }
+            Path::GemmEx { handle, dtype } => {
+                // SAFETY: the handle lives as long as `_owner`; stream and workspace are ours
+                // and live; w/x/y hold n·k, m·k and m·n elements (same contract as above); the
+                // dimensions were checked to fit in i32 when the plan was made.
+                unsafe {
+                    blas::set_stream(*handle, self.stream.cu_stream() as blas_sys::cudaStream_t)
+                        .map_err(|e| anyhow!("cublasSetStream: {e}"))?;
+                    blas_sys::cublasSetWorkspace_v2(
+                        *handle,
+                        ws as *mut c_void,
+                        self.workspace.len(),
+                    )
+                    .result()
+                    .map_err(|e| anyhow!("cublasSetWorkspace: {e}"))?;
+                    blas::gemm_ex(
+                        *handle,
+                        blas_sys::cublasOperation_t::CUBLAS_OP_T,
+                        blas_sys::cublasOperation_t::CUBLAS_OP_N,
+                        n as i32,
+                        m as i32,
+                        k as i32,
+                        &alpha as *const f32 as *const c_void,
+                        w as *const c_void,
+                        *dtype,
+                        k as i32,
+                        x as *const c_void,
+                        *dtype,
+                        k as i32,
+                        &beta as *const f32 as *const c_void,
+                        y as *mut c_void,
+                        *dtype,
+                        n as i32,
+                        blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                        blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                    )
+                    .map_err(|e| anyhow!("cublasGemmEx: {e}"))
+                }
+            }
         }
     }
 }
 
 impl Drop for DensePlan {
     fn drop(&mut self) {
-        // SAFETY: created in `new`, destroyed once.
-        unsafe {
-            for l in self.layouts {
-                let _ = lt::destroy_matrix_layout(l);
+        if let Path::Lt { desc, layouts, .. } = &self.path {
+            // SAFETY: created in `lt_plans`, destroyed once.
+            unsafe {
+                for l in layouts {
+                    let _ = lt::destroy_matrix_layout(*l);
+                }
+                let _ = lt::destroy_matmul_desc(*desc);
             }
-            let _ = lt::destroy_matmul_desc(self.desc);
         }
     }
 }
 
 /// The timed contender: a plan, rotated dense weight copies, and the I/O buffers.
 pub struct CublasGemm<'a, T> {
-    pub plan: DensePlan,
+    pub plan: &'a DensePlan,
     pub weights: &'a [CudaSlice<T>],
     pub x: u64,
     pub y: u64,

@@ -1,6 +1,7 @@
 //! `--e2e`: the linear layers of a Llama-style decoder stack (q, k, v, o, gate, up, down per
 //! layer, real shapes, random 2:4 weights, a distinct weight copy per layer) run token by token
-//! at batch 1 and 16: SparseFlow vs dense cuBLAS. Linears only: attention, norms and the
+//! at batch 1 and 16: SparseFlow vs the fastest
+//! dense path per linear (cublas.rs). Linears only: attention, norms and the
 //! activation are left out, so this is the part of a decode step that 2:4 changes. Each linear
 //! reads a fixed random input of its width (no chaining, so values stay finite). Tokens/s are
 //! for the model's full depth: measured over `layers` distinct layers (each far larger than
@@ -22,7 +23,7 @@ use crate::bench::report::E2eRow;
 use crate::bench::shapes::{block_layers, BlockConfig};
 
 enum Step<'a> {
-    Dense(Vec<(DensePlan, &'a CudaSlice<u8>, u64, u64)>),
+    Dense(Vec<(&'a DensePlan, &'a CudaSlice<u8>, u64, u64)>),
     Sparse(
         Vec<(&'a SparseGemm, u64, u64, usize)>,
         *mut std::ffi::c_void,
@@ -123,16 +124,21 @@ pub fn run<T: GpuElement>(
         let mut notes = vec![];
         let dense_us = match cublas {
             Ok(h) => {
+                // The fastest dense path of each linear's shape, ranked on its first copy.
+                let plans = block
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| {
+                        let (x, y) = io(i);
+                        let w = dptr(&dense[i * layers], &gpu.stream);
+                        DensePlan::fastest::<T>(h, gpu, batch, l.n, l.k, w, x, y)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
                 let mut steps = Vec::new();
                 for layer in 0..layers {
-                    for (i, l) in block.iter().enumerate() {
+                    for (i, plan) in plans.iter().enumerate() {
                         let (x, y) = io(i);
-                        steps.push((
-                            DensePlan::new::<T>(h, &gpu.stream, batch, l.n, l.k)?,
-                            &dense[i * layers + layer],
-                            x,
-                            y,
-                        ));
+                        steps.push((plan, &dense[i * layers + layer], x, y));
                     }
                 }
                 time_gemm(gpu, &mut Step::Dense(steps), time)

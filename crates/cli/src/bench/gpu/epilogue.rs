@@ -161,7 +161,9 @@ pub fn run<T: GpuElement>(
                 Err(e) => notes.borrow_mut().push(format!("SparseFlow n/a: {e:#}")),
             }
             if let Ok(h) = cublas {
-                if let Ok(plan) = DensePlan::new::<T>(h, &gpu.stream, m, n, k) {
+                let w0 = dptr(&ws[0], &gpu.stream);
+                let plan = DensePlan::fastest::<T>(h, gpu, m, n, k, w0, xp, yp);
+                if let Ok(plan) = &plan {
                     row.cublas_plain_us = t(&mut CublasGemm {
                         plan,
                         weights: &ws,
@@ -169,7 +171,7 @@ pub fn run<T: GpuElement>(
                         y: yp,
                     });
                 }
-                if let (Ok(plan), Ok(ew)) = (DensePlan::new::<T>(h, &gpu.stream, m, n, k), &ew) {
+                if let (Ok(plan), Ok(ew)) = (&plan, &ew) {
                     row.cublas_plus_separate_us = t(&mut Then {
                         gemm: CublasGemm {
                             plan,

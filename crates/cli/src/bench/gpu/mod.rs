@@ -89,6 +89,24 @@ impl Gpu {
         self.stream.cu_stream()
     }
 
+    /// Mean time of one call of `f` (which enqueues work on the benchmark stream) over `iters`
+    /// back-to-back calls after one warm-up call, in ms: a quick ranking, not a measurement.
+    pub fn time_ms(&self, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+        let ev = || {
+            self.ctx
+                .new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+        };
+        let (start, end) = (ev()?, ev()?);
+        f()?;
+        start.record(&self.stream)?;
+        for _ in 0..iters.max(1) {
+            f()?;
+        }
+        end.record(&self.stream)?;
+        end.synchronize().context("kernel failed while ranking")?;
+        Ok(start.elapsed_ms(&end)? as f64 / iters.max(1) as f64)
+    }
+
     /// Measured device-to-device copy bandwidth, counting read + write bytes (TB/s).
     pub fn measure_copy_tbps(&self) -> Result<f64> {
         let len = 256 << 20; // 512 MB each way in u16

@@ -15,7 +15,7 @@ use super::cusparselt::{padded_m, Lt, LtGemm, LtWeight};
 use super::problem::{check_rows, oracle_rows, random, HostLayer};
 use super::sparseflow::{self as sf, SfGemm};
 use super::{copies_for, dptr, time_gemm, Gemm, Gpu, GpuElement, TimeCfg};
-use crate::bench::report::{Measurement, Row, CUBLAS, CUSPARSELT, SPARSEFLOW};
+use crate::bench::report::{is_dense, Measurement, Row, CUBLAS, CUSPARSELT, SPARSEFLOW};
 use crate::bench::shapes::Layer;
 
 /// What the sweep runs with; unavailable contenders carry the reason.
@@ -33,6 +33,9 @@ pub struct SweepCfg {
     pub seed: u64,
     pub copy_tbps: f64,
     pub dense_tflops: f64,
+    /// cuBLASLt heuristic algorithms timed per case (the dense baseline is the fastest of
+    /// them and `cublasGemmEx`).
+    pub lt_algos: usize,
 }
 
 fn na(contender: &str, m_run: usize, note: impl Into<String>) -> Measurement {
@@ -248,26 +251,34 @@ pub fn run<T: GpuElement>(
             // The cross reference for the baselines: SparseFlow's output when it is plain GEMM.
             let sf_ref = sf_out.filter(|_| epi == plain);
 
+            // Dense: every path a user has (cublas.rs), each checked and timed; the fastest is
+            // the baseline.
             let y_cb = gpu.stream.alloc_zeros::<T>(m * n)?;
-            poison(gpu, &y_cb)?;
-            let (m_cb, cb_out) = match &c.cublas {
-                Ok(h) => match DensePlan::new::<T>(h, &gpu.stream, m, n, k) {
-                    Ok(plan) => {
+            let mut cb_out = None;
+            let plans = match &c.cublas {
+                Ok(h) => DensePlan::candidates::<T>(h, &gpu.stream, m, n, k, cfg.lt_algos)
+                    .map_err(|e| format!("{e:#}")),
+                Err(e) => Err(e.clone()),
+            };
+            match plans {
+                Ok(plans) => {
+                    for plan in &plans {
+                        poison(gpu, &y_cb)?;
+                        let name = plan.name.clone();
+                        let mut note = plan.detail.clone();
+                        if epi != plain {
+                            note.push_str("; plain GEMM (no epilogue)");
+                        }
                         let mut g = CublasGemm {
                             plan,
                             weights: &dense,
                             x: xp,
                             y: dptr(&y_cb, &gpu.stream),
                         };
-                        let note = if epi == plain {
-                            String::new()
-                        } else {
-                            "plain GEMM (no epilogue)".into()
-                        };
-                        measure(
+                        let (mm, out) = measure(
                             gpu,
                             &mut g,
-                            CUBLAS,
+                            &name,
                             m,
                             cfg,
                             || read(gpu, &y_cb),
@@ -278,13 +289,13 @@ pub fn run<T: GpuElement>(
                                 )
                             },
                             note,
-                        )
+                        );
+                        cb_out = cb_out.or(out);
+                        meas.push(mm);
                     }
-                    Err(e) => (na(CUBLAS, m, format!("{e:#}")), None),
-                },
-                Err(e) => (na(CUBLAS, m, e.clone()), None),
-            };
-            meas.push(m_cb);
+                }
+                Err(e) => meas.push(na(CUBLAS, m, e)),
+            }
             pb.inc(1);
             let cross_ref = sf_ref.or(cb_out);
 
@@ -334,43 +345,34 @@ pub fn run<T: GpuElement>(
             gpu.sync()?;
 
             for mm in &mut meas {
-                let sparse = mm.contender != CUBLAS;
+                let sparse = !is_dense(&mm.contender);
                 derive(mm, mm.m_run, n, k, sparse, es, cfg);
             }
-            let med = |name: &str| {
-                meas.iter()
-                    .find(|x| x.contender == name)
-                    .and_then(|x| x.time)
-                    .map(|t| t.median_us)
-            };
-            let sfm = med(SPARSEFLOW);
-            rows.push(Row {
-                layer: layer.name.clone(),
-                n,
-                k,
-                m,
-                speedup_vs_dense: sfm.zip(med(CUBLAS)).map(|(s, d)| d / s),
-                speedup_vs_cusparselt: sfm.zip(med(CUSPARSELT)).map(|(s, l)| l / s),
-                measurements: meas,
-            });
+            rows.push(Row::new(layer.name.clone(), n, k, m, SPARSEFLOW, meas));
         }
     }
     Ok(rows)
 }
 
-/// The dense tensor-core ceiling: cuBLAS on a large square GEMM (TFLOP/s, median of samples).
+/// The dense tensor-core ceiling: the fastest dense path on a large square GEMM (TFLOP/s,
+/// median of samples).
 pub fn measure_dense_tflops<T: GpuElement>(gpu: &Gpu, cb: &Rc<Cublas>) -> Result<f64> {
     let s = 8192;
     let w = gpu.stream.clone_htod(&random::<T>(s * s, 7))?;
     let x = gpu.stream.clone_htod(&random::<T>(s * s, 8))?;
     let y = gpu.stream.alloc_zeros::<T>(s * s)?;
-    let plan = DensePlan::new::<T>(cb, &gpu.stream, s, s, s)?;
+    let (wp, xp, yp) = (
+        dptr(&w, &gpu.stream),
+        dptr(&x, &gpu.stream),
+        dptr(&y, &gpu.stream),
+    );
+    let plan = DensePlan::fastest::<T>(cb, gpu, s, s, s, wp, xp, yp)?;
     let weights = [w];
     let mut g = CublasGemm {
-        plan,
+        plan: &plan,
         weights: &weights,
-        x: dptr(&x, &gpu.stream),
-        y: dptr(&y, &gpu.stream),
+        x: xp,
+        y: yp,
     };
     let cfg = TimeCfg {
         samples: 5,
