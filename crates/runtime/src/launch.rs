@@ -78,15 +78,28 @@ impl RawStream {
         )
     }
 
-    /// Whether work queued on this stream is being recorded into a CUDA graph right now
-    /// (then it does not execute until the graph is launched).
-    pub(crate) fn is_capturing(self) -> Result<bool> {
+    /// The id of the CUDA-graph capture this stream is recording into right now (work queued
+    /// then does not execute until the graph is launched), or `None` when it is not capturing.
+    /// Ids are unique per capture within the process.
+    pub(crate) fn capture_id(self) -> Result<Option<u64>> {
         let mut status = sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
-        // SAFETY: the stream is valid (from_raw's contract); `status` is a valid out-pointer.
-        unsafe { sys::cuStreamIsCapturing(self.0, &mut status) }
-            .result()
-            .map_err(cuda("cuStreamIsCapturing"))?;
-        Ok(status != sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE)
+        let mut id: sys::cuuint64_t = 0;
+        // SAFETY: the stream is valid (from_raw's contract); `status` and `id` are valid
+        // out-pointers; the graph, dependency and edge outputs are optional (NULL).
+        unsafe {
+            sys::cuStreamGetCaptureInfo_v3(
+                self.0,
+                &mut status,
+                &mut id,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        }
+        .result()
+        .map_err(cuda("cuStreamGetCaptureInfo"))?;
+        Ok((status != sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE).then_some(id))
     }
 
     pub(crate) fn synchronize(self) -> Result<()> {

@@ -12,7 +12,11 @@
 //! The fill is a memset queued on the caller's stream, right before the launch that needs it:
 //! stream-ordered, no host synchronisation, so it is legal while the stream is being captured
 //! into a CUDA graph (the memset then becomes a graph node). A memset that was only recorded
-//! into a graph has not run, so the slot stays marked until one runs eagerly.
+//! into a graph has not run, so the slot stays marked until one runs eagerly; but one memset
+//! per capture is enough (every launch after it on the stream leaves the words empty again),
+//! so the slot remembers the capture it was recorded into and later launches of the same
+//! capture add none. (Before, every launch captured into a graph carried its own memset node:
+//! in a PyTorch CUDA graph that was a memset before every sparse linear.)
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +33,8 @@ struct Slot {
     retired: Vec<DeviceAlloc>,
     /// The workspace has not yet been filled with the sentinel by work that actually executed.
     needs_fill: bool,
+    /// The capture whose recorded work already fills the workspace before any launch in it.
+    filled_in_capture: Option<u64>,
 }
 
 /// `RawStream::ordering_key`: the handle, plus the thread for the per-thread stream.
@@ -66,12 +72,17 @@ impl WorkspacePool {
                 s.retired.push(old);
             }
             s.needs_fill = true;
+            s.filled_in_capture = None;
         }
         let w = s.workspace.as_ref().expect("allocated above");
         let ptr = w.ptr();
         if s.needs_fill {
-            w.memset_u32(WORKSPACE_EMPTY, w.bytes() / 4, stream)?;
-            s.needs_fill = stream.is_capturing()?;
+            let capture = stream.capture_id()?;
+            if capture.is_none() || capture != s.filled_in_capture {
+                w.memset_u32(WORKSPACE_EMPTY, w.bytes() / 4, stream)?;
+            }
+            s.needs_fill = capture.is_some();
+            s.filled_in_capture = capture;
         }
         Ok(ptr)
     }
