@@ -217,7 +217,7 @@ def set_programmatic_launch(on: bool, device: Optional[torch.device] = None) -> 
     launch (sm_90+), so each kernel's launch overlaps the end of the previous kernel on the
     stream; the kernel waits for it before touching memory, so results are unchanged.
 
-    Off by default: it makes chains of decode kernels 3–4.5% faster in ``sparseflow benchmark
+    Off by default: it makes chains of decode kernels 3–5% faster in ``sparseflow benchmark
     --pdl``, but in end-to-end A/B runs of a ``transformers`` model under ``torch.compile`` CUDA
     graphs it gained nothing at batch 1 and cost 7–9% at batch 16 (docs/PERFORMANCE.md). ``device`` defaults to the current CUDA device.
     Raises ``RuntimeError`` on GPUs before sm_90 (when turning it on) or without CUDA.

@@ -7,7 +7,7 @@ __device__ __forceinline__ float sf_relu(float x) { return x > 0.0f ? x : 0.0f; 
 
 // x * sigmoid(x). __expf and __fdividef (2 ulp while the divisor is at most 2^126) keep it cheap
 // and are exact enough for fp16/bf16 outputs. The IEEE division it replaces measured +1–4% on
-// the split-K decode kernels on the H100, whose last CTA runs the epilogue on the critical path.
+// the split-K decode kernels on the H100, whose reducer CTA runs the epilogue on the critical path.
 // Limits (checked on the H100 against torch): +inf → inf, NaN → NaN, -inf → NaN, x < -88.7 → -0.
 // One band differs: for x in (-88.7, -87.3] the divisor exceeds 2^126 and __fdividef returns -0
 // where torch gives -3e-37 to -1e-36 (representable in bf16) — an absolute error below 1e-36.

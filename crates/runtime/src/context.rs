@@ -218,7 +218,7 @@ impl Context {
     }
 
     /// Turns programmatic dependent launch on or off for later launches. Off by default: on the
-    /// H100 it makes chains of decode kernels 3–4.5% faster (`sparseflow benchmark --pdl`), but
+    /// H100 it makes chains of decode kernels 3–5% faster (`sparseflow benchmark --pdl`), but
     /// in end-to-end A/B runs of a transformers Llama under PyTorch's CUDA graphs it gained
     /// nothing at batch 1 and cost 7–9% at batch 16 (docs/PERFORMANCE.md). Devices before sm_90
     /// do not have it: turning it on there is an error.
