@@ -340,8 +340,9 @@ def sparse_linear(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tensor
         handle = _handle(values, meta, bias, epilogue)
         stream = 0
         if x.is_cuda:
-            # The runtime's per-stream split-K scratch is zeroed with stream-ordered memsets,
-            # so launching (and capturing) on any stream is legal once the kernel is compiled.
+            # The runtime fills a stream's new split-K scratch with its empty sentinel by a
+            # stream-ordered memset, so launching (and capturing) on any stream is legal once
+            # the kernel is compiled.
             stream = torch.cuda.current_stream(x.device).cuda_stream
         handle.forward(x2.data_ptr(), y.data_ptr(), m, stream)
     return y.reshape(*x.shape[:-1], n)

@@ -126,7 +126,8 @@ def test_capture_without_warm_up_is_a_clear_error():
 
 def test_capture_on_a_fresh_stream_after_warm_up_elsewhere():
     # Warm-up on the default stream only; the capture stream is new to the runtime, whose
-    # split-K scratch for it is then zeroed inside the graph (stream-ordered memset).
+    # split-K scratch for it is then filled with the empty sentinel inside the graph
+    # (stream-ordered memset).
     torch.manual_seed(5)
     layer = sf.SparseLinear.from_dense(torch.randn(4096, 4096, device="cuda", dtype=torch.float16))
     x = torch.randn(4, 4096, device="cuda", dtype=torch.float16)

@@ -69,7 +69,7 @@ pub(crate) struct GpuState {
     pub(crate) info: DeviceInfo,
     pub(crate) kernels: KernelCache,
     pub(crate) workspaces: WorkspacePool,
-    /// Private non-blocking stream for uploads and zeroing scratch.
+    /// Private non-blocking stream for weight and bias uploads.
     pub(crate) aux: launch::OwnedStream,
     /// Launch kernels with programmatic stream serialization (see
     /// [`Context::set_programmatic_launch`]); off unless asked for, and only ever on for sm_90+.

@@ -108,7 +108,7 @@ impl RawStream {
     }
 }
 
-/// A non-blocking stream owned by the runtime (uploads, zeroing scratch): it never orders
+/// A non-blocking stream owned by the runtime (weight and bias uploads): it never orders
 /// against, or disturbs a CUDA-graph capture on, the caller's streams.
 pub(crate) struct OwnedStream {
     stream: RawStream,
