@@ -9,11 +9,15 @@
 #                8B fp16 with --epilogue-overhead), then fp16 8B and 70B-tp8 again with
 #                programmatic dependent launch (--pdl)
 #   python       python_check.sh (pytest with CUDA, torch.compile, CUDA graphs, decode e2e)
+#   baseline     the four decode sweeps (8B and 70B-tp8, fp16 and bf16; 8B fp16 with
+#                --epilogue-overhead) against the best dense path, then linear_check.sh on the
+#                fp16 sweeps (F.linear vs SparseLinear vs its kernel; before/after with
+#                .carry/old/), then the docs/PERFORMANCE.md all-M command
 #
 # Build and carry first: `bash scripts/device/build_carry.sh` (.carry/{verify,runtime-gpu-tests,
 # kernel-cache,capi,bench,sparseflow-*.whl}; pydeps as python_check.sh says); then run with
 # carry [".carry"]:
-#   bash scripts/device/release_check.sh correctness|perf|decode|python
+#   bash scripts/device/release_check.sh correctness|perf|decode|python|baseline
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/sparseflow-release}
@@ -68,8 +72,16 @@ case "${1:-}" in
   python)
     step python bash scripts/device/python_check.sh
     ;;
+  baseline)
+    default_decode_sweeps
+    sweep decode-70b-bf16 llama3-70b-tp8 bf16
+    step linear bash scripts/device/linear_check.sh "$WORK/decode-8b-fp16/bench.json" \
+        "$WORK/decode-70b-fp16/bench.json" "$WORK/decode-8b-bf16/bench.json"
+    step bench-llama3-8b bash scripts/device/bench.sh --model llama3-8b \
+        --m 1,16,64,256,1024,4096,16384 --dtype fp16 --graph
+    ;;
   *)
-    echo "usage: $0 correctness|perf|decode|python" >&2
+    echo "usage: $0 correctness|perf|decode|python|baseline" >&2
     exit 2
     ;;
 esac

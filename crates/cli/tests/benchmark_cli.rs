@@ -77,7 +77,7 @@ fn cpu_smoke_run_writes_table_json_and_plot() {
     ] {
         assert!(v.get(key).is_some(), "missing key {key}");
     }
-    assert_eq!(v["schema"], "sparseflow-benchmark/1");
+    assert_eq!(v["schema"], "sparseflow-benchmark/2");
     assert_eq!(v["mode"], "cpu");
     assert_eq!(v["config"]["epilogue"], "bias_relu");
     assert_eq!(v["config"]["samples"], 3);
@@ -108,6 +108,7 @@ fn cpu_smoke_run_writes_table_json_and_plot() {
         // The sparse and dense CPU paths agree (checked before timing).
         assert!(meas[0]["rel_err_cross"].as_f64().unwrap() < 1e-2);
         assert!(row["speedup_vs_dense"].as_f64().unwrap() > 0.0);
+        assert_eq!(row["dense_best"], "cpu_dense");
     }
     assert!(v["summary"]["geomean_vs_dense"].as_f64().unwrap() > 0.0);
     assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
@@ -180,6 +181,46 @@ fn argument_errors_are_clear() {
     expect_error(
         &["--shape", "64,128", "--pdl", "--skip", "sparseflow"],
         "--skip leaves SparseFlow out",
+    );
+    // A sample that never ends is refused, not run.
+    expect_error(
+        &["--cpu", "--shape", "64,128", "--sample-ms", "inf"],
+        "at most",
+    );
+    expect_error(
+        &["--cpu", "--shape", "64,128", "--warmup-ms", "nan"],
+        "between 0",
+    );
+    expect_error(
+        &["--cpu", "--shape", "64,128", "--lt-algos", "0"],
+        "--lt-algos",
+    );
+}
+
+#[test]
+fn bad_output_paths_fail_before_the_run() {
+    // Checked first: a long GPU run must not end in "cannot write" and lose its results.
+    let missing = tmp("no-such-dir").join("r.json");
+    expect_error(
+        &[
+            "--cpu",
+            "--shape",
+            "64,128",
+            "--json",
+            missing.to_str().unwrap(),
+        ],
+        "does not exist",
+    );
+    let dir = std::env::temp_dir();
+    expect_error(
+        &[
+            "--cpu",
+            "--shape",
+            "64,128",
+            "--plot",
+            dir.to_str().unwrap(),
+        ],
+        "not a regular file",
     );
 }
 

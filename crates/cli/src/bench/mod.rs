@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod gpu;
+pub mod output;
 pub mod plot;
 pub mod report;
 pub mod shapes;

@@ -14,7 +14,7 @@ use sparseflow_core::EpilogueKind;
 use crate::bench::gpu::{self, cublas::Cublas, cusparselt::Lt, sweep, Gpu, TimeCfg};
 use crate::bench::report::{self, Report, RunConfig};
 use crate::bench::shapes::{self, Layer};
-use crate::bench::{cpu, now_utc, plot};
+use crate::bench::{cpu, now_utc, output, plot};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum DTypeArg {
@@ -118,6 +118,9 @@ fn layers(args: &Args) -> Result<(Vec<Layer>, Option<String>)> {
     Ok((v, model))
 }
 
+/// Longest --sample-ms / --warmup-ms accepted (one minute).
+const MAX_MS: f64 = 60_000.0;
+
 /// Validated arguments: layers, model preset, M list, epilogue.
 type Plan = (Vec<Layer>, Option<String>, Vec<usize>, EpilogueKind);
 
@@ -130,8 +133,27 @@ fn validate(args: &Args) -> Result<Plan> {
     if args.samples == 0 {
         bail!("--samples must be at least 1 (the method uses 10)");
     }
-    if !(args.sample_ms > 0.0 && args.warmup_ms >= 0.0) {
-        bail!("--sample-ms must be > 0 and --warmup-ms >= 0");
+    // Finite and bounded: `inf` or a huge value would make one sample never end.
+    if !(args.sample_ms > 0.0 && args.sample_ms <= MAX_MS) {
+        bail!(
+            "--sample-ms must be > 0 and at most {MAX_MS} ms, got {}",
+            args.sample_ms
+        );
+    }
+    if !(args.warmup_ms >= 0.0 && args.warmup_ms <= MAX_MS) {
+        bail!(
+            "--warmup-ms must be between 0 and {MAX_MS} ms, got {}",
+            args.warmup_ms
+        );
+    }
+    for (flag, path) in [
+        ("--json", &args.json),
+        ("--markdown", &args.markdown),
+        ("--plot", &args.plot),
+    ] {
+        if let Some(p) = path {
+            output::check_writable(p).with_context(|| format!("{flag} {}", p.display()))?;
+        }
     }
     if let Some(x) = args.min_speedup {
         if !(x > 0.0 && x.is_finite()) {
@@ -371,9 +393,20 @@ fn run_gpu(
         0
     } + if args.e2e { 2 } else { 0 };
     let pb = progress((layers.len() * ms.len() * 3 + extra) as u64);
+    // A long GPU run writes its JSON after every case, so a later failure loses nothing.
+    let mut partial = rep.clone();
+    let mut on_row = |rows: &[report::Row]| -> Result<()> {
+        let Some(path) = &args.json else {
+            return Ok(());
+        };
+        partial.rows = rows.to_vec();
+        partial.summary = report::summarize_rows(rows);
+        output::write_atomic(path, &(serde_json::to_string_pretty(&partial)? + "\n"))
+            .with_context(|| format!("writing partial results to {}", path.display()))
+    };
     rep.rows = match args.dtype {
-        DTypeArg::Fp16 => sweep::run::<f16>(&g, &contenders, layers, ms, &cfg, &pb)?,
-        DTypeArg::Bf16 => sweep::run::<bf16>(&g, &contenders, layers, ms, &cfg, &pb)?,
+        DTypeArg::Fp16 => sweep::run::<f16>(&g, &contenders, layers, ms, &cfg, &pb, &mut on_row)?,
+        DTypeArg::Bf16 => sweep::run::<bf16>(&g, &contenders, layers, ms, &cfg, &pb, &mut on_row)?,
     };
     if args.epilogue_overhead {
         let e = if epi.name() == "none" {
@@ -414,16 +447,15 @@ fn finish(args: &Args, rep: &Report) -> Result<ExitCode> {
     text.push_str(&crate::bench::table::extras(rep));
     print!("{text}");
     if let Some(p) = &args.markdown {
-        std::fs::write(p, &text).with_context(|| format!("writing {}", p.display()))?;
+        output::write_atomic(p, &text).with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &args.json {
         let s = serde_json::to_string_pretty(rep)?;
-        std::fs::write(p, s + "\n").with_context(|| format!("writing {}", p.display()))?;
+        output::write_atomic(p, &(s + "\n")).with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &args.plot {
-        if let Err(e) = plot::draw(rep, p) {
-            eprintln!("warning: {e:#}");
-        }
+        // The JSON and table are written by now; a plot that fails is still a failed command.
+        plot::draw(rep, p).with_context(|| format!("--plot {}", p.display()))?;
     }
     if let Some(x) = args.min_speedup {
         match rep.summary.geomean_vs_dense {

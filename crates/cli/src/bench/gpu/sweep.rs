@@ -156,6 +156,7 @@ pub fn run<T: GpuElement>(
     ms: &[usize],
     cfg: &SweepCfg,
     pb: &ProgressBar,
+    on_row: &mut dyn FnMut(&[Row]) -> Result<()>,
 ) -> Result<Vec<Row>> {
     let es = std::mem::size_of::<T>();
     let epi = cfg.epilogue;
@@ -349,6 +350,7 @@ pub fn run<T: GpuElement>(
                 derive(mm, mm.m_run, n, k, sparse, es, cfg);
             }
             rows.push(Row::new(layer.name.clone(), n, k, m, SPARSEFLOW, meas));
+            on_row(&rows)?;
         }
     }
     Ok(rows)
