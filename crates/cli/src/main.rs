@@ -29,6 +29,9 @@ enum Command {
     Compile(cmd::compile::Args),
     /// Time SparseFlow against cuBLAS dense and cuSPARSELt on the same shapes.
     Benchmark(cmd::benchmark::Args),
+    /// Convert a Hugging Face checkpoint into a 2:4 SparseFlow model directory, with a
+    /// per-layer report.
+    Convert(cmd::convert::Args),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Command::Opt(args) => cmd::opt::run(args),
         Command::Compile(args) => cmd::compile::run(args),
         Command::Benchmark(args) => cmd::benchmark::run(args),
+        Command::Convert(args) => cmd::convert::run(args),
     };
     match result {
         Ok(code) => code,

@@ -17,8 +17,9 @@
 //! Modules: [`fsx`] (confined, regular-file-only reads), [`tensors`] (one safetensors file,
 //! memory-mapped), [`layout`] (the files of a directory, shards and index), [`manifest`],
 //! [`model`] (a directory opened for reading), [`write`] (streaming safetensors writer) and
-//! [`output`] (the staging directory and its atomic commit), [`save`] (a whole in-memory model).
+//! [`output`] (the staging directory and its atomic commit), [`save`] (a whole in-memory model), and [`convert`], the engine of `sparseflow convert`.
 
+pub mod convert;
 pub mod error;
 pub mod fsx;
 pub mod layout;
@@ -27,6 +28,8 @@ pub mod model;
 pub mod output;
 pub mod save;
 pub mod tensors;
+#[doc(hidden)]
+pub mod testing;
 pub mod write;
 
 pub use error::{ModelError, Result};

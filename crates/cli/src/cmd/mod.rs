@@ -2,6 +2,7 @@
 
 pub mod benchmark;
 pub mod compile;
+pub mod convert;
 pub mod demo;
 pub mod opt;
 pub mod table;
