@@ -7,7 +7,7 @@ public API in ``sparseflow`` does this. Shape and format problems raise ``ValueE
 device/driver problems ``RuntimeError``.
 """
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 __version__: str
 
@@ -76,3 +76,15 @@ class SparseGemmHandle:
     def epilogue(self) -> str: ...
     @property
     def device(self) -> Optional[int]: ...
+
+def model_save(
+    path: str, manifest_json: str, tensors: List[Tuple[str, str, List[int], int, int]], files: List[Tuple[str, bytes]], force: bool
+) -> str:
+    """Writes a model directory through ``sparseflow-model`` (staged, fsynced, atomic); each tensor
+    is ``(name, torch dtype name, shape, data_ptr, nbytes)`` of a contiguous CPU tensor. Returns
+    the absolute path. ``FileExistsError`` for an existing target without ``force`` or a
+    non-SparseFlow target; ``ValueError`` for an invalid manifest."""
+
+def model_load(path: str) -> Tuple[str, List[Tuple[str, str, List[int], bytearray]], Optional[bytes]]:
+    """Reads and validates a model directory: ``(manifest JSON, [(name, dtype, shape, data)],
+    config.json or None)``."""

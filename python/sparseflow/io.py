@@ -11,23 +11,24 @@ A directory in the Hugging Face layout:
   weights) and were stored once.
 * ``config.json`` when the model has a transformers config.
 
-Writers build the directory under a temporary name beside the target and rename it into
-place, so a reader never sees half a model; an existing path is replaced only with
-``force=True``.
+Reading and writing go through the Rust crate ``sparseflow-model`` (``sparseflow._C``), the same
+code as ``sparseflow convert`` and the C ABI: the manifest is validated (unknown or conflicting
+entries are errors naming the key), file names are confined to the directory, only regular
+files are read, and a model is written into a staging directory beside the target, fsynced and
+renamed into place; ``force=True`` replaces only a SparseFlow model directory, atomically.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
+from . import _C
 from .linear import SparseLinear
 from .ops import split_epilogue
 
@@ -35,9 +36,6 @@ __all__ = ["save", "load", "load_state_dict", "FORMAT_VERSION"]
 
 #: The major format version this package writes and reads.
 FORMAT_VERSION = 1
-_WEIGHTS = "model.safetensors"
-_INDEX = "model.safetensors.index.json"
-_MANIFEST = "sparseflow.json"
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -86,88 +84,57 @@ def _dedupe(state: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], Dict[str, str]
     return out, aliases
 
 
+def _config_json(model: nn.Module) -> Optional[bytes]:
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "to_json_string"):
+        return None
+    data = json.loads(config.to_json_string())
+    if not data.get("architectures"):  # a model built from a bare config: name its class
+        data["architectures"] = [type(model).__name__]
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
 def save(model: nn.Module, path: PathLike, *, force: bool = False) -> Path:
     """Writes ``model`` (sparsified or not) to the directory ``path``; returns the path.
 
-    Refuses to overwrite an existing ``path`` unless ``force=True``. Sparsified layers keep
+    Refuses to overwrite an existing ``path`` unless ``force=True``, and even then replaces
+    only a SparseFlow model directory (``FileExistsError`` otherwise). Sparsified layers keep
     their pruning report and fused epilogue in ``sparseflow.json``.
     """
-    from safetensors.torch import save_file
-
-    target = Path(path)
-    if target.exists() and not force:
-        raise FileExistsError(f"{target} already exists; pass force=True to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        tensors, aliases = _dedupe(model.state_dict())
-        manifest = _manifest(model)
-        manifest["aliases"] = aliases
-        save_file(tensors, str(tmp / _WEIGHTS), metadata={"format": "pt", "sparseflow": "1"})
-        (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        config = getattr(model, "config", None)
-        if config is not None and hasattr(config, "to_json_file"):
-            config.to_json_file(str(tmp / "config.json"))
-            data = json.loads((tmp / "config.json").read_text())
-            if not data.get("architectures"):  # a model built from a bare config: name its class
-                data["architectures"] = [type(model).__name__]
-                (tmp / "config.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / target.name)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
-
-
-def _read_manifest(path: Path) -> Dict[str, Any]:
-    file = path / _MANIFEST
-    if not file.is_file():
-        raise FileNotFoundError(f"{path} is not a SparseFlow model directory: {_MANIFEST} is missing")
-    manifest = json.loads(file.read_text())
-    if manifest.get("format") != "sparseflow":
-        raise ValueError(f"{file}: format is {manifest.get('format')!r}, expected 'sparseflow'")
-    version = manifest.get("format_version")
-    try:
-        major = int(str(version).split(".")[0])
-    except ValueError:
-        major = -1
-    if major != FORMAT_VERSION:
-        raise ValueError(
-            f"{file}: format_version {version!r} is not supported; this sparseflow reads format "
-            f"version {FORMAT_VERSION} (a newer file needs a newer sparseflow: pip install -U sparseflow)"
-        )
-    return manifest
+    tensors, aliases = _dedupe(model.state_dict())
+    manifest = _manifest(model)
+    manifest["aliases"] = aliases
+    raw = [
+        (name, str(t.dtype).replace("torch.", ""), list(t.shape), t.data_ptr(), t.numel() * t.element_size())
+        for name, t in tensors.items()
+    ]
+    config = _config_json(model)
+    files = [("config.json", config)] if config is not None else []
+    _C.model_save(os.fspath(path), json.dumps(manifest), raw, files, force)
+    return Path(path)
 
 
 def load_state_dict(path: PathLike) -> Tuple[Dict[str, Tensor], Dict[str, Any]]:
     """Reads a SparseFlow model directory: ``(state_dict, manifest)``, tensors on the CPU.
     Tied tensors stored once come back under all their names."""
-    from safetensors.torch import load_file
-
-    root = Path(path)
-    manifest = _read_manifest(root)
-    if (root / _WEIGHTS).is_file():
-        state = load_file(str(root / _WEIGHTS))
-    elif (root / _INDEX).is_file():
-        index = json.loads((root / _INDEX).read_text())
-        state = {}
-        for shard in sorted(set(index["weight_map"].values())):
-            state.update(load_file(str(root / shard)))
-    else:
-        raise FileNotFoundError(f"{root}: neither {_WEIGHTS} nor {_INDEX} found")
-    for alias, kept in manifest.get("aliases", {}).items():
-        state[alias] = state[kept]
+    state, manifest, _ = _read(path)
     return state, manifest
 
 
-def _skeleton_from_config(root: Path) -> nn.Module:
-    if not (root / "config.json").is_file():
+def _read(path: PathLike) -> Tuple[Dict[str, Tensor], Dict[str, Any], Optional[Dict[str, Any]]]:
+    manifest_json, tensors, config = _C.model_load(os.fspath(path))
+    state: Dict[str, Tensor] = {}
+    for name, dtype, shape, data in tensors:
+        dt = getattr(torch, dtype)
+        state[name] = torch.frombuffer(data, dtype=dt).reshape(shape) if len(data) else torch.empty(shape, dtype=dt)
+    manifest = json.loads(manifest_json)
+    for alias, kept in manifest.get("aliases", {}).items():
+        state[alias] = state[kept]  # validated: the alias names no stored tensor
+    return state, manifest, (json.loads(config) if config is not None else None)
+
+
+def _skeleton_from_config(root: Path, config_dict: Optional[Dict[str, Any]]) -> nn.Module:
+    if config_dict is None:
         raise ValueError(
             f"{root} has no config.json, so the model cannot be rebuilt: pass a freshly built "
             "model, sf.load(path, model), or read the tensors with sf.load_state_dict(path)"
@@ -178,12 +145,34 @@ def _skeleton_from_config(root: Path) -> nn.Module:
         raise ImportError(
             "rebuilding a model from config.json needs transformers; or pass the model: sf.load(path, model)"
         ) from e
-    config = transformers.AutoConfig.from_pretrained(str(root))
+    fields = dict(config_dict)
+    model_type = fields.pop("model_type", None)
+    if not isinstance(model_type, str):
+        raise ValueError(f"{root}/config.json has no model_type; pass the model")
+    config = transformers.AutoConfig.for_model(model_type, **fields)
     archs = getattr(config, "architectures", None) or []
     cls = getattr(transformers, archs[0], None) if archs else None
     if cls is None:
         raise ValueError(f"{root}/config.json names no known transformers architecture ({archs}); pass the model")
     return cls(config)
+
+
+def _remove_fused_activation(model: nn.Module, layer: str, path: str, activation: str) -> None:
+    """Replaces the activation fused into ``layer`` by ``nn.Identity``, only if ``path`` names
+    a module that computes exactly that activation (or is already an ``Identity``)."""
+    from .sparsify import activation_kind
+
+    try:
+        module = model.get_submodule(path)
+    except AttributeError as e:
+        raise ValueError(f"layer {layer}: fused_activation {path!r} is not a module of the model") from e
+    if not isinstance(module, nn.Identity) and activation_kind(module) != activation:
+        raise ValueError(
+            f"layer {layer}: fused_activation {path!r} is a {type(module).__name__}, not the "
+            f"{activation} activation the layer's epilogue applies; refusing to remove it"
+        )
+    parent_path, _, attr = path.rpartition(".")
+    setattr(model.get_submodule(parent_path) if parent_path else model, attr, nn.Identity())
 
 
 def load(path: PathLike, model: Optional[nn.Module] = None, *, strict: bool = True) -> nn.Module:
@@ -197,10 +186,10 @@ def load(path: PathLike, model: Optional[nn.Module] = None, *, strict: bool = Tr
     Returns the model. Metadata is validated; bad codes are a ``ValueError``.
     """
     root = Path(path)
-    state, manifest = load_state_dict(root)
+    state, manifest, config_dict = _read(root)
     rebuilt = model is None
     if model is None:
-        model = _skeleton_from_config(root)
+        model = _skeleton_from_config(root, config_dict)
     file_dtype = None
     for name, layer in manifest["layers"].items():
         try:
@@ -227,8 +216,7 @@ def load(path: PathLike, model: Optional[nn.Module] = None, *, strict: bool = Tr
         parent_path, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent_path) if parent_path else model, attr, sparse)
         if sparse.fused_activation:
-            parent_path, _, attr = sparse.fused_activation.rpartition(".")
-            setattr(model.get_submodule(parent_path) if parent_path else model, attr, nn.Identity())
+            _remove_fused_activation(model, name, sparse.fused_activation, activation)
     if rebuilt and file_dtype is not None:
         model.to(file_dtype)
     model.load_state_dict(state, strict=strict)

@@ -6,12 +6,14 @@
 //! has no bf16). The GIL is released while Rust computes.
 //!
 //! * [`format`]: prune + compress, decompress, diff report (CPU, host pointers).
+//! * [`model`]: `sf.save` / `sf.load` through `sparseflow-model` (one reader and writer).
 //! * [`gemm`]: `SparseGemmHandle`, one compiled/uploaded weight that runs
 //!   `Y = epilogue(X · Wᵀ [+ b])` on the CPU reference or on a CUDA device (runtime).
 
 mod error;
 mod format;
 mod gemm;
+mod model;
 mod raw;
 
 use pyo3::prelude::*;
@@ -29,5 +31,7 @@ fn sparseflow_c(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gemm::set_programmatic_launch, m)?)?;
     m.add_function(wrap_pyfunction!(gemm::programmatic_launch, m)?)?;
     m.add_class::<gemm::SparseGemmHandle>()?;
+    m.add_function(wrap_pyfunction!(model::model_save, m)?)?;
+    m.add_function(wrap_pyfunction!(model::model_load, m)?)?;
     Ok(())
 }

@@ -270,7 +270,7 @@ pub fn convert(
         let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
         let mut w = ShardWriter::create(&dir.join(&out_name), planned, &meta)?;
         for it in file_items {
-            let (row, entry) = write_item(it, target, opts, &mut w, progress)?;
+            let (row, entry) = write_item(it, &set, target, opts, &mut w, progress)?;
             if let Some((name, entry)) = entry {
                 manifest.layers.insert(name, entry);
             }
@@ -582,6 +582,7 @@ fn planned(it: &Item, target: DType, format: OutputFormat) -> Vec<Planned> {
 /// Pass 2 for one item: writes it, returns its report row and manifest entry.
 fn write_item(
     it: &Item,
+    set: &TensorSet,
     target: DType,
     opts: &Options,
     w: &mut ShardWriter,
@@ -634,6 +635,8 @@ fn write_item(
             violations,
         } => {
             let dense_out = opts.format == OutputFormat::Dense;
+            // The bias stays a tensor of its own, `<layer>.bias`; the epilogue says it is used.
+            let has_bias = set.get(&format!("{layer}.bias")).is_some();
             let result = match target {
                 DType::BF16 => run_layer::<bf16>(src, *n, *k, dense_out, w, progress)?,
                 _ => run_layer::<f16>(src, *n, *k, dense_out, w, progress)?,
@@ -674,7 +677,7 @@ fn write_item(
                             Status::Imported => "sparse-24-bitmask".into(),
                             _ => opts.method.name().into(),
                         },
-                        epilogue: "none".into(),
+                        epilogue: if has_bias { "bias" } else { "none" }.into(),
                         diff: diff_map(&diff),
                         fused_activation: None,
                     },
