@@ -50,7 +50,8 @@ impl From<CoreError> for Error {
             | CoreError::UnknownEpilogue { .. }
             | CoreError::BiasMismatch { .. }
             | CoreError::DTypeMismatch(_)
-            | CoreError::NonFiniteInput(_) => SPARSEFLOW_STATUS_INVALID_ARGUMENT,
+            | CoreError::NonFiniteInput(_)
+            | CoreError::Prune(_) => SPARSEFLOW_STATUS_INVALID_ARGUMENT,
         };
         Error::new(status, e.to_string())
     }

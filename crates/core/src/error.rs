@@ -53,4 +53,8 @@ pub enum CoreError {
 
     #[error("{0} contains NaN or Inf; fix the input before measuring")]
     NonFiniteInput(&'static str),
+
+    /// Activation-aware pruning: bad calibration, method name or option.
+    #[error(transparent)]
+    Prune(#[from] crate::prune::PruneError),
 }

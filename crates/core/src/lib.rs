@@ -4,6 +4,8 @@
 //!
 //! * [`format`]: magnitude pruning, validation, and the compressed [`Sparse24`] format
 //!   (`values [N, K/2]` + `meta [N, K/8]`, the hardware's own encoding; see docs/FORMAT.md).
+//! * [`prune`]: one interface for magnitude, Wanda and SparseGPT pruning (plus refinement and
+//!   channel permutations) driven by calibration activations.
 //! * [`diff`]: what pruning cost — weight error, kept magnitude, bytes, output error.
 //! * [`epilogue`]: the one epilogue table (IR name, ABI value, CUDA expression, CPU function,
 //!   op sequence matched by the fusion pass).
@@ -17,6 +19,7 @@ pub mod dtype;
 pub mod epilogue;
 pub mod error;
 pub mod format;
+pub mod prune;
 pub mod reference;
 mod shape;
 
@@ -25,4 +28,5 @@ pub use dtype::{DType, Element};
 pub use epilogue::{ElementwiseOp, EpilogueKind, EpilogueSpec, EPILOGUES};
 pub use error::{CoreError, Result};
 pub use format::{prune_magnitude, validate, Sparse24};
+pub use prune::{prune, Calibration, PruneError, PruneMethod, PruneOptions, PruneReport};
 pub use reference::{dense_gemm, oracle_gemm_f64, sparse_gemm, sparse_gemm_into};

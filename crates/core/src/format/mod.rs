@@ -8,6 +8,7 @@ mod sparse24;
 mod validate;
 
 pub use prune::prune_magnitude;
+pub(crate) use prune::two_largest;
 pub use sparse24::{meta_bytes_per_row, Sparse24, VALID_META_CODES};
 pub use validate::validate;
 

@@ -14,7 +14,7 @@ pub fn prune_magnitude<T: Element>(w: &[T], n: usize, k: usize) -> Result<Vec<T>
     check_finite(w, k)?;
     let mut out = vec![T::default(); w.len()];
     for (src, dst) in w.chunks_exact(4).zip(out.chunks_exact_mut(4)) {
-        let [a, b] = two_largest(src);
+        let [a, b] = two_largest_magnitudes(src);
         dst[a] = src[a];
         dst[b] = src[b];
     }
@@ -22,11 +22,16 @@ pub fn prune_magnitude<T: Element>(w: &[T], n: usize, k: usize) -> Result<Vec<T>
 }
 
 /// Positions of the two largest magnitudes of a group, lower index first on ties.
-fn two_largest<T: Element>(group: &[T]) -> [usize; 2] {
-    let mag = |i: usize| group[i].to_f64().abs();
+fn two_largest_magnitudes<T: Element>(group: &[T]) -> [usize; 2] {
+    two_largest(std::array::from_fn(|i| group[i].to_f64().abs()))
+}
+
+/// Positions of the two largest of four scores, in increasing order; ties go to the lower
+/// index. The one keep rule of every pruning method (magnitude, Wanda, SparseGPT).
+pub(crate) fn two_largest(score: [f64; 4]) -> [usize; 2] {
     let mut order = [0usize, 1, 2, 3];
-    // Stable sort by descending magnitude keeps equal magnitudes in index order.
-    order.sort_by(|&i, &j| mag(j).total_cmp(&mag(i)));
+    // Stable sort by descending score keeps equal scores in index order.
+    order.sort_by(|&i, &j| score[j].total_cmp(&score[i]));
     let (a, b) = (order[0], order[1]);
     [a.min(b), a.max(b)]
 }
