@@ -32,6 +32,9 @@ enum Command {
     /// Convert a Hugging Face checkpoint into a 2:4 SparseFlow model directory, with a
     /// per-layer report.
     Convert(cmd::convert::Args),
+    /// Estimate (or, with benchmark JSON, measure) what 2:4 buys a model on a GPU: memory,
+    /// decode and prefill time, tokens/s, GPUs needed, cost.
+    Audit(cmd::audit::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Compile(args) => cmd::compile::run(args),
         Command::Benchmark(args) => cmd::benchmark::run(args),
         Command::Convert(args) => cmd::convert::run(args),
+        Command::Audit(args) => cmd::audit::run(args),
     };
     match result {
         Ok(code) => code,

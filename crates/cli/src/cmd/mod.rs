@@ -1,5 +1,6 @@
 //! One module per subcommand. Each exposes `Args` (clap) and `run(Args) -> anyhow::Result<ExitCode>`.
 
+pub mod audit;
 pub mod benchmark;
 pub mod compile;
 pub mod convert;
