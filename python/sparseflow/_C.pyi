@@ -7,7 +7,7 @@ public API in ``sparseflow`` does this. Shape and format problems raise ``ValueE
 device/driver problems ``RuntimeError``.
 """
 
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 __version__: str
 
@@ -88,3 +88,43 @@ def model_save(
 def model_load(path: str) -> Tuple[str, List[Tuple[str, str, List[int], bytearray]], Optional[bytes]]:
     """Reads and validates a model directory: ``(manifest JSON, [(name, dtype, shape, data)],
     config.json or None)``."""
+
+class Calibration:
+    """``H = XᵀX`` (float64) of one layer input, accumulated over host activation batches."""
+
+    def __init__(self, k: int) -> None: ...
+    def accumulate(self, x_ptr: int, m: int, dtype: str) -> None:
+        """Adds host activations ``[m, k]`` (``ValueError`` on NaN/Inf, m == 0)."""
+    def permuted(self, perm: List[int]) -> "Calibration": ...
+    @property
+    def k(self) -> int: ...
+    @property
+    def tokens(self) -> int: ...
+
+def prune_calibrated(
+    w_ptr: int,
+    n: int,
+    k: int,
+    dtype: str,
+    method: str,
+    calibration: Optional[Calibration],
+    values_ptr: int,
+    meta_ptr: int,
+    damping: float = 0.01,
+    block_size: int = 128,
+    refine_sweeps: int = 4,
+    progress: Optional[Callable[[str, int, int], None]] = None,
+) -> Dict[str, Any]:
+    """Host weight ``[n, k]`` pruned with ``method`` (magnitude, wanda, sparsegpt,
+    sparsegpt-refine) into ``values`` / ``meta``; returns the report."""
+
+def find_permutation(
+    w_ptr: int,
+    n: int,
+    k: int,
+    dtype: str,
+    calibration: Optional[Calibration] = None,
+    window: int = 64,
+    passes: int = 4,
+) -> List[int]:
+    """Input-channel permutation under which 2:4 keeps more importance."""

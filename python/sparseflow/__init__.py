@@ -17,6 +17,7 @@ run the Rust reference. See docs/PYTHON.md.
 from . import _C
 from .io import FORMAT_VERSION, load, load_state_dict, save
 from .linear import METHODS, SparseLinear
+from .prune import Calibration, find_permutation, permute_gated_mlp, permute_in_features, permute_out_features
 from .ops import ACTIVATIONS, EPILOGUES, clear_cache, compress, decompress, prepare
 from .sparsify import LayerReport, SparsifyReport, activation_kind, sparsify
 
@@ -24,6 +25,7 @@ __version__: str = _C.__version__
 
 __all__ = [
     "ACTIVATIONS",
+    "Calibration",
     "EPILOGUES",
     "FORMAT_VERSION",
     "METHODS",
@@ -34,6 +36,10 @@ __all__ = [
     "clear_cache",
     "compress",
     "decompress",
+    "find_permutation",
+    "permute_gated_mlp",
+    "permute_in_features",
+    "permute_out_features",
     "load",
     "load_state_dict",
     "prepare",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Literal, Optional, Tuple, Union, overload
+from typing import Any, Dict, Literal, Optional, Tuple, Union, overload
 
 import torch
 from torch import Tensor, nn
@@ -17,12 +17,9 @@ from .ops import (
     epilogue_name,
     meta_bytes,
 )
+from .prune import METHODS, Calibration, as_calibration, check_method, prune_host
 
 __all__ = ["SparseLinear", "METHODS"]
-
-#: Pruning methods. Activation-aware methods (Wanda, SparseGPT) will join ``magnitude`` behind
-#: the same ``method=`` argument.
-METHODS: Tuple[str, ...] = ("magnitude",)
 
 # An all-zero group stores positions 0 and 1 (code 0b0100); two groups per byte.
 _ZERO_META_BYTE = 0x44
@@ -73,7 +70,7 @@ class SparseLinear(nn.Module):
         self.in_features = in_features
         self.out_features = out_features
         self.activation = activation
-        #: How the weight was pruned (``magnitude``), for the report and the model file.
+        #: How the weight was pruned (one of ``METHODS``), for the report and the model file.
         self.method = "magnitude"
         #: The diff report of the pruning that built this layer (``None`` if unknown).
         self.diff: Optional[Dict[str, float]] = None
@@ -123,8 +120,9 @@ class SparseLinear(nn.Module):
         *,
         method: str = "magnitude",
         return_diff: Literal[False] = False,
-        calibration: Optional[Tensor] = None,
+        calibration: Optional[Union[Tensor, Calibration]] = None,
         activation: str = "none",
+        prune_options: Optional[Dict[str, Any]] = None,
     ) -> "SparseLinear": ...
 
     @overload
@@ -136,8 +134,9 @@ class SparseLinear(nn.Module):
         *,
         method: str = "magnitude",
         return_diff: Literal[True],
-        calibration: Optional[Tensor] = None,
+        calibration: Optional[Union[Tensor, Calibration]] = None,
         activation: str = "none",
+        prune_options: Optional[Dict[str, Any]] = None,
     ) -> Tuple["SparseLinear", Dict[str, float]]: ...
 
     @classmethod
@@ -148,8 +147,9 @@ class SparseLinear(nn.Module):
         *,
         method: str = "magnitude",
         return_diff: bool = False,
-        calibration: Optional[Tensor] = None,
+        calibration: Optional[Union[Tensor, Calibration]] = None,
         activation: str = "none",
+        prune_options: Optional[Dict[str, Any]] = None,
     ) -> Union["SparseLinear", Tuple["SparseLinear", Dict[str, float]]]:
         """Prunes a dense ``nn.Linear`` (or a weight ``[out, in]`` plus optional ``bias``) to 2:4.
 
@@ -161,8 +161,17 @@ class SparseLinear(nn.Module):
         ``calibration`` activation sample ``[..., in_features]`` is given, also
         ``output_max_error`` and ``output_rel_error`` (float64, ``x @ W.T`` vs ``x @ Ws.T``).
 
+        ``method="wanda"``, ``"sparsegpt"`` or ``"sparsegpt-refine"`` choose the mask from
+        ``calibration`` (this layer's input activations ``[..., in_features]``, or a
+        :class:`sparseflow.Calibration` shared by layers that read the same input); SparseGPT
+        also updates the kept weights to compensate. ``prune_options``: ``damping`` (0.01),
+        ``block_size`` (128), ``refine_sweeps`` (4), ``progress`` (``callable(stage, done,
+        total)``). Their reports add ``damping``, ``calibration_tokens`` and ``refine_*``.
+
         Errors (before anything is built): a weight that is not 2-D, on the meta device, of
-        an unsupported dtype, with ``in_features % 4 != 0``, or holding NaN/Inf.
+        an unsupported dtype, with ``in_features % 4 != 0``, or holding NaN/Inf; an unknown
+        method; a calibrated method without calibration, or calibration that is empty, of
+        the wrong width, not floating point or holding NaN/Inf.
         """
         if isinstance(linear_or_weight, nn.Linear):
             if bias is not None:
@@ -170,8 +179,7 @@ class SparseLinear(nn.Module):
             weight, bias = linear_or_weight.weight, linear_or_weight.bias
         else:
             weight = linear_or_weight
-        if method not in METHODS:
-            raise ValueError(f"unknown pruning method {method!r}; available: {', '.join(METHODS)}")
+        check_method(method)
         check_weight(weight)
         n, k = weight.shape
         if bias is not None:
@@ -180,8 +188,14 @@ class SparseLinear(nn.Module):
             if bias.device.type == "meta":
                 raise ValueError("bias is on the meta device and has no data; materialize it first")
         host = weight.detach().to("cpu").contiguous()  # one host copy for pruning and the report
-        values, meta = compress_host(host, prune=True)
-        diff = _diff(host, values, meta, calibration)
+        if method == "magnitude":
+            values, meta = compress_host(host, prune=True)
+            report: Dict[str, Any] = {}
+        else:
+            cal = as_calibration(calibration, k) if calibration is not None else None
+            values, meta, report = prune_host(host, method, cal, **(prune_options or {}))
+        diff = _diff(host, values, meta, calibration if isinstance(calibration, Tensor) else None)
+        diff.update({key: v for key, v in report.items() if key not in diff and key != "method"})
         module = cls(k, n, bias is not None, activation=activation, device=weight.device, dtype=weight.dtype)
         with torch.no_grad():
             module.values.copy_(values)

@@ -31,6 +31,7 @@ from torch import nn
 
 from .linear import METHODS, SparseLinear
 from .ops import SUPPORTED_DTYPES
+from .prune import CALIBRATED_METHODS
 
 __all__ = ["sparsify", "SparsifyReport", "LayerReport", "activation_kind"]
 
@@ -80,6 +81,11 @@ class SparsifyReport:
         return [r for r in self.rows if r.status == "skipped"]
 
     @property
+    def over_error(self) -> List[LayerReport]:
+        """Layers left dense because their held-out output error exceeded ``max_rel_error``."""
+        return [r for r in self.rows if r.status == "skipped" and r.reason.startswith("max_rel_error")]
+
+    @property
     def fused(self) -> List[LayerReport]:
         return [r for r in self.rows if r.fused]
 
@@ -108,6 +114,8 @@ class SparsifyReport:
         lines = []
         for r in self.rows:
             note = r.reason if r.status == "skipped" else (f"fused {r.fused}" if r.fused else "")
+            if r.status == "sparsified" and "heldout_rel_error" in r.diff:
+                note = f"held-out err {r.diff['heldout_rel_error']:.4f}" + (f"; {note}" if note else "")
             lines.append(
                 (
                     r.name,
@@ -245,20 +253,40 @@ def sparsify(
     exclude: Sequence[str] = ("lm_head",),
     method: str = "magnitude",
     fuse: bool = True,
+    calibration: Optional[Iterable[Any]] = None,
+    max_rel_error: Optional[float] = None,
+    heldout: float = 0.25,
+    progress: bool = True,
+    prune_options: Optional[Dict[str, Any]] = None,
 ) -> Tuple[nn.Module, SparsifyReport]:
     """Replaces the ``nn.Linear`` layers of ``model`` (in place) by 2:4 :class:`SparseLinear`.
 
     ``include``: only layers whose path matches one of these (exact path, path suffix such as
     ``"mlp.down_proj"``, or an fnmatch glob such as ``"model.layers.*.mlp.*"``); ``None`` = all.
     ``exclude``: layers to leave dense (same matching; the output head by default).
-    ``method``: pruning method (``"magnitude"``). ``fuse``: fuse a following activation into
-    the epilogue where exact (see the module docstring).
+    ``method``: pruning method (``"magnitude"``, ``"wanda"``, ``"sparsegpt"``,
+    ``"sparsegpt-refine"``). ``fuse``: fuse a following activation into the epilogue where
+    exact (see the module docstring).
+
+    ``calibration``: model inputs (a list of batches: tensors, argument tuples or keyword
+    dicts) for the activation-aware methods. The model then runs layer by layer: each group
+    of layers is pruned from the inputs produced by the already-pruned layers before it (see
+    ``sparseflow/calibrate.py``), with a progress bar (tqdm if installed; ``progress=False``
+    silences it). A ``heldout`` fraction of the batches (of the tokens, with one batch) is
+    kept out of the statistics; every row's diff gains ``heldout_rel_error`` on it.
+    ``max_rel_error=ε`` leaves dense every layer whose held-out error exceeds ε; they are
+    listed in ``report.over_error`` with what they cost. ``prune_options``: see
+    :meth:`SparseLinear.from_dense`.
 
     Returns ``(model, report)``; the report has one row per ``nn.Linear`` (a layer shared
     under several paths is reported and converted once, under its first path).
     """
     if method not in METHODS:
         raise ValueError(f"unknown pruning method {method!r}; available: {', '.join(METHODS)}")
+    if method in CALIBRATED_METHODS and calibration is None:
+        raise ValueError(f"method {method!r} needs calibration=[batches of model inputs]")
+    if max_rel_error is not None and calibration is None:
+        raise ValueError("max_rel_error needs calibration=[batches of model inputs] to measure the held-out error")
     if isinstance(include, str) or isinstance(exclude, str):
         raise TypeError("include and exclude take a list or tuple of names, not a single string")
     exclude = tuple(exclude or ())
@@ -295,9 +323,29 @@ def sparsify(
     def convert(job: Tuple[LayerReport, nn.Linear, List[str], str, Optional[str]]) -> SparseLinear:
         return SparseLinear.from_dense(job[1], method=method, activation=job[3])
 
-    workers = max(1, min(8, os.cpu_count() or 1, len(jobs)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        converted = list(pool.map(convert, jobs))
+    if calibration is not None:
+        from .calibrate import run_sequential
+
+        outcomes = run_sequential(
+            model,
+            [(job[0].name, job[1], job[3]) for job in jobs],
+            method,
+            calibration,
+            max_rel_error=max_rel_error,
+            heldout=heldout,
+            prune_options=prune_options,
+            progress=progress,
+        )
+        for job in jobs:
+            outcome = outcomes[job[0].name]
+            if outcome.sparse is None:
+                job[0].reason, job[0].diff = outcome.reason, dict(outcome.diff)
+        jobs = [job for job in jobs if outcomes[job[0].name].sparse is not None]
+        converted = [outcomes[job[0].name].sparse for job in jobs]
+    else:
+        workers = max(1, min(8, os.cpu_count() or 1, len(jobs)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            converted = list(pool.map(convert, jobs))
     for (row, module, paths, _, act_path), sparse in zip(jobs, converted):
         sparse.fused_activation = act_path
         sparse.train(module.training)

@@ -49,8 +49,8 @@ def test_input_shape_and_bias_errors():
         sparse(torch.randn(2, 12))
     with pytest.raises(ValueError, match=r"bias must be a tensor of shape \[8\]"):
         sf.SparseLinear.from_dense(torch.randn(8, 16), torch.randn(7))
-    with pytest.raises(ValueError, match="unknown pruning method 'wanda'"):
-        sf.SparseLinear.from_dense(torch.randn(8, 16), method="wanda")
+    with pytest.raises(ValueError, match="unknown pruning method 'obs'"):
+        sf.SparseLinear.from_dense(torch.randn(8, 16), method="obs")
     with pytest.raises(ValueError, match="unknown activation 'tanh'"):
         sf.SparseLinear.from_dense(torch.randn(8, 16), activation="tanh")
 

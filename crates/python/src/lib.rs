@@ -7,6 +7,8 @@
 //!
 //! * [`format`]: prune + compress, decompress, diff report (CPU, host pointers).
 //! * [`model`]: `sf.save` / `sf.load` through `sparseflow-model` (one reader and writer).
+//! * [`prune`]: activation-aware pruning (`Calibration`, `prune_calibrated`,
+//!   `find_permutation`).
 //! * [`gemm`]: `SparseGemmHandle`, one compiled/uploaded weight that runs
 //!   `Y = epilogue(X · Wᵀ [+ b])` on the CPU reference or on a CUDA device (runtime).
 
@@ -14,6 +16,7 @@ mod error;
 mod format;
 mod gemm;
 mod model;
+mod prune;
 mod raw;
 
 use pyo3::prelude::*;
@@ -31,6 +34,9 @@ fn sparseflow_c(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gemm::set_programmatic_launch, m)?)?;
     m.add_function(wrap_pyfunction!(gemm::programmatic_launch, m)?)?;
     m.add_class::<gemm::SparseGemmHandle>()?;
+    m.add_class::<prune::Calibration>()?;
+    m.add_function(wrap_pyfunction!(prune::prune_calibrated, m)?)?;
+    m.add_function(wrap_pyfunction!(prune::find_permutation, m)?)?;
     m.add_function(wrap_pyfunction!(model::model_save, m)?)?;
     m.add_function(wrap_pyfunction!(model::model_load, m)?)?;
     Ok(())
