@@ -9,9 +9,9 @@ For each layer shape ``N×K`` and token count ``M`` it times, on the same 2:4-pr
 * ``handle``    — the op's cached kernel handle called directly (``handle.forward(x, y, m,
   stream)``): the same launch without the torch op around it;
 
-each **under CUDA graphs** (``launches`` calls captured once into a ``torch.cuda.CUDAGraph``,
-replayed; the per-call time is replay time over ``launches``) and **eagerly** (the same calls
-back to back between CUDA events). Weights are rotated: every contender cycles through copies
+each **under CUDA graphs** (enough calls for ``--sample-ms`` of GPU time, at most 2000, captured
+once into a ``torch.cuda.CUDAGraph`` and replayed; the per-call time is replay time over the
+calls) and **eagerly** (calls back to back between CUDA events). Weights are rotated: every contender cycles through copies
 of its weight that together span at least 2× the L2 cache, so no call finds its weight in L2,
 the rule of ``sparseflow benchmark``. Each contender's output is checked against a float64
 reference before it is timed.
@@ -89,7 +89,7 @@ class Timer:
         return start.elapsed_time(end)
 
     def launches(self, calls: Sequence[Callable[[], Any]]) -> int:
-        """Calls per sample: enough for ``sample_ms``, at least one pass over the copies."""
+        """Eager calls per sample: enough for ``sample_ms``, at least one pass over the copies."""
         for c in calls:  # warm-up: first-use work (plans, kernels, workspaces) happens here
             c()
         self._sync()
@@ -105,20 +105,34 @@ class Timer:
 
         return [1e3 * self._elapsed_ms(run) / launches for _ in range(self.samples)]
 
-    def graph(self, calls: Sequence[Callable[[], Any]], launches: int) -> List[float]:
+    def _capture(self, calls: Sequence[Callable[[], Any]], launches: int) -> Tuple["torch.cuda.CUDAGraph", Any]:
         graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for i in range(launches):
+                last = calls[i % len(calls)]()
+        graph.replay()  # the first replay uploads the graph
+        self._sync()
+        return graph, last
+
+    def graph(self, calls: Sequence[Callable[[], Any]]) -> Tuple[List[float], Any, int]:
+        """Per-call times of graph replays, the last call's output as the replays left it, and
+        the calls per graph. The count comes from the GPU time of a probe graph, not from eager
+        timing: eager calls are host-bound (tens of µs of Python), and a graph of too few calls
+        would charge its fixed replay cost to each of them."""
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up on the capture stream (PyTorch's own advice)
+        with torch.cuda.stream(side):  # warm-up on a side stream (PyTorch's own advice)
             for c in calls:
                 c()
         torch.cuda.current_stream().wait_stream(side)
-        with torch.cuda.graph(graph):
-            for i in range(launches):
-                calls[i % len(calls)]()
-        graph.replay()  # the first replay uploads the graph
-        self._sync()
-        return [1e3 * self._elapsed_ms(graph.replay) / launches for _ in range(self.samples)]
+        probe_n = max(len(calls), 64)
+        probe, _ = self._capture(calls, probe_n)
+        per = max(min(self._elapsed_ms(probe.replay) for _ in range(3)) / probe_n, 1e-5)
+        del probe
+        launches = int(min(2000, max(len(calls), math.ceil(self.sample_ms / per))))
+        graph, last = self._capture(calls, launches)
+        times = [1e3 * self._elapsed_ms(graph.replay) / launches for _ in range(self.samples)]
+        return times, last, launches
 
 
 def summary(times: List[float]) -> Dict[str, float]:
@@ -130,40 +144,43 @@ def summary(times: List[float]) -> Dict[str, float]:
     }
 
 
-def contenders(
-    n: int, k: int, m: int, dtype: torch.dtype, device: str, rotation_bytes: int, seed: int
-) -> Tuple[Dict[str, List[Callable[[], torch.Tensor]]], torch.Tensor, torch.Tensor]:
-    """The three contenders' calls (one per weight copy), the input and the reference output."""
-    w = pruned_weight(n, k, dtype, device, seed)
-    g = torch.Generator().manual_seed(seed + 1)
-    x = torch.randn(m, k, generator=g).to(dtype).to(device)
-    ref = x.double() @ w.double().T
-    dense = [w.clone() for _ in range(copies_for(w.numel() * w.element_size(), rotation_bytes))]
-    linear = torch.nn.Linear(k, n, bias=False, dtype=dtype, device=device)
-    with torch.no_grad():
-        linear.weight.copy_(w)
-    layer = sf.SparseLinear.from_dense(linear)  # already 2:4: pruning keeps every weight
-    sparse_bytes = layer.values.numel() * layer.values.element_size() + layer.meta.numel()
-    # Copies with their own storage, so each has its own kernel handle and device weight.
-    layers = [layer] + [copy.deepcopy(layer) for _ in range(copies_for(sparse_bytes, rotation_bytes) - 1)]
-    del linear
-    y = torch.empty(m, n, dtype=dtype, device=device)
-    stream = (lambda: torch.cuda.current_stream().cuda_stream) if device == "cuda" else (lambda: 0)
-    handles = [ops._handle(l.values, l.meta, l.bias, l.epilogue) for l in layers]
+class Layer:
+    """One shape's contenders: rotated dense copies, ``SparseLinear`` copies and their handles."""
 
-    def raw(h: Any) -> Callable[[], torch.Tensor]:
-        def call() -> torch.Tensor:
-            h.forward(x.data_ptr(), y.data_ptr(), m, stream())
-            return y
+    def __init__(self, n: int, k: int, dtype: torch.dtype, device: str, rotation_bytes: int, seed: int) -> None:
+        self.n, self.k, self.dtype, self.device, self.seed = n, k, dtype, device, seed
+        self.w = pruned_weight(n, k, dtype, device, seed)
+        self.dense = [self.w.clone() for _ in range(copies_for(self.w.numel() * self.w.element_size(), rotation_bytes))]
+        linear = torch.nn.Linear(k, n, bias=False, dtype=dtype, device=device)
+        with torch.no_grad():
+            linear.weight.copy_(self.w)
+        layer = sf.SparseLinear.from_dense(linear)  # already 2:4: pruning keeps every weight
+        sparse_bytes = layer.values.numel() * layer.values.element_size() + layer.meta.numel()
+        # Copies with their own storage, so each has its own kernel handle and device weight.
+        self.layers = [layer] + [copy.deepcopy(layer) for _ in range(copies_for(sparse_bytes, rotation_bytes) - 1)]
+        self.handles = [ops._handle(l.values, l.meta, l.bias, l.epilogue) for l in self.layers]
 
-        return call
+    def calls(self, m: int) -> Tuple[Dict[str, List[Callable[[], torch.Tensor]]], torch.Tensor]:
+        """The contenders' calls at ``m`` tokens (one per weight copy) and the float64 reference."""
+        g = torch.Generator().manual_seed(self.seed * 7919 + m)
+        x = torch.randn(m, self.k, generator=g).to(self.dtype).to(self.device)
+        ref = x.double() @ self.w.double().T
+        y = torch.empty(m, self.n, dtype=self.dtype, device=self.device)
+        cuda = self.device == "cuda"
 
-    calls = {
-        "F.linear": [lambda d=d: F.linear(x, d) for d in dense],
-        "op": [lambda l=l: l(x) for l in layers],
-        "handle": [raw(h) for h in handles],
-    }
-    return calls, x, ref
+        def raw(h: Any) -> Callable[[], torch.Tensor]:
+            def call() -> torch.Tensor:
+                h.forward(x.data_ptr(), y.data_ptr(), m, torch.cuda.current_stream().cuda_stream if cuda else 0)
+                return y
+
+            return call
+
+        calls = {
+            "F.linear": [lambda d=d: F.linear(x, d) for d in self.dense],
+            "op": [lambda l=l: l(x) for l in self.layers],
+            "handle": [raw(h) for h in self.handles],
+        }
+        return calls, ref
 
 
 def bench_rows(path: str) -> Tuple[List[Tuple[str, int, int]], List[int], str, Dict[Tuple[int, int, int], Dict[str, Any]]]:
@@ -216,8 +233,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "rows": [],
     }
     for si, (name, n, k) in enumerate(shapes):
+        layer = Layer(n, k, dtype, device, rotation, args.seed + si)
         for m in ms:
-            calls, x, ref = contenders(n, k, m, dtype, device, rotation, args.seed + si)
+            calls, ref = layer.calls(m)
             row: Dict[str, Any] = {"layer": name, "n": n, "k": k, "m": m, "copies": len(calls["op"])}
             row.update(cases.get((n, k, m), {}))
             for who, fns in calls.items():
@@ -227,8 +245,17 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                     row[f"{who}_error"] = f"wrong result: rel err {err:.2e}; not timed"
                     continue
                 launches = timer.launches(fns)
+                row[f"{who}_eager_launches"] = launches
                 for mode in modes:
-                    times = timer.graph(fns, launches) if mode == "graph" else timer.eager(fns, launches)
+                    if mode == "graph":
+                        times, last, row[f"{who}_graph_launches"] = timer.graph(fns)
+                        # What the replays computed, not only the eager check above.
+                        row[f"{who}_graph_rel_err"] = rel_err(last, ref)
+                        if not row[f"{who}_graph_rel_err"] <= 1e-2:
+                            row[f"{who}_error"] = f"wrong result under graph replay: rel err {row[f'{who}_graph_rel_err']:.2e}"
+                            continue
+                    else:
+                        times = timer.eager(fns, launches)
                     row[f"{who}_{mode}"] = summary(times)
             for mode in modes:
                 t = {who: row.get(f"{who}_{mode}", {}).get("median_us") for who in calls}
@@ -241,11 +268,12 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             out["rows"].append(row)
             print(line(row, modes), flush=True)
             del calls
-            if device == "cuda":
-                ops.clear_cache()
-                torch.cuda.empty_cache()
             if args.out:  # partial results survive a timeout
                 write(args.out, out)
+        del layer
+        if device == "cuda":
+            ops.clear_cache()
+            torch.cuda.empty_cache()
     out["summary"] = summarize(out["rows"], modes)
     return out
 

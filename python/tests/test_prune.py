@@ -176,3 +176,26 @@ def test_gated_mlp_permutation_is_exact_and_keeps_more() -> None:
         assert torch.allclose(mlp(x), y, atol=1e-5)
     with pytest.raises(TypeError, match="not a gated MLP"):
         sf.permute_gated_mlp(nn.Linear(4, 4), perm)
+
+
+def test_calibration_file_round_trip(tmp_path) -> None:
+    pytest.importorskip("safetensors")
+    from sparseflow.calibration_file import read_calibration, write_calibration_activations
+
+    x = correlated(16, 32, seed=5)
+    path = str(tmp_path / "cal.safetensors")
+    write_calibration_activations(path, {"mlp.down_proj": x})
+    back = read_calibration(path)
+    assert back["kind"] == "activations" and torch.equal(back["mlp.down_proj"], x)
+    with pytest.raises(TypeError, match="floating point"):
+        write_calibration_activations(path, {"a": torch.ones(4, 4, dtype=torch.int64)})
+    with pytest.raises(ValueError, match="NaN"):
+        write_calibration_activations(path, {"a": torch.full((4, 4), float("nan"))})
+    from safetensors.torch import save_file
+
+    save_file({"input_ids": torch.ones(2, 3)}, path, metadata={"format": "sparseflow-calibration", "version": "1", "kind": "tokens"})
+    with pytest.raises(TypeError, match="int32 or int64"):
+        read_calibration(path)
+    save_file({"x": torch.ones(2, 3)}, path)
+    with pytest.raises(ValueError, match="not a SparseFlow calibration file"):
+        read_calibration(path)

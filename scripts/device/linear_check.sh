@@ -18,9 +18,10 @@ run_with() {  # run_with WHEEL PREFIX: install WHEEL privately, time every input
     site=$(mktemp -d)
     python3 -m pip install -q --no-deps --no-index --target "$site" "$wheel" || { rc=2; return; }
     for json in "${INPUTS[@]}"; do
+        [ -f "$json" ] || continue  # an unmatched glob
         local name
         name=$(basename "$(dirname "$json")")
-        PYTHONPATH="$site" timeout 300 python3 python/benchmarks/linear.py --bench-json "$json" \
+        PYTHONPATH="$site" timeout 240 python3 python/benchmarks/linear.py --bench-json "$json" \
             --out "$OUT/$prefix-$name.json" --markdown "$OUT/$prefix-$name.md" 2>&1 | tail -30 || rc=1
     done
 }
@@ -30,9 +31,12 @@ if [ ${#INPUTS[@]} -eq 0 ]; then
     exit 2
 fi
 old=$(ls -t .carry/old/sparseflow-*.whl 2>/dev/null | head -1)
-if [ -n "$old" ]; then
+if [ -n "$old" ]; then  # before: the first input only (the one measured in this visit)
     echo "=== before: $(cat .carry/old/BUILT_FROM 2>/dev/null || echo "$old")"
+    ALL=("${INPUTS[@]}")
+    INPUTS=("${ALL[0]}")
     run_with "$old" linear-before
+    INPUTS=("${ALL[@]}")
 fi
 new=$(ls -t .carry/sparseflow-*.whl 2>/dev/null | head -1)
 echo "=== after: $(cat .carry/BUILT_FROM 2>/dev/null || echo "$new")"

@@ -3,6 +3,7 @@
 # kernels through the custom op, torch.compile, CUDA graphs), then the end-to-end decode
 # benchmark (Llama-style, 8B-class layer shapes, batch 1 and 16, dense vs sparse, eager and
 # CUDA graphs). Results land in $OUT: pytest.txt, junit.xml, decode.json, summary.json.
+# --pytest-only: stop after pytest.
 #
 # Needs the abi3 wheel built on the dev machine and carried in .carry/:
 #   maturin build --release && mkdir -p .carry && cp target/wheels/sparseflow-*.whl .carry/
@@ -31,8 +32,11 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$OUT/gpu.
 python3 -c "import torch, sparseflow; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'sparseflow', sparseflow.__version__, sparseflow.__file__)" | tee "$OUT/versions.txt"
 
 # -p no:cacheprovider: the work tree may be read-only-ish; results go to $OUT.
-timeout 200 python3 -m pytest python/tests -q -ra -p no:cacheprovider --junitxml="$OUT/junit.xml" 2>&1 | tee "$OUT/pytest.txt"
+SPARSEFLOW_BIN="${SPARSEFLOW_BIN:-$PWD/.carry/bench/sparseflow}" timeout 200 python3 -m pytest python/tests -q -ra -p no:cacheprovider --junitxml="$OUT/junit.xml" 2>&1 | tee "$OUT/pytest.txt"
 pytest_rc=${PIPESTATUS[0]}
+if [[ "${1:-}" == "--pytest-only" ]]; then
+    exit "$pytest_rc"
+fi
 
 # PDL_AB=1 also runs the sparse model with programmatic dependent launch on (--pdl-ab).
 timeout 330 python3 python/benchmarks/decode.py --layers "${LAYERS:-4}" --new-tokens "${NEW_TOKENS:-32}" \

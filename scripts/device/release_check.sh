@@ -10,14 +10,16 @@
 #                programmatic dependent launch (--pdl)
 #   python       python_check.sh (pytest with CUDA, torch.compile, CUDA graphs, decode e2e)
 #   baseline     the four decode sweeps (8B and 70B-tp8, fp16 and bf16; 8B fp16 with
-#                --epilogue-overhead) against the best dense path, then linear_check.sh on the
-#                fp16 sweeps (F.linear vs SparseLinear vs its kernel; before/after with
-#                .carry/old/), then the docs/PERFORMANCE.md all-M command
+#                --epilogue-overhead) against the best dense path (about 7 minutes)
+#   linear       a plain 8B fp16 decode sweep, then linear_check.sh on it and on every
+#                .carry/bench-json/*/bench.json (F.linear vs SparseLinear vs its kernel;
+#                before/after with .carry/old/), then pytest with CUDA
+#   allm         the all-M llama3-8b fp16 command of docs/PERFORMANCE.md, CUDA graphs
 #
 # Build and carry first: `bash scripts/device/build_carry.sh` (.carry/{verify,runtime-gpu-tests,
 # kernel-cache,capi,bench,sparseflow-*.whl}; pydeps as python_check.sh says); then run with
 # carry [".carry"]:
-#   bash scripts/device/release_check.sh correctness|perf|decode|python|baseline
+#   bash scripts/device/release_check.sh correctness|perf|decode|python|baseline|linear|allm
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/sparseflow-release}
@@ -75,13 +77,19 @@ case "${1:-}" in
   baseline)
     default_decode_sweeps
     sweep decode-70b-bf16 llama3-70b-tp8 bf16
-    step linear bash scripts/device/linear_check.sh "$WORK/decode-8b-fp16/bench.json" \
-        "$WORK/decode-70b-fp16/bench.json" "$WORK/decode-8b-bf16/bench.json"
-    step bench-llama3-8b bash scripts/device/bench.sh --model llama3-8b \
+    ;;
+  linear)
+    sweep decode-8b-fp16-plain llama3-8b fp16
+    step linear bash scripts/device/linear_check.sh "$WORK/decode-8b-fp16-plain/bench.json" \
+        .carry/bench-json/*/bench.json
+    step pytest bash scripts/device/python_check.sh --pytest-only
+    ;;
+  allm)
+    step bench-allm-8b-fp16 bash scripts/device/bench.sh --model llama3-8b \
         --m 1,16,64,256,1024,4096,16384 --dtype fp16 --graph
     ;;
   *)
-    echo "usage: $0 correctness|perf|decode|python|baseline" >&2
+    echo "usage: $0 correctness|perf|decode|python|baseline|linear|allm" >&2
     exit 2
     ;;
 esac
