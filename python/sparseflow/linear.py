@@ -9,6 +9,8 @@ from torch import Tensor, nn
 
 from . import _C
 from .ops import (
+    _sparse_linear_impl,
+    eager_fast_path,
     check_meta,
     check_weight,
     compress_host,
@@ -207,7 +209,13 @@ class SparseLinear(nn.Module):
         return (module, dict(diff)) if return_diff else module
 
     def forward(self, x: Tensor) -> Tensor:
-        """Same contract as ``nn.Linear.forward``: ``x [..., in_features]`` → ``[..., out_features]``."""
+        """Same contract as ``nn.Linear.forward``: ``x [..., in_features]`` → ``[..., out_features]``.
+
+        Runs the ``sparseflow::sparse_linear`` op; in eager inference (nothing to differentiate,
+        plain tensors, not under torch.compile) it calls the op's kernel directly, which computes
+        the same result without the op's per-call dispatch cost (:func:`ops.eager_fast_path`)."""
+        if eager_fast_path(x, self.values, self.meta, self.bias):
+            return _sparse_linear_impl(x, self.values, self.meta, self.bias, self.epilogue)
         return torch.ops.sparseflow.sparse_linear(x, self.values, self.meta, self.bias, self.epilogue)
 
     def to_dense(self) -> Tensor:

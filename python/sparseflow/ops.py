@@ -29,6 +29,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
 
 from . import _C
 
@@ -324,9 +325,8 @@ def _check_operands(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tens
         )
 
 
-@torch.library.custom_op("sparseflow::sparse_linear", mutates_args=())
-def sparse_linear(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tensor], epilogue: str) -> Tensor:
-    """``epilogue(x @ W.T [+ bias])`` for the 2:4 weight ``W`` = (values, meta); ``x [..., K]``."""
+def _sparse_linear_impl(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tensor], epilogue: str) -> Tensor:
+    """The op's kernel (CPU and CUDA): checks, handle lookup, output allocation, launch."""
     _check_operands(x, values, meta, bias, epilogue)
     n, half_k = values.shape
     k = 2 * half_k
@@ -346,6 +346,37 @@ def sparse_linear(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tensor
             stream = torch.cuda.current_stream(x.device).cuda_stream
         handle.forward(x2.data_ptr(), y.data_ptr(), m, stream)
     return y.reshape(*x.shape[:-1], n)
+
+
+@torch.library.custom_op("sparseflow::sparse_linear", mutates_args=())
+def sparse_linear(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tensor], epilogue: str) -> Tensor:
+    """``epilogue(x @ W.T [+ bias])`` for the 2:4 weight ``W`` = (values, meta); ``x [..., K]``."""
+    return _sparse_linear_impl(x, values, meta, bias, epilogue)
+
+
+def _plain(t: Optional[Tensor]) -> bool:
+    return t is None or type(t) in (Tensor, torch.nn.Parameter)
+
+
+def eager_fast_path(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tensor]) -> bool:
+    """Whether a call may skip the custom op's dispatch and run its kernel directly.
+
+    The op's Python dispatch (autograd wrapper, dynamo guard, backend redispatch) costs tens of
+    µs per call, more than a decode kernel: eager inference would be host-bound. The direct call
+    runs the same kernel, so it is taken only where the op would add nothing: plain tensors (no
+    subclass, fake, functorch or traced tensor), no torch-function or dispatch mode, nothing to
+    differentiate, and not while torch.compile traces (which must see the op)."""
+    if torch.compiler.is_compiling():
+        return False
+    if not (_plain(x) and _plain(values) and _plain(meta) and _plain(bias)):
+        return False
+    if torch.is_grad_enabled() and (
+        x.requires_grad or values.requires_grad or (bias is not None and bias.requires_grad)
+    ):
+        return False
+    if torch._C._is_torch_function_mode_enabled() or _current_dispatch_mode() is not None:
+        return False
+    return not torch._C._functorch.is_functorch_wrapped_tensor(x)
 
 
 @sparse_linear.register_fake

@@ -170,3 +170,30 @@ def test_gradients_match_dense_autograd(activation):
     positions = sf.ops._positions(sparse.meta, 8, 16)
     want = wd.grad.reshape(8, 4, 4).gather(2, positions).reshape(8, 8)
     torch.testing.assert_close(sparse.values.grad, want, rtol=1e-4, atol=1e-4)
+
+
+def test_eager_fast_path_computes_what_the_op_computes() -> None:
+    """Eager inference skips the op's dispatch (ops.eager_fast_path) but not its semantics:
+    same output as the op; autograd, tracing and torch.compile still go through the op."""
+    torch.manual_seed(0)
+    layer = sf.SparseLinear.from_dense(nn.Linear(64, 24, bias=True))
+    x = torch.randn(5, 64)
+    op = torch.ops.sparseflow.sparse_linear(x, layer.values, layer.meta, layer.bias, layer.epilogue)
+    with torch.no_grad():
+        assert sf.ops.eager_fast_path(x, layer.values, layer.meta, layer.bias)
+        assert torch.equal(layer(x), op)
+    with torch.inference_mode():
+        assert torch.equal(layer(x), op)
+    # An input that requires grad, with grad enabled: the op (and its autograd formula) runs,
+    # and the gradient arrives.
+    xg = x.clone().requires_grad_()
+    assert not sf.ops.eager_fast_path(xg, layer.values, layer.meta, layer.bias)
+    layer(xg).sum().backward()
+    assert xg.grad is not None and torch.allclose(xg.grad, layer.to_dense().sum(0).expand(5, 64))
+    with torch.no_grad():
+        assert sf.ops.eager_fast_path(xg, layer.values, layer.meta, layer.bias)  # nothing to track
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode() as mode:
+        fx = mode.from_tensor(x)
+        assert not sf.ops.eager_fast_path(fx, layer.values, layer.meta, layer.bias)
