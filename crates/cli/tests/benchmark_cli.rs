@@ -144,57 +144,63 @@ fn expect_error(args: &[&str], needle: &str) {
 
 #[test]
 fn argument_errors_are_clear() {
-    expect_error(&["--cpu", "--shape", "64,126"], "multiple of 4");
-    expect_error(&["--cpu", "--shape", "64"], "N,K");
-    expect_error(&["--cpu", "--shape", "64,128", "--m", "0"], "at least 1");
-    expect_error(
-        &["--cpu", "--shape", "64,128", "--m", "a,b"],
-        "positive integer",
-    );
-    expect_error(&["--cpu", "--model", "gpt5"], "unknown model");
-    expect_error(
-        &["--cpu", "--shape", "64,128", "--epilogue", "bogus"],
-        "bias_silu",
-    );
-    expect_error(
-        &["--cpu", "--shape", "64,128", "--min-speedup", "0"],
-        "positive",
-    );
-    expect_error(
-        &["--cpu", "--shape", "64,128", "--skip", "cublas"],
-        "unknown contender",
-    );
-    expect_error(&["--shape", "64,128", "--e2e"], "--e2e needs --model");
-    expect_error(
-        &["--cpu", "--shape", "64,128", "--samples", "0"],
-        "at least 1",
-    );
-    expect_error(&["--dtype", "fp8"], "fp16");
-    expect_error(
-        &["--cpu", "--model", "llama3-8b", "--e2e"],
-        "leave them out with --cpu",
-    );
-    expect_error(
-        &["--cpu", "--shape", "64,128", "--pdl"],
-        "leave them out with --cpu",
-    );
-    expect_error(
-        &["--shape", "64,128", "--pdl", "--skip", "sparseflow"],
-        "--skip leaves SparseFlow out",
-    );
-    // A sample that never ends is refused, not run.
-    expect_error(
-        &["--cpu", "--shape", "64,128", "--sample-ms", "inf"],
-        "at most",
-    );
-    expect_error(
-        &["--cpu", "--shape", "64,128", "--warmup-ms", "nan"],
-        "between 0",
-    );
-    expect_error(
-        &["--cpu", "--shape", "64,128", "--lt-algos", "0"],
-        "--lt-algos",
-    );
+    // (arguments, a phrase the error must contain). Endless samples (`inf`, `nan`) are refused,
+    // not run.
+    let cases: &[(&[&str], &str)] = &[
+        (&["--cpu", "--shape", "64,126"], "multiple of 4"),
+        (&["--cpu", "--shape", "64"], "N,K"),
+        (&["--cpu", "--shape", "64,128", "--m", "0"], "at least 1"),
+        (
+            &["--cpu", "--shape", "64,128", "--m", "a,b"],
+            "positive integer",
+        ),
+        (&["--cpu", "--model", "gpt5"], "unknown model"),
+        (
+            &["--cpu", "--shape", "64,128", "--epilogue", "bogus"],
+            "bias_silu",
+        ),
+        (
+            &["--cpu", "--shape", "64,128", "--min-speedup", "0"],
+            "positive",
+        ),
+        (
+            &["--cpu", "--shape", "64,128", "--skip", "cublas"],
+            "unknown contender",
+        ),
+        (&["--shape", "64,128", "--e2e"], "--e2e needs --model"),
+        (
+            &["--cpu", "--shape", "64,128", "--samples", "0"],
+            "at least 1",
+        ),
+        (&["--dtype", "fp8"], "fp16"),
+        (
+            &["--cpu", "--model", "llama3-8b", "--e2e"],
+            "leave them out with --cpu",
+        ),
+        (
+            &["--cpu", "--shape", "64,128", "--pdl"],
+            "leave them out with --cpu",
+        ),
+        (
+            &["--shape", "64,128", "--pdl", "--skip", "sparseflow"],
+            "--skip leaves SparseFlow out",
+        ),
+        (
+            &["--cpu", "--shape", "64,128", "--sample-ms", "inf"],
+            "at most",
+        ),
+        (
+            &["--cpu", "--shape", "64,128", "--warmup-ms", "nan"],
+            "between 0",
+        ),
+        (
+            &["--cpu", "--shape", "64,128", "--lt-algos", "0"],
+            "--lt-algos",
+        ),
+    ];
+    for (args, needle) in cases {
+        expect_error(args, needle);
+    }
 }
 
 #[test]
