@@ -4,6 +4,14 @@
 //! sha256(source, target, NVRTC version, options). An entry is `MAGIC ++ sha256(cubin) ++ cubin`,
 //! written to a temporary file and renamed into place, so concurrent processes never see a
 //! half-written entry; an entry whose digest does not match is recompiled and replaced.
+//!
+//! The digest is a **checksum, not an authentication**: it catches truncated or corrupted
+//! entries, but anyone who can write the cache directory can plant a cubin with a matching
+//! digest, and the runtime will load and run it. The directory is therefore created private
+//! (mode 0700) and must not be shared with untrusted users; point `SPARSEFLOW_CACHE_DIR` at a
+//! directory only you can write. Anything at an entry's path that is not a regular file of a
+//! plausible size (a FIFO, a device, a directory, a huge file) is ignored and recompiled, never
+//! opened, so a planted FIFO cannot hang the process.
 
 use crate::error::CodegenError;
 use crate::generate::GeneratedKernel;
@@ -290,7 +298,15 @@ pub fn spill_report(log: &str) -> Option<String> {
     (!bad.is_empty()).then(|| bad.join("\n"))
 }
 
+/// Largest entry read back (a cubin of one kernel is far smaller).
+const MAX_ENTRY_BYTES: u64 = 256 << 20;
+
 fn read_entry(path: &Path) -> Option<Vec<u8>> {
+    // lstat first: opening a FIFO would block, and a link could point anywhere.
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.file_type().is_file() || meta.len() > MAX_ENTRY_BYTES {
+        return None;
+    }
     let bytes = std::fs::read(path).ok()?;
     if bytes.len() < 40 || &bytes[..8] != MAGIC {
         return None;
@@ -305,7 +321,7 @@ fn write_entry(path: &Path, cubin: &[u8]) -> Result<(), CodegenError> {
         source,
     };
     let dir = path.parent().expect("cache paths have a parent");
-    std::fs::create_dir_all(dir).map_err(io)?;
+    create_private_dir(dir).map_err(io)?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -326,6 +342,16 @@ fn write_entry(path: &Path, cubin: &[u8]) -> Result<(), CodegenError> {
     })
 }
 
+/// Creates `dir` and any missing parents; new ones are private to the user (0700 on Unix),
+/// since whoever can write the cache decides which code the GPU runs.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 fn dump(dir: &Path, k: &GeneratedKernel, ptx: &str, cubin: &[u8], log: &str) {
     let base = format!("{}-{}", k.name, k.spec.target);
     let _ = std::fs::create_dir_all(dir);
@@ -333,4 +359,54 @@ fn dump(dir: &Path, k: &GeneratedKernel, ptx: &str, cubin: &[u8], log: &str) {
     let _ = std::fs::write(dir.join(format!("{base}.ptx")), ptx);
     let _ = std::fs::write(dir.join(format!("{base}.cubin")), cubin);
     let _ = std::fs::write(dir.join(format!("{base}.log")), log);
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("sf-cache-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn entries_round_trip_and_corruption_is_a_miss() {
+        let dir = scratch("rt");
+        let p = dir.join("k.cubin");
+        write_entry(&p, b"cubin bytes").unwrap();
+        assert_eq!(read_entry(&p).as_deref(), Some(&b"cubin bytes"[..]));
+        let mut raw = std::fs::read(&p).unwrap();
+        *raw.last_mut().unwrap() ^= 1;
+        std::fs::write(&p, raw).unwrap();
+        assert_eq!(read_entry(&p), None, "a digest mismatch is a miss");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "the cache directory is private");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_or_directory_at_an_entry_is_a_miss_not_a_hang() {
+        let dir = scratch("fifo");
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("k.cubin");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            let t0 = std::time::Instant::now();
+            assert_eq!(read_entry(&fifo), None);
+            assert!(t0.elapsed().as_secs() < 2);
+            // The next compile replaces it with a real entry.
+            write_entry(&fifo, b"x").unwrap();
+            assert_eq!(read_entry(&fifo).as_deref(), Some(&b"x"[..]));
+        }
+        std::fs::create_dir_all(dir.join("d.cubin")).unwrap();
+        assert_eq!(read_entry(&dir.join("d.cubin")), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
