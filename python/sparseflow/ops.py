@@ -61,6 +61,8 @@ _DTYPE_NAMES: Dict[torch.dtype, str] = {
     torch.float32: "float32",
 }
 _VALID_META_CODES = (0b0100, 0b1000, 0b1100, 0b1001, 0b1101, 0b1110)
+#: The padding nibble of a row whose group count is odd (the all-zero group's code).
+_PADDING_CODE = 0b0100
 
 
 def epilogue_name(activation: str, has_bias: bool) -> str:
@@ -165,6 +167,17 @@ def check_meta(meta: Tensor, in_features: int) -> None:
             f"meta row {row}, group {group}: code {int(codes[row, group]):#06b} is not two distinct "
             "increasing positions; the tensor is not SparseFlow 2:4 metadata"
         )
+    if (in_features // 4) % 2 == 1 and meta.shape[1] > 0:
+        # An odd number of groups leaves the high nibble of each row's last byte as padding,
+        # which the format fixes to 0b0100 (docs/FORMAT.md); the kernels' loader checks it too.
+        pad = m[:, -1] >> 4
+        wrong = pad != _PADDING_CODE
+        if bool(wrong.any()):
+            row = int(wrong.nonzero()[0, 0])
+            raise ValueError(
+                f"meta row {row}: the padding nibble (high half of the last byte, in_features/4 = "
+                f"{in_features // 4} groups is odd) is {int(pad[row]):#06b}, expected {_PADDING_CODE:#06b}"
+            )
 
 
 def decompress(values: Tensor, meta: Tensor) -> Tensor:

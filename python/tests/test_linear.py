@@ -197,3 +197,14 @@ def test_eager_fast_path_computes_what_the_op_computes() -> None:
     with FakeTensorMode() as mode:
         fx = mode.from_tensor(x)
         assert not sf.ops.eager_fast_path(fx, layer.values, layer.meta, layer.bias)
+
+
+def test_validate_checks_the_padding_nibble() -> None:
+    """in_features = 12 has 3 groups: the last meta byte's high nibble is padding (0b0100).
+    validate() refuses anything else, instead of the first forward failing later."""
+    layer = sf.SparseLinear.from_dense(nn.Linear(12, 3))
+    layer.validate()
+    with torch.no_grad():
+        layer.meta[1, -1] = (layer.meta[1, -1] & 0x0F) | (0b1000 << 4)
+    with pytest.raises(ValueError, match="meta row 1: the padding nibble"):
+        layer.validate()
