@@ -26,6 +26,9 @@ typedef struct SparseFlowContext_* SparseFlowContext;
 /** Opaque handle to a compiled sparse linear layer (weight + bias + epilogue) on a context. */
 typedef struct SparseFlowKernel_* SparseFlowKernel;
 
+/** Opaque handle to an opened SparseFlow model directory (ABI 1.1). */
+typedef struct SparseFlowModel_* SparseFlowModel;
+
 // Major version of the C ABI. Bumped on any incompatible change (a removed or changed
 // function, type or enum value); a program built against another major must not load this
 // library.
@@ -33,7 +36,7 @@ typedef struct SparseFlowKernel_* SparseFlowKernel;
 
 // Minor version of the C ABI. Bumped when functions or enum values are appended; programs
 // built against an older minor of the same major keep working.
-#define SPARSEFLOW_ABI_VERSION_MINOR 0
+#define SPARSEFLOW_ABI_VERSION_MINOR 1
 
 // `sparseflow_compress_2to4` flag: magnitude-prune each group to its two largest entries
 // first, instead of refusing a weight that is not already 2:4.
@@ -304,6 +307,86 @@ SparseFlowStatus sparseflow_kernel_run(SparseFlowKernel kernel, const void *x, i
 //
 // Thread safety: callable from any thread; no other thread may still be using this handle.
 SparseFlowStatus sparseflow_kernel_destroy(SparseFlowKernel kernel);
+
+// Opens a SparseFlow model directory (as written by `sparseflow convert`, `sf.save`, or any
+// writer of docs/FORMAT.md) for reading: `path` is the directory, a NUL-terminated string.
+//
+// The manifest (`sparseflow.json`) is validated (format version, every key, layers against the
+// stored tensors), shard names are confined to the directory, and only regular files are
+// read: a missing, corrupt, truncated or foreign file is `INVALID_ARGUMENT` with a message
+// naming the file and the key or tensor. The tensor files stay memory-mapped until
+// `sparseflow_model_destroy`; they must not be modified meanwhile.
+//
+// `*out` is the new handle (NULL on failure). Thread safety: a model handle may be used from
+// any number of threads at once.
+//
+// # Safety
+// `path` must be NULL or a NUL-terminated string; `out` NULL or writable storage for one
+// handle.
+SparseFlowStatus sparseflow_model_open(const char *path, SparseFlowModel *out);
+
+// Closes a model: unmaps its files. Kernels created from it stay valid (they hold their own
+// copy of the weights). `INVALID_HANDLE` for NULL, foreign or already destroyed handles.
+//
+// Thread safety: callable from any thread; no other thread may still be using this handle.
+SparseFlowStatus sparseflow_model_destroy(SparseFlowModel model);
+
+// `*count` = the number of sparse (2:4) layers of the model. Layers the model keeps dense
+// (embeddings, norms, `lm_head`, excluded weights) are ordinary tensors and not counted.
+//
+// # Safety
+// `count` must be NULL or point to a writable `int64_t`.
+SparseFlowStatus sparseflow_model_layer_count(SparseFlowModel model, int64_t *count);
+
+// `*name` = the name of sparse layer `index` (0-based, sorted by name), e.g.
+// `"model.layers.0.mlp.up_proj"`: a NUL-terminated string owned by the model, valid until
+// `sparseflow_model_destroy`. `INVALID_ARGUMENT` when `index` is outside `[0, count)`.
+//
+// # Safety
+// `name` must be NULL or point to writable storage for one pointer.
+SparseFlowStatus sparseflow_model_layer_name(SparseFlowModel model, int64_t index, const char **name);
+
+// Describes sparse layer `name` (NUL-terminated): `*n` = out_features, `*k` = in_features,
+// `*dtype` = element type of its values (and bias), `*epilogue` = the epilogue it was stored
+// with (a `BIAS*` epilogue means it has a bias of `n` elements). The compressed sizes follow:
+// values `n * k / 2` elements, metadata `n * ceil(k / 8)` bytes.
+//
+// Errors: `INVALID_HANDLE`; `INVALID_ARGUMENT` for NULL pointers or a name that is not a sparse
+// layer of the model (the message lists some that are).
+//
+// # Safety
+// `name` must be NULL or NUL-terminated; each out-pointer NULL or writable.
+SparseFlowStatus sparseflow_model_layer_info(SparseFlowModel model, const char *name, int64_t *n, int64_t *k, SparseFlowDType *dtype, SparseFlowEpilogue *epilogue);
+
+// Copies sparse layer `name`'s compressed weight into caller-owned host buffers, in the
+// format `sparseflow_kernel_create` takes (docs/FORMAT.md):
+//
+// * `values_out`: `n * k / 2` elements of the layer's dtype (`values_bytes` >= that many
+//   bytes), aligned to the element size;
+// * `meta_out`: `n * ceil(k / 8)` bytes (`meta_bytes` >= that);
+// * `bias_out_or_null`: `n` elements (`bias_bytes` >= `n` * element size) when the layer's
+//   epilogue adds a bias; must be NULL otherwise (then `bias_bytes` is ignored).
+//
+// `n`, `k`, dtype and epilogue come from `sparseflow_model_layer_info`. The stored metadata
+// and values are checked first (`NOT_2TO4` for an invalid code, `INVALID_ARGUMENT` for NaN/Inf
+// or a damaged file); nothing is written on failure. The buffers must not overlap.
+//
+// # Safety
+// Each pointer must be NULL or hold at least the byte count passed with it, writable; `name`
+// NULL or NUL-terminated.
+SparseFlowStatus sparseflow_model_load_layer(SparseFlowModel model, const char *name, void *values_out, int64_t values_bytes, uint8_t *meta_out, int64_t meta_bytes, void *bias_out_or_null, int64_t bias_bytes);
+
+// Builds a kernel from sparse layer `name` of an open model: its compressed weight, its bias
+// and its epilogue, as stored; the dtype is the layer's (`UNSUPPORTED` for an F32 layer on a
+// GPU context). The kernel owns a copy of the weights: the model may be destroyed afterwards.
+// Run it with `sparseflow_kernel_run`, destroy it with `sparseflow_kernel_destroy`.
+//
+// Errors: `INVALID_HANDLE` (context, model), `INVALID_ARGUMENT` (NULL, unknown layer, damaged
+// files), `NOT_2TO4` (invalid stored metadata), `UNSUPPORTED`, `CUDA_ERROR`, `OUT_OF_MEMORY`.
+//
+// # Safety
+// `name` must be NULL or NUL-terminated; `out` NULL or writable storage for one handle.
+SparseFlowStatus sparseflow_kernel_create_from_model(SparseFlowContext context, SparseFlowModel model, const char *name, SparseFlowKernel *out);
 
 #ifdef __cplusplus
 }  // extern "C"

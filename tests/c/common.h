@@ -46,6 +46,12 @@ static int g_failures = 0;
                sparseflow_status_string((SparseFlowStatus)(want)));                    \
     } while (0)
 
+/* The last error names the failing function and contains `needle`. */
+#define EXPECT_MESSAGE(func, needle)                                                      \
+    EXPECT(strncmp(sparseflow_last_error(), func ": ", strlen(func) + 2) == 0 &&          \
+               strstr(sparseflow_last_error(), needle) != NULL,                           \
+           "message should start with '%s: ' and mention '%s'", func, needle)
+
 /* A call whose failure makes the rest of the program meaningless. */
 #define REQUIRE_OK(call)                                                               \
     do {                                                                               \

@@ -8,12 +8,6 @@
 #define N 8
 #define K 16
 
-/* The last error names the failing function and contains `needle`. */
-#define EXPECT_MESSAGE(func, needle)                                                      \
-    EXPECT(strncmp(sparseflow_last_error(), func ": ", strlen(func) + 2) == 0 &&          \
-               strstr(sparseflow_last_error(), needle) != NULL,                           \
-           "message should start with '%s: ' and mention '%s'", func, needle)
-
 static void status_strings(void) {
     static const char *names[] = {
         "SPARSEFLOW_STATUS_OK",          "SPARSEFLOW_STATUS_INVALID_ARGUMENT",

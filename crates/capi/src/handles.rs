@@ -1,4 +1,5 @@
-//! Opaque handles: how a C `SparseFlowContext` / `SparseFlowKernel` maps to a Rust object.
+//! Opaque handles: how a C `SparseFlowContext` / `SparseFlowKernel` / `SparseFlowModel` maps
+//! to a Rust object.
 //!
 //! A handle is **not** a pointer to the object: it is a token `(serial << 8) | TAG`, where
 //! `serial` counts up from 1 and is never reused, and `TAG` is an odd byte per handle kind.
@@ -37,6 +38,7 @@ pub(crate) trait Handle: Sized + Send + Sync + 'static {
 pub(crate) enum Object {
     Context(Arc<crate::context::ContextObj>),
     Kernel(Arc<crate::kernel::KernelObj>),
+    Model(Arc<crate::model::ModelObj>),
 }
 
 type Registry = HashMap<usize, Object>;

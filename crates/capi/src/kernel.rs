@@ -26,6 +26,12 @@ pub(crate) struct KernelObj {
     ctx: Context,
 }
 
+impl KernelObj {
+    pub(crate) fn new(gemm: SparseGemm, ctx: Context) -> KernelObj {
+        KernelObj { gemm, ctx }
+    }
+}
+
 impl Handle for KernelObj {
     type Opaque = SparseFlowKernel_;
     const TAG: usize = 0x4B;
@@ -115,7 +121,7 @@ unsafe fn bias_slice<'a, T>(req: &Request, bias: *const c_void) -> Result<Option
 
 fn finish(req: Request, gemm: Result<SparseGemm>, out: *mut SparseFlowKernel) -> Result<()> {
     let gemm = gemm?;
-    let handle = handles::new_handle(KernelObj { gemm, ctx: req.ctx });
+    let handle = handles::new_handle(KernelObj::new(gemm, req.ctx));
     // SAFETY: `out` was checked non-NULL by the caller and is writable by contract.
     unsafe { write_out(out, handle) };
     Ok(())

@@ -11,7 +11,8 @@
 //!   handles are `SPARSEFLOW_STATUS_INVALID_HANDLE`, never UB).
 //! * `error`, `host`: statuses and messages; checks on sizes and pointers from C.
 //! * `engine`: the only module that talks to `sparseflow_runtime`.
-//! * the exported functions, one file per topic: `info`, `context`, `kernel`, `format`.
+//! * the exported functions, one file per topic: `info`, `context`, `kernel`, `format`,
+//!   `model` (SparseFlow model directories, read through `sparseflow-model`).
 //!
 //! Compatibility rules (docs/C_API.md, "Versioning"): `abi/v1.0.txt` records every function
 //! signature and enum value; `tests/abi.rs` fails on any difference unless the version is
@@ -28,6 +29,7 @@ mod handles;
 mod host;
 mod info;
 mod kernel;
+mod model;
 pub mod types;
 
 pub use context::{sparseflow_context_create, sparseflow_context_destroy};
@@ -39,6 +41,11 @@ pub use info::{
 pub use kernel::{
     sparseflow_kernel_create, sparseflow_kernel_create_from_dense, sparseflow_kernel_destroy,
     sparseflow_kernel_run,
+};
+pub use model::{
+    sparseflow_kernel_create_from_model, sparseflow_model_destroy, sparseflow_model_layer_count,
+    sparseflow_model_layer_info, sparseflow_model_layer_name, sparseflow_model_load_layer,
+    sparseflow_model_open,
 };
 pub use types::*;
 

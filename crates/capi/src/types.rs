@@ -102,10 +102,17 @@ pub struct SparseFlowKernel_ {
     _never_constructed: [u8; 0],
 }
 
+/// Opaque model directory (ABI 1.1); C sees only `SparseFlowModel`, a pointer-sized token.
+pub struct SparseFlowModel_ {
+    _never_constructed: [u8; 0],
+}
+
 /// `typedef struct SparseFlowContext_* SparseFlowContext;`
 pub type SparseFlowContext = *mut SparseFlowContext_;
 /// `typedef struct SparseFlowKernel_* SparseFlowKernel;`
 pub type SparseFlowKernel = *mut SparseFlowKernel_;
+/// `typedef struct SparseFlowModel_* SparseFlowModel;`
+pub type SparseFlowModel = *mut SparseFlowModel_;
 
 /// Checks a C dtype value.
 pub(crate) fn dtype_from_raw(raw: RawDType) -> Option<DType> {

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const PROGRAMS: [&str; 3] = ["pipeline", "errors", "threads"];
+const PROGRAMS: [&str; 4] = ["pipeline", "errors", "threads", "model"];
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -110,11 +110,18 @@ fn run(exe: &Path, lib: &Path, args: &[&str]) -> String {
 }
 
 fn build_and_run(name: &str) {
+    build_and_run_with(name, &[]);
+}
+
+/// Builds `tests/c/<name>.c`, runs it on the CPU backend (`-1`, then `args`), checks its summary
+/// line, and compiles its CUDA variant.
+fn build_and_run_with(name: &str, args: &[&str]) {
     let (root, lib, out) = (repo_root(), lib_dir(), out_dir());
     let src = root.join("tests/c").join(format!("{name}.c"));
     let exe = out.join(name);
     compile(&src, &exe, &[], &dynamic_link(&lib));
-    let text = run(&exe, &lib, &["-1"]);
+    let args: Vec<&str> = std::iter::once("-1").chain(args.iter().copied()).collect();
+    let text = run(&exe, &lib, &args);
     assert!(text.contains(", 0 failed"), "no summary line in:\n{text}");
     // The GPU variant must keep compiling (it needs no CUDA headers: it dlopens libcuda).
     compile(
@@ -138,6 +145,148 @@ fn c_error_paths() {
 #[test]
 fn c_sixteen_threads_share_a_context() {
     build_and_run("threads");
+}
+
+/// `random_buffer` of tests/c/common.h: multiples of 1/32 in [-2, 2] from the same LCG, exact
+/// in f16 and bf16, so the C program regenerates the very weights this test saved.
+fn c_random(len: usize, mut state: u64) -> Vec<f32> {
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) % 129) as f32 / 32.0 - 2.0
+        })
+        .collect()
+}
+
+/// One sparse layer of the test model: `(name, n, k, epilogue, weight seed, bias seed)`.
+type LayerSpec = (&'static str, usize, usize, &'static str, u64, Option<u64>);
+
+/// The models tests/c/model.c reads, written here with sparseflow-model (the C program writes
+/// nothing): GOOD (two magnitude-pruned layers, f16 and bf16 with a bias, plus a dense tensor),
+/// OUTSIDE (an index naming a shard outside its directory) and CORRUPT (truncated weights).
+fn write_models(dir: &Path) -> [PathBuf; 3] {
+    use half::{bf16, f16};
+    use sparseflow_core::{prune_magnitude, DType, Element, Sparse24};
+    use sparseflow_model::{save_model, Dtype, LayerEntry, Manifest, TensorData, WEIGHTS};
+
+    fn parts<T: Element + bytemuck::Pod>(
+        (_, n, k, _, seed, bias): &LayerSpec,
+    ) -> (Vec<u8>, Vec<u8>, Option<Vec<u8>>) {
+        let w: Vec<T> = c_random(n * k, *seed)
+            .into_iter()
+            .map(T::from_f32)
+            .collect();
+        let s = Sparse24::compress(&prune_magnitude(&w, *n, *k).unwrap(), *n, *k).unwrap();
+        let b = bias.map(|seed| {
+            let b: Vec<T> = c_random(*n, seed).into_iter().map(T::from_f32).collect();
+            bytemuck::cast_slice(&b).to_vec()
+        });
+        (bytemuck::cast_slice(&s.values).to_vec(), s.meta, b)
+    }
+
+    let specs: [(LayerSpec, DType); 2] = [
+        (
+            ("model.layers.0.mlp.up_proj", 16, 40, "none", 11, None),
+            DType::F16,
+        ),
+        (
+            (
+                "model.layers.0.mlp.down_proj",
+                8,
+                32,
+                "bias_relu",
+                21,
+                Some(23),
+            ),
+            DType::BF16,
+        ),
+    ];
+    let mut manifest = Manifest::new();
+    let mut owned = Vec::new();
+    for (spec, dtype) in &specs {
+        let (name, n, k, epilogue, ..) = *spec;
+        manifest.layers.insert(
+            name.to_string(),
+            LayerEntry {
+                shape: [n, k],
+                dtype: *dtype,
+                method: "magnitude".into(),
+                epilogue: epilogue.into(),
+                diff: Default::default(),
+                fused_activation: None,
+            },
+        );
+        let (values, meta, bias) = match dtype {
+            DType::BF16 => parts::<bf16>(spec),
+            _ => parts::<f16>(spec),
+        };
+        let st = if *dtype == DType::BF16 {
+            Dtype::BF16
+        } else {
+            Dtype::F16
+        };
+        owned.push((format!("{name}.values"), st, vec![n, k / 2], values));
+        owned.push((
+            format!("{name}.meta"),
+            Dtype::U8,
+            vec![n, k.div_ceil(8)],
+            meta,
+        ));
+        if let Some(b) = bias {
+            owned.push((format!("{name}.bias"), st, vec![n], b));
+        }
+    }
+    let emb: Vec<f16> = c_random(32, 5).into_iter().map(f16::from_f32).collect();
+    owned.push((
+        "model.embed_tokens.weight".into(),
+        Dtype::F16,
+        vec![4, 8],
+        bytemuck::cast_slice(&emb).to_vec(),
+    ));
+    let tensors: Vec<TensorData> = owned
+        .iter()
+        .map(|(name, dtype, shape, bytes)| TensorData {
+            name,
+            dtype: *dtype,
+            shape,
+            bytes,
+        })
+        .collect();
+    let good = dir.join("good");
+    save_model(&good, true, &manifest, &tensors, &[]).expect("write the test model");
+
+    let manifest_text = std::fs::read(good.join("sparseflow.json")).unwrap();
+    let (outside, corrupt) = (dir.join("outside"), dir.join("corrupt"));
+    for d in [&outside, &corrupt] {
+        let _ = std::fs::remove_dir_all(d);
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("sparseflow.json"), &manifest_text).unwrap();
+    }
+    let weight_map: serde_json::Map<String, serde_json::Value> = owned
+        .iter()
+        .map(|t| (t.0.clone(), "../good/model.safetensors".into()))
+        .collect();
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(
+        outside.join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    let weights = std::fs::read(good.join(WEIGHTS)).unwrap();
+    std::fs::write(corrupt.join(WEIGHTS), &weights[..weights.len() / 2]).unwrap();
+    [good, outside, corrupt]
+}
+
+#[test]
+fn c_model_directories() {
+    let dir = out_dir().join("models");
+    std::fs::create_dir_all(&dir).unwrap();
+    let paths = write_models(&dir);
+    let args: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    build_and_run_with("model", &args);
 }
 
 #[test]

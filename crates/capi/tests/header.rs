@@ -51,7 +51,8 @@ fn header_has_the_required_declarations() {
     let h = checked_in();
     for needle in [
         "#define SPARSEFLOW_ABI_VERSION_MAJOR 1\n",
-        "#define SPARSEFLOW_ABI_VERSION_MINOR 0\n",
+        "#define SPARSEFLOW_ABI_VERSION_MINOR 1\n",
+        "typedef struct SparseFlowModel_* SparseFlowModel;",
         "typedef struct SparseFlowContext_* SparseFlowContext;",
         "typedef struct SparseFlowKernel_* SparseFlowKernel;",
         "SPARSEFLOW_STATUS_OK = 0,",

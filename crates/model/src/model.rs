@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use sparseflow_core::{DType, Element, Sparse24};
+use sparseflow_core::{DType, Element, EpilogueKind, Sparse24};
 
 use crate::error::{ModelError, Result};
 use crate::fsx::Root;
 use crate::layout::{TensorRef, TensorSet};
-use crate::manifest::{LayerEntry, Manifest, MANIFEST};
+use crate::manifest::{st_dtype, LayerEntry, Manifest, MANIFEST};
 use crate::tensors::elements;
 
 /// A SparseFlow model directory.
@@ -100,5 +100,45 @@ impl ModelDir {
     /// The dtype of a layer.
     pub fn layer_dtype(&self, name: &str) -> Result<DType> {
         Ok(self.layer_entry(name)?.dtype)
+    }
+
+    /// The epilogue of a layer (validated against the epilogue table when the manifest was read).
+    pub fn layer_epilogue(&self, name: &str) -> Result<EpilogueKind> {
+        let entry = self.layer_entry(name)?;
+        EpilogueKind::from_name(&entry.epilogue).map_err(|source| ModelError::Core {
+            what: format!("{}: layer `{name}`", self.root.shown(MANIFEST).display()),
+            source,
+        })
+    }
+
+    /// The raw bytes of a layer's bias, `<name>.bias` (`[N]` in the layer's dtype), when its
+    /// epilogue adds one; `None` when it does not. A bias epilogue without that tensor, or a
+    /// bias of another dtype or shape, is an error naming the tensor.
+    pub fn layer_bias_bytes(&self, name: &str) -> Result<Option<&[u8]>> {
+        let entry = self.layer_entry(name)?;
+        if !self.layer_epilogue(name)?.uses_bias() {
+            return Ok(None);
+        }
+        let tensor = format!("{name}.bias");
+        let want = (st_dtype(entry.dtype), [entry.shape[0]]);
+        match self.tensors.get(&tensor) {
+            None => Err(ModelError::key(
+                self.root.shown(MANIFEST),
+                format!("layers.{name}.epilogue"),
+                format!(
+                    "`{}` adds a bias but tensor `{tensor}` is missing from the model files",
+                    entry.epilogue
+                ),
+            )),
+            Some(t) if (t.dtype, t.shape) != (want.0, &want.1[..]) => Err(ModelError::tensor(
+                t.file,
+                &tensor,
+                format!(
+                    "{} {:?}, expected {} {:?} (the bias of layer `{name}`)",
+                    t.dtype, t.shape, want.0, want.1
+                ),
+            )),
+            Some(t) => Ok(Some(t.bytes)),
+        }
     }
 }
