@@ -17,7 +17,14 @@ run the Rust reference. See docs/PYTHON.md.
 from . import _C
 from .io import FORMAT_VERSION, load, load_state_dict, save
 from .linear import METHODS, SparseLinear
-from .prune import Calibration, find_permutation, permute_gated_mlp, permute_in_features, permute_out_features
+from .prune import (
+    Calibration,
+    find_permutation,
+    permute_attention_values,
+    permute_gated_mlp,
+    permute_in_features,
+    permute_out_features,
+)
 from .ops import ACTIVATIONS, EPILOGUES, clear_cache, compress, decompress, prepare
 from .sparsify import LayerReport, SparsifyReport, activation_kind, sparsify
 
@@ -37,6 +44,7 @@ __all__ = [
     "compress",
     "decompress",
     "find_permutation",
+    "permute_attention_values",
     "permute_gated_mlp",
     "permute_in_features",
     "permute_out_features",

@@ -1,19 +1,27 @@
 """Layer-by-layer calibrated pruning for ``sf.sparsify(model, method=..., calibration=batches)``.
 
-The model runs on the calibration batches once per *input group* (layers that read the very
-same input tensor: ``q/k/v_proj``, ``gate/up_proj``), in execution order, stopping as soon as
-the group's inputs are captured. Each group is pruned from the inputs the model produces with
-every earlier layer already pruned (the pruned weight is written into the ``nn.Linear`` right
-away), so errors do not silently compound. A fraction of the batches is held out: the layer's
+Each *input group* (layers that read the very same input tensor: ``q/k/v_proj``,
+``gate/up_proj``) is pruned, in execution order, from the inputs the model produces with every
+earlier layer already pruned (the pruned weight is written into the ``nn.Linear`` right away),
+so errors do not silently compound. A fraction of the batches is held out: the layer's
 relative output error ``‖X_h(W − Ŵ)ᵀ‖ / ‖X_h Wᵀ‖`` on them goes into the report, and with
 ``max_rel_error`` a layer above it stays dense.
+
+Fast path (transformer stacks): when the pending layers sit in the blocks of an
+``nn.ModuleList`` (``model.layers``, ``encoder.layer``, ``transformer.h``), the model runs once
+up to the first block and the block inputs (positional and keyword arguments, KV caches
+dropped) are cached; every group is then captured by running only its own block on the
+cached inputs, and the finished block's outputs become the next block's inputs. The chain is
+checked once against a full dense forward of the first batch (every block's captured input
+must equal the previous block's output); when it is not (a model that does something between
+blocks), every group is captured by running the whole model up to it instead.
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -35,13 +43,104 @@ class Outcome:
     reason: str = ""
 
 
-def _call(model: nn.Module, batch: Any) -> None:
+@dataclass
+class _Inputs:
+    """The positional and keyword arguments of one call of a block."""
+
+    args: Tuple[Any, ...]
+    kwargs: Dict[str, Any]
+
+
+def _call(model: nn.Module, batch: Any) -> Any:
+    if isinstance(batch, _Inputs):
+        return model(*batch.args, **batch.kwargs)
     if isinstance(batch, dict):
-        model(**batch)
-    elif isinstance(batch, (tuple, list)):
-        model(*batch)
-    else:
-        model(batch)
+        return model(**batch)
+    if isinstance(batch, (tuple, list)):
+        return model(*batch)
+    return model(batch)
+
+
+#: Keyword arguments of a block that carry state across calls (KV caches): dropped when a
+#: block is re-run on cached inputs.
+_CACHE_KWARGS = ("past_key_value", "past_key_values", "layer_past", "cache")
+
+
+def _find_blocks(model: nn.Module, pending: Dict[str, nn.Linear]) -> List[Tuple[str, nn.Module]]:
+    """The blocks of the ``nn.ModuleList`` holding most of the pending layers (``[]``: none)."""
+    best: List[Tuple[str, nn.Module]] = []
+    best_count = 0
+    for path, module in model.named_modules():
+        if not isinstance(module, nn.ModuleList) or len(module) < 2:
+            continue
+        blocks = [(f"{path}.{i}" if path else str(i), block) for i, block in enumerate(module)]
+        count = sum(1 for name in pending if any(name.startswith(bp + ".") for bp, _ in blocks))
+        if count > best_count:
+            best, best_count = blocks, count
+    return best
+
+
+def _block_inputs(model: nn.Module, blocks: Sequence[nn.Module], batches: Sequence[Any]) -> List[List[_Inputs]]:
+    """Runs the model on ``batches``; per block, per batch, the block's call arguments. Only the
+    first batch runs through every block (to check the chain); the others stop at block 0."""
+    seen: List[List[_Inputs]] = [[] for _ in blocks]
+    state = {"full": True}
+
+    def hook(i: int):
+        def pre(_module: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
+            kw = dict(kwargs)
+            for key in _CACHE_KWARGS:
+                if kw.get(key) is not None:
+                    kw[key] = None
+            if "use_cache" in kw:
+                kw["use_cache"] = False
+            seen[i].append(_Inputs(tuple(args), kw))
+            if not state["full"]:
+                raise _Stop
+
+        return pre
+
+    handles = [b.register_forward_pre_hook(hook(i), with_kwargs=True) for i, b in enumerate(blocks)]
+    try:
+        for j, batch in enumerate(batches):
+            state["full"] = j == 0
+            try:
+                _call(model, batch)
+            except _Stop:
+                pass
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def _advance(block: nn.Module, inputs: _Inputs) -> Optional[_Inputs]:
+    """The next block's inputs: this block's output (its first element) as hidden states."""
+    out = _call(block, inputs)
+    h = out[0] if isinstance(out, (tuple, list)) else out
+    if not isinstance(h, Tensor):
+        return None
+    if inputs.args and isinstance(inputs.args[0], Tensor):
+        return _Inputs((h,) + tuple(inputs.args[1:]), inputs.kwargs)
+    if isinstance(inputs.kwargs.get("hidden_states"), Tensor):
+        return _Inputs(inputs.args, {**inputs.kwargs, "hidden_states": h})
+    return None
+
+
+def _chain_holds(blocks: Sequence[nn.Module], seen: List[List[_Inputs]]) -> bool:
+    """Whether block ``i + 1`` of the first batch was called with block ``i``'s output."""
+    if any(not s for s in seen):
+        return False
+    for i in range(len(blocks) - 1):
+        nxt = _advance(blocks[i], seen[i][0])
+        ref = seen[i + 1][0]
+        if nxt is None or len(nxt.args) != len(ref.args):
+            return False
+        a = nxt.args[0] if nxt.args else nxt.kwargs["hidden_states"]
+        b = ref.args[0] if ref.args else ref.kwargs.get("hidden_states")
+        if not isinstance(b, Tensor) or a.shape != b.shape or not torch.allclose(a, b, rtol=1e-4, atol=1e-5):
+            return False
+    return True
 
 
 class _Bar:
@@ -150,9 +249,13 @@ def run_sequential(
     heldout: float = 0.25,
     prune_options: Optional[Dict[str, Any]] = None,
     progress: bool = True,
+    before_block: Optional[Callable[[str, nn.Module, Callable[[], None]], None]] = None,
 ) -> Dict[str, Outcome]:
     """Prunes ``jobs`` (``(path, linear, fused activation)``) group by group; see the module
-    docstring. Returns one :class:`Outcome` per path."""
+    docstring. ``before_block(path, block, run)`` is called before a block's layers are pruned
+    (``run()`` runs the block on the calibration batches, not the held-out ones; path ``""``
+    and the whole model without the block fast path): the channel permutations hook in here.
+    Returns one :class:`Outcome` per path."""
     batches = list(calibration) if not isinstance(calibration, (Tensor, dict)) else [calibration]
     if not batches:
         raise ValueError("calibration is empty: pass a non-empty list of model inputs (tensors, tuples or dicts)")
@@ -164,24 +267,54 @@ def run_sequential(
     activation = {name: act for name, _, act in jobs}
     outcomes: Dict[str, Outcome] = {}
     bar = _Bar(len(jobs), progress)
-    try:
-        while pending:
-            group, xs = _capture(model, pending, batches)
+    n_cal = len(batches) - min(len(batches) - 1, max(1, round(heldout * len(batches)))) if len(batches) >= 2 else 1
+
+    def prune_groups(scope: nn.Module, scope_pending: Dict[str, nn.Linear], scope_batches: Sequence[Any]) -> None:
+        """Captures and prunes the groups of ``scope_pending`` by running ``scope``."""
+        while scope_pending:
+            group, xs = _capture(scope, scope_pending, scope_batches)
             if not group:
-                for name in pending:
-                    outcomes[name] = Outcome(None, reason="not reached by the calibration inputs")
-                    bar.update(name, "not reached")
-                break
+                return
             cal_x, held_x = _split(xs, heldout)
             cal = Calibration(int(cal_x[0].shape[-1]))
             for x in cal_x:
                 cal.add(x)
             for name in group:
-                linear = pending.pop(name)
+                linear = scope_pending.pop(name)
+                pending.pop(name, None)
                 outcomes[name] = _prune_one(linear, method, cal, held_x, activation[name], max_rel_error, prune_options)
                 o = outcomes[name]
                 note = f"held-out err {o.diff['heldout_rel_error']:.4f}" + (" (kept dense)" if o.sparse is None else "")
                 bar.update(name, note)
+
+    def run_on(scope: nn.Module, scope_batches: Sequence[Any]) -> Callable[[], None]:
+        def run() -> None:
+            for batch in scope_batches[:n_cal]:
+                _call(scope, batch)
+
+        return run
+
+    try:
+        blocks = _find_blocks(model, pending)
+        seen = _block_inputs(model, [b for _, b in blocks], batches) if blocks else []
+        if blocks and _chain_holds([b for _, b in blocks], seen) and len(seen[0]) == len(batches):
+            inputs: List[_Inputs] = seen[0]
+            for path, block in blocks:
+                local = {n: lin for n, lin in pending.items() if n.startswith(path + ".")}
+                if before_block is not None:
+                    before_block(path, block, run_on(block, inputs))
+                # Hook names are the model's paths; _capture only uses them as labels.
+                prune_groups(block, local, inputs)
+                if path != blocks[-1][0]:
+                    advanced = [_advance(block, x) for x in inputs]
+                    inputs = [x for x in advanced if x is not None]
+        elif before_block is not None:
+            before_block("", model, run_on(model, batches))
+        # Layers outside the blocks (or every layer, when the chain does not hold).
+        prune_groups(model, dict(pending), batches)
+        for name in list(pending):
+            outcomes[name] = Outcome(None, reason="not reached by the calibration inputs")
+            bar.update(name, "not reached")
     finally:
         bar.close()
     return outcomes

@@ -25,6 +25,7 @@ __all__ = [
     "METHODS",
     "Calibration",
     "find_permutation",
+    "permute_attention_values",
     "permute_gated_mlp",
     "permute_in_features",
     "permute_out_features",
@@ -194,3 +195,35 @@ def permute_gated_mlp(mlp: nn.Module, perm: Tensor) -> None:
     permute_out_features(mlp.gate_proj, perm)
     permute_out_features(mlp.up_proj, perm)
     permute_in_features(mlp.down_proj, perm)
+
+
+@torch.no_grad()
+def permute_attention_values(v_proj: nn.Linear, o_proj: nn.Linear, perms: Tensor, *, num_heads: int) -> None:
+    """Applies per-head value-channel permutations to an attention block: ``perms`` is int64
+    ``[num_kv_heads, head_dim]``, one permutation of ``0..head_dim`` per value head. Value head
+    ``g``'s rows of ``v_proj`` (and bias) become ``g·d + perms[g]``, and the o_proj columns of
+    every query head ``h`` that reads it (grouped-query attention: ``h // (num_heads /
+    num_kv_heads) == g``) become ``h·d + perms[g]``. The attention computes exactly the same
+    function afterwards (softmax weights mix whole value vectors; only their channel order
+    changes, and o_proj reads them in the same new order)."""
+    if not (isinstance(v_proj, nn.Linear) and isinstance(o_proj, nn.Linear)):
+        raise TypeError("permute_attention_values takes the nn.Linear v_proj and o_proj")
+    if perms.dim() != 2:
+        raise ValueError(f"perms must be [num_kv_heads, head_dim], got shape {tuple(perms.shape)}")
+    n_kv, dim = int(perms.shape[0]), int(perms.shape[1])
+    if v_proj.out_features != n_kv * dim:
+        raise ValueError(f"v_proj has {v_proj.out_features} output rows, not num_kv_heads·head_dim = {n_kv}·{dim}")
+    if num_heads % n_kv or o_proj.in_features != num_heads * dim:
+        raise ValueError(
+            f"o_proj has {o_proj.in_features} input columns; expected num_heads·head_dim = {num_heads}·{dim} "
+            f"with num_heads a multiple of num_kv_heads = {n_kv}"
+        )
+    ident = torch.arange(dim)
+    if not bool((perms.sort(dim=1).values == ident[None, :]).all()):
+        raise ValueError("every row of perms must be a permutation of 0..head_dim-1")
+    perms = perms.to(torch.int64)
+    rep = num_heads // n_kv
+    rows = (torch.arange(n_kv)[:, None] * dim + perms).reshape(-1)
+    cols = (torch.arange(num_heads)[:, None] * dim + perms.repeat_interleave(rep, dim=0)).reshape(-1)
+    permute_out_features(v_proj, rows)
+    permute_in_features(o_proj, cols)

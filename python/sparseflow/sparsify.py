@@ -24,13 +24,14 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from .linear import METHODS, SparseLinear
 from .ops import SUPPORTED_DTYPES
+from .permutation import PermuteSite, apply_permutations, find_sites
 from .prune import CALIBRATED_METHODS
 
 __all__ = ["sparsify", "SparsifyReport", "LayerReport", "activation_kind"]
@@ -48,6 +49,7 @@ class LayerReport:
     reason: str = ""
     epilogue: Optional[str] = None
     fused: Optional[str] = None  # module path of the fused activation
+    permutation: Optional[str] = None  # the channel permutation applied (permute=True)
     diff: Dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -114,6 +116,8 @@ class SparsifyReport:
         lines = []
         for r in self.rows:
             note = r.reason if r.status == "skipped" else (f"fused {r.fused}" if r.fused else "")
+            if r.permutation:
+                note = f"{note}; {r.permutation}" if note else r.permutation
             if r.status == "sparsified" and "heldout_rel_error" in r.diff:
                 note = f"held-out err {r.diff['heldout_rel_error']:.4f}" + (f"; {note}" if note else "")
             lines.append(
@@ -212,6 +216,22 @@ def _fusion_candidates(model: nn.Module) -> Dict[str, Tuple[str, str]]:
     return found
 
 
+def _permute_sites(
+    model: nn.Module,
+    jobs: Sequence[Tuple[LayerReport, nn.Linear, List[str], str, Optional[str]]],
+    all_paths: Dict[int, List[str]],
+) -> List[PermuteSite]:
+    """The recognised permutation sites whose consumer is being sparsified and whose layers
+    are not shared under several paths (a shared layer would be permuted for two sites)."""
+    converting = {job[0].name for job in jobs}
+    out = []
+    for site in find_sites(model):
+        layers = [site.consumer, *site.producers]
+        if site.consumer in converting and all(len(all_paths[id(model.get_submodule(p))]) == 1 for p in layers):
+            out.append(site)
+    return out
+
+
 def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
     parent_path, _, attr = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
@@ -258,6 +278,7 @@ def sparsify(
     heldout: float = 0.25,
     progress: bool = True,
     prune_options: Optional[Dict[str, Any]] = None,
+    permute: bool = False,
 ) -> Tuple[nn.Module, SparsifyReport]:
     """Replaces the ``nn.Linear`` layers of ``model`` (in place) by 2:4 :class:`SparseLinear`.
 
@@ -277,6 +298,13 @@ def sparsify(
     ``max_rel_error=ε`` leaves dense every layer whose held-out error exceeds ε; they are
     listed in ``report.over_error`` with what they cost. ``prune_options``: see
     :meth:`SparseLinear.from_dense`.
+
+    ``permute=True``: before pruning, permutes channels where that is free at run time and the
+    structure is recognised (Llama-style gated MLPs and attention, BERT layers: see
+    ``sparseflow/permutation.py``), choosing each permutation from the consumer's weight and,
+    with calibration, its input norms on the calibration batches (block by block, on the
+    already-pruned model's inputs). The model computes the same function before pruning;
+    every permuted layer's report row says what was permuted (``row.permutation``).
 
     Returns ``(model, report)``; the report has one row per ``nn.Linear`` (a layer shared
     under several paths is reported and converted once, under its first path).
@@ -318,6 +346,16 @@ def sparsify(
                 activation, act_path = "none", None  # a shared activation module stays
         jobs.append((row, module, paths, activation, act_path))
 
+    sites = _permute_sites(model, jobs, all_paths) if permute else []
+    permuted: Dict[str, str] = {}
+    if sites and calibration is None:
+        permuted.update(apply_permutations(model, sites, None))
+
+    def before_block(path: str, block: nn.Module, run: Callable[[], None]) -> None:
+        inside = [s for s in sites if not path or s.consumer.startswith(path + ".")]
+        if inside:
+            permuted.update(apply_permutations(model, inside, run, scope=block, prefix=path))
+
     # Pruning, compression and the report run in Rust without the GIL: convert layers in
     # parallel (each job holds one host copy of its weight).
     def convert(job: Tuple[LayerReport, nn.Linear, List[str], str, Optional[str]]) -> SparseLinear:
@@ -335,6 +373,7 @@ def sparsify(
             heldout=heldout,
             prune_options=prune_options,
             progress=progress,
+            before_block=before_block if sites else None,
         )
         for job in jobs:
             outcome = outcomes[job[0].name]
@@ -346,6 +385,8 @@ def sparsify(
         workers = max(1, min(8, os.cpu_count() or 1, len(jobs)))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             converted = list(pool.map(convert, jobs))
+    for row in rows:
+        row.permutation = permuted.get(row.name)
     for (row, module, paths, _, act_path), sparse in zip(jobs, converted):
         sparse.fused_activation = act_path
         sparse.train(module.training)
