@@ -24,7 +24,8 @@ pub struct Args {
     /// Output directory (created; an existing one needs --force).
     #[arg(short, long)]
     pub output: PathBuf,
-    /// What to write: a SparseFlow model, or plain dense safetensors of the pruned weights.
+    /// What to write: a SparseFlow model, plain dense safetensors of the pruned weights, or
+    /// compressed-tensors sparse-24-bitmask (values + packed mask per layer).
     #[arg(long, value_enum, default_value_t = FormatArg::Sparseflow)]
     pub format: FormatArg,
     /// How weights that are not 2:4 yet are pruned.
@@ -64,6 +65,9 @@ convert_memory_is_bounded prints the figure; the --json report carries peak_rss_
 pub enum FormatArg {
     Sparseflow,
     Dense,
+    /// compressed-tensors sparse-24-bitmask, for tools that read that format.
+    #[value(name = "sparse-24-bitmask")]
+    Sparse24Bitmask,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -112,6 +116,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         format: match args.format {
             FormatArg::Sparseflow => OutputFormat::Sparseflow,
             FormatArg::Dense => OutputFormat::Dense,
+            FormatArg::Sparse24Bitmask => OutputFormat::Bitmask24,
         },
         include: args.include,
         exclude: args.exclude,

@@ -83,6 +83,9 @@ pub enum OutputFormat {
     Sparseflow,
     /// Plain Hugging Face safetensors, sparse layers stored dense (pruned).
     Dense,
+    /// compressed-tensors `sparse-24-bitmask` (`.compressed`, `.bitmask`, `.shape` per sparse
+    /// layer and a `quantization_config.sparsity_config`), for tools that read that format.
+    Bitmask24,
 }
 
 impl OutputFormat {
@@ -90,6 +93,7 @@ impl OutputFormat {
         match self {
             OutputFormat::Sparseflow => "sparseflow",
             OutputFormat::Dense => "dense",
+            OutputFormat::Bitmask24 => "sparse-24-bitmask",
         }
     }
 }
@@ -288,6 +292,9 @@ pub fn convert(
             rows.push(row);
         }
         notes.extend(ct::rewrite_config(&mut config, target.torch_name()));
+        if opts.format == OutputFormat::Bitmask24 {
+            notes.push(ct::write_sparsity_config(&mut config, &rows));
+        }
         write_json(&dir.join("config.json"), &config)?;
     }
     if let Some(root) = &root {
@@ -575,6 +582,14 @@ fn planned(it: &Item, target: DType, format: OutputFormat) -> Vec<Planned> {
                     vec![*n, meta_bytes_per_row(*k)],
                 ),
             ],
+            OutputFormat::Bitmask24 => {
+                let [c, b, s] = ct::parts(layer);
+                vec![
+                    Planned::new(c, st_dtype(target), vec![*n, k / 2]),
+                    Planned::new(b, Dtype::U8, vec![*n, k.div_ceil(8)]),
+                    Planned::new(s, Dtype::I64, vec![2, 1]),
+                ]
+            }
         },
     }
 }
@@ -643,13 +658,19 @@ fn write_item(
             };
             let (meta, diff) =
                 result.map_err(|e| ModelError::tensor(inputs[0].file, inputs[0].name, e))?;
-            if !dense_out {
-                w.write(&meta)?;
+            match opts.format {
+                OutputFormat::Sparseflow => w.write(&meta)?,
+                OutputFormat::Bitmask24 => {
+                    w.write(&ct::bitmask_from_meta(&meta, *k))?;
+                    w.write(&ct::shape_bytes(*n, *k))?;
+                }
+                OutputFormat::Dense => {}
             }
-            let bytes_after = if dense_out {
-                diff.bytes_dense
-            } else {
-                diff.bytes_sparse
+            let bytes_after = match opts.format {
+                OutputFormat::Dense => diff.bytes_dense,
+                OutputFormat::Sparseflow => diff.bytes_sparse,
+                // Values and bitmask have the sizes of values and metadata, plus the shape.
+                OutputFormat::Bitmask24 => diff.bytes_sparse + 16,
             } as u64;
             let row = Row {
                 name: format!("{layer}.weight"),
@@ -666,7 +687,7 @@ fn write_item(
                 bytes_after,
                 seconds: t0.elapsed().as_secs_f64(),
             };
-            let entry = (!dense_out).then(|| {
+            let entry = (opts.format == OutputFormat::Sparseflow).then(|| {
                 (
                     layer.clone(),
                     LayerEntry {
