@@ -9,6 +9,7 @@ use crate::error::{IrError, Loc};
 use crate::function::{Function, Inst, Value, ValueDef};
 use crate::ops::Opcode;
 use crate::types::{Dim, Type};
+use crate::verify::binary_form;
 
 pub struct FunctionBuilder {
     func: Function,
@@ -91,13 +92,18 @@ impl FunctionBuilder {
         Ok(self.append_value(op, vec![x], ty, Attrs::new()))
     }
 
-    /// `arith.addf` / `arith.mulf`; the result has the left operand's type
-    /// (the right one may be a broadcast vector over the last dimension).
+    /// `arith.addf` / `arith.mulf`; the result has the tensor operand's type (the other
+    /// one may be a vector broadcast over the rows: second, or first for these commutative ops).
     pub fn binary(&mut self, op: Opcode, lhs: Value, rhs: Value) -> Result<Value, IrError> {
         if !op.is_binary_elementwise() {
             return Err(IrError::Build(format!("{} is not binary", op.name())));
         }
-        let ty = self.func.value_type(lhs).clone();
+        let (l, r) = (self.func.value_type(lhs), self.func.value_type(rhs));
+        let ty = match binary_form(op, l, r) {
+            Some(form) => form.result_type(l, r).clone(),
+            // The verifier reports the mismatch with the op's location.
+            None => l.clone(),
+        };
         Ok(self.append_value(op, vec![lhs, rhs], ty, Attrs::new()))
     }
 

@@ -47,11 +47,12 @@ impl<'a> Cursor<'a> {
     pub(crate) fn bump(&mut self) -> Option<char> {
         let c = self.peek()?;
         self.pos += c.len_utf8();
+        // Saturating: a line or column past u32::MAX (a 4 GiB input) must not overflow.
         if c == '\n' {
-            self.line += 1;
+            self.line = self.line.saturating_add(1);
             self.col = 1;
         } else {
-            self.col += 1;
+            self.col = self.col.saturating_add(1);
         }
         Some(c)
     }

@@ -69,6 +69,12 @@ impl Opcode {
         matches!(self, Opcode::AddF | Opcode::MulF)
     }
 
+    /// `op(a, b) == op(b, a)` exactly (IEEE addition and multiplication are), so
+    /// canonicalize may swap the operands.
+    pub fn is_commutative(self) -> bool {
+        matches!(self, Opcode::AddF | Opcode::MulF)
+    }
+
     pub fn has_result(self) -> bool {
         self != Opcode::Return
     }

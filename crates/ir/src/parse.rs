@@ -23,6 +23,32 @@ pub fn parse_module(src: &str) -> Result<Module, IrError> {
     Ok(module)
 }
 
+/// [`parse_module`] for raw file bytes: input that is not UTF-8 is a parse error at the
+/// line:col of the first invalid byte (never a panic, never a lossy reinterpretation).
+pub fn parse_module_bytes(src: &[u8]) -> Result<Module, IrError> {
+    match std::str::from_utf8(src) {
+        Ok(text) => parse_module(text),
+        Err(e) => {
+            let (valid, bad) = src.split_at(e.valid_up_to());
+            // The prefix is valid UTF-8 by construction.
+            let prefix = std::str::from_utf8(valid).unwrap_or_default();
+            let line_start = prefix.rfind('\n').map_or(0, |i| i + 1);
+            let loc = Loc {
+                line: u32::try_from(prefix.matches('\n').count() + 1).unwrap_or(u32::MAX),
+                col: u32::try_from(prefix[line_start..].chars().count() + 1).unwrap_or(u32::MAX),
+            };
+            Err(IrError::Parse {
+                loc,
+                message: format!(
+                    "input is not valid UTF-8 (byte 0x{:02x} at offset {})",
+                    bad.first().copied().unwrap_or_default(),
+                    valid.len()
+                ),
+            })
+        }
+    }
+}
+
 struct Scope {
     values: HashMap<String, (Value, Loc)>,
 }

@@ -15,7 +15,7 @@ use crate::ops::Opcode;
 use crate::pass::{PassContext, PassManager};
 use crate::print::print_module;
 use crate::targets::target as lookup_target;
-use crate::types::{Dim, Type};
+use crate::types::{check_dim, Dim, Type, MAX_DIM};
 
 /// The kernel decision for one layer shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +50,18 @@ pub fn plan_layer(
         )));
     }
     let (m, n, k) = (m as u64, n as u64, k as u64);
+    // M may be the runtime's bucket: the next power of two of an M <= MAX_DIM, so up to
+    // MAX_DIM + 1. The tiles chosen for MAX_DIM serve it; a larger M is refused.
+    let max_bucket = MAX_DIM + 1;
+    if m > max_bucket {
+        return Err(IrError::Plan(format!(
+            "plan_layer: M = {m} exceeds the kernels' 32-bit limit of {MAX_DIM} (i32::MAX); split the batch"
+        )));
+    }
+    let m = m.min(MAX_DIM);
+    for (name, value) in [("N", n), ("K", k)] {
+        check_dim(name, value).map_err(|why| IrError::Plan(format!("plan_layer: {why}")))?;
+    }
     let spec = epilogue.spec();
 
     let mut b = FunctionBuilder::new("layer");

@@ -54,6 +54,18 @@ impl Type {
         }
     }
 
+    /// The vector a binary op broadcasts over the rows of this dense tensor:
+    /// `tensor<[last dim] x dt>` (`None` for sparse weights).
+    pub fn row_vector(&self) -> Option<Type> {
+        match self {
+            Type::Tensor { shape, dtype } => Some(Type::Tensor {
+                shape: shape.last().copied().into_iter().collect(),
+                dtype: *dtype,
+            }),
+            Type::Sparse24 { .. } => None,
+        }
+    }
+
     /// The dense shape, `None` for sparse weights.
     pub fn shape(&self) -> Option<&[Dim]> {
         match self {
@@ -61,6 +73,21 @@ impl Type {
             Type::Sparse24 { .. } => None,
         }
     }
+}
+
+/// The largest M, N or K the runtime's kernels take: they index with 32-bit ints
+/// (`sparseflow_runtime::bucket` refuses a larger M, `SparseGemm::new` a larger N or K).
+/// The verifier and `sparseflow compile` refuse larger GEMM dimensions up front.
+pub const MAX_DIM: u64 = i32::MAX as u64;
+
+/// `Err` naming the dimension, its value and the limit when `value` exceeds [`MAX_DIM`].
+pub fn check_dim(name: &str, value: u64) -> Result<(), String> {
+    if value > MAX_DIM {
+        return Err(format!(
+            "{name} = {value} exceeds the kernels' 32-bit limit of {MAX_DIM} (i32::MAX)"
+        ));
+    }
+    Ok(())
 }
 
 /// The element types the parser accepts, for error messages.

@@ -168,6 +168,42 @@ fn verify_return(cx: &mut Ctx<'_, '_>, f: &Function) {
     }
 }
 
+/// How the operands of a binary elementwise op fit together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BinaryForm {
+    /// `op %t, %t` or `op %t, %vector`: the result has the left operand's type.
+    Canonical,
+    /// `op %vector, %t` of a commutative op: the result has the right operand's type;
+    /// canonicalize swaps the operands into the canonical form.
+    Commuted,
+}
+
+impl BinaryForm {
+    pub(crate) fn result_type<'t>(self, lhs: &'t Type, rhs: &'t Type) -> &'t Type {
+        match self {
+            BinaryForm::Canonical => lhs,
+            BinaryForm::Commuted => rhs,
+        }
+    }
+}
+
+/// `None` when the operand types do not fit: a binary op takes two tensors of one type,
+/// or a tensor and a row vector (`tensor<N x dt>` for a `tensor<... x N x dt>`) broadcast
+/// over its rows, the vector second, or first when the op is commutative.
+pub(crate) fn binary_form(op: Opcode, lhs: &Type, rhs: &Type) -> Option<BinaryForm> {
+    let dense = |t: &Type| matches!(t, Type::Tensor { .. });
+    if !dense(lhs) || !dense(rhs) {
+        return None;
+    }
+    if rhs == lhs || lhs.row_vector().as_ref() == Some(rhs) {
+        Some(BinaryForm::Canonical)
+    } else if op.is_commutative() && rhs.row_vector().as_ref() == Some(lhs) {
+        Some(BinaryForm::Commuted)
+    } else {
+        None
+    }
+}
+
 fn verify_op(cx: &mut Ctx<'_, '_>, opts: &VerifyOptions<'_>) {
     let op = cx.inst.op;
     let n_ops = cx.inst.operands.len();
@@ -188,24 +224,27 @@ fn verify_op(cx: &mut Ctx<'_, '_>, opts: &VerifyOptions<'_>) {
             if n_ops != 2 {
                 return cx.err(format!("expects 2 operands, got {n_ops}"));
             }
-            let (Some(Type::Tensor { shape, dtype }), Some(rhs)) =
+            let (Some(lhs @ Type::Tensor { .. }), Some(rhs @ Type::Tensor { .. })) =
                 (cx.operand_ty(0).cloned(), cx.operand_ty(1).cloned())
             else {
                 return cx.err("operands must be dense tensors");
             };
-            let lhs = Type::Tensor {
-                shape: shape.clone(),
-                dtype,
+            let Some(form) = binary_form(op, &lhs, &rhs) else {
+                // Name the mismatch against the tensor the other operand would broadcast over.
+                let rank = |t: &Type| t.shape().map_or(0, <[_]>::len);
+                let (side, full, other) = if op.is_commutative() && rank(&rhs) > rank(&lhs) {
+                    ("left", &rhs, &lhs)
+                } else {
+                    ("right", &lhs, &rhs)
+                };
+                let vector = full.row_vector().unwrap_or_else(|| full.clone());
+                return cx.err(format!(
+                    "{side} operand must be {full} or a vector {vector} broadcast over rows, got {other}"
+                ));
             };
-            let broadcast = Type::Tensor {
-                shape: shape.last().copied().into_iter().collect(),
-                dtype,
-            };
-            if rhs != lhs && rhs != broadcast {
-                cx.err(format!("right operand must be {lhs} or a vector {broadcast} broadcast over rows, got {rhs}"));
-            }
-            if cx.result_ty() != Some(&lhs) {
-                cx.err(format!("result type must be {lhs}"));
+            let want = form.result_type(&lhs, &rhs);
+            if cx.result_ty() != Some(want) {
+                cx.err(format!("result type must be {want}"));
             }
         }
         Opcode::Constant => {

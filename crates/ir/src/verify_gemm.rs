@@ -4,7 +4,7 @@
 
 use crate::kernel_space::{check, GemmShape, TileConfig};
 use crate::ops::Opcode;
-use crate::types::{Dim, Type};
+use crate::types::{check_dim, Dim, Type};
 use crate::verify::{Ctx, VerifyOptions, TILE_ATTRS};
 
 pub(crate) fn verify_gemm(cx: &mut Ctx<'_, '_>, opts: &VerifyOptions<'_>) {
@@ -41,6 +41,11 @@ pub(crate) fn verify_gemm(cx: &mut Ctx<'_, '_>, opts: &VerifyOptions<'_>) {
     }
     if n == 0 || k == 0 || m == Dim::Static(0) {
         cx.err("dimensions must be at least 1");
+    }
+    for (name, value) in [("M", m.as_static()), ("N", Some(n)), ("K", Some(k))] {
+        if let Some(Err(why)) = value.map(|v| check_dim(name, v)) {
+            cx.err(why);
+        }
     }
     if xk != Dim::Static(k) {
         cx.err(format!("X's K ({xk}) does not match W's K ({k})"));

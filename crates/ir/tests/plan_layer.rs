@@ -34,6 +34,44 @@ fn plan_errors_are_values() {
     assert!(e.to_string().contains("multiple of 4"), "{e}");
 }
 
+/// The runtime refuses N, K or M beyond i32::MAX; so does planning, naming value and limit.
+/// M may be the runtime's bucket of an M <= i32::MAX (the next power of two, 2^31).
+#[test]
+fn plan_refuses_dims_beyond_32_bits() {
+    let big = 1usize << 31;
+    for (m, n, k, what) in [(1, big, 4096, "N"), (1, 4096, big + 4, "K")] {
+        let e = plan_layer(m, n, k, DType::F16, EpilogueKind::None, "sm_90a").unwrap_err();
+        assert!(
+            e.to_string().contains(&format!(
+                "{what} = {} exceeds the kernels' 32-bit limit of 2147483647",
+                n.max(k)
+            )),
+            "{e}"
+        );
+    }
+    let e = plan_layer(
+        big + 1,
+        4096,
+        4096,
+        DType::F16,
+        EpilogueKind::None,
+        "sm_90a",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("M = 2147483649 exceeds"), "{e}");
+    let at_max = plan_layer(
+        big - 1,
+        4096,
+        4096,
+        DType::F16,
+        EpilogueKind::None,
+        "sm_90a",
+    )
+    .unwrap();
+    let bucket = plan_layer(big, 4096, 4096, DType::F16, EpilogueKind::None, "sm_90a").unwrap();
+    assert_eq!(at_max, bucket);
+}
+
 #[test]
 fn plan_is_cheap() {
     let start = Instant::now();

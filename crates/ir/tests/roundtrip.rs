@@ -4,7 +4,9 @@
 mod common;
 
 use common::*;
-use sparseflow_ir::{parse_module, print_module, verify_module, VerifyOptions};
+use sparseflow_ir::{
+    parse_module, parse_module_bytes, print_module, verify_module, IrError, Loc, VerifyOptions,
+};
 
 fn roundtrip(text: &str) {
     let m = parse_module(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -62,4 +64,19 @@ fn comments_and_free_layout_normalise() {
 fn numeric_parameter_names_do_not_collide_with_results() {
     let text = "func.func @f(%0: tensor<4xf16>) -> tensor<4xf16> {\n  %1 = arith.relu %0 : tensor<4xf16>\n  return %1 : tensor<4xf16>\n}\n";
     roundtrip(text);
+}
+
+/// Bytes that are not UTF-8 are a parse error at the first bad byte, not a panic or a lossy
+/// reading (`sparseflow opt` reads files as bytes).
+#[test]
+fn non_utf8_input_is_a_located_parse_error() {
+    let mut bytes = MLP_UP.as_bytes().to_vec();
+    assert!(parse_module_bytes(&bytes).is_ok());
+    let second_line = MLP_UP.find('\n').unwrap() + 1;
+    bytes.splice(second_line + 2..second_line + 2, [0xc3]);
+    let Err(IrError::Parse { loc, message }) = parse_module_bytes(&bytes) else {
+        panic!("expected a parse error");
+    };
+    assert_eq!(loc, Loc { line: 2, col: 3 });
+    assert!(message.contains("not valid UTF-8 (byte 0xc3"), "{message}");
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use sparseflow_ir::passes::PASSES;
-use sparseflow_ir::{parse_module, print_module, target, IrError, PassContext, PassManager};
+use sparseflow_ir::{parse_module_bytes, print_module, target, IrError, PassContext, PassManager};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -56,13 +56,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let bytes = std::fs::read(input).with_context(|| format!("reading {input}"))?;
         (input.to_string(), bytes)
     };
-    let Ok(text) = String::from_utf8(bytes) else {
-        anyhow::bail!("{display}: input is not valid UTF-8");
-    };
 
     let target = args.target.as_deref().map(target).transpose()?;
     let pipeline = PassManager::parse_pipeline(&args.pass_pipeline)?;
-    let mut module = match parse_module(&text) {
+    let mut module = match parse_module_bytes(&bytes) {
         Ok(m) => m,
         Err(err) => return Ok(report(&display, &err)),
     };

@@ -1,4 +1,8 @@
-//! `canonicalize`: identity folding, then dead-code elimination.
+//! `canonicalize`: operand order, identity folding, then dead-code elimination.
+//!
+//! Operand order: a commutative op with the broadcast vector first (`arith.addf %b, %0`)
+//! gets its operands swapped to the canonical `arith.addf %0, %b` (exact: IEEE `+` and `*`
+//! commute). fuse-epilogue accepts either order, so this is for readable, uniform output.
 //!
 //! Folds (each replaces the op's result by an existing value):
 //! * `arith.mulf %x, splat(1.0)` and `arith.addf %x, splat(0.0)` (either operand
@@ -12,19 +16,40 @@ use crate::error::IrError;
 use crate::function::{Function, Inst, Module, Value};
 use crate::ops::Opcode;
 use crate::pass::PassContext;
+use crate::verify::{binary_form, BinaryForm};
 
 pub fn run(module: &mut Module, cx: &mut PassContext<'_>) -> Result<(), IrError> {
     for f in &mut module.functions {
+        let swapped = order_operands(f);
         let folded = fold_identities(f);
         let removed = eliminate_dead_code(f);
-        if cx.explain && (folded + removed) > 0 {
+        if cx.explain && (swapped + folded + removed) > 0 {
             cx.notes.push(format!(
-                "canonicalize: @{}: folded {folded} identity op(s), removed {removed} dead op(s)",
+                "canonicalize: @{}: swapped {swapped} commuted operand pair(s), folded {folded} identity op(s), removed {removed} dead op(s)",
                 f.name
             ));
         }
     }
     Ok(())
+}
+
+/// Puts the broadcast vector of commuted binary ops second; returns how many were swapped.
+pub fn order_operands(f: &mut Function) -> usize {
+    let mut swapped = 0;
+    for inst in f.insts().to_vec() {
+        let data = f.inst(inst);
+        let &[a, b] = data.operands.as_slice() else {
+            continue;
+        };
+        if !data.op.is_binary_elementwise() {
+            continue;
+        }
+        if binary_form(data.op, f.value_type(a), f.value_type(b)) == Some(BinaryForm::Commuted) {
+            f.inst_mut(inst).operands.swap(0, 1);
+            swapped += 1;
+        }
+    }
+    swapped
 }
 
 /// Returns how many ops were folded away (their uses now point elsewhere).

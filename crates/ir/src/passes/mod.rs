@@ -23,12 +23,12 @@ pub static PASSES: &[PassInfo] = &[
     },
     PassInfo {
         name: "select-tiles",
-        summary: "choose kernel family and tile sizes for each fused_sparse_gemm with the target's occupancy model (needs --target)",
+        summary: "choose kernel family and tile sizes for each fused_sparse_gemm with the target's occupancy model (needs --target; run fuse-epilogue first)",
         run: select_tiles::run,
     },
     PassInfo {
         name: "canonicalize",
-        summary: "dead-code elimination and identity folding (x*1, x+0, relu(relu(x)))",
+        summary: "dead-code elimination, identity folding (x*1, x+0, relu(relu(x))), broadcast vector as the second operand",
         run: canonicalize::run,
     },
 ];

@@ -5,9 +5,12 @@
 //! Dynamic M (`?`): uses the op's `m_hint` integer attribute if present, else
 //! `select::DYNAMIC_M_DEFAULT`, always with the `sm80` family (valid for any M).
 //! The runtime re-selects per actual M with `select::select_for_m`.
+//!
+//! A bare `sparse_gemm` is an error naming fuse-epilogue: tiles belong on the fused op, so
+//! running select-tiles alone would otherwise silently change nothing.
 
 use crate::attrs::Attr;
-use crate::error::IrError;
+use crate::error::{Diagnostic, IrError};
 use crate::function::{Function, Inst, Module};
 use crate::kernel_space::GemmShape;
 use crate::ops::Opcode;
@@ -16,11 +19,32 @@ use crate::select::{describe, first_sm80_only_m, rank, DYNAMIC_M_DEFAULT};
 use crate::targets::Target;
 use crate::types::{Dim, Type};
 
+/// Why select-tiles refuses a bare `sparse_gemm`.
+pub const NOT_FUSED: &str = "is not fused: select-tiles chooses tiles only for sparseflow.fused_sparse_gemm; run fuse-epilogue first (--pass-pipeline=fuse-epilogue,select-tiles)";
+
 /// Candidates shown per op by `--explain`.
 const EXPLAIN_TOP: usize = 5;
 
 pub fn run(module: &mut Module, cx: &mut PassContext<'_>) -> Result<(), IrError> {
     let target = cx.require_target("select-tiles")?;
+    // Tiles live on the fused op only (the verifier rejects them on a bare GEMM), so a
+    // bare `sparse_gemm` here would silently get none: say which pass must run first.
+    let unfused: Vec<Diagnostic> = module
+        .functions
+        .iter()
+        .flat_map(|f| {
+            f.insts_with(Opcode::SparseGemm)
+                .into_iter()
+                .map(|i| Diagnostic {
+                    loc: f.inst(i).loc,
+                    op: Opcode::SparseGemm.name().into(),
+                    message: NOT_FUSED.into(),
+                })
+        })
+        .collect();
+    if !unfused.is_empty() {
+        return Err(IrError::Verify(unfused));
+    }
     for f in &mut module.functions {
         for inst in f.insts_with(Opcode::FusedSparseGemm) {
             select_one(f, inst, target, cx)?;
