@@ -7,7 +7,8 @@
 //! the weight as stored (dense `N·K·2`, 2:4 `N·K·2·0.5625`: values plus metadata) plus `X` and
 //! `Y`, and the peak is the GPU's dense or 2:4-sparse fp16 tensor-core rate ([`GPUS`]). Only the
 //! linear layers are modelled (attention over the KV cache, norms and launch gaps are not), and
-//! `lm_head` stays dense. The roofline assumes the 2:4 kernels reach the sparse peak, which they
+//! `lm_head` stays dense. A SparseFlow model directory is audited as stored: its `sparseflow.json`
+//! says which block linears are 2:4, and the others are counted dense. The roofline assumes the 2:4 kernels reach the sparse peak, which they
 //! do not in compute-bound prefill today: audit says where measured 2:4 loses.
 
 use std::path::{Path, PathBuf};
@@ -168,6 +169,9 @@ pub struct LayerTime {
     pub sparse_us: f64,
     pub speedup: f64,
     pub source: Source,
+    /// In how many of the model's blocks this layer is 2:4 (the others count dense): all of
+    /// them unless a SparseFlow model's manifest keeps some dense.
+    pub sparse_blocks: usize,
 }
 
 /// Whole-model figures at one batch size.
@@ -244,6 +248,54 @@ fn model_shape(model: &str) -> Result<(BlockConfig, usize)> {
     Ok((cfg, get("vocab_size").unwrap_or(32_000)))
 }
 
+/// Per block layer, in how many blocks it is 2:4. A SparseFlow model directory answers from its
+/// manifest (a layer `model.layers.<i>.<...>.<name>` is 2:4 in block `i`; BERT-style
+/// `<name>.dense` counts for `<name>`); anything else is assumed 2:4 everywhere.
+fn sparse_blocks(
+    model: &str,
+    block: &[Layer],
+    blocks: usize,
+    notes: &mut Vec<String>,
+) -> Result<Vec<usize>> {
+    let dir = Path::new(model);
+    if !dir.is_dir() || !dir.join(sparseflow_model::MANIFEST).exists() {
+        return Ok(vec![blocks; block.len()]);
+    }
+    let manifest = sparseflow_model::Manifest::read_dir(dir)?;
+    let mut counts = vec![0usize; block.len()];
+    let mut unmatched = Vec::new();
+    for (name, entry) in &manifest.layers {
+        let segs: Vec<&str> = name.split('.').collect();
+        let layer = match segs[..] {
+            [.., l, "dense"] => l,
+            [.., l] => l,
+            [] => "",
+        };
+        let hit = block
+            .iter()
+            .position(|b| b.name == layer && [b.n, b.k] == entry.shape);
+        match hit {
+            Some(i) => counts[i] += 1,
+            None => unmatched.push(name.as_str()),
+        }
+    }
+    let sparse: usize = counts.iter().map(|&c| c.min(blocks)).sum();
+    notes.push(format!(
+        "{}: {} of {} block linears are 2:4; the others are audited dense",
+        dir.join(sparseflow_model::MANIFEST).display(),
+        sparse,
+        blocks * block.len()
+    ));
+    if !unmatched.is_empty() {
+        notes.push(format!(
+            "{} sparse layers of the manifest match no block linear of this config and are not audited: {}",
+            unmatched.len(),
+            unmatched.iter().take(4).copied().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(counts.into_iter().map(|c| c.min(blocks)).collect())
+}
+
 fn layer_time(gpu: &Gpu, measured: &Measured, l: &Layer, m: usize) -> LayerTime {
     let (dense, sparse, source) = match measured.get(l.n, l.k, m) {
         Some((s, d)) => (d, s, Source::Measured),
@@ -262,6 +314,7 @@ fn layer_time(gpu: &Gpu, measured: &Measured, l: &Layer, m: usize) -> LayerTime 
         sparse_us: sparse * 1e6,
         speedup: dense / sparse,
         source,
+        sparse_blocks: 0,
     }
 }
 
@@ -288,28 +341,43 @@ pub fn audit(args: &Args) -> Result<Audit> {
         n: vocab,
         k: cfg.hidden,
     };
-    let block_bytes: f64 =
-        block.iter().map(|l| (l.n * l.k) as f64 * ES).sum::<f64>() * cfg.layers as f64;
+    let mut notes = Vec::new();
+    let sparse_in = sparse_blocks(&args.model, &block, cfg.layers, &mut notes)?;
+    // (dense, 2:4) weight bytes of the blocks: a layer kept dense weighs the same in both.
+    let (block_dense, block_sparse) =
+        block
+            .iter()
+            .zip(&sparse_in)
+            .fold((0.0, 0.0), |(d, s), (l, &sparse)| {
+                let one = (l.n * l.k) as f64 * ES;
+                let dense = (cfg.layers - sparse) as f64;
+                (
+                    d + one * cfg.layers as f64,
+                    s + one * (sparse as f64 * SPARSE_WEIGHT_RATIO + dense),
+                )
+            });
     let other_bytes = 2.0 * (vocab * cfg.hidden) as f64 * ES; // embeddings + lm_head
-    let weight_dense = block_bytes + other_bytes;
-    let weight_sparse = block_bytes * SPARSE_WEIGHT_RATIO + other_bytes;
+    let weight_dense = block_dense + other_bytes;
+    let weight_sparse = block_sparse + other_bytes;
     let mut losses = Vec::new();
     let mut batches = Vec::new();
     for &b in &args.batch {
         let mut layers = Vec::new();
         let (mut dd, mut ds, mut pd, mut ps) = (0.0, 0.0, 0.0, 0.0);
         let (mut decode_measured, mut prefill_measured) = (true, true);
-        for l in &block {
-            let d = layer_time(&gpu, &measured, l, b);
-            let p = layer_time(&gpu, &measured, l, b * args.prompt_tokens);
-            dd += d.dense_us * cfg.layers as f64;
-            ds += d.sparse_us * cfg.layers as f64;
-            pd += p.dense_us * cfg.layers as f64;
-            ps += p.sparse_us * cfg.layers as f64;
+        for (l, &sparse) in block.iter().zip(&sparse_in) {
+            let mut d = layer_time(&gpu, &measured, l, b);
+            let mut p = layer_time(&gpu, &measured, l, b * args.prompt_tokens);
+            (d.sparse_blocks, p.sparse_blocks) = (sparse, sparse);
+            let (all, kept) = (cfg.layers as f64, (cfg.layers - sparse) as f64);
+            dd += d.dense_us * all;
+            ds += d.sparse_us * sparse as f64 + d.dense_us * kept;
+            pd += p.dense_us * all;
+            ps += p.sparse_us * sparse as f64 + p.dense_us * kept;
             decode_measured &= d.source == Source::Measured;
             prefill_measured &= p.source == Source::Measured;
             for t in [&d, &p] {
-                if t.speedup < 1.0 {
+                if t.speedup < 1.0 && sparse > 0 {
                     losses.push(format!(
                         "{} [{}x{}] at M={}: 2:4 {:.1} us vs dense {:.1} us ({:?})",
                         t.layer, t.n, t.k, t.m, t.sparse_us, t.dense_us, t.source
@@ -360,10 +428,10 @@ pub fn audit(args: &Args) -> Result<Audit> {
             layers,
         });
     }
-    let mut notes = vec![
+    notes.splice(0..0, [
         format!("estimates: roofline t = max(bytes / {} TB/s, 2MNK / {} (dense) or {} (2:4) TFLOPS); source: {}", gpu.bandwidth_tbps, gpu.dense_tflops, gpu.sparse_tflops, gpu.source),
         "linear layers only: attention over the KV cache, norms and launch gaps are not modelled; lm_head and embeddings stay dense".into(),
-    ];
+    ]);
     if batches
         .iter()
         .any(|b| b.prefill_source == Source::Estimated)
@@ -415,8 +483,16 @@ pub fn render(a: &Audit) -> String {
         "layer", "N x K", "M", "dense us", "2:4 us", "speedup", "source",
     ]);
     for l in a.batches.iter().flat_map(|b| &b.layers) {
+        let layer = if l.sparse_blocks < a.blocks {
+            format!(
+                "{} (2:4 in {}/{} blocks)",
+                l.layer, l.sparse_blocks, a.blocks
+            )
+        } else {
+            l.layer.clone()
+        };
         t.row(vec![
-            l.layer.clone(),
+            layer,
             format!("{}x{}", l.n, l.k),
             l.m.to_string(),
             format!("{:.2}", l.dense_us),
@@ -615,6 +691,77 @@ mod tests {
             a.weight_gb_dense
         );
         assert!(a.weight_gb_sparse < a.weight_gb_dense * 0.65);
+    }
+
+    /// A SparseFlow model that keeps some block linears dense (down_proj everywhere, block 1's
+    /// q_proj) is audited as stored: those layers count dense in time and memory.
+    #[test]
+    fn sparseflow_model_layers_left_dense_are_audited_dense() {
+        use sparseflow_model::convert::{convert, Options, Silent};
+        let dir = std::env::temp_dir().join(format!(
+            "sf-audit-model-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let (hf, out) = (dir.join("hf"), dir.join("sf"));
+        sparseflow_model::testing::tiny_llama(&hf, 2, 32, 64, false);
+        let opts = Options {
+            exclude: vec![
+                "*.mlp.down_proj.weight".into(),
+                "model.layers.1.self_attn.q_proj.weight".into(),
+            ],
+            ..Options::default()
+        };
+        convert(&hf, &out, &opts, &mut Silent).unwrap();
+        let a = audit(&args(out.to_str().unwrap())).unwrap();
+        let h100 = &GPUS[0];
+        let cfg = model_shape(out.to_str().unwrap()).unwrap().0;
+        let block = block_layers(&cfg);
+        let sparse_in = |name: &str| match name {
+            "down_proj" => 0,
+            "q_proj" => 1,
+            _ => 2,
+        };
+        let step = |m: usize| -> f64 {
+            block
+                .iter()
+                .map(|l| {
+                    let c = sparse_in(&l.name) as f64;
+                    c * roofline_s(h100, l.n, l.k, m, true)
+                        + (2.0 - c) * roofline_s(h100, l.n, l.k, m, false)
+                })
+                .sum::<f64>()
+                + roofline_s(h100, 64, 32, m, false)
+        };
+        let b = &a.batches[0];
+        assert!((b.decode_ms_per_step_sparse - step(1) * 1e3).abs() < 1e-12);
+        assert!((b.prefill_ms_sparse - step(1000) * 1e3).abs() < 1e-12);
+        let bytes: f64 = block
+            .iter()
+            .map(|l| {
+                let c = sparse_in(&l.name) as f64;
+                (l.n * l.k) as f64 * 2.0 * (c * 0.5625 + (2.0 - c))
+            })
+            .sum::<f64>()
+            + 2.0 * (64 * 32) as f64 * 2.0;
+        assert!((a.weight_gb_sparse - bytes / 1e9).abs() < 1e-15);
+        let down = b.layers.iter().find(|l| l.layer == "down_proj").unwrap();
+        assert_eq!(down.sparse_blocks, 0);
+        assert!(render(&a).contains("down_proj (2:4 in 0/2 blocks)"));
+        assert!(
+            a.notes
+                .iter()
+                .any(|n| n.contains("11 of 14 block linears are 2:4")),
+            "{:?}",
+            a.notes
+        );
+        // A preset or a plain config still assumes every block linear is 2:4.
+        let plain = audit(&args("llama3-8b")).unwrap();
+        assert!(plain.batches[0]
+            .layers
+            .iter()
+            .all(|l| l.sparse_blocks == 32));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
