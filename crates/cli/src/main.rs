@@ -37,8 +37,28 @@ enum Command {
     Audit(cmd::audit::Args),
 }
 
+/// `sparseflow-convert ARGS` / `sparseflow-audit ARGS` (a link or copy of this binary under
+/// that name) are `sparseflow convert ARGS` / `sparseflow audit ARGS`.
+fn args() -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let name = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
+    if let Some(sub) = name
+        .strip_prefix("sparseflow-")
+        .filter(|s| matches!(*s, "convert" | "audit"))
+    {
+        let sub = sub.into();
+        args[0] = "sparseflow".into();
+        args.insert(1, sub);
+    }
+    args
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(args());
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Opt(args) => cmd::opt::run(args),
