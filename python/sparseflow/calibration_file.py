@@ -10,16 +10,26 @@ token ids or activations:
 
 ``__metadata__``: ``format = "sparseflow-calibration"``, ``version = "1"``, ``kind``, and for
 tokens ``tokenizer`` (name or path it came from, informative).
+
+``sparseflow convert`` reads only the activations form (it does not run the model):
+:func:`write_calibration_from_model` runs a PyTorch model on texts' token ids (or a tokens
+file, or any model inputs) and writes the activations of its ``nn.Linear`` layers.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
-__all__ = ["write_calibration_tokens", "write_calibration_activations", "read_calibration"]
+__all__ = [
+    "write_calibration_tokens",
+    "write_calibration_activations",
+    "write_calibration_from_model",
+    "capture_activations",
+    "read_calibration",
+]
 
 FORMAT = "sparseflow-calibration"
 VERSION = "1"
@@ -97,3 +107,82 @@ def read_calibration(path: str) -> Dict[str, Union[str, Tensor]]:
     else:
         raise ValueError(f"{path}: unknown calibration kind {kind!r} (tokens or activations)")
     return {"kind": kind, **tensors}
+
+
+def capture_activations(
+    model: Any, batches: Iterable[Any], *, include: Optional[Sequence[str]] = None
+) -> Dict[str, Tensor]:
+    """Runs ``model`` on ``batches`` (tensors, argument tuples or keyword dicts) and returns the
+    inputs of its ``nn.Linear`` layers, ``{module path: [tokens, in_features]}`` (float32, CPU;
+    padding tokens included). ``include``: only paths containing one of these substrings.
+    The model is the dense one: every layer sees dense inputs (``sf.sparsify`` with
+    calibration instead prunes sequentially on the already-pruned model's inputs)."""
+    from torch import nn
+
+    from .calibrate import _call
+
+    seen: Dict[str, List[Tensor]] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and (include is None or any(p in name for p in include)):
+
+            def hook(_m: Any, args: Any, name: str = name) -> None:
+                x = args[0].detach()
+                seen.setdefault(name, []).append(x.reshape(-1, x.shape[-1]).to("cpu", torch.float32))
+
+            handles.append(module.register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                _call(model, batch)
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: torch.cat(xs) for name, xs in seen.items()}
+
+
+def write_calibration_from_model(
+    path: str,
+    model: Any,
+    inputs: Union[str, Sequence[str], Iterable[Any]],
+    *,
+    tokenizer: Any = None,
+    include: Optional[Sequence[str]] = None,
+    batch_size: int = 8,
+    max_length: int = 512,
+) -> Dict[str, Tensor]:
+    """Writes the activations calibration file ``sparseflow convert --calibration`` reads.
+
+    ``inputs``: a token calibration file's path (:func:`write_calibration_tokens`), a list of
+    texts (with ``tokenizer``), or model inputs (as for ``sf.sparsify``). Runs ``model`` (the
+    Hugging Face model whose checkpoint ``convert`` reads: its module paths are the
+    checkpoint's tensor names without ``.weight``) and writes every ``nn.Linear``'s inputs.
+    Returns the activations."""
+    if isinstance(inputs, str):
+        tokens = read_calibration(inputs)
+        if tokens["kind"] != "tokens":
+            raise ValueError(f"{inputs}: a {tokens['kind']} calibration file; pass a tokens file, texts or model inputs")
+        ids, mask = tokens["input_ids"], tokens["attention_mask"]
+        batches: List[Any] = [
+            {"input_ids": ids[i : i + batch_size], "attention_mask": mask[i : i + batch_size]}
+            for i in range(0, ids.shape[0], batch_size)
+        ]
+    else:
+        items = list(inputs)
+        if items and all(isinstance(t, str) for t in items):
+            if tokenizer is None:
+                raise ValueError("texts need tokenizer= (the model's tokenizer)")
+            batches = [
+                dict(tokenizer(items[i : i + batch_size], padding=True, truncation=True, max_length=max_length,
+                               return_tensors="pt"))
+                for i in range(0, len(items), batch_size)
+            ]
+        else:
+            batches = items
+    if not batches:
+        raise ValueError("no calibration inputs")
+    acts = capture_activations(model, batches, include=include)
+    if not acts:
+        raise ValueError("the model ran no nn.Linear layer on these inputs (check include=)")
+    write_calibration_activations(path, acts)
+    return acts

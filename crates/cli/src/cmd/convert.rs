@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use sparseflow_core::DType;
+use sparseflow_core::{DType, PruneMethod};
 use sparseflow_model::convert::{self, Method, Options, OutputFormat, Progress, Report};
 
 use super::table::Table;
@@ -28,9 +28,17 @@ pub struct Args {
     /// compressed-tensors sparse-24-bitmask (values + packed mask per layer).
     #[arg(long, value_enum, default_value_t = FormatArg::Sparseflow)]
     pub format: FormatArg,
-    /// How weights that are not 2:4 yet are pruned.
+    /// How weights that are not 2:4 yet are pruned: magnitude, or an activation-aware method
+    /// (wanda, sparsegpt, sparsegpt-refine; see docs/ACCURACY.md) that needs --calibration.
     #[arg(long, value_enum, default_value_t = MethodArg::Magnitude)]
     pub method: MethodArg,
+    /// Calibration file for --method wanda|sparsegpt|sparsegpt-refine: the per-layer
+    /// ACTIVATIONS form (one float tensor [tokens, in_features] per pruned layer, named by its
+    /// module path, e.g. model.layers.0.mlp.down_proj). Token ids are not read here (that
+    /// would mean running the model): turn texts or token ids into activations first with
+    /// python's sparseflow.calibration_file.write_calibration_from_model(path, model, ...).
+    #[arg(long, value_name = "FILE")]
+    pub calibration: Option<PathBuf>,
     /// Sparsify only tensors matching one of these globs (`*` crosses dots), instead of the
     /// default: the `.weight` matrices of numbered transformer blocks.
     #[arg(long, value_name = "GLOB")]
@@ -73,6 +81,11 @@ pub enum FormatArg {
 #[derive(Clone, Copy, ValueEnum)]
 pub enum MethodArg {
     Magnitude,
+    Wanda,
+    #[value(name = "sparsegpt")]
+    SparseGpt,
+    #[value(name = "sparsegpt-refine")]
+    SparseGptRefine,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -112,7 +125,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let opts = Options {
         method: match args.method {
             MethodArg::Magnitude => Method::Magnitude,
+            MethodArg::Wanda => Method::Calibrated(PruneMethod::Wanda),
+            MethodArg::SparseGpt => Method::Calibrated(PruneMethod::SparseGpt),
+            MethodArg::SparseGptRefine => Method::Calibrated(PruneMethod::SparseGptRefine),
         },
+        calibration: args.calibration,
         format: match args.format {
             FormatArg::Sparseflow => OutputFormat::Sparseflow,
             FormatArg::Dense => OutputFormat::Dense,

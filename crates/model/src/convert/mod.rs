@@ -7,6 +7,7 @@
 //! its shard. Output shards mirror the input's. The output goes through a [`Staging`]
 //! directory and appears complete or not at all. See docs/TOOLS.md for the user's view.
 
+mod calibration;
 pub mod ct;
 pub mod process;
 pub mod report;
@@ -22,7 +23,7 @@ use half::{bf16, f16};
 use safetensors::tensor::Dtype;
 use serde_json::Value;
 use sparseflow_core::format::meta_bytes_per_row;
-use sparseflow_core::{DType, DiffReport};
+use sparseflow_core::{DType, DiffReport, PruneMethod};
 
 use crate::error::{ModelError, Result};
 use crate::fsx::Root;
@@ -31,8 +32,9 @@ use crate::manifest::{sf_dtype, st_dtype, LayerEntry, Manifest, MANIFEST};
 use crate::output::Staging;
 use crate::tensors::{byte_len, elements};
 use crate::write::{index_json, write_json, Planned, ShardWriter};
+pub use calibration::CalibrationFile;
 use ct::Compression;
-use process::{count_violations, dense_tensor, sparse_layer, OutElem, Source};
+use process::{count_violations, dense_tensor, sparse_layer, OutElem, Pruner, Source};
 pub use report::{Report, Row, Status, Totals};
 pub use rss::rss_anon;
 use select::Selector;
@@ -57,20 +59,37 @@ pub const AUX_FILES: &[&str] = &[
     "preprocessor_config.json",
 ];
 
-/// How weights are pruned. Grows with activation-aware methods (Wanda, SparseGPT).
+/// How weights are pruned: by magnitude, or by one of `sparseflow_core::prune`'s
+/// activation-aware methods from a calibration file ([`Options::calibration`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Method {
     /// Keep the 2 largest |w| of every group of 4.
     #[default]
     Magnitude,
+    /// An activation-aware method (`wanda`, `sparsegpt`, `sparsegpt-refine`).
+    Calibrated(PruneMethod),
 }
 
 impl Method {
-    pub const ALL: [Method; 1] = [Method::Magnitude];
+    pub const ALL: [Method; 4] = [
+        Method::Magnitude,
+        Method::Calibrated(PruneMethod::Wanda),
+        Method::Calibrated(PruneMethod::SparseGpt),
+        Method::Calibrated(PruneMethod::SparseGptRefine),
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Method::Magnitude => "magnitude",
+            Method::Calibrated(m) => m.name(),
+        }
+    }
+
+    /// The core method when it reads calibration activations.
+    pub fn calibrated(self) -> Option<PruneMethod> {
+        match self {
+            Method::Calibrated(m) if m.needs_calibration() => Some(m),
+            _ => None,
         }
     }
 }
@@ -109,6 +128,8 @@ pub struct Options {
     pub dtype: Option<DType>,
     /// Prune almost-2:4 weights instead of keeping them dense.
     pub prune: bool,
+    /// The activations calibration file an activation-aware [`Method`] prunes from.
+    pub calibration: Option<PathBuf>,
     pub force: bool,
 }
 
@@ -207,6 +228,7 @@ pub fn convert(
     let bitmask = bitmask_layers(&set)?;
     let target = output_dtype(&set, &bitmask, opts.dtype)?;
     let selector = Selector::new(&opts.include, &opts.exclude)?;
+    let cal = calibration_file(opts)?;
 
     // Pass 1: decide every tensor.
     let scan_total: u64 = set
@@ -247,6 +269,20 @@ pub fn convert(
         items[item_file(&item)].push(item);
     }
 
+    if let Some(file) = &cal {
+        for it in items.iter().flatten() {
+            if let Item::Sparse {
+                layer,
+                k,
+                src: Source::Dense { prune: true, .. },
+                ..
+            } = it
+            {
+                file.check(layer, *k)?;
+            }
+        }
+    }
+
     // Pass 2: write.
     let write_total: u64 = set.iter().map(|t| t.bytes.len() as u64).sum();
     progress.phase("converting", write_total);
@@ -274,7 +310,7 @@ pub fn convert(
         let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
         let mut w = ShardWriter::create(&dir.join(&out_name), planned, &meta)?;
         for it in file_items {
-            let (row, entry) = write_item(it, &set, target, opts, &mut w, progress)?;
+            let (row, entry) = write_item(it, &set, target, opts, cal.as_ref(), &mut w, progress)?;
             if let Some((name, entry)) = entry {
                 manifest.layers.insert(name, entry);
             }
@@ -492,6 +528,22 @@ fn output_dtype(
     }
 }
 
+/// The calibration file an activation-aware method needs (`None` for magnitude).
+fn calibration_file(opts: &Options) -> Result<Option<CalibrationFile>> {
+    match (opts.method.calibrated(), &opts.calibration) {
+        (Some(m), None) => Err(usage(format!(
+            "--method {m} prunes from calibration activations: pass --calibration FILE (per-layer activations, see docs/ACCURACY.md), or use --method magnitude"
+        ))),
+        (None, Some(path)) => Err(usage(format!(
+            "--calibration {} is only read by --method wanda, sparsegpt or sparsegpt-refine (the method is {})",
+            path.display(),
+            opts.method.name()
+        ))),
+        (Some(_), Some(path)) => CalibrationFile::open(path).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
 /// Pass 1 for one tensor.
 fn decide<'a>(
     t: TensorRef<'a>,
@@ -600,6 +652,7 @@ fn write_item(
     set: &TensorSet,
     target: DType,
     opts: &Options,
+    cal: Option<&CalibrationFile>,
     w: &mut ShardWriter,
     progress: &mut dyn Progress,
 ) -> Result<(Row, Option<(String, LayerEntry)>)> {
@@ -650,11 +703,23 @@ fn write_item(
             violations,
         } => {
             let dense_out = opts.format == OutputFormat::Dense;
+            // An activation-aware method prunes from this layer's calibration (checked to exist
+            // in pass 1); H is built here and dropped with the layer.
+            let layer_cal = match (cal, src) {
+                (Some(file), Source::Dense { prune: true, .. }) => {
+                    Some(file.calibration(layer, *k)?)
+                }
+                _ => None,
+            };
+            let pruner = match (&layer_cal, opts.method.calibrated()) {
+                (Some(c), Some(method)) => Pruner::Calibrated(method, c),
+                _ => Pruner::Magnitude,
+            };
             // The bias stays a tensor of its own, `<layer>.bias`; the epilogue says it is used.
             let has_bias = set.get(&format!("{layer}.bias")).is_some();
             let result = match target {
-                DType::BF16 => run_layer::<bf16>(src, *n, *k, dense_out, w, progress)?,
-                _ => run_layer::<f16>(src, *n, *k, dense_out, w, progress)?,
+                DType::BF16 => run_layer::<bf16>(src, *n, *k, pruner, dense_out, w, progress)?,
+                _ => run_layer::<f16>(src, *n, *k, pruner, dense_out, w, progress)?,
             };
             let (meta, diff) =
                 result.map_err(|e| ModelError::tensor(inputs[0].file, inputs[0].name, e))?;
@@ -713,6 +778,7 @@ fn run_layer<T: OutElem>(
     src: &Source<'_>,
     n: usize,
     k: usize,
+    pruner: Pruner<'_>,
     dense_out: bool,
     w: &mut ShardWriter,
     progress: &mut dyn Progress,
@@ -721,6 +787,7 @@ fn run_layer<T: OutElem>(
         src,
         n,
         k,
+        pruner,
         dense_out,
         |b| w.write(b),
         |d| progress.advance(d),

@@ -7,7 +7,10 @@
 use half::{bf16, f16};
 use safetensors::tensor::Dtype;
 use sparseflow_core::format::meta_bytes_per_row;
-use sparseflow_core::{diff_report, prune_magnitude, DType, DiffReport, Element, Sparse24};
+use sparseflow_core::{
+    diff_report, prune, prune_magnitude, Calibration, DType, DiffReport, Element, PruneMethod,
+    PruneOptions, Sparse24,
+};
 
 use crate::tensors::elements;
 
@@ -183,6 +186,33 @@ fn dense_rows<T: OutElem>(
     }
 }
 
+/// How a dense layer is pruned: by magnitude, or by an activation-aware method from this
+/// layer's calibration. Rows are independent in every method (one `H` for all rows), so the
+/// row chunks give the same result as the whole tensor.
+#[derive(Clone, Copy)]
+pub enum Pruner<'a> {
+    Magnitude,
+    Calibrated(PruneMethod, &'a Calibration),
+}
+
+impl Pruner<'_> {
+    fn prune<T: Element>(
+        self,
+        w: &[T],
+        rows: usize,
+        k: usize,
+    ) -> sparseflow_core::Result<Sparse24<T>> {
+        match self {
+            Pruner::Magnitude => {
+                prune_magnitude(w, rows, k).and_then(|p| Sparse24::compress(&p, rows, k))
+            }
+            Pruner::Calibrated(method, cal) => {
+                prune(method, w, rows, k, Some(cal), &PruneOptions::default()).map(|(s, _)| s)
+            }
+        }
+    }
+}
+
 /// Converts one sparse layer `[n, k]`, calling `values` with each chunk's bytes to write
 /// (compressed values, or with `dense_out` the pruned dense rows) and `progress` with input
 /// bytes done. Returns the metadata (empty with `dense_out`) and the diff report.
@@ -190,6 +220,7 @@ pub fn sparse_layer<T: OutElem>(
     src: &Source<'_>,
     n: usize,
     k: usize,
+    pruner: Pruner<'_>,
     dense_out: bool,
     mut values: impl FnMut(&[u8]) -> crate::Result<()>,
     mut progress: impl FnMut(u64),
@@ -214,7 +245,7 @@ pub fn sparse_layer<T: OutElem>(
             Err(e) => return Ok(Err(e)),
         };
         let compressed = if prune {
-            prune_magnitude(&w, rows, k).and_then(|p| Sparse24::compress(&p, rows, k))
+            pruner.prune(&w, rows, k)
         } else {
             Sparse24::compress(&w, rows, k)
         };
