@@ -4,18 +4,27 @@
 //! (`plan_layer`: fuse-epilogue + select-tiles for the target), generates that kernel and
 //! compiles it with NVRTC into `$SPARSEFLOW_CACHE_DIR`, so a deployment's first request does
 //! not pay for compilation. Shapes that map to the same kernel are compiled once.
+//!
+//! Kernels compile in parallel (rayon; one NVRTC program per kernel, and NVRTC is safe to
+//! call from several threads on distinct programs) with a progress bar on stderr (hidden
+//! with `--quiet` or when stderr is not a terminal). N, K and M beyond the kernels' 32-bit
+//! limit are refused before anything is planned.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use rayon::prelude::*;
 use serde::Serialize;
-use sparseflow_codegen::{generate, Compiler, KernelSpec};
+use sparseflow_codegen::{generate, Compiler, GeneratedKernel, KernelSpec};
 use sparseflow_core::{DType, EpilogueKind};
-use sparseflow_ir::plan_layer;
+use sparseflow_ir::{check_dim, plan_layer};
 
 use super::table::Table;
-use crate::bench::shapes::{block_config, block_layers, parse_m_list, parse_shape, unique_layers};
+use crate::bench::shapes::{
+    block_config, block_layers, parse_m_list, parse_shape, unique_layers, Layer,
+};
 
 #[derive(clap::Args)]
 #[command(
@@ -46,6 +55,9 @@ pub struct Args {
     /// Print a JSON report instead of the table.
     #[arg(long)]
     json: bool,
+    /// No progress bar and no summary on stderr.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(Serialize)]
@@ -90,10 +102,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         bail!("nothing to compile: give --model PRESET and/or --shape N,K");
     }
     let ms = parse_m_list(&args.m)?;
+    check_dims(&layers, &ms)?;
     let epilogues = epilogues(&args.epilogue)?;
 
     // Plan every combination; identical kernels are compiled once.
-    let mut kernels: BTreeMap<String, (KernelSpec, Vec<String>)> = BTreeMap::new();
+    let mut kernels: BTreeMap<String, (GeneratedKernel, Vec<String>)> = BTreeMap::new();
     for dtype in dtypes(&args.dtype) {
         for &epilogue in &epilogues {
             for layer in &layers {
@@ -101,11 +114,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     let plan = plan_layer(m, layer.n, layer.k, dtype, epilogue, &args.target)
                         .with_context(|| format!("planning {} at M={m}", layer.name))?;
                     let spec = KernelSpec::from_plan(&plan, dtype, &args.target)?;
-                    let name = generate(&spec)?.name;
+                    let kernel = generate(&spec)?;
                     let use_site = format!("{} {}×{} M={m}", layer.name, layer.n, layer.k);
                     kernels
-                        .entry(name)
-                        .or_insert_with(|| (spec, Vec::new()))
+                        .entry(kernel.name.clone())
+                        .or_insert_with(|| (kernel, Vec::new()))
                         .1
                         .push(use_site);
                 }
@@ -116,35 +129,74 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let compiler = Compiler::new().context(
         "NVRTC is needed to compile kernels (install CUDA 13, or `pip install nvidia-cuda-nvrtc==13.0.*` and put its lib/ on LD_LIBRARY_PATH)",
     )?;
-    let progress = indicatif::ProgressBar::new(kernels.len() as u64).with_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} kernels {msg}")
-            .expect("static template"),
-    );
-    let mut rows = Vec::new();
-    for (name, (spec, used_by)) in kernels {
-        progress.set_message(name.clone());
-        let compiled = compiler.compile(&generate(&spec)?)?;
-        progress.inc(1);
-        rows.push(KernelRow {
-            kernel: name,
-            family: spec.family.name().to_string(),
-            dtype: spec.dtype,
-            epilogue: spec.epilogue.name(),
-            tiles: format!(
-                "{}x{}x{} w{} s{} sk{}",
-                spec.tile_m, spec.tile_n, spec.tile_k, spec.warps, spec.stages, spec.split_k
-            ),
-            used_by,
-            from_cache: compiled.from_cache,
-            compile_ms: compiled.compile_ms,
-        });
+    let threads = rayon::current_num_threads();
+    let progress = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        // Draws only when stderr is a terminal; the summary line below is printed either way.
+        indicatif::ProgressBar::new(kernels.len() as u64).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} kernels [{elapsed_precise}, ETA {eta}] {wide_msg}",
+            )
+            .map_err(|e| anyhow!("progress bar template: {e}"))?,
+        )
+    };
+    progress.enable_steady_tick(Duration::from_millis(200));
+    if !args.quiet {
+        // A first line even where the bar is hidden (not a terminal: CI logs, pipes).
+        eprintln!(
+            "compiling {} kernels for {} on {threads} threads",
+            kernels.len(),
+            args.target
+        );
     }
+    let start = Instant::now();
+    let kernels: Vec<(GeneratedKernel, Vec<String>)> = kernels.into_values().collect();
+    // Ordered like the map (by name), whatever order the threads finish in.
+    let rows = kernels
+        .into_par_iter()
+        .map(|(kernel, used_by)| {
+            let compiled = compiler.compile(&kernel)?;
+            progress.set_message(kernel.name.clone());
+            progress.inc(1);
+            let spec = &kernel.spec;
+            Ok(KernelRow {
+                family: spec.family.name().to_string(),
+                dtype: spec.dtype,
+                epilogue: spec.epilogue.name(),
+                tiles: format!(
+                    "{}x{}x{} w{} s{} sk{}",
+                    spec.tile_m, spec.tile_n, spec.tile_k, spec.warps, spec.stages, spec.split_k
+                ),
+                kernel: kernel.name,
+                used_by,
+                from_cache: compiled.from_cache,
+                compile_ms: compiled.compile_ms,
+            })
+        })
+        .collect::<Result<Vec<KernelRow>>>();
     progress.finish_and_clear();
+    let rows = rows?;
+    let wall_s = start.elapsed().as_secs_f64();
+    let compiled = rows.iter().filter(|r| !r.from_cache).count();
+    let summary = format!(
+        "{} kernels for {}: {compiled} compiled ({:.1} s of NVRTC time, {wall_s:.1} s wall on {threads} threads), {} already cached; cache: {}",
+        rows.len(),
+        args.target,
+        rows.iter().map(|r| r.compile_ms).sum::<f64>() / 1e3,
+        rows.len() - compiled,
+        compiler.cache_dir().display()
+    );
+    if !args.quiet {
+        eprintln!("{summary}");
+    }
 
     if args.json {
         let report = serde_json::json!({
             "target": args.target,
             "cache_dir": compiler.cache_dir(),
+            "threads": threads,
+            "wall_s": wall_s,
             "kernels": rows,
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -169,14 +221,26 @@ pub fn run(args: Args) -> Result<ExitCode> {
         ]);
     }
     print!("{t}");
-    let compiled = rows.iter().filter(|r| !r.from_cache).count();
-    println!(
-        "\n{} kernels for {}: {compiled} compiled ({:.1} s), {} already cached; cache: {}",
-        rows.len(),
-        args.target,
-        rows.iter().map(|r| r.compile_ms).sum::<f64>() / 1e3,
-        rows.len() - compiled,
-        compiler.cache_dir().display()
-    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses N, K or M the kernels cannot index (32-bit), naming the layer and the limit.
+fn check_dims(layers: &[Layer], ms: &[usize]) -> Result<()> {
+    for layer in layers {
+        for (name, value) in [("N", layer.n), ("K", layer.k)] {
+            check_dim(name, value as u64).map_err(|why| {
+                anyhow!(
+                    "layer {} ({}×{}): {why}; the runtime refuses it",
+                    layer.name,
+                    layer.n,
+                    layer.k
+                )
+            })?;
+        }
+    }
+    for &m in ms {
+        check_dim("M", m as u64)
+            .map_err(|why| anyhow!("--m: {why}; the runtime refuses it (split the batch)"))?;
+    }
+    Ok(())
 }

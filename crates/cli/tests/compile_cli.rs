@@ -1,0 +1,81 @@
+//! `sparseflow compile`: dimensions the runtime refuses are refused up front, and the
+//! progress/summary contract on stderr (issue 25).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn compile(args: &[&str], cache: &PathBuf) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sparseflow"))
+        .arg("compile")
+        .args(args)
+        .env("SPARSEFLOW_CACHE_DIR", cache)
+        .output()
+        .expect("running sparseflow")
+}
+
+fn cache_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sf-compile-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn dimensions_beyond_32_bits_are_refused_before_planning() {
+    let cache = cache_dir("dims");
+    for (args, phrase) in [
+        (
+            &["--shape", "2147483648,4096"][..],
+            "N = 2147483648 exceeds the kernels' 32-bit limit of 2147483647 (i32::MAX)",
+        ),
+        (
+            &["--shape", "4096,2147483652"][..],
+            "K = 2147483652 exceeds the kernels' 32-bit limit of 2147483647",
+        ),
+        (
+            &["--shape", "4096,4096", "--m", "1,2147483648"][..],
+            "--m: M = 2147483648 exceeds the kernels' 32-bit limit of 2147483647",
+        ),
+    ] {
+        let mut all = vec!["--target", "sm_90a"];
+        all.extend_from_slice(args);
+        let out = compile(&all, &cache);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(phrase), "{args:?}: {stderr}");
+        // Refused before NVRTC is even looked up: nothing was written.
+        assert!(!cache.exists(), "{args:?} touched the cache");
+    }
+}
+
+/// Not a terminal here, so indicatif draws no bar; the summary line is printed anyway,
+/// and `--quiet` leaves stderr empty.
+#[test]
+fn summary_on_stderr_unless_quiet() {
+    let cache = cache_dir("summary");
+    let args = ["--target", "sm_80", "--shape", "64,64", "--m", "1"];
+    let out = compile(&args, &cache);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("NVRTC is needed") {
+        eprintln!("skipped: NVRTC not found (scripts/test puts it on LD_LIBRARY_PATH)");
+        return;
+    }
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 kernels for sm_80: 1 compiled") && stderr.contains("threads"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\r'),
+        "progress bar drawn to a non-terminal: {stderr:?}"
+    );
+    let quiet = compile(&[&args[..], &["--quiet"]].concat(), &cache);
+    assert!(quiet.status.success());
+    assert!(
+        quiet.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&quiet.stdout);
+    assert!(stdout.contains("cache"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&cache);
+}
