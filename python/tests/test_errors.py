@@ -69,3 +69,14 @@ def test_corrupt_meta_is_rejected():
 def test_programmatic_launch_without_cuda_is_a_clear_error():
     with pytest.raises(RuntimeError, match="CUDA is not available"):
         sf.ops.set_programmatic_launch(True)
+
+
+def test_a_weight_too_large_for_host_memory_is_a_memory_error() -> None:
+    """Sizes come from the caller: a refused allocation raises MemoryError instead of aborting
+    the interpreter (the private _C entry takes host pointers; 2^40 columns cannot be copied)."""
+    from sparseflow import _C
+
+    values = torch.zeros(8, dtype=torch.float16)
+    meta = torch.zeros(8, dtype=torch.uint8)
+    with pytest.raises(MemoryError, match="out of memory: values needs"):
+        _C.SparseGemmHandle(values.data_ptr(), meta.data_ptr(), None, 1, 2**40, "float16", "none", None)

@@ -44,6 +44,10 @@ pub(crate) fn runtime_error(e: RuntimeError) -> Error {
             | CodegenError::Compile { .. }
             | CodegenError::Cache { .. } => SPARSEFLOW_STATUS_CUDA_ERROR,
             CodegenError::Layout(_) => SPARSEFLOW_STATUS_INTERNAL,
+            CodegenError::Core(sparseflow_core::CoreError::OutOfMemory { .. }) => {
+                SPARSEFLOW_STATUS_OUT_OF_MEMORY
+            }
+            CodegenError::Core(_) => SPARSEFLOW_STATUS_INVALID_ARGUMENT,
         },
     };
     Error::new(status, e.to_string())

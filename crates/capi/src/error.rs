@@ -42,6 +42,7 @@ impl From<CoreError> for Error {
     fn from(e: CoreError) -> Error {
         let status = match e {
             CoreError::Not24 { .. } | CoreError::BadMeta { .. } => SPARSEFLOW_STATUS_NOT_2TO4,
+            CoreError::OutOfMemory { .. } => SPARSEFLOW_STATUS_OUT_OF_MEMORY,
             CoreError::KNotMultipleOf4 { .. }
             | CoreError::ZeroDim { .. }
             | CoreError::LengthMismatch { .. }

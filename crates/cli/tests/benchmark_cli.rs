@@ -204,6 +204,20 @@ fn argument_errors_are_clear() {
 }
 
 #[test]
+fn cases_larger_than_host_memory_are_refused_not_aborted() {
+    // 2³¹×4 fp16 weights (and a 10⁹-token input) cannot fit: a clear error up front, where
+    // the allocation used to abort the process.
+    expect_error(
+        &["--cpu", "--shape", "2147483648,4", "--m", "1"],
+        "of host memory",
+    );
+    expect_error(
+        &["--cpu", "--shape", "64,128", "--m", "1000000000"],
+        "of host memory",
+    );
+}
+
+#[test]
 fn bad_output_paths_fail_before_the_run() {
     // Checked first: a long GPU run must not end in "cannot write" and lose its results.
     let missing = tmp("no-such-dir").join("r.json");

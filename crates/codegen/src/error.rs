@@ -12,6 +12,10 @@ pub enum CodegenError {
     #[error("cannot lay out the weight for upload: {0}")]
     Layout(String),
 
+    /// A format-level failure, e.g. the host memory for an upload layout was refused.
+    #[error(transparent)]
+    Core(#[from] sparseflow_core::CoreError),
+
     /// libnvrtc could not be loaded.
     #[error(
         "NVRTC (libnvrtc.so.13) could not be loaded, so kernels cannot be compiled. Install it with \

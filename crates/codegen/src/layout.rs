@@ -16,6 +16,9 @@
 
 use crate::error::CodegenError;
 use crate::spec::KernelFamily;
+// The host buffers of an upload layout are as large as the weight: a refused allocation is an
+// error naming the size (CodegenError::Core), not an abort.
+use sparseflow_core::alloc::try_filled;
 use sparseflow_core::{DType, Element, Sparse24};
 
 /// N is padded to this multiple at upload.
@@ -113,14 +116,14 @@ fn fragment_layout<T: Element>(w: &Sparse24<T>) -> Result<UploadLayout, CodegenE
     }
     let (np, kp) = padded_dims(n, k);
     let groups = k / 4;
-    let mut values = vec![0u8; np * kp];
+    let mut values = try_filled(np * kp, 0u8, "upload values")?;
     for (at, row, col) in value_slots(np, kp) {
         if row < n && col < row_vals {
             let bits = element_bits(w.values[row * row_vals + col]);
             values[at..at + 2].copy_from_slice(&bits.to_le_bytes());
         }
     }
-    let mut words = vec![0u32; np / 16 * (kp / 64) * 32];
+    let mut words = try_filled(np / 16 * (kp / 64) * 32, 0u32, "upload metadata")?;
     for (at, shift, row, group) in meta_slots(np, kp) {
         let code = if row < n && group < groups {
             nibble(&w.meta, row_meta, row, group)

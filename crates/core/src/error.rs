@@ -23,6 +23,9 @@ pub enum CoreError {
     #[error("{what}: size overflows usize")]
     Overflow { what: &'static str },
 
+    #[error("out of memory: {what} needs {bytes} bytes of host memory, which the allocator refused (a smaller shape or batch, or more memory)")]
+    OutOfMemory { what: &'static str, bytes: usize },
+
     #[error(
         "non-finite weight {value} at row {row}, column {col}: fix or drop it before sparsifying"
     )]

@@ -14,6 +14,7 @@
 //! Conventions: `Y[M×N] = epilogue(X[M×K] · Wᵀ [+ b])`, PyTorch `nn.Linear` layout,
 //! 2:4 groups run along K, accumulation in fp32, output in the input dtype.
 
+pub mod alloc;
 pub mod diff;
 pub mod dtype;
 pub mod epilogue;

@@ -29,7 +29,11 @@ pub fn sparse_gemm<T: Element>(
     bias: Option<&[T]>,
     epilogue: EpilogueKind,
 ) -> Result<Vec<T>> {
-    let mut y = vec![T::default(); output_len(x, m, w.n, w.k, bias, epilogue)?];
+    let mut y = crate::alloc::try_filled(
+        output_len(x, m, w.n, w.k, bias, epilogue)?,
+        T::default(),
+        "output [m, n]",
+    )?;
     sparse_gemm_into(x, m, w, bias, epilogue, &mut y)?;
     Ok(y)
 }
@@ -84,7 +88,11 @@ pub fn dense_gemm<T: Element>(
     epilogue: EpilogueKind,
 ) -> Result<Vec<T>> {
     check_weight(w.len(), n, k)?;
-    let mut y = vec![T::default(); output_len(x, m, n, k, bias, epilogue)?];
+    let mut y = crate::alloc::try_filled(
+        output_len(x, m, n, k, bias, epilogue)?,
+        T::default(),
+        "output [m, n]",
+    )?;
     run_blocked(
         x,
         m,
@@ -117,7 +125,11 @@ pub fn oracle_gemm_f64<T: Element>(
     epilogue: EpilogueKind,
 ) -> Result<Vec<f64>> {
     check_weight(w.len(), n, k)?;
-    let mut y = vec![0.0f64; output_len(x, m, n, k, bias, epilogue)?];
+    let mut y = crate::alloc::try_filled(
+        output_len(x, m, n, k, bias, epilogue)?,
+        0.0f64,
+        "output [m, n] (f64)",
+    )?;
     y.par_chunks_mut(n).enumerate().for_each(|(i, y_row)| {
         let x_row = &x[i * k..(i + 1) * k];
         for (j, out) in y_row.iter_mut().enumerate() {
@@ -206,19 +218,19 @@ fn run_blocked<T: Element>(
     let block_count = m.div_ceil(TOKEN_BLOCK);
     let blocks: Vec<Vec<Column>> = (0..block_count)
         .into_par_iter()
-        .map(|b| {
-            let mut block = vec![[0.0f32; TOKEN_BLOCK]; k];
+        .map(|b| -> Result<Vec<Column>> {
+            let mut block = crate::alloc::try_filled(k, [0.0f32; TOKEN_BLOCK], "input block")?;
             for t in 0..TOKEN_BLOCK.min(m - b * TOKEN_BLOCK) {
                 let x_row = &x[(b * TOKEN_BLOCK + t) * k..][..k];
                 for (col, v) in block.iter_mut().zip(x_row) {
                     col[t] = v.to_f32();
                 }
             }
-            block
+            Ok(block)
         })
-        .collect();
+        .collect::<Result<_>>()?;
     // Output computed transposed (yt[n][m]) so each task owns whole rows, then scattered.
-    let mut yt = vec![T::default(); n * m];
+    let mut yt = crate::alloc::try_filled(n * m, T::default(), "transposed output [n, m]")?;
     yt.par_chunks_mut(ROWS_PER_TASK * m)
         .enumerate()
         .for_each(|(task, rows)| {

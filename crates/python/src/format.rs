@@ -2,6 +2,7 @@
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use sparseflow_core::alloc::try_copy;
 use sparseflow_core::format::meta_bytes_per_row;
 use sparseflow_core::{
     diff_report, prune_magnitude, CoreError, DiffReport, Element, EpilogueKind, Sparse24, EPILOGUES,
@@ -39,9 +40,14 @@ pub unsafe fn sparse_from_host<T: Element>(
 ) -> PyResult<Sparse24<T>> {
     let (_, n_values, n_meta) = sizes(n, k)?;
     // SAFETY: forwarded caller contract.
-    let values = unsafe { slice::<T>(values_ptr, n_values, "values") }?.to_vec();
+    let values = try_copy(
+        unsafe { slice::<T>(values_ptr, n_values, "values") }?,
+        "values",
+    )
+    .map_err(core_err)?;
     // SAFETY: forwarded caller contract.
-    let meta = unsafe { slice::<u8>(meta_ptr, n_meta, "meta") }?.to_vec();
+    let meta =
+        try_copy(unsafe { slice::<u8>(meta_ptr, n_meta, "meta") }?, "meta").map_err(core_err)?;
     Sparse24::from_parts(n, k, values, meta).map_err(core_err)
 }
 

@@ -10,10 +10,11 @@ use std::ffi::c_void;
 use std::sync::{Mutex, OnceLock};
 
 use pyo3::prelude::*;
+use sparseflow_core::alloc::try_copy;
 use sparseflow_core::{CoreError, DType, EpilogueKind};
 use sparseflow_runtime::{Context, Device, SparseGemm};
 
-use crate::error::{core_err, runtime_err, value_err};
+use crate::error::{core_err, runtime_err, runtime_msg, value_err};
 use crate::format::{sizes, sparse_from_host};
 use crate::raw::{dispatch, parse_dtype, slice};
 
@@ -24,7 +25,7 @@ fn cuda_context(ordinal: usize) -> PyResult<Context> {
     let mut map = CONTEXTS
         .get_or_init(Default::default)
         .lock()
-        .map_err(|_| runtime_err("context cache poisoned by an earlier panic"))?;
+        .map_err(|_| runtime_msg("context cache poisoned by an earlier panic"))?;
     if let Some(ctx) = map.get(&ordinal) {
         return Ok(ctx.clone());
     }
@@ -108,7 +109,9 @@ impl SparseGemmHandle {
                 let w = unsafe { sparse_from_host::<T>(values_ptr, meta_ptr, n, k)? };
                 let bias = match bias_ptr {
                     // SAFETY: as above; bias holds n elements of T.
-                    Some(p) => Some(unsafe { slice::<T>(p, n, "bias")? }.to_vec()),
+                    Some(p) => Some(
+                        try_copy(unsafe { slice::<T>(p, n, "bias")? }, "bias").map_err(core_err)?,
+                    ),
                     None => None,
                 };
                 let ctx = match device {

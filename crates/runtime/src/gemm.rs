@@ -7,6 +7,7 @@ use std::ffi::c_void;
 use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
+use sparseflow_core::alloc::{try_copy, try_filled};
 use sparseflow_core::format::{meta_bytes_per_row, VALID_META_CODES};
 use sparseflow_core::{CoreError, DType, Element, EpilogueKind, Sparse24};
 use sparseflow_ir::LayerPlan;
@@ -194,8 +195,17 @@ impl SparseGemm {
                 weight.n, weight.k
             )));
         }
-        let host_weight: Arc<dyn Any + Send + Sync> = Arc::new(weight.clone());
-        let host_bias: Option<Arc<dyn Any + Send + Sync>> = bias.map(|b| Arc::new(b.to_vec()) as _);
+        // Caller-sized copies: a refused allocation is an error, not an abort.
+        let host_weight: Arc<dyn Any + Send + Sync> = Arc::new(Sparse24 {
+            n: weight.n,
+            k: weight.k,
+            values: try_copy(&weight.values, "weight values")?,
+            meta: try_copy(&weight.meta, "weight metadata")?,
+        });
+        let host_bias: Option<Arc<dyn Any + Send + Sync>> = match bias {
+            Some(b) => Some(Arc::new(try_copy(b, "bias")?)),
+            None => None,
+        };
         let gpu = match ctx.gpu() {
             Some(g) => Some(GpuLayer::new(g, weight, bias)?),
             None => None,
@@ -291,7 +301,7 @@ impl SparseGemm {
                 self.k
             )));
         }
-        let mut y = vec![T::default(); yl];
+        let mut y = try_filled(yl, T::default(), "output [m, n]")?;
         match &self.gpu {
             None => self.cpu_forward(x, m, &mut y)?,
             Some(layer) => layer.forward_host(

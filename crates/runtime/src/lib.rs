@@ -36,6 +36,8 @@ pub use buffer::DeviceBuffer;
 pub use context::{target_for, Context, Device, DeviceInfo};
 pub use error::{Result, RuntimeError};
 pub use gemm::{bucket, FamilyUpload, KernelInfo, SparseGemm, UploadReport};
+/// The code generator's error, carried by [`RuntimeError::Codegen`].
+pub use sparseflow_codegen::CodegenError;
 
 /// Re-exported so users of `forward_device` / `cuda_context` name the same cudarc.
 pub use cudarc;

@@ -40,6 +40,14 @@ pub fn check_writable(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `MemAvailable` of /proc/meminfo in bytes (Linux), or `None` where it cannot be read.
+pub fn available_host_memory() -> Option<usize> {
+    let info = fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// Writes `text` to a temporary file beside `path`, flushes it, then renames it over `path`:
 /// a reader sees the old file or the new one, never half of one.
 pub fn write_atomic(path: &Path, text: &str) -> Result<()> {

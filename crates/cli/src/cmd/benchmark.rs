@@ -188,7 +188,42 @@ fn validate(args: &Args) -> Result<Plan> {
         None if args.cpu => vec![1, 16],
         None => shapes::DEFAULT_M.to_vec(),
     };
+    check_host_memory(&layers, &ms)?;
     Ok((layers, model, ms, epi))
+}
+
+/// Host bytes one case holds at most, generously: the weight three times (random, pruned,
+/// compressed), activations as f32 blocks and outputs read back as f64, three of each.
+fn host_bytes(layer: &Layer, m: usize) -> Option<usize> {
+    let w = layer.n.checked_mul(layer.k)?.checked_mul(3 * 2)?;
+    let x = m.checked_mul(layer.k)?.checked_mul(3 * 4)?;
+    let y = m.checked_mul(layer.n)?.checked_mul(3 * 8)?;
+    w.checked_add(x)?.checked_add(y)
+}
+
+/// Refuses, before any work, a run whose largest case cannot fit in the host memory available
+/// now (an allocation the system refuses would abort the process halfway through).
+fn check_host_memory(layers: &[Layer], ms: &[usize]) -> Result<()> {
+    let Some(available) = output::available_host_memory() else {
+        return Ok(()); // not Linux: nothing to check against
+    };
+    let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+    for l in layers {
+        for &m in ms {
+            match host_bytes(l, m) {
+                Some(need) if need <= available => {}
+                need => bail!(
+                    "{} {}×{} at M = {m} needs about {} of host memory, {:.1} GiB are available: use smaller shapes or fewer tokens",
+                    l.name,
+                    l.n,
+                    l.k,
+                    need.map_or("more than the address space".into(), |b| format!("{:.1} GiB", gib(b))),
+                    gib(available)
+                ),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn progress(total: u64) -> ProgressBar {

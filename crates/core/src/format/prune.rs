@@ -12,7 +12,7 @@ use crate::{Element, Result};
 pub fn prune_magnitude<T: Element>(w: &[T], n: usize, k: usize) -> Result<Vec<T>> {
     check_weight(w.len(), n, k)?;
     check_finite(w, k)?;
-    let mut out = vec![T::default(); w.len()];
+    let mut out = crate::alloc::try_filled(w.len(), T::default(), "pruned weight [n, k]")?;
     for (src, dst) in w.chunks_exact(4).zip(out.chunks_exact_mut(4)) {
         let [a, b] = two_largest_magnitudes(src);
         dst[a] = src[a];

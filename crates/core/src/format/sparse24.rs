@@ -42,8 +42,8 @@ impl<T: Element> Sparse24<T> {
         check_weight(w.len(), n, k)?;
         check_finite(w, k)?;
         validate(w, n, k)?;
-        let mut values = Vec::with_capacity(w.len() / 2);
-        let mut meta = vec![0u8; n * meta_bytes_per_row(k)];
+        let mut values = crate::alloc::try_with_capacity(w.len() / 2, "values [n, k/2]")?;
+        let mut meta = crate::alloc::try_filled(n * meta_bytes_per_row(k), 0u8, "meta [n, k/8]")?;
         let groups_per_row = k / 4;
         for (w_row, meta_row) in w
             .chunks_exact(k)
