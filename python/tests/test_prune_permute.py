@@ -109,3 +109,38 @@ def test_block_fast_path_matches_full_model_capture(monkeypatch) -> None:
         assert a.name == b.name and a.status == b.status
         if "heldout_rel_error" in a.diff:
             assert a.diff["heldout_rel_error"] == pytest.approx(b.diff["heldout_rel_error"], rel=1e-3, abs=1e-5)
+
+
+def test_bert_layers_are_recognised_and_exact() -> None:
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(
+        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+    )
+    model = transformers.BertModel(cfg).eval()
+    sites = {(s.kind, s.consumer): s for s in find_sites(model)}
+    assert sites[("attention", "encoder.layer.1.attention.output.dense")].heads == (4, 4, 8)
+    assert sites[("mlp", "encoder.layer.0.output.dense")].producers == ["encoder.layer.0.intermediate.dense"]
+    ids = {"input_ids": torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(1))}
+    with torch.no_grad():
+        before = model(**ids).last_hidden_state
+        apply_permutations(model, list(sites.values()), lambda: model(**ids))
+        assert torch.allclose(model(**ids).last_hidden_state, before, atol=1e-5, rtol=1e-4)
+
+
+class NotGated(torch.nn.Module):
+    """gate_proj/up_proj/down_proj, but the gate's output is also added: not a site."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate_proj, self.up_proj = torch.nn.Linear(8, 16), torch.nn.Linear(8, 16)
+        self.down_proj, self.act_fn = torch.nn.Linear(16, 8), torch.nn.SiLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.gate_proj(x)
+        return self.down_proj(self.act_fn(g) * self.up_proj(x) + g)
+
+
+def test_unrecognised_structures_are_left_alone() -> None:
+    assert find_sites(NotGated()) == []
+    _, report = sf.sparsify(torch.nn.Sequential(NotGated()), permute=True)
+    assert all(r.permutation is None for r in report)
