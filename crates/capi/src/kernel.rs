@@ -5,6 +5,7 @@ use std::ffi::c_void;
 use std::sync::Arc;
 
 use sparseflow_core::format::meta_bytes_per_row;
+use sparseflow_core::alloc::try_copy;
 use sparseflow_core::{prune_magnitude, DType, Element, EpilogueKind, Sparse24};
 
 use crate::boundary::ffi_boundary;
@@ -157,7 +158,13 @@ unsafe fn from_parts<T: Element>(
     let meta = unsafe { host_slice::<u8>(meta, req.n * meta_bytes_per_row(req.k), "meta")? };
     // SAFETY: forwarded contract.
     let bias = unsafe { bias_slice::<T>(req, bias)? };
-    let sparse = Sparse24::from_parts(req.n, req.k, values.to_vec(), meta.to_vec())?;
+    // Caller-sized copies: a refused allocation is OUT_OF_MEMORY, not an abort.
+    let sparse = Sparse24::from_parts(
+        req.n,
+        req.k,
+        try_copy(values, "values")?,
+        try_copy(meta, "meta")?,
+    )?;
     SparseGemm::new(&req.ctx, &sparse, bias, req.epilogue).map_err(engine::runtime_error)
 }
 

@@ -6,10 +6,14 @@ use sparseflow_ir::IrError;
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 
+/// How each face reaches the CPU backend, for error messages any of them may show.
+pub const CPU_BACKEND: &str =
+    "Rust: Context::cpu(); C: sparseflow_context_create(-1, &ctx); Python: CPU tensors";
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// No usable CUDA driver (library missing or `cuInit` failed).
-    #[error("no CUDA driver: {0}. Install the NVIDIA driver (libcuda.so) or use Context::cpu() / Device::Cpu")]
+    #[error("no CUDA driver: {0}. Install the NVIDIA driver (libcuda.so) or use the CPU backend ({CPU_BACKEND})")]
     NoDriver(String),
 
     /// The driver works but the requested device does not exist.
@@ -17,7 +21,7 @@ pub enum RuntimeError {
     NoSuchDevice { index: usize, count: usize },
 
     /// The GPU is older than Ampere.
-    #[error("2:4 sparse tensor cores need sm_80 or newer (found sm_{major}{minor} on {name}); use Context::cpu() on this machine")]
+    #[error("2:4 sparse tensor cores need sm_80 or newer (found sm_{major}{minor} on {name}); use the CPU backend on this machine ({CPU_BACKEND})")]
     ArchTooOld {
         major: u32,
         minor: u32,

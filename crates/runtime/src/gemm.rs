@@ -186,7 +186,7 @@ impl SparseGemm {
             return Err(RuntimeError::UnsupportedDType {
                 dtype: DType::F32,
                 backend: "the GPU (sparse tensor cores)",
-                hint: "convert the weight and activations to f16 or bf16, or use Context::cpu()",
+                hint: "convert the weight and activations to f16 or bf16, or use the CPU backend",
             });
         }
         if weight.n > i32::MAX as usize || weight.k > i32::MAX as usize {

@@ -230,3 +230,17 @@ fn programmatic_launch_is_an_opt_in_the_cpu_backend_refuses() {
     assert!(e.to_string().contains("CUDA context"), "{e}");
     assert!(!ctx.programmatic_launch());
 }
+
+#[test]
+fn gpu_errors_tell_every_face_how_to_reach_the_cpu_backend() {
+    // The messages reach C and Python users too: a Rust-only hint (`Context::cpu()`) would
+    // tell them to call something they do not have.
+    let e = sparseflow_runtime::RuntimeError::NoDriver("libcuda.so not found".into()).to_string();
+    for face in [
+        "Context::cpu()",
+        "sparseflow_context_create(-1",
+        "Python: CPU tensors",
+    ] {
+        assert!(e.contains(face), "{e}");
+    }
+}
