@@ -6,6 +6,8 @@
 //! all of `H`, because the output error of a weight change `δ` on the calibration tokens is
 //! `‖X δ‖² = δᵀ H δ`.
 
+use std::sync::{Arc, Mutex};
+
 use faer::linalg::matmul::triangular::{matmul as triangular_matmul, BlockStructure};
 use faer::{Accum, Mat, MatRef};
 
@@ -19,13 +21,31 @@ const TOKENS_PER_CHUNK: usize = 256;
 /// `H = Σ xᵀx` over every calibration token seen so far, for one layer input of width `K`.
 ///
 /// Only the lower triangle is stored (`H` is symmetric); [`Calibration::hessian`] reads either
-/// half. Memory: `8·K²` bytes (1.6 GB for K = 14336).
-#[derive(Debug, Clone)]
+/// half. Memory: `8·K²` bytes (1.6 GB for K = 14336), plus as much again once SparseGPT has
+/// factorised it: the factor is kept (per requested damping) so that layers sharing one `H`
+/// (`q/k/v_proj`) and the row chunks of one layer (`convert`) factorise it once.
+#[derive(Debug)]
 pub struct Calibration {
     k: usize,
     tokens: usize,
     /// Column-major `[K, K]`, lower triangle (with the diagonal) valid, upper part unspecified.
     lower: Mat<f64>,
+    /// SparseGPT's factor of the damped `H` for the requested damping: `(requested, factor)`.
+    factor: Mutex<Option<(f64, SharedFactor)>>,
+}
+
+/// The reversed Cholesky factor and the relative damping it used.
+pub(crate) type SharedFactor = Arc<(Mat<f64>, f64)>;
+
+impl Clone for Calibration {
+    fn clone(&self) -> Self {
+        Calibration {
+            k: self.k,
+            tokens: self.tokens,
+            lower: self.lower.clone(),
+            factor: Mutex::new(None),
+        }
+    }
 }
 
 impl Calibration {
@@ -39,6 +59,7 @@ impl Calibration {
             k,
             tokens: 0,
             lower: Mat::zeros(k, k),
+            factor: Mutex::new(None),
         })
     }
 
@@ -95,7 +116,29 @@ impl Calibration {
             );
         }
         self.tokens += m;
+        self.factor = Mutex::new(None); // H changed
         Ok(())
+    }
+
+    /// The factor `make(self, damping)` computes, from the cache when `damping` was asked
+    /// before (a poisoned lock just recomputes).
+    pub(crate) fn factor_cached(
+        &self,
+        damping: f64,
+        make: impl FnOnce(&Calibration, f64) -> Result<(Mat<f64>, f64)>,
+    ) -> Result<SharedFactor> {
+        if let Ok(guard) = self.factor.lock() {
+            if let Some((d, f)) = guard.as_ref() {
+                if *d == damping {
+                    return Ok(Arc::clone(f));
+                }
+            }
+        }
+        let f = Arc::new(make(self, damping)?);
+        if let Ok(mut guard) = self.factor.lock() {
+            *guard = Some((damping, Arc::clone(&f)));
+        }
+        Ok(f)
     }
 
     /// Input width `K`.
@@ -132,6 +175,7 @@ impl Calibration {
             k: self.k,
             tokens: self.tokens,
             lower,
+            factor: Mutex::new(None),
         })
     }
 
@@ -181,6 +225,20 @@ mod tests {
         assert_eq!(cal.hessian(0, 2), 1.0 * 3.0 + 4.0 * 6.0);
         assert_eq!(cal.hessian(2, 0), cal.hessian(0, 2));
         assert_eq!(cal.column_norms()[1], (4.0f64 + 25.0).sqrt());
+    }
+
+    #[test]
+    fn factor_is_cached_per_damping_and_dropped_with_new_tokens() {
+        let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 11) as f32) - 5.0).collect();
+        let mut cal = Calibration::from_activations(&x, 16, 4).unwrap();
+        let make = super::super::linalg::reversed_cholesky;
+        let a = cal.factor_cached(0.01, make).unwrap();
+        assert!(Arc::ptr_eq(&a, &cal.factor_cached(0.01, make).unwrap()));
+        let b = cal.factor_cached(0.1, make).unwrap();
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert!(cal.clone().factor.lock().unwrap().is_none());
+        cal.accumulate(&x[..4], 1).unwrap();
+        assert!(!Arc::ptr_eq(&b, &cal.factor_cached(0.1, make).unwrap()));
     }
 
     #[test]

@@ -36,7 +36,8 @@ pub(crate) fn sparsegpt<T: Element>(
     cal: &Calibration,
     options: &PruneOptions<'_>,
 ) -> Result<Pruned> {
-    let (r, damping) = reversed_cholesky(cal, options.damping)?;
+    let factor = cal.factor_cached(options.damping, reversed_cholesky)?;
+    let (r, damping) = (&factor.0, factor.1);
     report_progress(options, "factor", 1, 1);
     // Dead channels (input always zero) are zeroed, as in the reference implementation.
     let dead: Vec<bool> = (0..k).map(|j| cal.hessian(j, j) == 0.0).collect();
