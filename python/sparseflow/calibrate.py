@@ -217,12 +217,17 @@ def _capture(
     return group, [b[0] for b in inputs if b] if group else []
 
 
+def _calibration_batches(count: int, heldout: float) -> int:
+    """How many of ``count`` batches calibrate (the rest are held out; all of a single one)."""
+    return count - min(count - 1, max(1, round(heldout * count))) if count >= 2 else 1
+
+
 def _split(xs: List[Tensor], heldout: float) -> Tuple[List[Tensor], List[Tensor]]:
     """Calibration and held-out inputs: whole batches when there are several, else the last
     ``heldout`` fraction of the single batch's tokens."""
     if len(xs) >= 2:
-        n_held = min(len(xs) - 1, max(1, round(heldout * len(xs))))
-        return xs[: len(xs) - n_held], xs[len(xs) - n_held :]
+        n_cal = _calibration_batches(len(xs), heldout)
+        return xs[:n_cal], xs[n_cal:]
     x = xs[0]
     cut = max(1, min(x.shape[0] - 1, round(x.shape[0] * (1 - heldout))))
     return [x[:cut]], [x[cut:]]
@@ -267,7 +272,7 @@ def run_sequential(
     activation = {name: act for name, _, act in jobs}
     outcomes: Dict[str, Outcome] = {}
     bar = _Bar(len(jobs), progress)
-    n_cal = len(batches) - min(len(batches) - 1, max(1, round(heldout * len(batches)))) if len(batches) >= 2 else 1
+    n_cal = _calibration_batches(len(batches), heldout)
 
     def prune_groups(scope: nn.Module, scope_pending: Dict[str, nn.Linear], scope_batches: Sequence[Any]) -> None:
         """Captures and prunes the groups of ``scope_pending`` by running ``scope``."""
