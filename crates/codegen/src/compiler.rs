@@ -97,7 +97,9 @@ impl Compiler {
 
     pub fn with_options(options: CompilerOptions) -> Result<Self, CodegenError> {
         // SAFETY: only tries to dlopen libnvrtc; no NVRTC function is called before it succeeds.
-        if !unsafe { sys::is_culib_present() } {
+        let present = || unsafe { sys::is_culib_present() };
+        // Not on the loader's path: try where a set-up leaves it (nvrtc_lib.rs), then again.
+        if !present() && (crate::nvrtc_lib::preload().is_none() || !present()) {
             return Err(CodegenError::NvrtcMissing);
         }
         let (mut major, mut minor) = (0, 0);

@@ -18,9 +18,13 @@ pub enum CodegenError {
 
     /// libnvrtc could not be loaded.
     #[error(
-        "NVRTC (libnvrtc.so.13) could not be loaded, so kernels cannot be compiled. Install it with \
-         `python3 -m pip install \"nvidia-cuda-nvrtc==13.0.*\"` and put its `site-packages/nvidia/cu13/lib` \
-         directory on LD_LIBRARY_PATH (or install the CUDA 13 toolkit and add its lib64 directory)"
+        "NVRTC (libnvrtc.so.13) could not be loaded, so kernels cannot be compiled. Searched: the \
+         loader's path (LD_LIBRARY_PATH), $SPARSEFLOW_NVRTC_DIR, and site-packages/nvidia/cu13/lib \
+         of the active virtualenv or conda environment and of ./.venv. Install it with \
+         `python3 -m pip install \"nvidia-cuda-nvrtc==13.0.*\"` (scripts/setup puts it into .venv), \
+         then activate that environment or set SPARSEFLOW_NVRTC_DIR to its \
+         site-packages/nvidia/cu13/lib directory (or install the CUDA 13 toolkit and add its lib64 \
+         directory to LD_LIBRARY_PATH)"
     )]
     NvrtcMissing,
 

@@ -21,6 +21,7 @@ pub mod compiler;
 pub mod error;
 pub mod generate;
 pub mod layout;
+pub mod nvrtc_lib;
 pub mod spec;
 
 pub use compiler::{CompiledKernel, Compiler, CompilerOptions};
