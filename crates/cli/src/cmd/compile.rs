@@ -126,9 +126,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
     }
 
-    let compiler = Compiler::new().context(
-        "NVRTC is needed to compile kernels (install CUDA 13, or `pip install nvidia-cuda-nvrtc==13.0.*` and put its lib/ on LD_LIBRARY_PATH)",
-    )?;
+    // The error says what is missing and how to install it; no second copy of the hint here.
+    let compiler = Compiler::new().context("cannot compile kernels")?;
     let threads = rayon::current_num_threads();
     let progress = if args.quiet {
         indicatif::ProgressBar::hidden()
