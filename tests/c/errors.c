@@ -3,7 +3,11 @@
  * NULL, set a message for sparseflow_last_error(), and never crash.
  * Usage: errors [device]   (-1 = CPU backend, default; >= 0 needs -DSPARSEFLOW_TEST_CUDA)
  */
+#define _DEFAULT_SOURCE /* mmap's MAP_ANONYMOUS / MAP_NORESERVE under -std=c99 */
 #include "common.h"
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #define N 8
 #define K 16
@@ -261,6 +265,32 @@ static void run_errors(SparseFlowContext ctx) {
     free(w);
 }
 
+/* A 2 TB weight: the library must answer OUT_OF_MEMORY, not abort the process. The buffers are
+ * reserved address space (never touched, so they cost no memory); the library refuses to copy
+ * them before reading a byte. */
+static void huge_kernel(SparseFlowContext ctx) {
+#if defined(__linux__)
+    const int64_t n = (int64_t)1 << 20, k = (int64_t)1 << 21;
+    const size_t vbytes = (size_t)n * (size_t)(k / 2) * 2, mbytes = (size_t)n * (size_t)(k / 8);
+    SparseFlowKernel huge = NULL;
+    void *v = mmap(NULL, vbytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void *m = mmap(NULL, mbytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (v == MAP_FAILED || m == MAP_FAILED) {
+        printf("huge_kernel: skipped, 2.3 TB of address space could not be reserved\n");
+    } else {
+        EXPECT_STATUS(sparseflow_kernel_create(ctx, SPARSEFLOW_DTYPE_F16, n, k, v, m, NULL, 0,
+                                               &huge),
+                      SPARSEFLOW_STATUS_OUT_OF_MEMORY);
+        EXPECT(huge == NULL, "out is NULL after OUT_OF_MEMORY");
+        EXPECT_MESSAGE("sparseflow_kernel_create", "out of memory");
+    }
+    if (v != MAP_FAILED) munmap(v, vbytes);
+    if (m != MAP_FAILED) munmap(m, mbytes);
+#else
+    (void)ctx;
+#endif
+}
+
 int main(int argc, char **argv) {
     SparseFlowContext ctx = NULL;
     SparseFlowKernel kernel = NULL;
@@ -275,6 +305,7 @@ int main(int argc, char **argv) {
     create_errors(ctx, kernel);
     format_errors();
     run_errors(ctx);
+    huge_kernel(ctx);
     EXPECT_STATUS(sparseflow_kernel_destroy(kernel), SPARSEFLOW_STATUS_OK);
     EXPECT_STATUS(sparseflow_context_destroy(ctx), SPARSEFLOW_STATUS_OK);
     EXPECT_STATUS(sparseflow_context_destroy(ctx), SPARSEFLOW_STATUS_INVALID_HANDLE);

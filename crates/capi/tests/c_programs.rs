@@ -92,6 +92,10 @@ fn run(exe: &Path, lib: &Path, args: &[&str]) -> String {
     let output = Command::new(exe)
         .args(args)
         .env("LD_LIBRARY_PATH", lib)
+        // Sanitized builds: a refused allocation returns NULL as with the system allocator
+        // (errors.c checks the library turns a 2 TB request into OUT_OF_MEMORY), instead of
+        // ASan aborting on the size.
+        .env("ASAN_OPTIONS", "allocator_may_return_null=1")
         .output()
         .expect("run the C program");
     let text = format!(
@@ -113,8 +117,17 @@ fn build_and_run(name: &str) {
     build_and_run_with(name, &[]);
 }
 
+/// Flags of the sanitizer build: address (out-of-bounds, use-after-free) and undefined
+/// behaviour, each finding fatal. The C side is instrumented; what it hands the library and
+/// gets back (lengths, strings, out-parameters) is checked at every access.
+const SANITIZE: &[&str] = &[
+    "-fsanitize=address,undefined",
+    "-fno-sanitize-recover=all",
+    "-fno-omit-frame-pointer",
+];
+
 /// Builds `tests/c/<name>.c`, runs it on the CPU backend (`-1`, then `args`), checks its summary
-/// line, and compiles its CUDA variant.
+/// line, runs it again built with AddressSanitizer + UBSan, and compiles its CUDA variant.
 fn build_and_run_with(name: &str, args: &[&str]) {
     let (root, lib, out) = (repo_root(), lib_dir(), out_dir());
     let src = root.join("tests/c").join(format!("{name}.c"));
@@ -123,6 +136,10 @@ fn build_and_run_with(name: &str, args: &[&str]) {
     let args: Vec<&str> = std::iter::once("-1").chain(args.iter().copied()).collect();
     let text = run(&exe, &lib, &args);
     assert!(text.contains(", 0 failed"), "no summary line in:\n{text}");
+    let asan = out.join(format!("{name}_asan"));
+    compile(&src, &asan, SANITIZE, &dynamic_link(&lib));
+    let text = run(&asan, &lib, &args);
+    assert!(text.contains(", 0 failed"), "sanitized build: no summary line in:\n{text}");
     // The GPU variant must keep compiling (it needs no CUDA headers: it dlopens libcuda).
     compile(
         &src,
