@@ -4,8 +4,8 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use sparseflow_core::format::meta_bytes_per_row;
 use sparseflow_core::alloc::try_copy;
+use sparseflow_core::format::meta_bytes_per_row;
 use sparseflow_core::{prune_magnitude, DType, Element, EpilogueKind, Sparse24};
 
 use crate::boundary::ffi_boundary;
