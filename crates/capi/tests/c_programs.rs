@@ -139,7 +139,10 @@ fn build_and_run_with(name: &str, args: &[&str]) {
     let asan = out.join(format!("{name}_asan"));
     compile(&src, &asan, SANITIZE, &dynamic_link(&lib));
     let text = run(&asan, &lib, &args);
-    assert!(text.contains(", 0 failed"), "sanitized build: no summary line in:\n{text}");
+    assert!(
+        text.contains(", 0 failed"),
+        "sanitized build: no summary line in:\n{text}"
+    );
     // The GPU variant must keep compiling (it needs no CUDA headers: it dlopens libcuda).
     compile(
         &src,
