@@ -32,6 +32,22 @@ def magnitude_prune(w: torch.Tensor) -> torch.Tensor:
     return (groups * mask).reshape(n, k)
 
 
+def tiny_llama(dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """A 2-layer Llama (hidden 64, 4 heads sharing 2 KV heads) with random weights, eval mode."""
+    transformers = pytest.importorskip("transformers", reason="transformers not installed (pip install transformers)")
+    config = transformers.LlamaConfig(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(config).to(dtype).eval()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_cache():
     yield

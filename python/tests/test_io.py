@@ -16,24 +16,13 @@ import torch
 from torch import nn
 
 import sparseflow as sf
+from conftest import tiny_llama
 
 transformers = pytest.importorskip("transformers", reason="transformers not installed (pip install transformers)")
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def tiny_llama(dtype=torch.float16):
-    config = transformers.LlamaConfig(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    return transformers.LlamaForCausalLM(config).to(dtype).eval()
 
 
 def small_model():
@@ -157,12 +146,12 @@ def convert(src: Path, out: Path, *extra: str) -> dict:
 
 
 def test_convert_then_load_matches_from_dense(tmp_path):
-    dense = tiny_llama()
+    dense = tiny_llama(torch.float16)
     dense.save_pretrained(tmp_path / "hf", max_shard_size="100KB")  # sharded, with index
     assert (tmp_path / "hf" / "model.safetensors.index.json").is_file()
     report = convert(tmp_path / "hf", tmp_path / "sf")
     assert report["totals"]["sparse_layers"] == 14
-    loaded = sf.load(tmp_path / "sf", tiny_llama())
+    loaded = sf.load(tmp_path / "sf", tiny_llama(torch.float16))
     for name, module in dense.named_modules():
         if isinstance(module, nn.Linear) and ".layers." in name:
             want = sf.SparseLinear.from_dense(module)

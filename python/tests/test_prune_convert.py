@@ -17,7 +17,8 @@ from sparseflow.calibration_file import capture_activations, write_calibration_f
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
-from test_io import sparseflow_cli, tiny_llama  # noqa: E402
+from conftest import tiny_llama  # noqa: E402
+from test_io import sparseflow_cli  # noqa: E402
 
 
 def batches(n: int, seed: int) -> list:

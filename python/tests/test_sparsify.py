@@ -9,23 +9,11 @@ import torch
 from torch import nn
 
 import sparseflow as sf
-from conftest import magnitude_prune
+from conftest import magnitude_prune, tiny_llama
 
 transformers = pytest.importorskip("transformers", reason="transformers not installed (pip install transformers)")
 
 
-def tiny_llama(dtype=torch.float32):
-    config = transformers.LlamaConfig(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    return transformers.LlamaForCausalLM(config).to(dtype).eval()
 
 
 def pruned_dense(model: nn.Module, report: sf.SparsifyReport) -> nn.Module:

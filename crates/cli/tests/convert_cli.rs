@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use sparseflow_model::testing::{f16_matrix, tiny_config, tiny_llama, write_hf_dir};
+use sparseflow_model::testing::{
+    f16_matrix, staging_entries, tiny_config, tiny_llama, write_hf_dir,
+};
 
 fn sparseflow(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sparseflow"))
@@ -23,15 +25,6 @@ fn tmp(name: &str) -> PathBuf {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-fn staging(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".sft-"))
-        .collect()
 }
 
 #[test]
@@ -72,7 +65,7 @@ fn json_report_table_and_force() {
         std::fs::read_to_string(foreign.join("train.py")).unwrap(),
         "precious"
     );
-    assert!(staging(&dir).is_empty());
+    assert!(staging_entries(&dir).is_empty());
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -90,7 +83,7 @@ fn kill_9_leaves_nothing_half_written_and_the_next_run_cleans_up() {
     let t0 = Instant::now();
     // Kill once the staging directory holds a shard being written.
     loop {
-        let busy = staging(&dir).iter().any(|n| {
+        let busy = staging_entries(&dir).iter().any(|n| {
             !n.ends_with(".lock")
                 && std::fs::read_dir(dir.join(n)).is_ok_and(|mut d| d.next().is_some())
         });
@@ -106,14 +99,18 @@ fn kill_9_leaves_nothing_half_written_and_the_next_run_cleans_up() {
         "a killed run must not leave its output visible"
     );
     assert!(
-        !staging(&dir).is_empty(),
+        !staging_entries(&dir).is_empty(),
         "the killed run's staging directory is still there"
     );
     let small = dir.join("small");
     tiny_llama(&small, 1, 16, 32, false);
     let o = sparseflow(&["convert", s(&small), "-o", s(&out), "--quiet"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(staging(&dir).is_empty(), "left: {:?}", staging(&dir));
+    assert!(
+        staging_entries(&dir).is_empty(),
+        "left: {:?}",
+        staging_entries(&dir)
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -178,6 +175,6 @@ fn corrupt_fifo_and_outside_inputs_are_errors_not_hangs() {
     std::fs::write(input.join("config.json"), "{oops").unwrap();
     let o = sparseflow(&["convert", s(&input), "-o", s(&dir.join("o")), "--quiet"]);
     assert!(!o.status.success());
-    assert!(!dir.join("o").exists() && staging(&dir).is_empty());
+    assert!(!dir.join("o").exists() && staging_entries(&dir).is_empty());
     std::fs::remove_dir_all(dir).unwrap();
 }

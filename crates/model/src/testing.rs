@@ -206,3 +206,14 @@ pub fn bitmask_parts(prefix: &str, dense: &[f16], n: usize, k: usize) -> Vec<Ten
         (format!("{prefix}.shape"), Dtype::I64, vec![2, 1], shape),
     ]
 }
+
+/// Names of the staging directories (`.sft-*`) a writer left in `dir`: tests check that none
+/// survive an interrupted or finished write.
+pub fn staging_entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".sft-"))
+        .collect()
+}

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use half::f16;
 use sparseflow_core::{prune_magnitude, DType, Sparse24};
+use sparseflow_model::testing::staging_entries;
 use sparseflow_model::{
     manifest::LayerEntry, save_model, Dtype, Manifest, ModelDir, ModelError, TensorData,
 };
@@ -71,15 +72,6 @@ fn save(dest: &Path, force: bool) -> Result<(), ModelError> {
         })
         .collect();
     save_model(dest, force, &m, &data, &[("config.json", b"{}\n")]).map(|_| ())
-}
-
-fn staging_entries(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".sft-"))
-        .collect()
 }
 
 #[test]
