@@ -5,14 +5,22 @@ skipped with the reason. An activation is fused into a layer's epilogue only whe
 structure makes it exact, and the report names it:
 
 * ``nn.Sequential(..., Linear, ReLU | SiLU | GELU, ...)``: the activation module directly
-  follows the layer in the sequence.
+  follows the layer in the sequence, and the container runs the stock ``nn.Sequential.forward``
+  (a subclass with its own ``forward`` may not apply them in order, so it is left alone).
 * LLaMA-style gated MLPs (``down_proj(act_fn(gate_proj(x)) * up_proj(x))``, as in
   transformers' Llama/Mistral/Qwen2 MLPs): the activation is fused into ``gate_proj``. The
   MLP's ``forward`` source is checked for exactly that expression, so a model that uses the
   gate's output elsewhere is left alone.
 
 Fused means computed on the fp32 accumulator before rounding: the math is the same, the
-rounding is one step better than the unfused model's.
+rounding is one step better than the unfused model's. An activation module with hooks is never
+fused (its hooks would stop firing); a layer whose activation is applied inside its parent's
+own ``forward`` (BERT's intermediate GELU) is converted unfused, and its row says why.
+
+What is never replaced: an ``nn.Linear`` subclass with its own ``forward`` (replacing it would
+change what it computes), and modules that are not ``nn.Linear`` (GPT-2's ``Conv1D`` stores its
+weight transposed): both get a row with the reason. Hooks registered on a converted layer move
+to its :class:`SparseLinear`. A model that *is* one ``nn.Linear`` is returned converted.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ class LayerReport:
     epilogue: Optional[str] = None
     fused: Optional[str] = None  # module path of the fused activation
     permutation: Optional[str] = None  # the channel permutation applied (permute=True)
+    note: str = ""  # e.g. why a following activation was not fused
     diff: Dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -116,8 +125,9 @@ class SparsifyReport:
         lines = []
         for r in self.rows:
             note = r.reason if r.status == "skipped" else (f"fused {r.fused}" if r.fused else "")
-            if r.permutation:
-                note = f"{note}; {r.permutation}" if note else r.permutation
+            for extra in (r.permutation, r.note):
+                if extra:
+                    note = f"{note}; {extra}" if note else extra
             if r.status == "sparsified" and "heldout_rel_error" in r.diff:
                 note = f"held-out err {r.diff['heldout_rel_error']:.4f}" + (f"; {note}" if note else "")
             lines.append(
@@ -198,22 +208,57 @@ def _is_gated_mlp(module: nn.Module) -> bool:
     )
 
 
-def _fusion_candidates(model: nn.Module) -> Dict[str, Tuple[str, str]]:
-    """``{linear path: (activation path, activation kind)}`` for every exact fusion site."""
+def _has_hooks(module: nn.Module) -> bool:
+    return any(
+        getattr(module, attr, None)
+        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    )
+
+
+def _fusion_candidates(model: nn.Module) -> Tuple[Dict[str, Tuple[str, str]], Dict[str, str]]:
+    """``{linear path: (activation path, activation kind)}`` for every exact fusion site, and
+    ``{linear path: why not}`` for activations next to a layer that are not fused."""
     found: Dict[str, Tuple[str, str]] = {}
+    not_fused: Dict[str, str] = {}
     for name, module in model.named_modules():
         prefix = f"{name}." if name else ""
+        children = list(module.named_children())
         if isinstance(module, nn.Sequential):
-            children = list(module.named_children())
+            stock = type(module).forward is nn.Sequential.forward
             for (lin_name, lin), (act_name, act) in zip(children, children[1:]):
                 kind = activation_kind(act)
-                if isinstance(lin, nn.Linear) and kind is not None:
+                if not isinstance(lin, nn.Linear) or kind is None:
+                    continue
+                if not stock:
+                    not_fused[prefix + lin_name] = (
+                        f"{act_name} not fused: {type(module).__name__} overrides nn.Sequential.forward, "
+                        "so the order it applies them in is not known"
+                    )
+                elif _has_hooks(act):
+                    not_fused[prefix + lin_name] = f"{act_name} not fused: it has hooks, which would stop firing"
+                else:
                     found[prefix + lin_name] = (prefix + act_name, kind)
         elif _is_gated_mlp(module):
             kind = activation_kind(module.act_fn)
             if kind is not None and isinstance(module.gate_proj, nn.Linear):
-                found[prefix + "gate_proj"] = (prefix + "act_fn", kind)
-    return found
+                if _has_hooks(module.act_fn):
+                    not_fused[prefix + "gate_proj"] = "act_fn not fused: it has hooks, which would stop firing"
+                else:
+                    found[prefix + "gate_proj"] = (prefix + "act_fn", kind)
+        else:
+            # An activation module beside a layer, applied by the parent's own forward (e.g.
+            # BERT's intermediate_act_fn): the order is not provable from the structure.
+            for i, (lin_name, lin) in enumerate(children):
+                if not isinstance(lin, nn.Linear):
+                    continue
+                after = [(n, activation_kind(m)) for n, m in children[i + 1 :] if activation_kind(m)]
+                if after:  # the first activation registered after this layer
+                    act_name, kind = after[0]
+                    not_fused[prefix + lin_name] = (
+                        f"{act_name} ({kind}) not fused: {type(module).__name__}.forward applies it, and only "
+                        "nn.Sequential and gated-MLP structures prove the order"
+                    )
+    return found, not_fused
 
 
 def _permute_sites(
@@ -230,6 +275,25 @@ def _permute_sites(
         if site.consumer in converting and all(len(all_paths[id(model.get_submodule(p))]) == 1 for p in layers):
             out.append(site)
     return out
+
+
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+)
+
+
+def _move_hooks(old: nn.Module, new: nn.Module) -> None:
+    """The hooks registered on a replaced layer keep firing, on its replacement."""
+    for attr in _HOOK_DICTS:
+        src = getattr(old, attr, None)
+        if src:
+            getattr(new, attr).update(src)
 
 
 def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
@@ -253,6 +317,11 @@ def _skip_reason(
     parent = parents.get(name.rpartition(".")[0])
     if isinstance(parent, nn.MultiheadAttention):
         return "inside nn.MultiheadAttention, which reads the weight directly"
+    if type(linear) is not nn.Linear and type(linear).forward is not nn.Linear.forward:
+        return (
+            f"{type(linear).__name__} is an nn.Linear subclass with its own forward: replacing it "
+            "would change what it computes"
+        )
     w = linear.weight
     if w.device.type == "meta":
         return "weight on the meta device (no data)"
@@ -322,11 +391,25 @@ def sparsify(
     for name, module in model.named_modules(remove_duplicate=False):
         all_paths.setdefault(id(module), []).append(name)
     parents = dict(model.named_modules())
-    fusions = _fusion_candidates(model) if fuse else {}
+    fusions, not_fused = _fusion_candidates(model) if fuse else ({}, {})
 
     rows: List[LayerReport] = []
     jobs: List[Tuple[LayerReport, nn.Linear, List[str], str, Optional[str]]] = []
     for name, module in list(model.named_modules()):
+        if type(module).__name__ == "Conv1D" and getattr(getattr(module, "weight", None), "dim", lambda: 0)() == 2:
+            w = module.weight  # transformers' Conv1D (GPT-2): y = x @ W + b, W is [in, out]
+            rows.append(
+                LayerReport(
+                    name,
+                    "skipped",
+                    int(w.shape[0]),
+                    int(w.shape[1]),
+                    str(w.dtype).replace("torch.", ""),
+                    reason="Conv1D (GPT-2 style, weight [in, out]) is not an nn.Linear: convert it to "
+                    "nn.Linear (weight transposed) to sparsify it",
+                )
+            )
+            continue
         if not isinstance(module, nn.Linear):
             continue
         paths = all_paths[id(module)]
@@ -339,6 +422,7 @@ def sparsify(
             row.reason = reason
             continue
         activation, act_path = "none", None
+        row.note = not_fused.get(name, "")
         if name in fusions and len(paths) == 1:
             act_path, activation = fusions[name]
             act_module = model.get_submodule(act_path)
@@ -390,8 +474,12 @@ def sparsify(
     for (row, module, paths, _, act_path), sparse in zip(jobs, converted):
         sparse.fused_activation = act_path
         sparse.train(module.training)
+        _move_hooks(module, sparse)
         for path in paths:
-            _set_module(model, path, sparse)
+            if path == "":  # the model is this one layer
+                model = sparse
+            else:
+                _set_module(model, path, sparse)
         if act_path is not None:
             _set_module(model, act_path, nn.Identity())
         row.status = "sparsified"

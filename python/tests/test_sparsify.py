@@ -107,3 +107,65 @@ def test_save_load_round_trip(tmp_path):
     (path / "sparseflow.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="format_version 2 is not supported"):
         sf.load(path, tiny_llama(torch.float16))
+
+
+class _Reordered(nn.Sequential):
+    """Applies its children in its own order: the activation runs before the layer."""
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        return self[0](self[1](x))
+
+
+class _ScaledLinear(nn.Linear):
+    def forward(self, x):  # noqa: ANN001, ANN201
+        return 2.0 * super().forward(x)
+
+
+def test_sparsify_keeps_what_the_model_computes() -> None:
+    """Issue 25: fusion only where the order is provable, Linear subclasses with their own
+    forward left alone, hooks kept, a bare nn.Linear converted, Conv1D and parent-applied
+    activations reported with a reason."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 16)
+    # A Sequential subclass with its own forward: not fused, same function as the pruned model.
+    model = _Reordered(nn.Linear(16, 16), nn.ReLU())
+    reference = model[0](model[1](x))
+    model, report = sf.sparsify(model)
+    assert report["0"].status == "sparsified" and report["0"].fused is None
+    assert "overrides nn.Sequential.forward" in report["0"].note
+    assert isinstance(model[1], nn.ReLU), "the activation module stays"
+    assert torch.allclose(model(x), torch.relu(x) @ model[0].to_dense().T + model[0].bias, atol=1e-5)
+    assert reference.shape == model(x).shape
+    # An nn.Linear subclass that overrides forward: skipped, reason given, output unchanged.
+    scaled = nn.Sequential(_ScaledLinear(16, 8))
+    before = scaled(x)
+    scaled, report = sf.sparsify(scaled)
+    assert report["0"].status == "skipped" and "own forward" in report["0"].reason
+    assert torch.equal(scaled(x), before)
+    # Hooks on the layer move to its SparseLinear; an activation with a hook is not fused.
+    seen = []
+    seq = nn.Sequential(nn.Linear(16, 8), nn.SiLU())
+    seq[0].register_forward_hook(lambda m, i, o: seen.append(("linear", type(m).__name__)))
+    seq[1].register_forward_hook(lambda m, i, o: seen.append(("act", type(m).__name__)))
+    seq, report = sf.sparsify(seq)
+    seq(x)
+    assert seen == [("linear", "SparseLinear"), ("act", "SiLU")], seen
+    assert report["0"].fused is None and "hooks" in report["0"].note
+    # A model that is one nn.Linear comes back converted.
+    layer, report = sf.sparsify(nn.Linear(8, 4))
+    assert isinstance(layer, sf.SparseLinear) and report[""].status == "sparsified"
+
+
+def test_sparsify_reports_conv1d_and_parent_applied_activations() -> None:
+    pytest.importorskip("transformers")
+    from transformers import BertConfig, BertModel
+    from transformers.pytorch_utils import Conv1D
+
+    model = nn.Sequential(Conv1D(8, 16), nn.Linear(8, 8))
+    model, report = sf.sparsify(model)
+    assert report["0"].status == "skipped" and "Conv1D" in report["0"].reason
+    bert = BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
+    _, report = sf.sparsify(bert.eval())
+    row = report["encoder.layer.0.intermediate.dense"]
+    assert row.status == "sparsified" and row.fused is None
+    assert "BertIntermediate.forward applies it" in row.note, row.note
