@@ -361,7 +361,7 @@ def sparsify(
     ``calibration``: model inputs (a list of batches: tensors, argument tuples or keyword
     dicts) for the activation-aware methods. The model then runs layer by layer: each group
     of layers is pruned from the inputs produced by the already-pruned layers before it (see
-    ``sparseflow/calibrate.py``), with a progress bar (tqdm if installed; ``progress=False``
+    ``sparseflow/calibrate.py``), with a progress bar (tqdm if installed, on either path; ``progress=False``
     silences it). A ``heldout`` fraction of the batches (of the tokens, with one batch) is
     kept out of the statistics; every row's diff gains ``heldout_rel_error`` on it.
     ``max_rel_error=ε`` leaves dense every layer whose held-out error exceeds ε; they are
@@ -466,9 +466,16 @@ def sparsify(
         jobs = [job for job in jobs if outcomes[job[0].name].sparse is not None]
         converted = [outcomes[job[0].name].sparse for job in jobs]
     else:
+        from .calibrate import _Bar
+
         workers = max(1, min(8, os.cpu_count() or 1, len(jobs)))
+        bar = _Bar(len(jobs), progress and len(jobs) > 1)
+        converted = []
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            converted = list(pool.map(convert, jobs))
+            for job, sparse in zip(jobs, pool.map(convert, jobs)):
+                bar.update(job[0].name, f"2:4, rel err {sparse.diff['rel_fro_error']:.4f}")
+                converted.append(sparse)
+        bar.close()
     for row in rows:
         row.permutation = permuted.get(row.name)
     for (row, module, paths, _, act_path), sparse in zip(jobs, converted):
