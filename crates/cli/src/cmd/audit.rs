@@ -49,14 +49,16 @@ const ES: f64 = 2.0;
 /// 2:4 weight bytes over dense: values (1/2) + metadata (1/16).
 pub const SPARSE_WEIGHT_RATIO: f64 = 0.5625;
 
-#[derive(Parser)]
+#[derive(Parser, Clone)]
 pub struct Args {
     /// A model: a directory with config.json (a Hugging Face or SparseFlow model), a
     /// config.json, or a preset (llama3-8b, llama2-7b, mistral-7b, llama3-70b-tp8, bert-base).
     #[arg(long)]
     pub model: String,
-    /// The GPU: h100, h200, a100, l40s, rtx4090 (`auto` needs a GPU and is not implemented:
-    /// name it).
+    /// The GPU: h100, h200, a100, l40s, rtx4090, or `auto`: this machine's GPU 0, recognised by
+    /// name, with every block linear timed on it now (a quick `sparseflow benchmark`: SparseFlow
+    /// vs the best dense path, fp16, CUDA graphs, 3 samples per case), so the figures are
+    /// measured rather than estimated.
     #[arg(long, default_value = "h100")]
     pub gpu: String,
     /// Batch sizes (concurrent sequences).
@@ -148,6 +150,17 @@ impl Measured {
             }
         }
         Ok(out)
+    }
+
+    /// Medians of benchmark rows (SparseFlow and the row's best dense path).
+    fn extend_from_rows(&mut self, rows: &[crate::bench::report::Row]) {
+        for r in rows {
+            if let (Some(s), Some(d)) =
+                (r.median(crate::bench::report::SPARSEFLOW), r.dense_median())
+            {
+                self.0.push((r.n, r.k, r.m, s, d));
+            }
+        }
     }
 
     fn get(&self, n: usize, k: usize, m: usize) -> Option<(f64, f64)> {
@@ -318,11 +331,91 @@ fn layer_time(gpu: &Gpu, measured: &Measured, l: &Layer, m: usize) -> LayerTime 
     }
 }
 
+/// The preset of a GPU by its device name (`NVIDIA H200`, `NVIDIA A100-SXM4-80GB`, ...).
+pub fn gpu_key_for_name(name: &str) -> Option<&'static str> {
+    let up = name.to_ascii_uppercase();
+    [
+        ("H200", "h200"),
+        ("H100", "h100"),
+        ("A100", "a100"),
+        ("L40S", "l40s"),
+        ("4090", "rtx4090"),
+    ]
+    .iter()
+    .find(|(needle, _)| up.contains(needle))
+    .map(|&(_, key)| key)
+}
+
+/// `--gpu auto`: opens GPU 0, recognises it, and times the model's block linears at every
+/// decode batch and prefill size of the audit with the benchmark's own harness.
+fn time_on_this_gpu(args: &Args) -> Result<(&'static str, Vec<crate::bench::report::Row>)> {
+    use crate::bench::gpu::{self as bgpu, cublas::Cublas, sweep, Gpu as Device, TimeCfg};
+    let device = Device::open().context("--gpu auto needs a GPU; or name one with --gpu")?;
+    let key = gpu_key_for_name(&device.info.name).with_context(|| {
+        format!(
+            "--gpu auto: no preset for `{}`; name the closest with --gpu ({})",
+            device.info.name,
+            GPUS.iter().map(|g| g.key).collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    let (cfg, _) = model_shape(&args.model)?;
+    let layers = crate::bench::shapes::unique_layers(&block_layers(&cfg));
+    let mut ms: Vec<usize> = args
+        .batch
+        .iter()
+        .flat_map(|&b| [b, b * args.prompt_tokens])
+        .collect();
+    ms.sort_unstable();
+    ms.dedup();
+    let contenders = sweep::Contenders {
+        sparseflow: bgpu::sparseflow::open().map_err(|e| format!("{e:#}")),
+        cublas: Cublas::new()
+            .map(std::rc::Rc::new)
+            .map_err(|e| format!("{e:#}")),
+        cusparselt: Err("not needed by audit".into()),
+    };
+    let cfg = sweep::SweepCfg {
+        epilogue: sparseflow_core::EpilogueKind::from_name("none")?,
+        time: TimeCfg {
+            samples: 3,
+            sample_ms: 1.0,
+            warmup_ms: 5.0,
+            graph: true,
+        },
+        rotation_bytes: 2 * device.l2_bytes,
+        hot: false,
+        seed: 0,
+        copy_tbps: device.measure_copy_tbps().unwrap_or(3.0),
+        dense_tflops: 700.0,
+        lt_algos: 4,
+    };
+    eprintln!(
+        "--gpu auto: {} → {key}; timing {} shapes × {} token counts",
+        device.info.name,
+        layers.len(),
+        ms.len()
+    );
+    let pb = indicatif::ProgressBar::new((layers.len() * ms.len() * 3) as u64);
+    let rows = sweep::run::<half::f16>(&device, &contenders, &layers, &ms, &cfg, &pb, &mut |_| {
+        Ok(())
+    })?;
+    pb.finish_and_clear();
+    Ok((key, rows))
+}
+
 /// Computes the audit (no I/O besides `--bench` and the model's config).
 pub fn audit(args: &Args) -> Result<Audit> {
+    let mut args_gpu = args.gpu.clone();
+    let mut timed_here = Vec::new();
     if args.gpu == "auto" {
-        bail!("--gpu auto (a quick timing on this machine's GPU) is not implemented yet: name the GPU ({})", GPUS.iter().map(|g| g.key).collect::<Vec<_>>().join(", "));
+        let (key, rows) = time_on_this_gpu(args)?;
+        args_gpu = key.to_string();
+        timed_here = rows;
     }
+    let args = &Args {
+        gpu: args_gpu,
+        ..args.clone()
+    };
     let gpu = *GPUS.iter().find(|g| g.key == args.gpu).with_context(|| {
         format!(
             "unknown --gpu `{}`; valid: {}",
@@ -334,7 +427,8 @@ pub fn audit(args: &Args) -> Result<Audit> {
         bail!("--batch needs positive batch sizes");
     }
     let (cfg, vocab) = model_shape(&args.model)?;
-    let measured = Measured::load(&args.bench)?;
+    let mut measured = Measured::load(&args.bench)?;
+    measured.extend_from_rows(&timed_here);
     let block = block_layers(&cfg);
     let head = Layer {
         name: "lm_head (dense)".into(),
@@ -762,6 +856,26 @@ mod tests {
             .iter()
             .all(|l| l.sparse_blocks == 32));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn auto_recognises_gpus_by_name_and_needs_one() {
+        assert_eq!(gpu_key_for_name("NVIDIA H200"), Some("h200"));
+        assert_eq!(gpu_key_for_name("NVIDIA H100 80GB HBM3"), Some("h100"));
+        assert_eq!(gpu_key_for_name("NVIDIA A100-SXM4-80GB"), Some("a100"));
+        assert_eq!(gpu_key_for_name("NVIDIA L40S"), Some("l40s"));
+        assert_eq!(gpu_key_for_name("NVIDIA GeForce RTX 4090"), Some("rtx4090"));
+        assert_eq!(gpu_key_for_name("Tesla T4"), None);
+        // Without a GPU (CI), auto is a clear error that says what to do instead.
+        if crate::bench::gpu::Gpu::open().is_err() {
+            let mut a = args("llama3-8b");
+            a.gpu = "auto".into();
+            let err = format!("{:#}", audit(&a).unwrap_err());
+            assert!(
+                err.contains("--gpu auto needs a GPU; or name one with --gpu"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
