@@ -43,6 +43,23 @@ fn site_package_dirs(env: &Path) -> impl Iterator<Item = PathBuf> {
         .map(|e| e.path().join("site-packages"))
 }
 
+/// `libnvrtc-builtins.so.13*` in `dir` (not the `.alt` variant NVRTC does not open by default).
+fn builtins_in(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libnvrtc-builtins.so.13"))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
 /// Loads libnvrtc from the first candidate directory that has it, once per process. Returns
 /// the path loaded, or `None` when no candidate has it (the caller then reports NvrtcMissing).
 pub fn preload() -> Option<&'static Path> {
@@ -53,6 +70,15 @@ pub fn preload() -> Option<&'static Path> {
                 let path = dir.join(SONAME);
                 if !path.is_file() {
                     return None;
+                }
+                // NVRTC opens its builtins library by soname when it compiles; some builds
+                // (the pip wheel of 13.0) carry no RUNPATH to find it beside themselves, so it
+                // is loaded first, by full path, and that lookup then finds it loaded.
+                for builtins in builtins_in(&dir) {
+                    // SAFETY: as below; a failure here only means NVRTC will report it itself.
+                    if let Ok(lib) = unsafe { libloading::Library::new(&builtins) } {
+                        std::mem::forget(lib);
+                    }
                 }
                 // SAFETY: loading NVRTC runs only its initialisers, as cudarc's own load would;
                 // the handle is leaked on purpose so the library stays loaded for the process.
