@@ -42,8 +42,8 @@ pub struct Args {
     /// Extra layer shape N,K (out_features,in_features); repeatable.
     #[arg(long = "shape")]
     shapes: Vec<String>,
-    /// Token counts (M) to plan for, comma separated. The runtime plans per M bucket
-    /// (1, 2, 4, 8, 16, then powers of two), so list the buckets you serve.
+    /// Token counts (M) to prepare, comma separated. Each is planned at the runtime's M bucket
+    /// (the next power of two), so `--m 3` compiles exactly the kernel a 3-token call runs.
     #[arg(long, default_value = "1,2,4,8,16,32,64,128,256,512,1024,2048,4096")]
     m: String,
     /// Dtype(s): fp16, bf16 or both.
@@ -111,7 +111,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         for &epilogue in &epilogues {
             for layer in &layers {
                 for &m in &ms {
-                    let plan = plan_layer(m, layer.n, layer.k, dtype, epilogue, &args.target)
+                    // The runtime's bucketing, not M itself: planning M = 3 directly filled the
+                    // cache with a kernel the runtime (which plans M = 3 as 4) never asks for.
+                    let bucket = sparseflow_runtime::bucket(m)?;
+                    let plan = plan_layer(bucket, layer.n, layer.k, dtype, epilogue, &args.target)
                         .with_context(|| format!("planning {} at M={m}", layer.name))?;
                     let spec = KernelSpec::from_plan(&plan, dtype, &args.target)?;
                     let kernel = generate(&spec)?;
