@@ -94,11 +94,63 @@ impl Drop for Cublas {
     }
 }
 
+/// The cuBLASLt matmul descriptor and the W, X, Y layouts of `Y = X·Wᵀ` ("TN", fp32 compute),
+/// destroyed on drop (also when making them fails halfway).
+struct LtDescs {
+    desc: sys::cublasLtMatmulDesc_t,
+    layouts: [sys::cublasLtMatrixLayout_t; 3],
+}
+
+impl LtDescs {
+    fn new<T: GpuElement>(m: usize, n: usize, k: usize) -> Result<LtDescs> {
+        let e = |what: &'static str| move |err| anyhow!("cuBLASLt {what}: {err}");
+        let desc = lt::create_matmul_desc(
+            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            sys::cudaDataType::CUDA_R_32F,
+        )
+        .map_err(e("matmul desc"))?;
+        let mut d = LtDescs {
+            desc,
+            layouts: [std::ptr::null_mut(); 3],
+        };
+        let trans: i32 = 1; // CUBLAS_OP_T
+                            // SAFETY: desc is live; the attribute is a cublasOperation_t passed by pointer/size.
+        unsafe {
+            lt::set_matmul_desc_attribute(
+                d.desc,
+                sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA,
+                &trans as *const _ as *const c_void,
+                std::mem::size_of_val(&trans),
+            )
+            .map_err(e("TRANSA"))?;
+        }
+        let dt = lt_type::<T>();
+        d.layouts[0] =
+            lt::create_matrix_layout(dt, k as u64, n as u64, k as i64).map_err(e("W layout"))?;
+        d.layouts[1] =
+            lt::create_matrix_layout(dt, k as u64, m as u64, k as i64).map_err(e("X layout"))?;
+        d.layouts[2] =
+            lt::create_matrix_layout(dt, n as u64, m as u64, n as i64).map_err(e("Y layout"))?;
+        Ok(d)
+    }
+}
+
+impl Drop for LtDescs {
+    fn drop(&mut self) {
+        // SAFETY: created in `new` (null where creation stopped early), destroyed once.
+        unsafe {
+            for l in self.layouts.into_iter().filter(|l| !l.is_null()) {
+                let _ = lt::destroy_matrix_layout(l);
+            }
+            let _ = lt::destroy_matmul_desc(self.desc);
+        }
+    }
+}
+
 /// Which dense library call a plan makes.
 enum Path {
     Lt {
-        desc: sys::cublasLtMatmulDesc_t,
-        layouts: [sys::cublasLtMatrixLayout_t; 3],
+        descs: LtDescs,
         algo: sys::cublasLtMatmulAlgo_t,
     },
     GemmEx {
@@ -213,8 +265,7 @@ impl DensePlan {
         k: usize,
         count: usize,
     ) -> Result<Vec<DensePlan>> {
-        let e = |what: &'static str| move |err| anyhow!("cuBLASLt {what}: {err}");
-        let dt = lt_type::<T>();
+        let probe = LtDescs::new::<T>(m, n, k)?;
         let mut heur = vec![
             // SAFETY: a plain C struct of integers and an opaque byte array; all-zero is valid
             // and the library overwrites the entries it returns.
@@ -222,87 +273,51 @@ impl DensePlan {
             count.max(1)
         ];
         let mut returned = 0i32;
-        let mut plans = Vec::new();
-        for rank in 0..count.max(1) {
-            // One descriptor set per plan, so each plan owns (and destroys) its own.
-            let desc = lt::create_matmul_desc(
-                sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                sys::cudaDataType::CUDA_R_32F,
+        let pref = lt::create_matmul_pref().map_err(|e| anyhow!("cuBLASLt preference: {e}"))?;
+        let ws = WORKSPACE_BYTES as u64;
+        let [a, b, d] = probe.layouts;
+        // SAFETY: all descriptors are live; the attribute is a u64 by pointer and size; `heur`
+        // holds `heur.len()` entries and the call writes at most that many.
+        unsafe {
+            let st = lt::set_matmul_pref_attribute(
+                pref,
+                sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                &ws as *const u64 as *const c_void,
+                8,
             )
-            .map_err(e("matmul desc"))?;
-            let trans: i32 = 1; // CUBLAS_OP_T
-                                // SAFETY: desc is live; the attribute is a cublasOperation_t passed by pointer/size.
-            unsafe {
-                lt::set_matmul_desc_attribute(
-                    desc,
-                    sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA,
-                    &trans as *const _ as *const c_void,
-                    std::mem::size_of_val(&trans),
+            .and_then(|_| {
+                sys::cublasLtMatmulAlgoGetHeuristic(
+                    cb.lt,
+                    probe.desc,
+                    a,
+                    b,
+                    d,
+                    d,
+                    pref,
+                    heur.len() as i32,
+                    heur.as_mut_ptr(),
+                    &mut returned,
                 )
-                .map_err(e("TRANSA"))?;
-            }
-            let a = lt::create_matrix_layout(dt, k as u64, n as u64, k as i64)
-                .map_err(e("W layout"))?;
-            let b = lt::create_matrix_layout(dt, k as u64, m as u64, k as i64)
-                .map_err(e("X layout"))?;
-            let d = lt::create_matrix_layout(dt, n as u64, m as u64, n as i64)
-                .map_err(e("Y layout"))?;
-            if rank == 0 {
-                let pref = lt::create_matmul_pref().map_err(e("preference"))?;
-                let ws = WORKSPACE_BYTES as u64;
-                // SAFETY: all descriptors are live; the attribute is a u64 by pointer and size;
-                // `heur` holds `count` entries and the call writes at most that many.
-                unsafe {
-                    let st = lt::set_matmul_pref_attribute(
-                        pref,
-                        sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                        &ws as *const u64 as *const c_void,
-                        8,
-                    )
-                    .and_then(|_| {
-                        sys::cublasLtMatmulAlgoGetHeuristic(
-                            cb.lt,
-                            desc,
-                            a,
-                            b,
-                            d,
-                            d,
-                            pref,
-                            heur.len() as i32,
-                            heur.as_mut_ptr(),
-                            &mut returned,
-                        )
-                        .result()
-                    });
-                    let _ = lt::destroy_matmul_pref(pref);
-                    st.map_err(e("heuristic"))?;
-                }
-                if returned <= 0 {
-                    bail!("cuBLASLt heuristic returned no algorithm for M={m} N={n} K={k}");
-                }
-            }
-            let h = &heur[rank];
-            let usable = (rank as i32) < returned
-                && h.state == sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS
-                && h.workspaceSize <= WORKSPACE_BYTES;
-            if !usable {
-                // SAFETY: created above, destroyed once.
-                unsafe {
-                    for l in [a, b, d] {
-                        let _ = lt::destroy_matrix_layout(l);
-                    }
-                    let _ = lt::destroy_matmul_desc(desc);
-                }
-                if (rank as i32) >= returned {
-                    break;
-                }
+                .result()
+            });
+            let _ = lt::destroy_matmul_pref(pref);
+            st.map_err(|e| anyhow!("cuBLASLt heuristic: {e}"))?;
+        }
+        if returned <= 0 {
+            bail!("cuBLASLt heuristic returned no algorithm for M={m} N={n} K={k}");
+        }
+        let mut plans = Vec::new();
+        for (rank, h) in heur.iter().take(returned as usize).enumerate() {
+            if h.state != sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS
+                || h.workspaceSize > WORKSPACE_BYTES
+            {
                 continue;
             }
             plans.push(DensePlan {
                 _owner: cb.clone(),
+                // One descriptor set per plan, so each plan owns (and destroys) its own.
                 path: Path::Lt {
-                    desc,
-                    layouts: [a, b, d],
+                    descs: LtDescs::new::<T>(m, n, k)?,
                     algo: h.algo,
                 },
                 name: format!("{LT_PREFIX}{rank}"),
@@ -350,27 +365,24 @@ impl DensePlan {
         let ws = dptr(&self.workspace, &self.stream);
         let (m, n, k) = self.dims;
         match &self.path {
-            Path::Lt {
-                desc,
-                layouts: [a, b, d],
-                algo,
-            } => {
+            Path::Lt { descs, algo } => {
+                let [a, b, d] = descs.layouts;
                 // SAFETY: descriptors are live; w/x/y are device buffers of the planned sizes
                 // (the callers allocate them from the same m, n, k); the workspace is ours.
                 unsafe {
                     lt::matmul(
                         self._owner.lt,
-                        *desc,
+                        descs.desc,
                         &alpha as *const f32 as *const c_void,
                         &beta as *const f32 as *const c_void,
                         w as *const c_void,
-                        *a,
+                        a,
                         x as *const c_void,
-                        *b,
+                        b,
                         y as *const c_void,
-                        *d,
+                        d,
                         y as *mut c_void,
-                        *d,
+                        d,
                         algo,
                         ws as *mut c_void,
                         self.workspace.len(),
@@ -416,20 +428,6 @@ impl DensePlan {
                     )
                     .map_err(|e| anyhow!("cublasGemmEx: {e}"))
                 }
-            }
-        }
-    }
-}
-
-impl Drop for DensePlan {
-    fn drop(&mut self) {
-        if let Path::Lt { desc, layouts, .. } = &self.path {
-            // SAFETY: created in `lt_plans`, destroyed once.
-            unsafe {
-                for l in layouts {
-                    let _ = lt::destroy_matrix_layout(*l);
-                }
-                let _ = lt::destroy_matmul_desc(*desc);
             }
         }
     }
