@@ -248,10 +248,11 @@ def _fusion_candidates(model: nn.Module) -> Tuple[Dict[str, Tuple[str, str]], Di
         else:
             # An activation module beside a layer, applied by the parent's own forward (e.g.
             # BERT's intermediate_act_fn): the order is not provable from the structure.
+            kinds = [activation_kind(m) for _, m in children]
             for i, (lin_name, lin) in enumerate(children):
                 if not isinstance(lin, nn.Linear):
                     continue
-                after = [(n, activation_kind(m)) for n, m in children[i + 1 :] if activation_kind(m)]
+                after = [(children[j][0], kinds[j]) for j in range(i + 1, len(children)) if kinds[j]]
                 if after:  # the first activation registered after this layer
                     act_name, kind = after[0]
                     not_fused[prefix + lin_name] = (

@@ -49,7 +49,7 @@ const ES: f64 = 2.0;
 /// 2:4 weight bytes over dense: values (1/2) + metadata (1/16).
 pub const SPARSE_WEIGHT_RATIO: f64 = 0.5625;
 
-#[derive(Parser, Clone)]
+#[derive(Parser)]
 pub struct Args {
     /// A model: a directory with config.json (a Hugging Face or SparseFlow model), a
     /// config.json, or a preset (llama3-8b, llama2-7b, mistral-7b, llama3-70b-tp8, bert-base).
@@ -405,27 +405,22 @@ fn time_on_this_gpu(args: &Args) -> Result<(&'static str, Vec<crate::bench::repo
 
 /// Computes the audit (no I/O besides `--bench` and the model's config).
 pub fn audit(args: &Args) -> Result<Audit> {
-    let mut args_gpu = args.gpu.clone();
-    let mut timed_here = Vec::new();
-    if args.gpu == "auto" {
-        let (key, rows) = time_on_this_gpu(args)?;
-        args_gpu = key.to_string();
-        timed_here = rows;
-    }
-    let args = &Args {
-        gpu: args_gpu,
-        ..args.clone()
-    };
-    let gpu = *GPUS.iter().find(|g| g.key == args.gpu).with_context(|| {
-        format!(
-            "unknown --gpu `{}`; valid: {}",
-            args.gpu,
-            GPUS.iter().map(|g| g.key).collect::<Vec<_>>().join(", ")
-        )
-    })?;
+    // Checked before `--gpu auto` spends GPU time on a run that would be refused.
     if args.batch.is_empty() || args.batch.contains(&0) {
         bail!("--batch needs positive batch sizes");
     }
+    let (gpu_key, timed_here) = if args.gpu == "auto" {
+        let (key, rows) = time_on_this_gpu(args)?;
+        (key.to_string(), rows)
+    } else {
+        (args.gpu.clone(), Vec::new())
+    };
+    let gpu = *GPUS.iter().find(|g| g.key == gpu_key).with_context(|| {
+        format!(
+            "unknown --gpu `{gpu_key}`; valid: {}",
+            GPUS.iter().map(|g| g.key).collect::<Vec<_>>().join(", ")
+        )
+    })?;
     let (cfg, vocab) = model_shape(&args.model)?;
     let mut measured = Measured::load(&args.bench)?;
     measured.extend_from_rows(&timed_here);
