@@ -23,3 +23,11 @@ __device__ __forceinline__ float sf_gelu_tanh(float x) {
     const float c = 0.79788456080286536f;  // sqrt(2/pi)
     return 0.5f * x * (1.0f + tanhf(c * (x + 0.044715f * x * x * x)));
 }
+
+// Squared ReLU, max(x, 0)^2, as torch.relu(x).square() (transformers' ReLUSquaredActivation).
+// Squared in fp32 and rounded once, so a large x gives +inf exactly when its square exceeds the
+// output dtype's range, as the unfused torch op does.
+__device__ __forceinline__ float sf_relu2(float x) {
+    const float r = sf_relu(x);
+    return r * r;
+}

@@ -3,7 +3,11 @@
 //! Each entry holds the IR name, the ABI value (stable: numbers never change, new kinds are
 //! appended), the CUDA device expression the code generator splices into kernels, the CPU
 //! reference function, and the elementwise op sequence the `fuse-epilogue` pass matches.
-//! Adding an epilogue = one entry here (+ its tests); no kernel or pass is rewritten.
+//! Adding an epilogue = one entry here (+ its tests); no kernel or pass is rewritten. Every face
+//! reads this table: the IR's op set (`sparseflow_ir::Opcode`), the C enum (checked against it
+//! by `crates/capi`'s tests) and `sparseflow_epilogue_info`, Python's `sparseflow._C.epilogues()`
+//! (hence `sf.ACTIVATIONS` and `sparsify`'s fusions), and the GPU correctness matrix. The recipe
+//! for a new epilogue or activation is in docs/ARCHITECTURE.md, "Adding an epilogue".
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +29,8 @@ pub enum EpilogueKind {
     BiasGelu = 7,
     GeluTanh = 8,
     BiasGeluTanh = 9,
+    Relu2 = 10,
+    BiasRelu2 = 11,
 }
 
 /// One elementwise op of the IR, as the fusion pass sees it.
@@ -36,18 +42,22 @@ pub enum ElementwiseOp {
     Silu,
     Gelu,
     GeluTanh,
+    /// Squared ReLU, `max(x, 0)²` (Primer; Nemotron's `relu2`).
+    Relu2,
 }
 
 impl ElementwiseOp {
-    pub const ALL: [ElementwiseOp; 5] = [
+    pub const ALL: [ElementwiseOp; 6] = [
         ElementwiseOp::AddBias,
         ElementwiseOp::Relu,
         ElementwiseOp::Silu,
         ElementwiseOp::Gelu,
         ElementwiseOp::GeluTanh,
+        ElementwiseOp::Relu2,
     ];
 
-    /// The IR op name.
+    /// The IR op name. Every op but `AddBias` is a unary IR op of its own (`arith.<name>`),
+    /// which is how the IR's op set follows this enum.
     pub fn ir_name(self) -> &'static str {
         match self {
             ElementwiseOp::AddBias => "arith.addf",
@@ -55,6 +65,7 @@ impl ElementwiseOp {
             ElementwiseOp::Silu => "arith.silu",
             ElementwiseOp::Gelu => "arith.gelu",
             ElementwiseOp::GeluTanh => "arith.gelu_tanh",
+            ElementwiseOp::Relu2 => "arith.relu2",
         }
     }
 
@@ -62,6 +73,50 @@ impl ElementwiseOp {
         ElementwiseOp::ALL
             .into_iter()
             .find(|op| op.ir_name() == name)
+    }
+
+    /// The activation's user-facing name (`relu2`: the IR name without `arith.`, as Python's
+    /// `SparseLinear(activation=...)` and `sparseflow_epilogue_info` spell it); `None` for
+    /// `AddBias`, which is not an activation.
+    pub fn activation_name(self) -> Option<&'static str> {
+        match self {
+            ElementwiseOp::AddBias => None,
+            op => op.ir_name().strip_prefix("arith."),
+        }
+    }
+
+    /// A bound on `|f(x) - f(x0)| / |x - x0|` over `|x - x0| <= radius`: how much an error of
+    /// `radius` in the input at `x0` can grow through this op. Tests derive their tolerances
+    /// from it (`EpilogueKind::error_gain`), so a new activation states its own.
+    pub fn slope_bound(self, x0: f64, radius: f64) -> f64 {
+        match self {
+            ElementwiseOp::AddBias | ElementwiseOp::Relu => 1.0,
+            // max |silu'| = 1.0998 (x ≈ 2.4); max |gelu'| = 1.1289 (x ≈ 1.4), tanh form alike.
+            ElementwiseOp::Silu => 1.1,
+            ElementwiseOp::Gelu | ElementwiseOp::GeluTanh => 1.13,
+            // d/dx max(x, 0)² = 2·max(x, 0) <= 2·(|x0| + radius) on the interval.
+            ElementwiseOp::Relu2 => 2.0 * (x0.abs() + radius),
+        }
+    }
+
+    /// Applies the op to one value in f64 (`AddBias` adds `bias`): the CPU semantics of each
+    /// op, which every table entry's `cpu` composes.
+    pub fn apply(self, x: f64, bias: f64) -> f64 {
+        match self {
+            ElementwiseOp::AddBias => x + bias,
+            ElementwiseOp::Relu => relu(x),
+            ElementwiseOp::Silu => silu(x),
+            ElementwiseOp::Gelu => gelu(x),
+            ElementwiseOp::GeluTanh => gelu_tanh(x),
+            ElementwiseOp::Relu2 => relu2(x),
+        }
+    }
+
+    /// Every activation (every op but `AddBias`), in `ALL` order.
+    pub fn activations() -> impl Iterator<Item = ElementwiseOp> {
+        ElementwiseOp::ALL
+            .into_iter()
+            .filter(|op| *op != ElementwiseOp::AddBias)
     }
 }
 
@@ -101,6 +156,12 @@ pub fn gelu(x: f64) -> f64 {
 pub fn gelu_tanh(x: f64) -> f64 {
     const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
+}
+
+/// Squared ReLU, `max(x, 0)²` (PyTorch: `torch.relu(x).square()`).
+pub fn relu2(x: f64) -> f64 {
+    let r = relu(x);
+    r * r
 }
 
 use ElementwiseOp as Op;
@@ -197,7 +258,53 @@ pub static EPILOGUES: &[EpilogueSpec] = &[
         cpu: |a, b| gelu_tanh(a + b),
         ops: &[Op::AddBias, Op::GeluTanh],
     },
+    EpilogueSpec {
+        kind: EpilogueKind::Relu2,
+        name: "relu2",
+        abi_value: 10,
+        uses_bias: false,
+        cuda_expr: "sf_relu2(acc)",
+        cpu: |a, _| relu2(a),
+        ops: &[Op::Relu2],
+    },
+    EpilogueSpec {
+        kind: EpilogueKind::BiasRelu2,
+        name: "bias_relu2",
+        abi_value: 11,
+        uses_bias: true,
+        cuda_expr: "sf_relu2(acc + bias)",
+        cpu: |a, b| relu2(a + b),
+        ops: &[Op::AddBias, Op::Relu2],
+    },
 ];
+
+impl EpilogueSpec {
+    /// The activation ops applied after the optional bias (`[Relu2]` for `bias_relu2`, `[]` for
+    /// `none` and `bias`).
+    pub fn activation_ops(&self) -> &'static [ElementwiseOp] {
+        match self.ops.split_first() {
+            Some((ElementwiseOp::AddBias, rest)) => rest,
+            _ => self.ops,
+        }
+    }
+
+    /// The activation as the faces name it: `"none"`, `"relu2"`, or for a composed chain the
+    /// activation names joined by `_` in application order. With `uses_bias` it identifies the
+    /// entry (a table test keeps the pairs unique), which is how Python maps
+    /// `SparseLinear(activation=..., bias=...)` to an epilogue.
+    pub fn activation(&self) -> String {
+        let names: Vec<&str> = self
+            .activation_ops()
+            .iter()
+            .filter_map(|op| op.activation_name())
+            .collect();
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join("_")
+        }
+    }
+}
 
 impl EpilogueKind {
     /// Every kind, in ABI order.
@@ -252,6 +359,41 @@ impl EpilogueKind {
     /// Applies the epilogue to one accumulator in f64.
     pub fn apply(self, acc: f64, bias: f64) -> f64 {
         (self.spec().cpu)(acc, bias)
+    }
+
+    /// A bound on how much an error of `radius` in the accumulator `acc` can grow through this
+    /// epilogue (the product of its ops' `slope_bound`s along the chain). Test tolerances:
+    /// `error_gain(acc, bias, accumulation_bound) * accumulation_bound`.
+    pub fn error_gain(self, acc: f64, bias: f64, radius: f64) -> f64 {
+        let (mut x, mut r, mut gain) = (acc, radius, 1.0);
+        for op in self.spec().ops {
+            let slope = op.slope_bound(x, r);
+            (x, r, gain) = (op.apply(x, bias), r * slope, gain * slope);
+        }
+        gain
+    }
+
+    /// The bias rule every entry point applies (Rust, C, Python, model files): a bias is given
+    /// exactly when this epilogue adds one, and it has `n` elements. `bias_len` is `None` when
+    /// no bias was given; a caller that only holds a pointer whose length is its contract passes
+    /// `Some(n)`.
+    pub fn check_bias(self, bias_len: Option<usize>, n: usize) -> Result<()> {
+        match (self.uses_bias(), bias_len) {
+            (true, None) => Err(CoreError::BiasMismatch {
+                epilogue: self.name(),
+                problem: "needs a bias vector of length N, but none was given",
+            }),
+            (false, Some(_)) => Err(CoreError::BiasMismatch {
+                epilogue: self.name(),
+                problem: "takes no bias, but one was given (use a bias_* epilogue)",
+            }),
+            (true, Some(len)) if len != n => Err(CoreError::LengthMismatch {
+                what: "bias [N]",
+                expected: n,
+                got: len,
+            }),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -312,5 +454,83 @@ mod tests {
         assert!((gelu_tanh(1.0) - 0.841_191_990_607_477_2).abs() < 1e-12);
         assert_eq!(EpilogueKind::BiasRelu.apply(-2.0, 1.5), 0.0);
         assert_eq!(EpilogueKind::Bias.apply(-2.0, 1.5), -0.5);
+        assert_eq!(relu2(-3.0), 0.0);
+        assert_eq!(relu2(3.0), 9.0);
+        assert_eq!(EpilogueKind::BiasRelu2.apply(1.0, 0.5), 2.25);
+        assert_eq!(EpilogueKind::BiasRelu2.apply(-1.0, 0.5), 0.0);
+    }
+
+    #[test]
+    fn every_activation_is_in_the_table_with_and_without_bias() {
+        // What the faces rely on: each activation is reachable as `<act>` and `bias_<act>`,
+        // `(activation, uses_bias)` names one entry, and `none` / `bias` exist.
+        let mut seen = std::collections::HashSet::new();
+        for spec in EPILOGUES {
+            assert!(
+                seen.insert((spec.activation(), spec.uses_bias)),
+                "{}: (activation, bias) pair used twice",
+                spec.name
+            );
+            let want = match (spec.uses_bias, spec.activation().as_str()) {
+                (false, act) => act.to_string(),
+                (true, "none") => "bias".to_string(),
+                (true, act) => format!("bias_{act}"),
+            };
+            assert_eq!(spec.name, want, "the name follows the activation and bias");
+        }
+        for op in ElementwiseOp::activations() {
+            let act = op.activation_name().unwrap();
+            for bias in [false, true] {
+                assert!(
+                    seen.contains(&(act.to_string(), bias)),
+                    "activation {act} (bias {bias}) has no table entry"
+                );
+            }
+            assert_eq!(ElementwiseOp::from_ir_name(op.ir_name()), Some(op));
+        }
+        assert_eq!(ElementwiseOp::AddBias.activation_name(), None);
+    }
+
+    #[test]
+    fn cpu_entries_compose_their_ops_and_slopes_bound_them() {
+        // Each entry's `cpu` is its op chain, and `error_gain` really bounds the change of the
+        // output over a small interval (sampled), for every epilogue.
+        for spec in EPILOGUES {
+            for i in -40..=40 {
+                let (acc, bias, r) = (f64::from(i) * 0.25, 0.375, 1e-3);
+                let chain = spec.ops.iter().fold(acc, |x, op| op.apply(x, bias));
+                assert_eq!((spec.cpu)(acc, bias), chain, "{} at {acc}", spec.name);
+                let gain = spec.kind.error_gain(acc, bias, r);
+                for x in [acc - r, acc + r] {
+                    let moved = ((spec.cpu)(x, bias) - chain).abs();
+                    assert!(moved <= gain * r * (1.0 + 1e-9), "{} at {acc}", spec.name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn cuda_expressions_compose_their_ops() {
+        // `sf_<activation>` per activation, innermost first, over `acc` or `acc + bias`:
+        // kernels/epilogue.cuh defines one device function per activation.
+        for spec in EPILOGUES {
+            let want = spec.ops.iter().fold("acc".to_string(), |x, op| match op {
+                ElementwiseOp::AddBias => format!("{x} + bias"),
+                act => format!("sf_{}({x})", act.activation_name().unwrap()),
+            });
+            assert_eq!(spec.cuda_expr, want, "{}", spec.name);
+        }
+    }
+
+    #[test]
+    fn check_bias_is_the_one_rule() {
+        assert!(EpilogueKind::BiasRelu2.check_bias(Some(4), 4).is_ok());
+        assert!(EpilogueKind::Relu2.check_bias(None, 4).is_ok());
+        let missing = EpilogueKind::BiasRelu2.check_bias(None, 4).unwrap_err();
+        assert!(missing.to_string().contains("needs a bias"), "{missing}");
+        let extra = EpilogueKind::Relu.check_bias(Some(4), 4).unwrap_err();
+        assert!(extra.to_string().contains("takes no bias"), "{extra}");
+        let short = EpilogueKind::Bias.check_bias(Some(3), 4).unwrap_err();
+        assert!(short.to_string().contains("bias [N]"), "{short}");
     }
 }

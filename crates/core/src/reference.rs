@@ -172,22 +172,7 @@ fn check_operands<T: Element>(
 ) -> Result<()> {
     expect_len(x.len(), m, k, "X [M, K]")?;
     expect_len(y_len, m, n, "Y [M, N]")?;
-    match (epilogue.uses_bias(), bias) {
-        (true, None) => Err(CoreError::BiasMismatch {
-            epilogue: epilogue.name(),
-            problem: "needs a bias vector of length N, but none was given",
-        }),
-        (false, Some(_)) => Err(CoreError::BiasMismatch {
-            epilogue: epilogue.name(),
-            problem: "takes no bias, but one was given (use a bias_* epilogue)",
-        }),
-        (true, Some(b)) if b.len() != n => Err(CoreError::LengthMismatch {
-            what: "bias [N]",
-            expected: n,
-            got: b.len(),
-        }),
-        _ => Ok(()),
-    }
+    epilogue.check_bias(bias.map(<[T]>::len), n)
 }
 
 /// One column of a token block: the activations of `TOKEN_BLOCK` tokens at one K index.

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::FAMILIES;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sparseflow_ir::{
@@ -27,7 +29,13 @@ const SWAPS: &[&[&str]] = &[
     &[
         "4096", "14336", "4094", "1", "16", "17", "0", "64", "99999999",
     ],
-    &["arith.relu", "arith.silu", "arith.gelu", "arith.gelu_tanh"],
+    &[
+        "arith.relu",
+        "arith.silu",
+        "arith.gelu",
+        "arith.gelu_tanh",
+        "arith.relu2",
+    ],
     &["arith.addf", "arith.mulf"],
     &["sparseflow.sparse_gemm", "sparseflow.fused_sparse_gemm"],
     &["xf16", "xbf16", "xf32"],
@@ -101,7 +109,7 @@ fn exercise(text: &str, rng: &mut ChaCha8Rng) -> u8 {
     let again = parse_module(&printed).unwrap_or_else(|e| panic!("reparse failed: {e}\n{printed}"));
     assert_eq!(print_module(&again), printed);
     let t = &TARGETS[rng.random_range(0..TARGETS.len())];
-    let mut cx = PassContext::new(Some(t));
+    let mut cx = PassContext::new(Some(t)).with_families(FAMILIES);
     // Explanations format every candidate; sample them to keep the test fast.
     cx.explain = rng.random_ratio(1, 10);
     let result = PassManager::parse_pipeline("fuse-epilogue,select-tiles,canonicalize")

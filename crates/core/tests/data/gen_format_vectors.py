@@ -112,6 +112,8 @@ EPILOGUES = {
     "bias_relu": (True, lambda v: np.maximum(v, 0.0)),
     "bias_silu": (True, silu),
     "bias_gelu": (True, gelu),
+    "relu2": (False, lambda v: np.maximum(v, 0.0) ** 2),
+    "bias_relu2": (True, lambda v: np.maximum(v, 0.0) ** 2),
 }
 
 

@@ -17,6 +17,10 @@ use crate::function::{Function, Inst, Module, Value};
 use crate::ops::Opcode;
 use crate::pass::PassContext;
 use crate::verify::{binary_form, BinaryForm};
+use sparseflow_core::ElementwiseOp;
+
+/// `relu(relu(x)) = relu(x)`: the one idempotent activation this pass folds.
+const RELU: Opcode = Opcode::Unary(ElementwiseOp::Relu);
 
 pub fn run(module: &mut Module, cx: &mut PassContext<'_>) -> Result<(), IrError> {
     for f in &mut module.functions {
@@ -77,9 +81,9 @@ fn identity_of(f: &Function, inst: Inst) -> Option<(Value, Value)> {
                     .then_some((result, keep))
             })
         }
-        (Opcode::Relu, &[x]) => {
+        (RELU, &[x]) => {
             let inner = f.def_inst(x)?;
-            (f.inst(inner).op == Opcode::Relu && f.insts().contains(&inner)).then_some((result, x))
+            (f.inst(inner).op == RELU && f.insts().contains(&inner)).then_some((result, x))
         }
         _ => None,
     }
