@@ -2,10 +2,18 @@
 //! `<name>.cubin` plus a `kernels.json` index into the output directory, for the device harness
 //! in scripts/device/kernel_dev.py.
 //! Usage: kernel_dev_dump OUT_DIR TARGET [--decode-bench | --decode-sweep [--variant TAG=FILE]...]
+use sparseflow_codegen::families::{DECODE, SM80};
 use sparseflow_codegen::{
-    generate, Compiler, CompilerOptions, GeneratedKernel, KernelFamily, KernelSpec,
+    generate, Compiler, CompilerOptions, Family, GeneratedKernel, KernelSpec, Registry,
 };
 use sparseflow_core::{DType, EpilogueKind};
+use sparseflow_ir::{FamilyModel, KernelConfig};
+
+fn enumerate(family: &str, dtype: DType, epilogue: EpilogueKind, target: &str) -> Vec<KernelSpec> {
+    Registry::builtin()
+        .enumerate(family, dtype, epilogue, target)
+        .unwrap()
+}
 use std::fmt::Write;
 
 fn main() {
@@ -30,30 +38,15 @@ fn main() {
     let mut specs = Vec::new();
     if decode_sweep {
         for epi in [EpilogueKind::None, EpilogueKind::BiasSilu] {
-            specs.extend(KernelSpec::enumerate(
-                KernelFamily::Decode,
-                DType::F16,
-                epi,
-                &target,
-            ));
+            specs.extend(enumerate("decode", DType::F16, epi, &target));
         }
     }
     if decode_bench {
-        specs = KernelSpec::enumerate(
-            KernelFamily::Decode,
-            DType::F16,
-            EpilogueKind::None,
-            &target,
-        );
-        specs.extend(KernelSpec::enumerate(
-            KernelFamily::Sm80,
-            DType::F16,
-            EpilogueKind::None,
-            &target,
-        ));
+        specs = enumerate("decode", DType::F16, EpilogueKind::None, &target);
+        specs.extend(enumerate("sm80", DType::F16, EpilogueKind::None, &target));
         // Every decode config again with the fused epilogue the issue-7 overhead target names.
-        specs.extend(KernelSpec::enumerate(
-            KernelFamily::Decode,
+        specs.extend(enumerate(
+            "decode",
             DType::F16,
             EpilogueKind::BiasSilu,
             &target,
@@ -64,36 +57,36 @@ fn main() {
             break;
         }
         for epi in EpilogueKind::all() {
-            specs.push(KernelSpec {
-                family: KernelFamily::Sm80,
+            let spec = |config| KernelSpec {
+                config,
                 dtype,
                 epilogue: epi,
+                target: target.clone(),
+            };
+            specs.push(spec(KernelConfig {
+                family: SM80.name(),
                 tile_m: 64,
                 tile_n: 128,
                 tile_k: 64,
                 warps: 4,
                 stages: 3,
                 split_k: 1,
-                target: target.clone(),
-            });
-            specs.push(KernelSpec {
-                family: KernelFamily::Decode,
-                dtype,
-                epilogue: epi,
+            }));
+            specs.push(spec(KernelConfig {
+                family: DECODE.name(),
                 tile_m: 16,
                 tile_n: 64,
                 tile_k: 256,
                 warps: 4,
                 stages: 2,
                 split_k: 4,
-                target: target.clone(),
-            });
+            }));
         }
         // every sm80 config and every decode config for `none`
-        for fam in [KernelFamily::Sm80, KernelFamily::Decode] {
-            for s in KernelSpec::enumerate(fam, dtype, EpilogueKind::None, &target) {
+        for fam in [SM80.name(), DECODE.name()] {
+            for s in enumerate(fam, dtype, EpilogueKind::None, &target) {
                 // bf16 decode differs from f16 only in the typedef: one config per epilogue above.
-                let bf16_decode = fam == KernelFamily::Decode && dtype == DType::BF16;
+                let bf16_decode = fam == DECODE.name() && dtype == DType::BF16;
                 if !bf16_decode && !specs.contains(&s) {
                     specs.push(s);
                 }
@@ -111,7 +104,7 @@ fn main() {
         std::iter::once((g, String::new())).chain(extra)
     });
     for (g, variant) in kernels {
-        let s = &g.spec;
+        let (s, cfg) = (&g.spec, &g.spec.config);
         let c = match compiler.compile(&g) {
             Ok(c) => c,
             Err(e) => {
@@ -134,8 +127,8 @@ fn main() {
         let _ = writeln!(
             index,
             "  {{\"name\": \"{}\", \"variant\": \"{}\", \"family\": \"{}\", \"dtype\": \"{}\", \"epilogue\": \"{}\", \"uses_bias\": {}, \"tile_m\": {}, \"tile_n\": {}, \"tile_k\": {}, \"warps\": {}, \"stages\": {}, \"split_k\": {}, \"threads\": {}, \"smem\": {}, \"regs\": \"{}\"}},",
-            g.name, variant, s.family.name(), s.dtype, s.epilogue.name(), s.epilogue.uses_bias(), s.tile_m, s.tile_n, s.tile_k, s.warps, s.stages, s.split_k,
-            g.block_threads(), g.smem_bytes(), regs.replace('"', "'")
+            g.name, variant, cfg.family, s.dtype, s.epilogue.name(), s.epilogue.uses_bias(), cfg.tile_m, cfg.tile_n, cfg.tile_k, cfg.warps, cfg.stages, cfg.split_k,
+            g.family.resources(cfg, s.dtype).threads, g.smem_bytes(), regs.replace('"', "'")
         );
     }
     index.pop();
@@ -145,17 +138,16 @@ fn main() {
     println!("{} specs -> {}", specs.len(), out.display());
 }
 
-/// The decode template the library compiles; `--variant TAG=FILE` swaps it for FILE.
-const DECODE_CU: &str = include_str!("../kernels/decode_sparse_gemm.cu");
-
 /// Experimental variants of one generated decode kernel, as (kernel, variant tag): for each
 /// `--variant TAG=FILE` on the command line, the same spec with FILE as the decode template and
 /// `_TAG` appended to the entry-point name. Variants never reach the library; kernel_dev.py
 /// times them beside the library's kernels (same config, same inputs).
 fn variants(g: &GeneratedKernel, args: &[String]) -> Vec<(GeneratedKernel, String)> {
-    if g.spec.family != KernelFamily::Decode {
+    if g.spec.config.family != DECODE.name() {
         return Vec::new();
     }
+    // The decode template the library compiles; `--variant TAG=FILE` swaps it for FILE.
+    let decode_cu = DECODE.template().text;
     args.windows(2)
         .filter(|w| w[0] == "--variant")
         .map(|w| {
@@ -163,10 +155,10 @@ fn variants(g: &GeneratedKernel, args: &[String]) -> Vec<(GeneratedKernel, Strin
             let template = std::fs::read_to_string(file).expect("variant template");
             let name = format!("{}_{tag}", g.name);
             assert!(
-                g.source.contains(DECODE_CU),
+                g.source.contains(decode_cu),
                 "decode template not found in the source"
             );
-            let source = g.source.replace(DECODE_CU, &template).replace(
+            let source = g.source.replace(decode_cu, &template).replace(
                 &format!("#define SF_KERNEL_NAME {}\n", g.name),
                 &format!("#define SF_KERNEL_NAME {name}\n"),
             );
@@ -174,6 +166,7 @@ fn variants(g: &GeneratedKernel, args: &[String]) -> Vec<(GeneratedKernel, Strin
                 name,
                 source,
                 spec: g.spec.clone(),
+                family: g.family,
             };
             (kernel, tag.to_string())
         })

@@ -1,70 +1,56 @@
 //! Spec → CUDA source. The templates in `kernels/` are complete CUDA; this module only prepends
-//! `#define` lines (tile sizes, dtype, epilogue expression) and inlines the shared headers.
+//! `#define` lines (tile sizes, dtype, epilogue expression), the family's extra source, and
+//! inlines the headers. Launch geometry and parameters of the result come from its family.
 
 use crate::error::CodegenError;
-use crate::spec::{KernelFamily, KernelSpec};
+use crate::family::{Family, LaunchGeometry};
+use crate::params::{KernelParams, LaunchInputs};
+use crate::spec::KernelSpec;
 use sparseflow_core::DType;
+use sparseflow_ir::Target;
 
-const MMA_SP_CUH: &str = include_str!("../kernels/mma_sp.cuh");
-/// The epilogue device functions (`sf_relu`, `sf_silu`, `sf_gelu`, `sf_gelu_tanh`) every
-/// `EpilogueSpec::cuda_expr` may call; public so other kernels (the benchmark's separate
-/// elementwise kernel) compute exactly what the fused epilogue computes.
-pub const EPILOGUE_CUH: &str = include_str!("../kernels/epilogue.cuh");
-const SM80_CU: &str = include_str!("../kernels/sm80_sparse_gemm.cu");
-const DECODE_CU: &str = include_str!("../kernels/decode_sparse_gemm.cu");
-
-/// A generated kernel: its entry-point name, full CUDA source, and the launch geometry.
+/// A generated kernel: its entry-point name, full CUDA source, the spec and its family.
 #[derive(Debug, Clone)]
 pub struct GeneratedKernel {
     pub name: String,
     pub source: String,
     pub spec: KernelSpec,
-}
-
-fn div_ceil(a: u32, b: u32) -> u32 {
-    a.div_ceil(b).max(1)
+    pub family: &'static dyn Family,
 }
 
 impl GeneratedKernel {
-    /// Launch grid for Y[m, n] = X[m, k] · Wᵀ.
-    pub fn grid(&self, m: u32, n: u32, _k: u32) -> (u32, u32, u32) {
-        let s = &self.spec;
-        match s.family {
-            KernelFamily::Sm80 => (div_ceil(n, s.tile_n), div_ceil(m, s.tile_m), 1),
-            KernelFamily::Decode => (div_ceil(n, s.tile_n), s.split_k, div_ceil(m, s.tile_m)),
+    /// Grid, block, dynamic shared memory and cluster of `Y[m, n] = X[m, k] · Wᵀ` on `target`.
+    pub fn geometry(&self, m: u32, n: u32, k: u32, target: &Target) -> LaunchGeometry {
+        let cfg = &self.spec.config;
+        let res = self.family.resources(cfg, self.spec.dtype);
+        LaunchGeometry {
+            grid: self.family.grid(cfg, m, n, k, target),
+            block: res.threads,
+            dynamic_smem: res.dynamic_smem,
+            cluster: self.family.cluster(&self.spec),
         }
     }
 
-    pub fn block_threads(&self) -> u32 {
-        self.spec.warps * 32
-    }
-
-    /// Dynamic shared memory to pass at launch (the decode family uses static shared memory only).
+    /// Dynamic shared memory to pass at launch.
     pub fn smem_bytes(&self) -> u32 {
-        let s = &self.spec;
-        match s.family {
-            // Per stage: A values (tile_n/16 blocks × 2 K steps × 512 B), metadata
-            // (tile_n/16 × 128 B) and X (tile_m rows × 128 B).
-            KernelFamily::Sm80 => s.stages * (s.tile_n * 64 + s.tile_n * 8 + s.tile_m * 128),
-            KernelFamily::Decode => 0,
-        }
+        self.family
+            .resources(&self.spec.config, self.spec.dtype)
+            .dynamic_smem
     }
 
-    fn output_tiles(&self, m: u32, n: u32) -> usize {
-        let s = &self.spec;
-        div_ceil(n, s.tile_n) as usize * div_ceil(m, s.tile_m) as usize
+    /// Bytes of split-K (or other) workspace one launch needs. Every word must hold the empty
+    /// sentinel ([`WORKSPACE_EMPTY`]) before the first launch; each launch leaves it so.
+    pub fn workspace_bytes(&self, m: u32, n: u32, k: u32) -> usize {
+        self.family.workspace_bytes(&self.spec.config, m, n, k)
     }
 
-    /// fp32 split-K hand-off slots: split_k - 1 partial tiles of tile_m × tile_n per output
-    /// tile (the reducer keeps its own in registers). Every word must hold the empty sentinel
-    /// (all bits set, [`WORKSPACE_EMPTY`]) before the first launch; each launch leaves it so.
-    pub fn workspace_bytes(&self, m: u32, n: u32, _k: u32) -> usize {
-        let s = &self.spec;
-        if s.family == KernelFamily::Decode && s.split_k > 1 {
-            self.output_tiles(m, n) * ((s.split_k - 1) * s.tile_m * s.tile_n) as usize * 4
-        } else {
-            0
-        }
+    /// The kernel parameters of one launch.
+    pub fn launch_params(
+        &self,
+        inputs: &LaunchInputs,
+        target: &Target,
+    ) -> Result<KernelParams, CodegenError> {
+        self.family.launch_params(&self.spec, inputs, target)
     }
 }
 
@@ -73,55 +59,52 @@ pub const WORKSPACE_EMPTY: u32 = 0xffff_ffff;
 
 /// The kernel's entry-point name; unique per spec except the target (the cache key adds it).
 pub fn kernel_name(spec: &KernelSpec) -> String {
+    let c = &spec.config;
     format!(
         "sparseflow_{}_{}_{}_m{}n{}k{}_w{}s{}_sk{}",
-        spec.family.name(),
+        c.family,
         spec.dtype.ir_name(),
         spec.epilogue.name(),
-        spec.tile_m,
-        spec.tile_n,
-        spec.tile_k,
-        spec.warps,
-        spec.stages,
-        spec.split_k
+        c.tile_m,
+        c.tile_n,
+        c.tile_k,
+        c.warps,
+        c.stages,
+        c.split_k
     )
 }
 
-/// Generates the CUDA source of one kernel.
-pub fn generate(spec: &KernelSpec) -> Result<GeneratedKernel, CodegenError> {
-    spec.validate()?;
+/// Generates the CUDA source of `spec` from `family`'s template (the spec is validated by the
+/// caller, `Registry::generate`).
+pub(crate) fn generate_with(
+    family: &'static dyn Family,
+    spec: &KernelSpec,
+) -> Result<GeneratedKernel, CodegenError> {
     let name = kernel_name(spec);
     let epi = spec.epilogue.spec();
     let dtype_define = match spec.dtype {
         DType::F16 => "SF_DTYPE_F16",
         DType::BF16 => "SF_DTYPE_BF16",
-        DType::F32 => unreachable!("validate() rejects f32"),
+        DType::F32 => {
+            return Err(CodegenError::Unsupported(
+                "dtype f32 (sparse kernels take f16 or bf16)".into(),
+            ))
+        }
     };
-    let template = match spec.family {
-        KernelFamily::Sm80 => SM80_CU,
-        KernelFamily::Decode => DECODE_CU,
-    };
-    let mut src =
-        String::with_capacity(template.len() + MMA_SP_CUH.len() + EPILOGUE_CUH.len() + 1024);
+    let template = family.template();
+    let headers = family.headers();
+    let extra = family.extra_source(spec);
+    let body_len: usize = headers.iter().map(|h| h.text.len()).sum::<usize>() + template.text.len();
+    let mut src = String::with_capacity(body_len + extra.len() + 1024);
     src.push_str(&format!(
         "// Generated by sparseflow-codegen: family {}, {} {}, target {}. Do not edit; edit\n\
          // crates/codegen/kernels/ instead.\n",
-        spec.family.name(),
-        spec.dtype,
-        epi.name,
-        spec.target
+        spec.config.family, spec.dtype, epi.name, spec.target
     ));
     src.push_str(&format!("#define SF_KERNEL_NAME {name}\n"));
     src.push_str(&format!("#define {dtype_define} 1\n"));
-    for (key, value) in [
-        ("TILE_M", spec.tile_m),
-        ("TILE_N", spec.tile_n),
-        ("TILE_K", spec.tile_k),
-        ("WARPS", spec.warps),
-        ("STAGES", spec.stages),
-        ("SPLIT_K", spec.split_k),
-    ] {
-        src.push_str(&format!("#define {key} {value}\n"));
+    for (key, value) in spec.config.fields() {
+        src.push_str(&format!("#define {} {value}\n", key.to_ascii_uppercase()));
     }
     src.push_str(&format!(
         "#define SF_USES_BIAS {}\n",
@@ -131,14 +114,11 @@ pub fn generate(spec: &KernelSpec) -> Result<GeneratedKernel, CodegenError> {
         "#define SF_EPILOGUE(acc, bias) ({})\n",
         epi.cuda_expr
     ));
-    for (file, body) in [
-        ("mma_sp.cuh", MMA_SP_CUH),
-        ("epilogue.cuh", EPILOGUE_CUH),
-        (template_file(spec.family), template),
-    ] {
-        src.push_str(&format!("// ---- kernels/{file} ----\n"));
-        src.push_str(body);
-        if !body.ends_with('\n') {
+    src.push_str(&extra);
+    for s in headers.iter().chain([&template]) {
+        src.push_str(&format!("// ---- kernels/{} ----\n", s.file));
+        src.push_str(s.text);
+        if !s.text.ends_with('\n') {
             src.push('\n');
         }
     }
@@ -146,12 +126,6 @@ pub fn generate(spec: &KernelSpec) -> Result<GeneratedKernel, CodegenError> {
         name,
         source: src,
         spec: spec.clone(),
+        family,
     })
-}
-
-fn template_file(family: KernelFamily) -> &'static str {
-    match family {
-        KernelFamily::Sm80 => "sm80_sparse_gemm.cu",
-        KernelFamily::Decode => "decode_sparse_gemm.cu",
-    }
 }

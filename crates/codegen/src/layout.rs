@@ -1,6 +1,7 @@
 //! Upload layout: `Sparse24` (row-major values + metadata nibbles, docs/FORMAT.md) re-ordered once
-//! into the order the kernels load. Both families currently share one fragment-major layout
-//! (kernels/README.md); `upload_layout` takes the family so they may diverge.
+//! into the order the kernels load. Every family reads the one fragment-major layout
+//! (kernels/README.md, `WeightLayout::Fragment`); `upload_layout` takes the layout a family
+//! names (`Family::weight_layout`) so a new family may add another.
 //!
 //! * N is padded to a multiple of 128 (every tile_n divides it: loads never need an N check),
 //!   K to a multiple of 64 (one K pair = two mma.sp K steps). Padding holds value 0 with
@@ -15,7 +16,7 @@
 //!   reads it with selector s.
 
 use crate::error::CodegenError;
-use crate::spec::KernelFamily;
+use crate::family::WeightLayout;
 // The host buffers of an upload layout are as large as the weight: a refused allocation is an
 // error naming the size (CodegenError::Core), not an abort.
 use sparseflow_core::alloc::try_filled;
@@ -83,13 +84,13 @@ fn nibble(meta: &[u8], row_bytes: usize, row: usize, group: usize) -> u8 {
     }
 }
 
-/// Re-orders a compressed weight into `family`'s upload layout (done once per weight).
+/// Re-orders a compressed weight into `layout` (done once per weight).
 pub fn upload_layout<T: Element>(
-    family: KernelFamily,
+    layout: WeightLayout,
     w: &Sparse24<T>,
 ) -> Result<UploadLayout, CodegenError> {
-    match family {
-        KernelFamily::Sm80 | KernelFamily::Decode => fragment_layout(w),
+    match layout {
+        WeightLayout::Fragment => fragment_layout(w),
     }
 }
 
@@ -182,13 +183,13 @@ fn meta_slots(np: usize, kp: usize) -> impl Iterator<Item = (usize, u32, usize, 
 /// The inverse of [`upload_layout`]: recovers the `Sparse24` of shape [n, k]. Used by tests and
 /// by anyone who wants to read back an uploaded weight.
 pub fn from_upload_layout<T: Element>(
-    family: KernelFamily,
+    layout: WeightLayout,
     up: &UploadLayout,
     n: usize,
     k: usize,
 ) -> Result<Sparse24<T>, CodegenError> {
-    match family {
-        KernelFamily::Sm80 | KernelFamily::Decode => from_fragment_layout(up, n, k),
+    match layout {
+        WeightLayout::Fragment => from_fragment_layout(up, n, k),
     }
 }
 

@@ -73,8 +73,8 @@ fn emulate_mma_view<T: Element>(up: &UploadLayout, n: usize, k: usize) -> Vec<f3
 
 fn check_shape<T: Element>(n: usize, k: usize, seed: u64) {
     let (dense, w) = random_weight::<T>(n, k, seed);
-    for family in [KernelFamily::Sm80, KernelFamily::Decode] {
-        let up = upload_layout(family, &w).unwrap();
+    for layout in [WeightLayout::Fragment] {
+        let up = upload_layout(layout, &w).unwrap();
         let (np, kp) = padded_dims(n, k);
         assert_eq!(up.k_padded, kp);
         assert_eq!(
@@ -82,7 +82,7 @@ fn check_shape<T: Element>(n: usize, k: usize, seed: u64) {
             np * kp,
             "values bytes = padded N x K/2 x 2"
         );
-        let back: Sparse24<T> = from_upload_layout(family, &up, n, k).unwrap();
+        let back: Sparse24<T> = from_upload_layout(layout, &up, n, k).unwrap();
         assert_eq!(back.values, w.values, "values round trip {n}x{k}");
         assert_eq!(back.meta, w.meta, "meta round trip {n}x{k}");
         let seen = emulate_mma_view::<T>(&up, n, k);
@@ -130,7 +130,7 @@ fn round_trip_and_mma_view_bf16() {
 #[test]
 fn padding_uses_valid_metadata_code() {
     let (_, w) = random_weight::<half::f16>(3, 4, 7);
-    let up = upload_layout(KernelFamily::Decode, &w).unwrap();
+    let up = upload_layout(WeightLayout::Fragment, &w).unwrap();
     // Every nibble of every meta word is one of the six increasing codes (never 0).
     for word in up.meta.chunks_exact(4) {
         let word = u32::from_le_bytes(word.try_into().unwrap());
@@ -146,7 +146,7 @@ fn padding_uses_valid_metadata_code() {
 #[test]
 fn rejects_f32() {
     let w = Sparse24::<f32>::compress(&[1.0, 0.0, 0.0, 2.0], 1, 4).unwrap();
-    assert!(upload_layout(KernelFamily::Sm80, &w).is_err());
+    assert!(upload_layout(WeightLayout::Fragment, &w).is_err());
 }
 
 /// Fixed pattern shared with scripts/device/kernel_dev.py's numpy layout (`--selftest`).
@@ -164,7 +164,7 @@ fn layout_digest_matches_python_port() {
         }
     }
     let w = Sparse24::compress(&dense, n, k).unwrap();
-    let up = upload_layout(KernelFamily::Decode, &w).unwrap();
+    let up = upload_layout(WeightLayout::Fragment, &w).unwrap();
     use sha2::{Digest, Sha256};
     let hex = |b: &[u8]| {
         Sha256::digest(b)

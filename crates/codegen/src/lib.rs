@@ -1,17 +1,17 @@
 //! # sparseflow-codegen
 //!
-//! Turns one fused sparse GEMM (family, dtype, epilogue, tiles, target) into CUDA C++ from the
-//! readable templates in `kernels/`, compiles it with NVRTC to a cubin, and caches cubins on
-//! disk. The runtime launches what comes out with the fixed kernel ABI:
+//! The kernel families and everything that turns a fused sparse GEMM (family, dtype, epilogue,
+//! tiles, target) into a launchable cubin: CUDA C++ from the readable templates in `kernels/`,
+//! NVRTC, an on-disk cubin cache.
 //!
-//! ```c
-//! extern "C" __global__ void <name>(const T* x, const uint8_t* wvals, const uint8_t* wmeta,
-//!     const T* bias, T* y, float* workspace, int M, int N, int K);
-//! ```
-//!
-//! * [`spec`]: [`KernelSpec`], [`KernelFamily`] and each family's supported configuration space.
-//! * [`generate()`]: spec → [`GeneratedKernel`] (source + launch geometry).
-//! * [`layout`]: the per-family upload layout of the weight ([`upload_layout`]) and its inverse.
+//! * [`Family`] (+ `sparseflow_ir::FamilyModel`): one kernel family — configuration space,
+//!   resources, grid, workspace, cost estimate, template, weight layout, launch parameters.
+//!   Built-in families in [`families`], one file each beside its template.
+//! * [`Registry`]: the one list of families; [`Registry::plan`] is the one function from a
+//!   layer call and a target to a [`KernelSpec`] (runtime, `sparseflow compile`, benchmark).
+//! * [`generate()`] / [`Registry::generate`]: spec → [`GeneratedKernel`] (source, geometry,
+//!   [`KernelParams`] of a launch).
+//! * [`layout`]: the device layout of the weight ([`upload_layout`]) and its inverse.
 //! * [`compiler`]: [`Compiler`] (NVRTC through cudarc, dynamic loading) and the disk cache.
 //!
 //! Debugging: `SPARSEFLOW_DUMP_DIR=dir` writes every compiled kernel's `.cu`, `.ptx`, `.cubin`
@@ -19,13 +19,20 @@
 
 pub mod compiler;
 pub mod error;
+pub mod families;
+pub mod family;
 pub mod generate;
 pub mod layout;
 pub mod nvrtc_lib;
+pub mod params;
+pub mod registry;
 pub mod spec;
 
 pub use compiler::{CompiledKernel, Compiler, CompilerOptions};
 pub use error::CodegenError;
-pub use generate::{generate, kernel_name, GeneratedKernel, EPILOGUE_CUH, WORKSPACE_EMPTY};
+pub use family::{Family, LaunchGeometry, Source, WeightLayout, EPILOGUE_CUH};
+pub use generate::{kernel_name, GeneratedKernel, WORKSPACE_EMPTY};
 pub use layout::{from_upload_layout, padded_dims, upload_layout, UploadLayout};
-pub use spec::{parse_target, KernelFamily, KernelSpec, TARGETS};
+pub use params::{KernelParams, LaunchInputs};
+pub use registry::{generate, PlannedKernel, Registry};
+pub use spec::{parse_target, KernelSpec, TARGETS};

@@ -1,32 +1,37 @@
 //! Launch geometry, validation and naming (no NVRTC needed).
 
-use sparseflow_codegen::{generate, parse_target, KernelFamily, KernelSpec, WORKSPACE_EMPTY};
+use sparseflow_codegen::{generate, parse_target, KernelSpec, Registry, WORKSPACE_EMPTY};
 use sparseflow_core::{DType, EpilogueKind};
+use sparseflow_ir::{target, KernelConfig};
 
-fn spec(family: KernelFamily) -> KernelSpec {
+fn spec(family: &'static str) -> KernelSpec {
     match family {
-        KernelFamily::Sm80 => KernelSpec {
-            family,
+        "sm80" => KernelSpec {
+            config: KernelConfig {
+                family,
+                tile_m: 64,
+                tile_n: 128,
+                tile_k: 64,
+                warps: 4,
+                stages: 3,
+                split_k: 1,
+            },
             dtype: DType::F16,
             epilogue: EpilogueKind::BiasSilu,
-            tile_m: 64,
-            tile_n: 128,
-            tile_k: 64,
-            warps: 4,
-            stages: 3,
-            split_k: 1,
             target: "sm_90a".into(),
         },
-        KernelFamily::Decode => KernelSpec {
-            family,
+        _ => KernelSpec {
+            config: KernelConfig {
+                family,
+                tile_m: 16,
+                tile_n: 64,
+                tile_k: 256,
+                warps: 4,
+                stages: 2,
+                split_k: 4,
+            },
             dtype: DType::BF16,
             epilogue: EpilogueKind::None,
-            tile_m: 16,
-            tile_n: 64,
-            tile_k: 256,
-            warps: 4,
-            stages: 2,
-            split_k: 4,
             target: "sm_80".into(),
         },
     }
@@ -34,9 +39,12 @@ fn spec(family: KernelFamily) -> KernelSpec {
 
 #[test]
 fn sm80_geometry() {
-    let k = generate(&spec(KernelFamily::Sm80)).unwrap();
-    assert_eq!(k.grid(100, 300, 4096), (3, 2, 1));
-    assert_eq!(k.block_threads(), 128);
+    let k = generate(&spec("sm80")).unwrap();
+    let h100 = target("sm_90a").unwrap();
+    let g = k.geometry(100, 300, 4096, h100);
+    assert_eq!(g.grid, (3, 2, 1));
+    assert_eq!(g.block, 128);
+    assert_eq!(g.dynamic_smem, k.smem_bytes());
     assert_eq!(k.smem_bytes(), 3 * (128 * 72 + 64 * 128));
     assert_eq!(k.workspace_bytes(100, 300, 4096), 0);
     assert!(k
@@ -48,9 +56,10 @@ fn sm80_geometry() {
 
 #[test]
 fn decode_geometry() {
-    let k = generate(&spec(KernelFamily::Decode)).unwrap();
-    assert_eq!(k.grid(5, 1000, 4096), (16, 4, 1));
-    assert_eq!(k.grid(20, 1000, 4096), (16, 4, 2));
+    let k = generate(&spec("decode")).unwrap();
+    let a100 = target("sm_80").unwrap();
+    assert_eq!(k.geometry(5, 1000, 4096, a100).grid, (16, 4, 1));
+    assert_eq!(k.geometry(20, 1000, 4096, a100).grid, (16, 4, 2));
     assert_eq!(k.smem_bytes(), 0);
     // 16 output tiles, split 4: three peers hand over a 16x64 fp32 partial each.
     assert_eq!(k.workspace_bytes(5, 1000, 4096), 16 * 3 * 16 * 64 * 4);
@@ -60,21 +69,21 @@ fn decode_geometry() {
             .contains(&format!("#define SF_WS_EMPTY {WORKSPACE_EMPTY:#x}u\n")),
         "SF_WS_EMPTY in kernels/mma_sp.cuh must equal WORKSPACE_EMPTY"
     );
-    let mut s = spec(KernelFamily::Decode);
-    s.split_k = 1;
+    let mut s = spec("decode");
+    s.config.split_k = 1;
     let k1 = generate(&s).unwrap();
     assert_eq!(k1.workspace_bytes(5, 1000, 4096), 0);
 }
 
 #[test]
 fn rejects_unsupported_specs() {
-    let mut s = spec(KernelFamily::Sm80);
-    s.tile_n = 96;
+    let mut s = spec("sm80");
+    s.config.tile_n = 96;
     assert!(generate(&s).unwrap_err().to_string().contains("tile_n"));
-    let mut s = spec(KernelFamily::Decode);
+    let mut s = spec("decode");
     s.dtype = DType::F32;
     assert!(generate(&s).is_err());
-    let mut s = spec(KernelFamily::Decode);
+    let mut s = spec("decode");
     s.target = "sm_75".into();
     assert!(generate(&s)
         .unwrap_err()
@@ -87,10 +96,14 @@ fn rejects_unsupported_specs() {
 #[test]
 fn names_are_unique_across_the_space() {
     let mut names = std::collections::HashSet::new();
-    for family in [KernelFamily::Sm80, KernelFamily::Decode] {
+    let registry = Registry::builtin();
+    for family in registry.families() {
         for dtype in [DType::F16, DType::BF16] {
             for epi in EpilogueKind::all() {
-                for s in KernelSpec::enumerate(family, dtype, epi, "sm_90a") {
+                for s in registry
+                    .enumerate(family.name(), dtype, epi, "sm_90a")
+                    .unwrap()
+                {
                     assert!(names.insert(generate(&s).unwrap().name));
                 }
             }

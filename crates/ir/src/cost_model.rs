@@ -1,4 +1,5 @@
-//! Analytic time estimate of one tile configuration on one target. Only the
+//! Analytic time estimate of a tiled, shared-memory-pipelined kernel (the sm80 family's
+//! model; a family picks it in its `FamilyModel::estimate`). Only the
 //! ranking matters, so the model keeps the first-order effects that decide tiles
 //! on sparse tensor cores:
 //! * occupancy: blocks per SM limited by shared memory, threads and registers;
@@ -11,15 +12,14 @@
 //!
 //! All arithmetic is in f64 so absurd shapes cannot overflow.
 
-use crate::kernel_space::{smem_bytes, GemmShape, TileConfig};
+use crate::family::{Resources, TileChoice};
+use crate::kernel_config::{GemmShape, KernelConfig};
 use crate::targets::Target;
 
 /// DRAM latency the pipeline must cover (ns); sets the bytes needed in flight.
 const DRAM_LATENCY_NS: f64 = 700.0;
 /// L2 → SM bandwidth as a multiple of DRAM bandwidth (Ampere/Hopper are ~3–5×).
 const L2_BW_OVER_DRAM: f64 = 4.0;
-/// Registers per thread beyond the fp32 accumulators (fragments, addresses, loop state).
-const REG_OVERHEAD: f64 = 48.0;
 /// Warps per SM needed to hide MMA and shared-memory latency.
 const WARPS_TO_HIDE_LATENCY: f64 = 8.0;
 /// Fraction of W re-reads (one per extra M tile) that miss L2 when W is large.
@@ -32,47 +32,32 @@ const WAVE_RAMP_US: f64 = 0.5;
 /// Fixed cost of a launch, and of the extra split-K reduction step (µs).
 const LAUNCH_US: f64 = 3.0;
 const SPLIT_K_REDUCE_US: f64 = 1.0;
-/// The sm80 template measured at about half the rate this model predicts on the H100
-/// (crates/codegen/kernels/README.md, 2026-11-25: ~350 TFLOP/s, 34–116 µs at M=64 where the
-/// model said 17–37). Scaling its estimates keeps the within-family order and makes the
-/// decode-vs-sm80 choice for 16 < M <= 64 follow the measurements.
-const SM80_MEASURED_SLOWDOWN: f64 = 2.0;
+/// Registers per thread beyond the fp32 accumulators (fragments, addresses, loop state): the
+/// tiled model's register budget is `tile_m·tile_n / threads + REG_OVERHEAD`.
+pub const REG_OVERHEAD: u32 = 48;
 
-/// A legal candidate with its estimate; lower `est_us` is better.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TileChoice {
-    pub config: TileConfig,
-    pub est_us: f64,
-    pub compute_us: f64,
-    pub dram_us: f64,
-    pub l2_us: f64,
-    pub blocks_per_sm: u32,
-    pub grid: u64,
-    pub waves: f64,
-    pub wave_efficiency: f64,
-}
-
-/// Estimates `cfg` for a concrete `m`; `None` when it cannot run (spills, no
-/// block fits an SM). Family/shape legality is `kernel_space::check`'s job.
-pub fn estimate(
-    cfg: &TileConfig,
+/// Estimates `cfg` (whose block uses `res`) for a concrete `m`; `None` when it cannot run
+/// (spills, no block fits an SM). `measured_slowdown` scales the result by how far the
+/// family's template measured below this model (1.0 = as modelled). Family/shape legality is
+/// `family::check`'s job.
+pub fn estimate_tiled(
+    cfg: &KernelConfig,
+    res: Resources,
     shape: &GemmShape,
     m: u64,
     target: &Target,
+    measured_slowdown: f64,
 ) -> Option<TileChoice> {
-    if cfg.family == crate::kernel_space::DECODE.name {
-        return Some(crate::decode_cost::estimate_decode(cfg, shape, m, target));
-    }
     let el = shape.dtype.size_bytes() as f64;
     let (m, n, k) = (m.max(1) as f64, shape.n as f64, shape.k as f64);
     let (tm, tn, tk) = (cfg.tile_m as f64, cfg.tile_n as f64, cfg.tile_k as f64);
-    let threads = cfg.warps as f64 * 32.0;
+    let threads = res.threads as f64;
 
-    let regs = (tm * tn / threads + REG_OVERHEAD).ceil();
+    let regs = res.regs_per_thread as f64;
     if regs > target.max_regs_per_thread as f64 {
         return None;
     }
-    let smem = smem_bytes(cfg, shape.dtype).max(1) as f64;
+    let smem = res.dynamic_smem.max(1) as f64;
     let by_smem = (target.smem_per_sm as f64 / smem).floor();
     let by_threads = (target.max_threads_per_sm as f64 / threads).floor();
     let by_regs = (target.regs_per_sm as f64 / (regs * threads)).floor();
@@ -146,7 +131,7 @@ pub fn estimate(
     if cfg.split_k > 1 {
         est_us += SPLIT_K_REDUCE_US;
     }
-    est_us *= SM80_MEASURED_SLOWDOWN;
+    est_us *= measured_slowdown;
     Some(TileChoice {
         config: *cfg,
         est_us,

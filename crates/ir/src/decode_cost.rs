@@ -1,4 +1,5 @@
-//! Time estimate of the `decode` family (small M; M > 16 runs as grid.z token tiles): a
+//! Time estimate of a weight-streaming split-K kernel (the `decode` family's model, chosen in
+//! its `FamilyModel::estimate`; small M, M > 16 runs as grid.z token tiles): a
 //! weight-streaming kernel whose time is
 //! `launch + fill + W bytes / (DRAM bandwidth × efficiency) + split-K reduction`.
 //!
@@ -24,8 +25,8 @@
 //!   model under-rates since this protocol is the gain of more, smaller CTAs (tile_n 16, split
 //!   8-16 measure 1-4% faster than its picks; tests/decode_calibration.rs bounds the loss).
 
-use crate::cost_model::TileChoice;
-use crate::kernel_space::{GemmShape, TileConfig};
+use crate::family::TileChoice;
+use crate::kernel_config::{GemmShape, KernelConfig};
 use crate::targets::Target;
 
 const FIXED_US: f64 = 2.5;
@@ -53,8 +54,23 @@ const L2_LEAK: f64 = 0.07;
 /// Share of time lost to the busiest SM holding one CTA more than the average.
 const IMBALANCE_WEIGHT: f64 = 0.1;
 
-pub(crate) fn estimate_decode(
-    cfg: &TileConfig,
+/// Register ring words per lane: the A fragments and metadata of `stages` K pairs (X goes
+/// through a shared-memory ring; kernels/README.md).
+fn ring_words(cfg: &KernelConfig) -> f64 {
+    cfg.stages as f64 * (cfg.tile_n as f64 / 16.0 * 9.0)
+}
+
+/// Registers per thread of the streaming kernel: base + ring + fp32 accumulators.
+pub fn streaming_regs(cfg: &KernelConfig) -> u32 {
+    let (tm, tn) = (cfg.tile_m as f64, cfg.tile_n as f64);
+    (BASE_REGS + ring_words(cfg) + tn / 16.0 * (tm / 8.0) * 4.0).ceil() as u32
+}
+
+/// Estimates a weight-streaming configuration for a concrete `m` (grid = `grid` blocks,
+/// `regs_per_thread` from [`streaming_regs`]).
+pub fn estimate_streaming(
+    cfg: &KernelConfig,
+    regs_per_thread: u32,
     shape: &GemmShape,
     m: u64,
     target: &Target,
@@ -68,9 +84,7 @@ pub(crate) fn estimate_decode(
     let grid = (n / tn).ceil() * split * (m / tm).ceil();
     // (m / tm).ceil() token tiles run as grid.z.
     let per_sm = grid / sms;
-    // Register ring per lane (kernels/README.md): A fragments and metadata per stage (X goes
-    // through a shared-memory ring).
-    let ring_words = stages * (tn / 16.0 * 9.0);
+    let ring_words = ring_words(cfg);
     let ring_issue = (RING_WORDS_IN_FLIGHT / ring_words).min(1.0);
     let in_flight = per_sm * warps * stages * (tn / 16.0) * PAIR_BYTES_PER_16_ROWS * ring_issue;
     let needed = target.dram_bw * LOADED_LATENCY_S / sms;
@@ -89,7 +103,7 @@ pub(crate) fn estimate_decode(
     };
     let io_bytes = m * k * el + m * n * el;
     // Resident CTAs per SM from the register estimate; warps actually on an SM.
-    let regs = BASE_REGS + ring_words + tn / 16.0 * (tm / 8.0) * 4.0;
+    let regs = regs_per_thread as f64;
     let resident = (target.regs_per_sm as f64 / (regs * warps * 32.0))
         .floor()
         .clamp(1.0, target.max_blocks_per_sm as f64);

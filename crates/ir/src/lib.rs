@@ -6,18 +6,23 @@
 //!   [`Type`], [`Attrs`], built only through [`FunctionBuilder`];
 //! * text: [`parse_module`] / [`print_module`] (round-trip exactly);
 //! * [`verify_module`]: all errors with op and line:col;
-//! * [`PassManager`] and the passes in [`passes`]; targets in [`targets`], the
-//!   kernel configuration contract with codegen in [`kernel_space`];
-//! * [`plan_layer`]: the runtime's one call per layer shape.
+//! * [`PassManager`] and the passes in [`passes`]; targets in [`targets`] (presets and
+//!   [`Target::for_device`]);
+//! * [`KernelConfig`] (family + tiles: what the IR attributes, plans, codegen and the
+//!   runtime hold) and [`FamilyModel`], what selection knows of a kernel family. The families
+//!   themselves and their registry are `sparseflow_codegen`'s; selection takes them as a
+//!   [`Families`] slice;
+//! * [`plan_layer`]: the one call from (layer, M, target, families) to a kernel config.
 
 pub mod attrs;
 pub mod builder;
 pub mod cost_model;
 mod cursor;
-mod decode_cost;
+pub mod decode_cost;
 pub mod error;
+pub mod family;
 pub mod function;
-pub mod kernel_space;
+pub mod kernel_config;
 pub mod ops;
 pub mod parse;
 mod parse_type;
@@ -29,20 +34,21 @@ pub mod select;
 pub mod targets;
 pub mod types;
 pub mod verify;
+mod verify_ctx;
 mod verify_gemm;
 
 pub use attrs::{Attr, Attrs};
 pub use builder::FunctionBuilder;
-pub use cost_model::TileChoice;
 pub use error::{Diagnostic, IrError, Loc};
+pub use family::{Eligibility, Families, FamilyModel, Resources, TileChoice};
 pub use function::{Function, Inst, InstData, Module, Value, ValueData, ValueDef};
-pub use kernel_space::{FamilySpace, GemmShape, TileConfig};
+pub use kernel_config::{ConfigSpace, GemmShape, KernelConfig};
 pub use ops::Opcode;
 pub use parse::{parse_module, parse_module_bytes};
 pub use pass::{PassContext, PassManager};
-pub use plan::{plan_layer, LayerPlan};
+pub use plan::{plan_layer, LayerPlan, LayerProblem};
 pub use print::{print_function, print_module};
 pub use select::{m_bucket, select_for_m};
-pub use targets::{target, Target, TARGETS};
+pub use targets::{target, DeviceFacts, Target, TARGETS};
 pub use types::{check_dim, Dim, Type, MAX_DIM};
 pub use verify::{verify_module, VerifyOptions};

@@ -5,14 +5,19 @@
 use sparseflow_core::EpilogueSpec;
 
 use crate::error::IrError;
+use crate::family::Families;
 use crate::function::Module;
 use crate::passes::{PassInfo, PASSES};
 use crate::targets::Target;
 use crate::verify::{verify_module, VerifyOptions};
 
-/// What passes may read (target, epilogue table) and write (explanations).
+/// What passes may read (target, kernel families, epilogue table) and write (explanations).
 pub struct PassContext<'a> {
     pub target: Option<&'a Target>,
+    /// The registered kernel families (`sparseflow_codegen::Registry::models`); empty =
+    /// select-tiles has nothing to choose from and the verifier checks tile attributes only
+    /// for form.
+    pub families: &'a Families<'a>,
     pub epilogues: &'a [EpilogueSpec],
     /// When true, passes append human-readable reasoning to `notes` (`--explain`).
     pub explain: bool,
@@ -23,15 +28,22 @@ impl<'a> PassContext<'a> {
     pub fn new(target: Option<&'a Target>) -> Self {
         PassContext {
             target,
+            families: &[],
             epilogues: sparseflow_core::EPILOGUES,
             explain: false,
             notes: Vec::new(),
         }
     }
 
+    /// The same context choosing among `families`.
+    pub fn with_families(self, families: &'a Families<'a>) -> Self {
+        PassContext { families, ..self }
+    }
+
     pub fn verify_options(&self) -> VerifyOptions<'a> {
         VerifyOptions {
             target: self.target,
+            families: (!self.families.is_empty()).then_some(self.families),
             epilogues: self.epilogues,
         }
     }

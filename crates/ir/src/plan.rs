@@ -7,58 +7,65 @@
 
 use sparseflow_core::{DType, EpilogueKind};
 
-use crate::attrs::Attr;
 use crate::builder::FunctionBuilder;
 use crate::error::IrError;
+use crate::family::{find, Families};
 use crate::function::Module;
+use crate::kernel_config::KernelConfig;
 use crate::ops::Opcode;
 use crate::pass::{PassContext, PassManager};
 use crate::print::print_module;
-use crate::targets::target as lookup_target;
+use crate::select::m_bucket;
+use crate::targets::Target;
 use crate::types::{check_dim, Dim, Type, MAX_DIM};
 
-/// The kernel decision for one layer shape.
+/// One layer call: `Y[m×n] = epilogue(X[m×k] · Wᵀ [+ b])`, M the actual token count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerProblem {
+    pub m: u64,
+    pub n: u64,
+    pub k: u64,
+    pub dtype: DType,
+    pub epilogue: EpilogueKind,
+}
+
+/// The kernel decision for one layer shape and M bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerPlan {
-    pub family: String,
+    pub config: KernelConfig,
     pub epilogue: EpilogueKind,
-    pub tile_m: u32,
-    pub tile_n: u32,
-    pub tile_k: u32,
-    pub warps: u32,
-    pub stages: u32,
-    pub split_k: u32,
+    /// The M the plan was made for ([`m_bucket`] of the problem's M).
+    pub bucket_m: u64,
     /// The optimized IR, for logs and `SPARSEFLOW_DUMP`-style debugging.
     pub ir_text: String,
 }
 
 pub const PLAN_PIPELINE: &str = "fuse-epilogue,select-tiles,canonicalize";
 
-/// Plans `Y[m×n] = epilogue(X[m×k] · Wᵀ [+ b])` on `target` (e.g. `"sm_90a"`).
+/// Plans `p` on `target` among `families`: M is planned at its bucket ([`m_bucket`]), so two
+/// calls whose M share a bucket get the same kernel, whoever calls.
 pub fn plan_layer(
-    m: usize,
-    n: usize,
-    k: usize,
-    dtype: DType,
-    epilogue: EpilogueKind,
-    target: &str,
+    p: &LayerProblem,
+    target: &Target,
+    families: &Families<'_>,
 ) -> Result<LayerPlan, IrError> {
-    let t = lookup_target(target)?;
-    if m == 0 || n == 0 || k == 0 {
+    let LayerProblem {
+        n,
+        k,
+        dtype,
+        epilogue,
+        ..
+    } = *p;
+    if p.m == 0 || n == 0 || k == 0 {
         return Err(IrError::Plan(format!(
-            "plan_layer: dimensions must be >= 1, got M={m} N={n} K={k}"
+            "plan_layer: dimensions must be >= 1, got M={} N={n} K={k}",
+            p.m
         )));
     }
-    let (m, n, k) = (m as u64, n as u64, k as u64);
-    // M may be the runtime's bucket: the next power of two of an M <= MAX_DIM, so up to
-    // MAX_DIM + 1. The tiles chosen for MAX_DIM serve it; a larger M is refused.
-    let max_bucket = MAX_DIM + 1;
-    if m > max_bucket {
-        return Err(IrError::Plan(format!(
-            "plan_layer: M = {m} exceeds the kernels' 32-bit limit of {MAX_DIM} (i32::MAX); split the batch"
-        )));
-    }
-    let m = m.min(MAX_DIM);
+    let bucket_m = m_bucket(p.m)?;
+    // The bucket of an M <= MAX_DIM may be MAX_DIM + 1 (2^31): the tiles chosen for MAX_DIM
+    // serve it.
+    let m = bucket_m.min(MAX_DIM);
     for (name, value) in [("N", n), ("K", k)] {
         check_dim(name, value).map_err(|why| IrError::Plan(format!("plan_layer: {why}")))?;
     }
@@ -78,7 +85,7 @@ pub fn plan_layer(
         functions: vec![b.ret(&[y])],
     };
 
-    let mut cx = PassContext::new(Some(t));
+    let mut cx = PassContext::new(Some(target)).with_families(families);
     PassManager::parse_pipeline(PLAN_PIPELINE)?.run(&mut module, &mut cx)?;
 
     let f = &module.functions[0];
@@ -90,14 +97,12 @@ pub fn plan_layer(
         )));
     };
     let attrs = &f.inst(inst).attrs;
-    let int = |key: &str| {
-        attrs
-            .get(key)
-            .and_then(Attr::as_int)
-            .and_then(|v| u32::try_from(v).ok())
-            .ok_or_else(|| IrError::Plan(format!("plan_layer: fused op lacks '{key}'")))
-    };
-    let name = attrs.get("epilogue").and_then(Attr::as_str).unwrap_or("");
+    let config = KernelConfig::read_attrs(attrs, |name| find(families, name).map(|f| f.name()))
+        .map_err(|why| IrError::Plan(format!("plan_layer: fused op: {why}")))?;
+    let name = attrs
+        .get("epilogue")
+        .and_then(crate::attrs::Attr::as_str)
+        .unwrap_or("");
     let fused_kind = EpilogueKind::from_name(name).map_err(|e| IrError::Plan(e.to_string()))?;
     if fused_kind != epilogue {
         return Err(IrError::Plan(format!(
@@ -106,18 +111,9 @@ pub fn plan_layer(
         )));
     }
     Ok(LayerPlan {
-        family: attrs
-            .get("family")
-            .and_then(Attr::as_str)
-            .unwrap_or("")
-            .to_string(),
+        config,
         epilogue,
-        tile_m: int("tile_m")?,
-        tile_n: int("tile_n")?,
-        tile_k: int("tile_k")?,
-        warps: int("warps")?,
-        stages: int("stages")?,
-        split_k: int("split_k")?,
+        bucket_m,
         ir_text: print_module(&module),
     })
 }

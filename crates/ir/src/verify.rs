@@ -5,37 +5,15 @@
 
 use std::collections::HashSet;
 
-use sparseflow_core::EpilogueSpec;
-
 use crate::error::{Diagnostic, IrError};
-use crate::function::{Function, Inst, InstData, Module, Value, ValueDef};
+use crate::function::{Function, Inst, Module, Value, ValueDef};
 use crate::ops::Opcode;
-use crate::targets::Target;
 use crate::types::Type;
+use crate::verify_ctx::Ctx;
 use crate::verify_gemm::verify_gemm;
 
-/// What the verifier checks against.
-#[derive(Clone, Copy)]
-pub struct VerifyOptions<'a> {
-    /// Tile attributes are checked against this target's limits when given.
-    pub target: Option<&'a Target>,
-    /// The epilogue table `epilogue` attributes must name an entry of.
-    pub epilogues: &'a [EpilogueSpec],
-}
-
-impl Default for VerifyOptions<'static> {
-    fn default() -> Self {
-        VerifyOptions {
-            target: None,
-            epilogues: sparseflow_core::EPILOGUES,
-        }
-    }
-}
-
-/// The tile attribute names of `fused_sparse_gemm`, in printing order.
-pub const TILE_ATTRS: [&str; 7] = [
-    "family", "tile_m", "tile_n", "tile_k", "warps", "stages", "split_k",
-];
+pub use crate::kernel_config::TILE_ATTRS;
+pub use crate::verify_ctx::VerifyOptions;
 
 pub fn verify_module(module: &Module, opts: &VerifyOptions<'_>) -> Result<(), IrError> {
     let mut diags = Vec::new();
@@ -61,34 +39,6 @@ fn func_diag(f: &Function, message: String) -> Diagnostic {
         loc: f.loc,
         op: "func.func".into(),
         message,
-    }
-}
-
-pub(crate) struct Ctx<'f, 'd> {
-    pub(crate) func: &'f Function,
-    pub(crate) inst: &'f InstData,
-    pub(crate) diags: &'d mut Vec<Diagnostic>,
-}
-
-impl Ctx<'_, '_> {
-    pub(crate) fn err(&mut self, message: impl Into<String>) {
-        self.diags.push(Diagnostic {
-            loc: self.inst.loc,
-            op: self.inst.op.name().into(),
-            message: message.into(),
-        });
-    }
-
-    pub(crate) fn ty(&self, v: Value) -> Option<&Type> {
-        self.func.values.get(v.0 as usize).map(|d| &d.ty)
-    }
-
-    pub(crate) fn operand_ty(&self, i: usize) -> Option<&Type> {
-        self.inst.operands.get(i).and_then(|&v| self.ty(v))
-    }
-
-    pub(crate) fn result_ty(&self) -> Option<&Type> {
-        self.inst.result.and_then(|v| self.ty(v))
     }
 }
 

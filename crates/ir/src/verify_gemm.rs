@@ -2,10 +2,12 @@
 //! GEMM convention of docs/FORMAT.md, epilogue names from the table, and tile attributes
 //! legal for the kernel space and the target.
 
-use crate::kernel_space::{check, GemmShape, TileConfig};
+use crate::attrs::Attr;
+use crate::family::{check, find, names};
+use crate::kernel_config::{GemmShape, KernelConfig, TILE_ATTRS};
 use crate::ops::Opcode;
 use crate::types::{check_dim, Dim, Type};
-use crate::verify::{Ctx, VerifyOptions, TILE_ATTRS};
+use crate::verify_ctx::{Ctx, VerifyOptions};
 
 pub(crate) fn verify_gemm(cx: &mut Ctx<'_, '_>, opts: &VerifyOptions<'_>) {
     let fused = cx.inst.op == Opcode::FusedSparseGemm;
@@ -151,49 +153,30 @@ fn verify_tiles(cx: &mut Ctx<'_, '_>, shape: GemmShape, opts: &VerifyOptions<'_>
             missing.join(", ")
         ));
     }
-    let int = |key: &str| {
-        attrs
-            .get(key)
-            .and_then(|a| a.as_int())
-            .and_then(|v| u32::try_from(v).ok())
+    let form_ok = attrs.get("family").and_then(Attr::as_str).is_some()
+        && TILE_ATTRS[1..].iter().all(|key| {
+            attrs
+                .get(key)
+                .and_then(Attr::as_int)
+                .is_some_and(|v| u32::try_from(v).is_ok())
+        });
+    let families = opts.families.unwrap_or(&[]);
+    let known = match opts.families {
+        Some(f) => format!("one of {}", names(f)),
+        None => "a string".into(),
     };
-    let family = attrs
-        .get("family")
-        .and_then(|a| a.as_str())
-        .and_then(crate::kernel_space::family);
-    let (
-        Some(fam),
-        Some(tile_m),
-        Some(tile_n),
-        Some(tile_k),
-        Some(warps),
-        Some(stages),
-        Some(split_k),
-    ) = (
-        family,
-        int("tile_m"),
-        int("tile_n"),
-        int("tile_k"),
-        int("warps"),
-        int("stages"),
-        int("split_k"),
-    )
-    else {
+    let cfg = match opts.families {
+        // Without the registry only the form can be checked.
+        None if form_ok => return,
+        _ if !form_ok => Err(String::new()),
+        _ => KernelConfig::read_attrs(attrs, |name| find(families, name).map(|f| f.name())),
+    };
+    let Ok(cfg) = cfg else {
         return cx.err(format!(
-            "tile attributes need family = one of {} and non-negative integer tile_m/tile_n/tile_k/warps/stages/split_k",
-            crate::kernel_space::family_names()
+            "tile attributes need family = {known} and non-negative integer tile_m/tile_n/tile_k/warps/stages/split_k"
         ));
     };
-    let cfg = TileConfig {
-        family: fam.name,
-        tile_m,
-        tile_n,
-        tile_k,
-        warps,
-        stages,
-        split_k,
-    };
-    if let Err(why) = check(&cfg, &shape, opts.target) {
+    if let Err(why) = check(families, &cfg, &shape, opts.target) {
         cx.err(format!("illegal tile configuration: {why}"));
     }
 }

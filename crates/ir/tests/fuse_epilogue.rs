@@ -146,8 +146,8 @@ fn extended_table_entry_is_matched_without_changing_the_pass() {
     );
     assert!(!out.contains("arith."), "{out}");
     let opts = VerifyOptions {
-        target: None,
         epilogues: &table,
+        ..VerifyOptions::default()
     };
     verify_module(&m, &opts).unwrap();
 }

@@ -12,12 +12,15 @@
 //! (`cargo test -p sparseflow-ir --test fuzz_parser -- --nocapture`) and docs/RELIABILITY.md.
 //! A longer run of the same sequence: `SPARSEFLOW_FUZZ_INPUTS=50000 SPARSEFLOW_FUZZ_SECONDS=120`.
 
+mod common;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::FAMILIES;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sparseflow_ir::{
@@ -302,7 +305,7 @@ fn exercise(bytes: &[u8], target: usize) -> Result<Outcome, String> {
             return Ok(Outcome::ParseError);
         }
     };
-    let mut cx = PassContext::new(Some(&TARGETS[target % TARGETS.len()]));
+    let mut cx = PassContext::new(Some(&TARGETS[target % TARGETS.len()])).with_families(FAMILIES);
     cx.explain = true;
     let pipeline = PassManager::parse_pipeline("fuse-epilogue,select-tiles,canonicalize")
         .map_err(|e| e.to_string())?;

@@ -16,6 +16,7 @@ fn verify_errs(text: &str, target_name: Option<&str>) -> Vec<String> {
     let m = parse_module(text).unwrap_or_else(|e| panic!("{e}"));
     let opts = VerifyOptions {
         target: target_name.map(|t| target(t).unwrap()),
+        families: Some(FAMILIES),
         ..VerifyOptions::default()
     };
     match verify_module(&m, &opts) {
@@ -106,7 +107,7 @@ fn tile_attributes_are_checked_against_space_and_target() {
             "  %0 = sparseflow.fused_sparse_gemm %x, %w {{epilogue = \"none\"{attrs}}} : (tensor<?x64xf16>, !sparseflow.sparse24<32x64xf16>) -> {T}\n  return %0 : {T}\n"
         ))
     };
-    let ok = ", family = \"sm80\", tile_m = 128, tile_n = 128, tile_k = 64, warps = 8, stages = 4, split_k = 1";
+    let ok = ", family = \"tiled\", tile_m = 128, tile_n = 128, tile_k = 64, warps = 8, stages = 4, split_k = 1";
     assert!(verify_errs(&fused(ok), Some("sm_90a")).is_empty());
     // 4 stages of 128x128x64 need 100 KiB: fine on H100, too much on sm_86.
     let errs = verify_errs(&fused(ok), Some("sm_86"));
@@ -118,7 +119,7 @@ fn tile_attributes_are_checked_against_space_and_target() {
     let errs = verify_errs(&fused(&ok.replace("tile_n = 128", "tile_n = 96")), None);
     assert!(
         errs.iter()
-            .any(|e| e.contains("tile_n = 96 is not supported by family 'sm80'")),
+            .any(|e| e.contains("tile_n = 96 is not supported by family 'tiled'")),
         "{errs:?}"
     );
     let errs = verify_errs(&fused(", tile_m = 128"), None);
@@ -127,12 +128,14 @@ fn tile_attributes_are_checked_against_space_and_target() {
             .any(|e| e.contains("all-or-nothing; missing family")),
         "{errs:?}"
     );
-    let errs = verify_errs(&fused(&ok.replace("\"sm80\"", "\"sm70\"")), None);
+    let errs = verify_errs(&fused(&ok.replace("\"tiled\"", "\"sm70\"")), None);
     assert!(
-        errs.iter()
-            .any(|e| e.contains("family = one of sm80, decode")),
+        errs.iter().any(|e| e.contains("family = one of tiled")),
         "{errs:?}"
     );
+    // Without the registry the IR checks the tile attributes' form only.
+    let m = parse_module(&fused(&ok.replace("\"tiled\"", "\"sm70\""))).unwrap();
+    verify_module(&m, &VerifyOptions::default()).unwrap();
 }
 
 #[test]
@@ -171,6 +174,6 @@ fn unknown_target_lists_known_ones() {
     let err = target("sm_75").unwrap_err().to_string();
     assert_eq!(
         err,
-        "unknown target 'sm_75'; known targets: sm_80, sm_86, sm_89, sm_90a"
+        "unknown target 'sm_75'; known targets: sm_80, sm_86, sm_89, sm_90a, h200"
     );
 }

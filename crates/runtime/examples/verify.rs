@@ -26,7 +26,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde_json::{json, Value};
 use sparseflow_core::{prune_magnitude, DType, Element, EpilogueKind, Sparse24};
-use sparseflow_runtime::{bucket, Context, Device, DeviceBuffer, RuntimeError, SparseGemm};
+use sparseflow_runtime::{Context, Device, DeviceBuffer, RuntimeError, SparseGemm};
 
 const MS: &[usize] = &[1, 2, 7, 16, 33, 64, 127, 256, 1000, 4096];
 const SHAPES: &[(usize, usize)] = &[
@@ -247,7 +247,7 @@ fn run_matrix<T: Element>(
                 let ok = bad == 0 && nonfinite == 0;
                 let row = json!({
                     "dtype": T::DTYPE.ir_name(), "n": n, "k": k, "m": m, "epilogue": epi.name(),
-                    "family": info.family, "kernel": info.name, "split_k": info.split_k,
+                    "family": info.config.family, "kernel": info.name, "split_k": info.config.split_k,
                     "checked": checked, "bad": bad, "nonfinite": nonfinite,
                     "max_err_over_tol": if worst.is_finite() { json!(worst) } else { json!("inf") },
                     "first_failure": first, "ok": ok,
@@ -454,26 +454,33 @@ fn run_errors(ctx: &Context, t: &mut Tally) -> Value {
 fn precompile(dir: &str) {
     std::env::set_var("SPARSEFLOW_CACHE_DIR", dir);
     let compiler = sparseflow_codegen::Compiler::new().expect("NVRTC");
-    let target = "sm_90a";
+    // The GPU machine's preset: the runtime there plans with the H200's own numbers.
+    let target = sparseflow_ir::target("h200").expect("preset");
+    let registry = sparseflow_codegen::Registry::builtin();
     let mut specs = BTreeSet::new();
     for dtype in [DType::F16, DType::BF16] {
         for &(n, k) in SHAPES {
             for epi in EpilogueKind::all() {
                 for &m in MS.iter().chain(&[128, 1000, 2]) {
-                    let p = sparseflow_ir::plan_layer(bucket(m).unwrap(), n, k, dtype, epi, target)
-                        .expect("plan");
-                    let spec = sparseflow_codegen::KernelSpec::from_plan(&p, dtype, target)
-                        .expect("kernel spec");
+                    let problem = sparseflow_ir::LayerProblem {
+                        m: m as u64,
+                        n: n as u64,
+                        k: k as u64,
+                        dtype,
+                        epilogue: epi,
+                    };
+                    let spec = registry.plan(&problem, target).expect("plan").spec;
                     specs.insert(sparseflow_codegen::kernel_name(&spec));
-                    let gk = sparseflow_codegen::generate(&spec).expect("generate");
+                    let gk = registry.generate(&spec).expect("generate");
                     compiler.compile(&gk).expect("compile");
                 }
             }
         }
     }
     println!(
-        "precompiled {} kernels for {target} into {dir}",
-        specs.len()
+        "precompiled {} kernels for {} into {dir}",
+        specs.len(),
+        target.name
     );
 }
 

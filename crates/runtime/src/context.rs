@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use cudarc::driver::{sys, CudaContext, CudaStream};
+use sparseflow_ir::{DeviceFacts, Target};
 
 use crate::error::{Result, RuntimeError};
 use crate::kernels::KernelCache;
@@ -50,23 +51,17 @@ pub struct DeviceInfo {
     pub l2_bytes: u32,
 }
 
-/// Maps a compute capability to the code generator's target name. Hopper gets the
-/// arch-specific `sm_90a` (its cubins run only on 9.0; `wgmma.sp` needs it).
-pub fn target_for(major: u32, minor: u32) -> String {
-    match (major, minor) {
-        (8, 0) => "sm_80".into(),
-        // sm_87 (Orin) runs sm_86-class code only from PTX; the sm_86 cubin is the closest.
-        (8, 6) | (8, 7) => "sm_86".into(),
-        (8, 9) => "sm_89".into(),
-        (9, 0) => "sm_90a".into(),
-        (ma, mi) => format!("sm_{ma}{mi}"),
-    }
-}
+/// Maps a compute capability to the code generator's target name (`sparseflow_ir`'s
+/// `arch_for`, the one mapping).
+pub use sparseflow_ir::targets::arch_for as target_for;
 
 pub(crate) struct GpuState {
     pub(crate) ctx: Arc<CudaContext>,
     pub(crate) stream: Arc<CudaStream>,
     pub(crate) info: DeviceInfo,
+    /// What planning knows of this GPU (`Target::for_device`): its own SM count, L2, shared
+    /// memory and registers, bandwidth from the matching preset.
+    pub(crate) target: Target,
     pub(crate) kernels: KernelCache,
     pub(crate) workspaces: WorkspacePool,
     /// Private non-blocking stream for weight and bias uploads.
@@ -237,6 +232,11 @@ impl Context {
         }
     }
 
+    /// The planning target of this GPU (None on the CPU backend).
+    pub fn target(&self) -> Option<&Target> {
+        self.gpu().map(|g| &g.target)
+    }
+
     pub(crate) fn gpu(&self) -> Option<&GpuState> {
         match &self.inner.backend {
             Backend::Gpu(g) => Some(g),
@@ -279,18 +279,29 @@ fn open_gpu(index: usize) -> Result<GpuState> {
     if major < 8 {
         return Err(RuntimeError::ArchTooOld { major, minor, name });
     }
+    let target = Target::for_device(&DeviceFacts {
+        name: name.clone(),
+        compute_capability: (major, minor),
+        sm_count: attr(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
+        smem_per_sm: attr(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR)?,
+        max_smem_per_block: attr(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?,
+        regs_per_sm: attr(CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_MULTIPROCESSOR)?,
+        max_threads_per_sm: attr(CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR)?,
+        max_blocks_per_sm: attr(CU_DEVICE_ATTRIBUTE_MAX_BLOCKS_PER_MULTIPROCESSOR)?,
+        l2_bytes: u64::from(attr(CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)?),
+    });
     let info = DeviceInfo {
         device: Device::Cuda(index),
         name,
         compute_capability: (major, minor),
-        target: target_for(major, minor),
-        sm_count: attr(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
+        target: target.arch.to_string(),
+        sm_count: target.sm_count,
         driver_version: launch::driver_version()?,
         total_memory_bytes: ctx
             .total_mem()
             .map_err(|e| RuntimeError::cuda("cuDeviceTotalMem", e))?,
-        max_smem_per_block: attr(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?,
-        l2_bytes: attr(CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)?,
+        max_smem_per_block: target.max_smem_per_block,
+        l2_bytes: target.l2_bytes as u32,
     };
     let stream = ctx.default_stream();
     let aux = launch::OwnedStream::new(&ctx)?;
@@ -302,5 +313,6 @@ fn open_gpu(index: usize) -> Result<GpuState> {
         ctx,
         stream,
         info,
+        target,
     })
 }

@@ -2,83 +2,22 @@
 //! The same API on both backends: the CPU backend computes with `sparseflow_core`'s reference
 //! GEMM; the GPU backend plans, compiles and launches generated kernels (gpu_layer.rs).
 
-use std::any::Any;
 use std::ffi::c_void;
 use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
-use sparseflow_core::alloc::{try_copy, try_filled};
+use sparseflow_core::alloc::try_filled;
 use sparseflow_core::format::{meta_bytes_per_row, VALID_META_CODES};
 use sparseflow_core::{CoreError, DType, Element, EpilogueKind, Sparse24};
 use sparseflow_ir::LayerPlan;
 
 use crate::context::Context;
+use crate::cpu_layer::{self, CpuLayer};
 use crate::error::{Result, RuntimeError};
 use crate::gpu_layer::GpuLayer;
 use crate::launch;
-
-/// What uploading the weight to the GPU cost, per kernel family.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct UploadReport {
-    /// One entry per family uploaded so far (families are uploaded on first use).
-    pub families: Vec<FamilyUpload>,
-    /// Bias bytes on the device.
-    pub bias_bytes: usize,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct FamilyUpload {
-    /// `"sm80"` or `"decode"`.
-    pub family: String,
-    pub values_bytes: usize,
-    pub meta_bytes: usize,
-    pub k_padded: usize,
-    /// CPU time to re-order the weight into the family's layout.
-    pub layout_ms: f64,
-    /// Allocation + host-to-device copy time.
-    pub copy_ms: f64,
-    /// Set when this family's layout is byte-identical to another's and shares its buffers
-    /// (no extra device memory).
-    pub shared_with: Option<String>,
-}
-
-impl UploadReport {
-    /// Device bytes held by the weight (shared layouts counted once) and bias.
-    pub fn device_bytes(&self) -> usize {
-        self.bias_bytes
-            + self
-                .families
-                .iter()
-                .filter(|f| f.shared_with.is_none())
-                .map(|f| f.values_bytes + f.meta_bytes)
-                .sum::<usize>()
-    }
-}
-
-/// The kernel one M launches: what the compiler chose and what it cost to get it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KernelInfo {
-    pub name: String,
-    /// `"sm80"` or `"decode"`.
-    pub family: String,
-    pub tile_m: u32,
-    pub tile_n: u32,
-    pub tile_k: u32,
-    pub warps: u32,
-    pub stages: u32,
-    pub split_k: u32,
-    pub target: String,
-    pub grid: (u32, u32, u32),
-    pub block_threads: u32,
-    pub smem_bytes: u32,
-    pub workspace_bytes: usize,
-    /// The cubin came from codegen's disk cache.
-    pub from_disk_cache: bool,
-    /// NVRTC time (0 when from the disk cache).
-    pub compile_ms: f64,
-    /// cuModuleLoadData time.
-    pub load_ms: f64,
-}
+use crate::plan;
+use crate::report::{KernelInfo, UploadReport};
 
 /// A 2:4 sparse linear layer on a context. `Send + Sync`: share one across threads.
 ///
@@ -90,10 +29,13 @@ pub struct SparseGemm {
     k: usize,
     dtype: DType,
     epilogue: EpilogueKind,
-    /// `Sparse24<T>` and `Option<Vec<T>>` bias, type-erased (the CPU backend computes with them).
-    host_weight: Option<Arc<dyn Any + Send + Sync>>,
-    host_bias: Option<Arc<dyn Any + Send + Sync>>,
-    gpu: Option<GpuLayer>,
+    backend: Backend,
+}
+
+/// Where a layer computes: exactly one of the two.
+enum Backend {
+    Cpu(Box<dyn CpuLayer>),
+    Gpu(GpuLayer),
 }
 
 impl std::fmt::Debug for SparseGemm {
@@ -149,25 +91,7 @@ fn check_weight<T: Element>(w: &Sparse24<T>) -> Result<()> {
 }
 
 fn check_bias<T>(bias: Option<&[T]>, n: usize, epilogue: EpilogueKind) -> Result<()> {
-    match (epilogue.uses_bias(), bias) {
-        (true, None) => Err(CoreError::BiasMismatch {
-            epilogue: epilogue.name(),
-            problem: "needs a bias vector of length N, but none was given",
-        }
-        .into()),
-        (false, Some(_)) => Err(CoreError::BiasMismatch {
-            epilogue: epilogue.name(),
-            problem: "takes no bias, but one was given (use a bias_* epilogue)",
-        }
-        .into()),
-        (true, Some(b)) if b.len() != n => Err(CoreError::LengthMismatch {
-            what: "bias [N]",
-            expected: n,
-            got: b.len(),
-        }
-        .into()),
-        _ => Ok(()),
-    }
+    Ok(epilogue.check_bias(bias.map(<[T]>::len), n)?)
 }
 
 impl SparseGemm {
@@ -195,20 +119,10 @@ impl SparseGemm {
                 weight.n, weight.k
             )));
         }
-        // Caller-sized copies: a refused allocation is an error, not an abort.
-        let host_weight: Arc<dyn Any + Send + Sync> = Arc::new(Sparse24 {
-            n: weight.n,
-            k: weight.k,
-            values: try_copy(&weight.values, "weight values")?,
-            meta: try_copy(&weight.meta, "weight metadata")?,
-        });
-        let host_bias: Option<Arc<dyn Any + Send + Sync>> = match bias {
-            Some(b) => Some(Arc::new(try_copy(b, "bias")?)),
-            None => None,
-        };
-        let gpu = match ctx.gpu() {
-            Some(g) => Some(GpuLayer::new(g, weight, bias)?),
-            None => None,
+        // The GPU layer keeps its own host copy only until the weight is uploaded.
+        let backend = match ctx.gpu() {
+            Some(g) => Backend::Gpu(GpuLayer::new(g, weight, bias, epilogue)?),
+            None => Backend::Cpu(cpu_layer::new(weight, bias, epilogue)?),
         };
         Ok(SparseGemm {
             ctx: ctx.clone(),
@@ -216,15 +130,27 @@ impl SparseGemm {
             k: weight.k,
             dtype: T::DTYPE,
             epilogue,
-            // The GPU layer keeps its own host copy only until every family is uploaded.
-            host_weight: if gpu.is_some() {
-                None
-            } else {
-                Some(host_weight)
-            },
-            host_bias: if gpu.is_some() { None } else { host_bias },
-            gpu,
+            backend,
         })
+    }
+
+    /// A GPU layer built elsewhere in the crate (weights.rs adopts caller-owned buffers).
+    pub(crate) fn with_gpu_layer(
+        ctx: &Context,
+        n: usize,
+        k: usize,
+        dtype: DType,
+        epilogue: EpilogueKind,
+        gpu: GpuLayer,
+    ) -> Self {
+        SparseGemm {
+            ctx: ctx.clone(),
+            n,
+            k,
+            dtype,
+            epilogue,
+            backend: Backend::Gpu(gpu),
+        }
     }
 
     pub fn n(&self) -> usize {
@@ -247,36 +173,43 @@ impl SparseGemm {
         &self.ctx
     }
 
+    fn gpu(&self) -> Option<&GpuLayer> {
+        match &self.backend {
+            Backend::Gpu(g) => Some(g),
+            Backend::Cpu(_) => None,
+        }
+    }
+
     /// Upload cost so far (empty on the CPU backend).
     pub fn upload_report(&self) -> UploadReport {
-        self.gpu
-            .as_ref()
-            .map(|g| g.upload_report())
-            .unwrap_or_default()
+        self.gpu().map(|g| g.upload_report()).unwrap_or_default()
     }
 
     /// What the compiler picks for `m` tokens (planned at M's bucket) on this context's GPU.
     pub fn plan(&self, m: usize) -> Result<LayerPlan> {
         let g = self.ctx.gpu().ok_or(RuntimeError::NeedsGpu("plan"))?;
-        crate::gpu_layer::plan(g, bucket(m)?, self.n, self.k, self.dtype, self.epilogue)
+        let desc = plan::LayerDesc {
+            n: self.n,
+            k: self.k,
+            dtype: self.dtype,
+            epilogue: self.epilogue,
+        };
+        Ok(plan::plan(g, m, &desc)?.plan)
     }
 
     /// Plans, compiles, loads and uploads everything `m` tokens need, without launching
     /// (warm-up before timing or before capturing a CUDA graph). No-op on the CPU backend.
     pub fn prepare(&self, m: usize) -> Result<()> {
-        match &self.gpu {
-            Some(layer) => layer.prepare(&self.ctx, m, self).map(|_| ()),
+        match self.gpu() {
+            Some(layer) => layer.prepare(&self.ctx, m).map(|_| ()),
             None => bucket(m).map(|_| ()),
         }
     }
 
     /// The kernel `m` tokens launch (prepares it: plans, compiles, uploads). GPU only.
     pub fn kernel_info(&self, m: usize) -> Result<KernelInfo> {
-        let layer = self
-            .gpu
-            .as_ref()
-            .ok_or(RuntimeError::NeedsGpu("kernel_info"))?;
-        layer.kernel_info(&self.ctx, m, self)
+        let layer = self.gpu().ok_or(RuntimeError::NeedsGpu("kernel_info"))?;
+        layer.kernel_info(&self.ctx, m)
     }
 
     fn check_dtype<T: Element>(&self) -> Result<()> {
@@ -302,11 +235,14 @@ impl SparseGemm {
             )));
         }
         let mut y = try_filled(yl, T::default(), "output [m, n]")?;
-        match &self.gpu {
-            None => self.cpu_forward(x, m, &mut y)?,
-            Some(layer) => layer.forward_host(
+        match &self.backend {
+            // SAFETY: T is the layer's dtype (checked above), x holds m·k and y m·n elements
+            // (checked / allocated above), and they are distinct allocations.
+            Backend::Cpu(cpu) => unsafe {
+                cpu.forward_raw(x.as_ptr().cast(), y.as_mut_ptr().cast(), m)?
+            },
+            Backend::Gpu(layer) => layer.forward_host(
                 &self.ctx,
-                self,
                 launch::as_bytes(x),
                 launch::as_bytes_mut(&mut y),
                 m,
@@ -348,27 +284,15 @@ impl SparseGemm {
                 "y overlaps x; the output needs its own buffer".into(),
             ));
         }
-        match &self.gpu {
-            Some(layer) => {
+        match &self.backend {
+            Backend::Gpu(layer) => {
                 // SAFETY: forwarded from this function's contract.
                 let s = stream.map(|p| unsafe { launch::RawStream::from_raw(p) });
-                layer.forward_device_ptrs(&self.ctx, self, x, y, m, s)
+                layer.forward_device_ptrs(&self.ctx, x, y, m, s)
             }
-            None => {
-                macro_rules! cpu {
-                    ($t:ty) => {{
-                        // SAFETY: lengths and non-overlap are this function's contract (checked
-                        // for overlap above).
-                        let (xs, ys) = unsafe { launch::host_slices::<$t>(x, xl, y, yl) };
-                        self.cpu_forward(xs, m, ys)
-                    }};
-                }
-                match self.dtype {
-                    DType::F32 => cpu!(f32),
-                    DType::F16 => cpu!(half::f16),
-                    DType::BF16 => cpu!(half::bf16),
-                }
-            }
+            // SAFETY: lengths, dtype and validity are this function's contract (overlap is
+            // checked above).
+            Backend::Cpu(cpu) => unsafe { cpu.forward_raw(x, y, m) },
         }
     }
 
@@ -382,10 +306,7 @@ impl SparseGemm {
         stream: Option<&Arc<CudaStream>>,
     ) -> Result<()> {
         self.check_dtype::<T>()?;
-        let layer = self
-            .gpu
-            .as_ref()
-            .ok_or(RuntimeError::NeedsGpu("forward_device"))?;
+        let layer = self.gpu().ok_or(RuntimeError::NeedsGpu("forward_device"))?;
         let default = self
             .ctx
             .default_stream()
@@ -411,7 +332,6 @@ impl SparseGemm {
         let s = unsafe { launch::RawStream::from_raw(stream.cu_stream() as *mut c_void) };
         layer.forward_device_ptrs(
             &self.ctx,
-            self,
             xp as usize as *const c_void,
             yp as usize as *mut c_void,
             m,
@@ -429,35 +349,11 @@ impl SparseGemm {
             ))),
         }
     }
-
-    fn cpu_forward<T: Element>(&self, x: &[T], m: usize, y: &mut [T]) -> Result<()> {
-        let w = self
-            .host_weight
-            .as_ref()
-            .and_then(|w| w.downcast_ref::<Sparse24<T>>())
-            .ok_or(RuntimeError::DTypeMismatch {
-                expected: self.dtype,
-                got: T::DTYPE,
-            })?;
-        let bias = self
-            .host_bias
-            .as_ref()
-            .and_then(|b| b.downcast_ref::<Vec<T>>())
-            .map(|b| b.as_slice());
-        sparseflow_core::sparse_gemm_into(x, m, w, bias, self.epilogue, y)?;
-        Ok(())
-    }
 }
 
-/// The M bucket a plan is made for: the next power of two (1, 2, 4, 8, 16, 32, ...).
+/// The M bucket a plan is made for: the next power of two (1, 2, 4, 8, 16, 32, ...), the one
+/// rule `sparseflow_ir::select::m_bucket` that planning applies. `Err` for 0 and for M beyond
+/// the kernels' 32-bit dimensions.
 pub fn bucket(m: usize) -> Result<usize> {
-    if m == 0 {
-        return Err(RuntimeError::Shape("m (tokens) must be >= 1".into()));
-    }
-    if m > i32::MAX as usize {
-        return Err(RuntimeError::Shape(format!(
-            "m = {m} exceeds the kernels' 32-bit dimensions; split the batch"
-        )));
-    }
-    Ok(m.next_power_of_two())
+    plan::bucket(m)
 }

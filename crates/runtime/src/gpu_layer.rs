@@ -1,5 +1,6 @@
-//! The GPU side of a `SparseGemm`: weight upload per kernel family, the per-M-bucket plan
-//! cache (plan → spec → loaded kernel), pointer checks and the launch.
+//! The GPU side of a `SparseGemm`: the weight on the device (once per layout the registered
+//! families read), the per-M-bucket plan cache (plan → loaded kernel), pointer checks and the
+//! launch with the parameters the kernel's family builds.
 
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -7,33 +8,26 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use sparseflow_codegen::{upload_layout, CodegenError, KernelFamily, KernelSpec, UploadLayout};
-use sparseflow_core::{DType, Element, EpilogueKind, Sparse24};
-use sparseflow_ir::{plan_layer, LayerPlan};
+use sparseflow_codegen::{upload_layout, CodegenError, LaunchInputs, UploadLayout, WeightLayout};
+use sparseflow_core::{Element, EpilogueKind, Sparse24};
 
 use crate::context::{Context, Device, GpuState};
 use crate::error::{Result, RuntimeError};
-use crate::gemm::{bucket, FamilyUpload, KernelInfo, SparseGemm, UploadReport};
 use crate::kernels::{LoadedKernel, OnceMap};
-use crate::launch::{self, DeviceAlloc, GemmArgs, LaunchDims, PointerKind, RawStream};
-
-const FAMILIES: [KernelFamily; 2] = [KernelFamily::Sm80, KernelFamily::Decode];
+use crate::launch::{self, DeviceAlloc, PointerKind, RawStream};
+use crate::plan::{bucket, plan, registry, LayerDesc};
+use crate::report::{KernelInfo, UploadReport, WeightUpload};
+use crate::weights::{DeviceBytes, DeviceWeights};
 
 /// Kernels load 16 bytes at a time from x and store vectors to y.
 const PTR_ALIGN: usize = 16;
 
-type LayoutFn = Arc<dyn Fn(KernelFamily) -> Result<UploadLayout, CodegenError> + Send + Sync>;
-
-/// One family's weight on the device.
-struct DeviceWeights {
-    values: DeviceAlloc,
-    meta: DeviceAlloc,
-}
+type LayoutFn = Arc<dyn Fn(WeightLayout) -> Result<UploadLayout, CodegenError> + Send + Sync>;
 
 #[derive(Default)]
 struct Uploads {
-    by_family: HashMap<KernelFamily, Arc<DeviceWeights>>,
-    report: Vec<FamilyUpload>,
+    by_layout: HashMap<WeightLayout, Arc<DeviceWeights>>,
+    report: Vec<WeightUpload>,
 }
 
 /// Everything one M bucket launches with.
@@ -43,23 +37,13 @@ pub(crate) struct Planned {
 }
 
 pub(crate) struct GpuLayer {
-    bias: Option<DeviceAlloc>,
-    /// Lays the host weight out for a family; dropped once every family is on the device.
+    desc: LayerDesc,
+    bias: Option<DeviceBytes>,
+    /// Lays the host weight out; dropped once every layout a family reads is on the device
+    /// (`None` from the start for an adopted weight).
     layout: Mutex<Option<LayoutFn>>,
     uploads: Mutex<Uploads>,
     plans: OnceMap<usize, Planned>,
-}
-
-/// Plans `bucket` tokens on the context's target.
-pub(crate) fn plan(
-    g: &GpuState,
-    bucket: usize,
-    n: usize,
-    k: usize,
-    dtype: DType,
-    epilogue: EpilogueKind,
-) -> Result<LayerPlan> {
-    Ok(plan_layer(bucket, n, k, dtype, epilogue, &g.info.target)?)
 }
 
 impl GpuLayer {
@@ -67,19 +51,23 @@ impl GpuLayer {
         g: &GpuState,
         weight: &Sparse24<T>,
         bias: Option<&[T]>,
+        epilogue: EpilogueKind,
     ) -> Result<Self> {
         let bias = match bias {
-            Some(b) => Some(DeviceAlloc::from_host(
-                &g.ctx,
-                launch::as_bytes(b),
-                "bias",
-                g.aux.raw(),
-            )?),
+            Some(b) => Some(
+                DeviceAlloc::from_host(&g.ctx, launch::as_bytes(b), "bias", g.aux.raw())?.into(),
+            ),
             None => None,
         };
         let w = Arc::new(weight.clone());
-        let layout: LayoutFn = Arc::new(move |family| upload_layout(family, &w));
+        let layout: LayoutFn = Arc::new(move |l| upload_layout(l, &w));
         Ok(GpuLayer {
+            desc: LayerDesc {
+                n: weight.n,
+                k: weight.k,
+                dtype: T::DTYPE,
+                epilogue,
+            },
             bias,
             layout: Mutex::new(Some(layout)),
             uploads: Mutex::default(),
@@ -87,19 +75,46 @@ impl GpuLayer {
         })
     }
 
-    pub(crate) fn upload_report(&self) -> UploadReport {
-        let u = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
-        UploadReport {
-            families: u.report.clone(),
-            bias_bytes: self.bias.as_ref().map_or(0, |b| b.bytes()),
+    /// A layer on a weight already on the device in the fragment layout (weights.rs).
+    pub(crate) fn adopt(
+        desc: LayerDesc,
+        weights: DeviceWeights,
+        bias: Option<DeviceBytes>,
+    ) -> Self {
+        let uploads = Uploads {
+            by_layout: HashMap::from([(WeightLayout::Fragment, Arc::new(weights))]),
+            report: Vec::new(),
+        };
+        GpuLayer {
+            desc,
+            bias,
+            layout: Mutex::new(None),
+            uploads: Mutex::new(uploads),
+            plans: OnceMap::default(),
         }
     }
 
-    /// The family's weight on the device, uploading it on first use. A family whose layout is
-    /// byte-identical to the one just uploaded shares its buffers.
-    fn weights(&self, g: &GpuState, family: KernelFamily) -> Result<Arc<DeviceWeights>> {
+    pub(crate) fn upload_report(&self) -> UploadReport {
+        let u = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        UploadReport {
+            weights: u.report.clone(),
+            bias_bytes: self
+                .bias
+                .as_ref()
+                .filter(|b| b.is_owned())
+                .map_or(0, |b| b.bytes()),
+        }
+    }
+
+    /// The weight in `layout` on the device, uploaded on first use.
+    fn weights(
+        &self,
+        g: &GpuState,
+        layout: WeightLayout,
+        family: &str,
+    ) -> Result<Arc<DeviceWeights>> {
         let mut u = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(w) = u.by_family.get(&family) {
+        if let Some(w) = u.by_layout.get(&layout) {
             return Ok(w.clone());
         }
         let layout_fn = self
@@ -107,94 +122,64 @@ impl GpuLayer {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-            .expect("host layout kept until every family is uploaded");
+            .ok_or_else(|| crate::weights::no_layout_for(family))?;
         let t = Instant::now();
-        let lay = layout_fn(family)?;
+        let lay = layout_fn(layout)?;
         let layout_ms = t.elapsed().as_secs_f64() * 1e3;
         let t = Instant::now();
+        let upload = |bytes: &[u8], what| DeviceAlloc::from_host(&g.ctx, bytes, what, g.aux.raw());
         let weights = Arc::new(DeviceWeights {
-            values: DeviceAlloc::from_host(&g.ctx, &lay.values, "weight values", g.aux.raw())?,
-            meta: DeviceAlloc::from_host(&g.ctx, &lay.meta, "weight metadata", g.aux.raw())?,
+            values: upload(&lay.values, "weight values")?.into(),
+            meta: upload(&lay.meta, "weight metadata")?.into(),
         });
-        let copy_ms = t.elapsed().as_secs_f64() * 1e3;
-        u.report.push(FamilyUpload {
-            family: family.name().into(),
+        u.report.push(WeightUpload {
+            layout: format!("{layout:?}"),
+            first_family: family.into(),
             values_bytes: lay.values.len(),
             meta_bytes: lay.meta.len(),
             k_padded: lay.k_padded,
             layout_ms,
-            copy_ms,
-            shared_with: None,
+            copy_ms: t.elapsed().as_secs_f64() * 1e3,
         });
-        u.by_family.insert(family, weights.clone());
-        let missing: Vec<KernelFamily> = FAMILIES
-            .into_iter()
-            .filter(|f| !u.by_family.contains_key(f))
-            .collect();
-        for other in missing {
-            let t = Instant::now();
-            let other_lay = layout_fn(other)?;
-            if other_lay == lay {
-                u.report.push(FamilyUpload {
-                    family: other.name().into(),
-                    values_bytes: lay.values.len(),
-                    meta_bytes: lay.meta.len(),
-                    k_padded: lay.k_padded,
-                    layout_ms: t.elapsed().as_secs_f64() * 1e3,
-                    copy_ms: 0.0,
-                    shared_with: Some(family.name().into()),
-                });
-                u.by_family.insert(other, weights.clone());
-            }
-        }
-        if FAMILIES.iter().all(|f| u.by_family.contains_key(f)) {
+        u.by_layout.insert(layout, weights.clone());
+        let all_uploaded = registry()
+            .families()
+            .iter()
+            .all(|f| u.by_layout.contains_key(&f.weight_layout()));
+        if all_uploaded {
             *self.layout.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
         Ok(weights)
     }
 
     /// Plan, kernel and weights for `m` tokens (cached per bucket; built once under races).
-    pub(crate) fn prepare(
-        &self,
-        ctx: &Context,
-        m: usize,
-        layer: &SparseGemm,
-    ) -> Result<Arc<Planned>> {
+    pub(crate) fn prepare(&self, ctx: &Context, m: usize) -> Result<Arc<Planned>> {
         let g = ctx.gpu().expect("GpuLayer lives on a GPU context");
-        let b = bucket(m)?;
-        self.plans.get_or_try_init(&b, || {
-            let p = plan(g, b, layer.n(), layer.k(), layer.dtype(), layer.epilogue())?;
-            let spec = KernelSpec::from_plan(&p, layer.dtype(), &g.info.target)?;
-            let family = spec.family;
-            let kernel = g.kernels.get(&g.ctx, &spec, g.info.max_smem_per_block)?;
-            let weights = self.weights(g, family)?;
+        self.plans.get_or_try_init(&bucket(m)?, || {
+            let planned = plan(g, m, &self.desc)?;
+            let kernel =
+                g.kernels
+                    .get(&g.ctx, registry(), &planned.spec, g.info.max_smem_per_block)?;
+            let family = kernel.generated.family;
+            let weights = self.weights(g, family.weight_layout(), family.name())?;
             Ok(Planned { kernel, weights })
         })
     }
 
-    pub(crate) fn kernel_info(
-        &self,
-        ctx: &Context,
-        m: usize,
-        layer: &SparseGemm,
-    ) -> Result<KernelInfo> {
-        let p = self.prepare(ctx, m, layer)?;
+    pub(crate) fn kernel_info(&self, ctx: &Context, m: usize) -> Result<KernelInfo> {
+        let g = ctx.gpu().expect("GpuLayer lives on a GPU context");
+        let p = self.prepare(ctx, m)?;
         let k = &p.kernel;
         let gen = &k.generated;
-        let (m32, n32, k32) = (m as u32, layer.n() as u32, layer.k() as u32);
+        let (m32, n32, k32) = self.dims(m);
+        let geometry = gen.geometry(m32, n32, k32, &g.target);
         Ok(KernelInfo {
             name: gen.name.clone(),
-            family: gen.spec.family.name().into(),
-            tile_m: gen.spec.tile_m,
-            tile_n: gen.spec.tile_n,
-            tile_k: gen.spec.tile_k,
-            warps: gen.spec.warps,
-            stages: gen.spec.stages,
-            split_k: gen.spec.split_k,
+            config: gen.spec.config,
             target: gen.spec.target.clone(),
-            grid: gen.grid(m32, n32, k32),
-            block_threads: gen.block_threads(),
-            smem_bytes: gen.smem_bytes(),
+            grid: geometry.grid,
+            block_threads: geometry.block,
+            smem_bytes: geometry.dynamic_smem,
             workspace_bytes: gen.workspace_bytes(m32, n32, k32),
             from_disk_cache: k.from_disk_cache,
             compile_ms: k.compile_ms,
@@ -202,11 +187,16 @@ impl GpuLayer {
         })
     }
 
+    /// (M, N, K) as the kernels' 32-bit sizes (M by `bucket`, N and K by `SparseGemm::new`
+    /// are at most `i32::MAX`).
+    fn dims(&self, m: usize) -> (u32, u32, u32) {
+        (m as u32, self.desc.n as u32, self.desc.k as u32)
+    }
+
     /// Host in, host out: copies through per-thread-stream device buffers.
     pub(crate) fn forward_host(
         &self,
         ctx: &Context,
-        layer: &SparseGemm,
         x: &[u8],
         y: &mut [u8],
         m: usize,
@@ -218,7 +208,7 @@ impl GpuLayer {
         xd.copy_from_host(x, s)?;
         let xp = xd.ptr() as usize as *const c_void;
         let yp = yd.ptr() as usize as *mut c_void;
-        self.forward_device_ptrs(ctx, layer, xp, yp, m, Some(s))?;
+        self.forward_device_ptrs(ctx, xp, yp, m, Some(s))?;
         yd.copy_to_host(y, s)
     }
 
@@ -227,7 +217,6 @@ impl GpuLayer {
     pub(crate) fn forward_device_ptrs(
         &self,
         ctx: &Context,
-        layer: &SparseGemm,
         x: *const c_void,
         y: *mut c_void,
         m: usize,
@@ -240,44 +229,40 @@ impl GpuLayer {
         };
         check_device_ptr("x", x, ordinal)?;
         check_device_ptr("y", y, ordinal)?;
-        let planned = self.prepare(ctx, m, layer)?;
+        let planned = self.prepare(ctx, m)?;
         // SAFETY: the NULL stream is always valid.
         let stream = stream.unwrap_or_else(|| unsafe { RawStream::from_raw(std::ptr::null_mut()) });
         let gen = &planned.kernel.generated;
-        let (m32, n32, k32) = (m as u32, layer.n() as u32, layer.k() as u32);
+        let (m32, n32, k32) = self.dims(m);
         let workspace = g
             .workspaces
             .get(stream, gen.workspace_bytes(m32, n32, k32))?;
-        let dims = LaunchDims {
-            grid: gen.grid(m32, n32, k32),
-            block: gen.block_threads(),
-            smem: gen.smem_bytes(),
-        };
-        let args = GemmArgs {
+        let inputs = LaunchInputs {
             x: x as usize as u64,
             wvals: planned.weights.values.ptr(),
             wmeta: planned.weights.meta.ptr(),
             bias: self.bias.as_ref().map_or(0, |b| b.ptr()),
             y: y as usize as u64,
             workspace,
-            m: m as i32,
-            n: layer.n() as i32,
-            k: layer.k() as i32,
+            m: m32,
+            n: n32,
+            k: k32,
         };
+        let mut params = gen.launch_params(&inputs, &g.target)?;
         let programmatic = g.programmatic_launch.load(Ordering::Relaxed);
-        launch::launch_gemm(
+        launch::launch_kernel(
             &g.ctx,
             &planned.kernel.func,
-            dims,
+            &gen.geometry(m32, n32, k32, &g.target),
             stream,
-            args,
+            &mut params,
             programmatic,
         )
     }
 }
 
 /// Alignment and, where the driver can tell, "is this memory of our device".
-fn check_device_ptr(what: &'static str, p: *const c_void, ordinal: usize) -> Result<()> {
+pub(crate) fn check_device_ptr(what: &'static str, p: *const c_void, ordinal: usize) -> Result<()> {
     let addr = p as usize;
     if !addr.is_multiple_of(PTR_ALIGN) {
         return Err(RuntimeError::Misaligned {

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use cudarc::driver::{CudaContext, CudaFunction};
 use cudarc::nvrtc::Ptx;
-use sparseflow_codegen::{generate, Compiler, GeneratedKernel, KernelSpec};
+use sparseflow_codegen::{Compiler, GeneratedKernel, KernelSpec, Registry};
 
 use crate::error::{Result, RuntimeError};
 use crate::launch;
@@ -90,15 +90,16 @@ impl KernelCache {
         self.kernels.len()
     }
 
-    /// The loaded kernel for `spec`, building it on first use.
+    /// The loaded kernel for `spec` (a family of `registry`), building it on first use.
     pub(crate) fn get(
         &self,
         ctx: &Arc<CudaContext>,
+        registry: &Registry,
         spec: &KernelSpec,
         max_smem: u32,
     ) -> Result<Arc<LoadedKernel>> {
         self.kernels.get_or_try_init(spec, || {
-            let generated = generate(spec)?;
+            let generated = registry.generate(spec)?;
             let smem = generated.smem_bytes();
             if smem > max_smem {
                 return Err(RuntimeError::Shape(format!(

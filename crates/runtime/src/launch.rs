@@ -1,11 +1,12 @@
 //! The only module with `unsafe` driver calls and raw-pointer dereferences. Everything above it
 //! is safe and typed: [`DeviceAlloc`] owns device memory, [`RawStream`] is a borrowed
-//! `CUstream`, [`launch_gemm`] launches one kernel with the fixed ABI of `sparseflow_codegen`.
+//! `CUstream`, [`launch_kernel`] launches one kernel with the parameters its family built.
 
 use std::ffi::c_void;
 use std::sync::Arc;
 
 use cudarc::driver::{result, sys, CudaContext, CudaFunction, DriverError};
+use sparseflow_codegen::{KernelParams, LaunchGeometry};
 
 use crate::error::{Result, RuntimeError};
 
@@ -341,28 +342,6 @@ pub(crate) fn pointer_kind(ptr: *const c_void) -> Result<PointerKind> {
     })
 }
 
-/// Device pointers of one GEMM launch (0 = null).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct GemmArgs {
-    pub x: u64,
-    pub wvals: u64,
-    pub wmeta: u64,
-    pub bias: u64,
-    pub y: u64,
-    pub workspace: u64,
-    pub m: i32,
-    pub n: i32,
-    pub k: i32,
-}
-
-/// Launch geometry.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct LaunchDims {
-    pub grid: (u32, u32, u32),
-    pub block: u32,
-    pub smem: u32,
-}
-
 /// Sets the dynamic shared memory opt-in of `f` (needed above 48 KiB).
 pub(crate) fn set_max_dynamic_smem(f: &CudaFunction, bytes: u32) -> Result<()> {
     f.set_attribute(
@@ -372,59 +351,65 @@ pub(crate) fn set_max_dynamic_smem(f: &CudaFunction, bytes: u32) -> Result<()> {
     .map_err(cuda("cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)"))
 }
 
-/// Queues one sparse GEMM kernel on `stream`; with `programmatic`, as a programmatic dependent
-/// launch (sm_90+: the kernel may start before the previous one on the stream has finished and
-/// waits for it with `griddepcontrol.wait` before its first memory access).
+/// Queues one kernel on `stream` with the parameters its family laid out; with
+/// `programmatic`, as a programmatic dependent launch (sm_90+: the kernel may start before the
+/// previous one on the stream has finished and waits for it with `griddepcontrol.wait` before
+/// its first memory access).
 ///
-/// The caller (gemm.rs) has checked: `f` has the ABI of `sparseflow_codegen` for the layer's
-/// dtype; `x`/`y` are device memory of this context of at least m·k / m·n elements (the
-/// caller's contract for raw pointers); weights/bias/workspace are live allocations
-/// sized by the generated kernel's own formulas and stay alive until the work completes.
-pub(crate) fn launch_gemm(
+/// The caller (gpu_layer.rs) has checked: `params` are what `f`'s family builds for its own
+/// kernel signature (`Family::launch_params`); `x`/`y` are device memory of this context of at
+/// least m·k / m·n elements (the caller's contract for raw pointers); weights/bias/workspace
+/// are live allocations sized by the family's own formulas and stay alive until the work
+/// completes.
+pub(crate) fn launch_kernel(
     ctx: &Arc<CudaContext>,
     f: &CudaFunction,
-    dims: LaunchDims,
+    geometry: &LaunchGeometry,
     stream: RawStream,
-    a: GemmArgs,
+    params: &mut KernelParams,
     programmatic: bool,
 ) -> Result<()> {
     ctx.bind_to_thread().map_err(cuda("cuCtxSetCurrent"))?;
-    let mut p = a;
-    let mut params: [*mut c_void; 9] = [
-        &mut p.x as *mut u64 as *mut c_void,
-        &mut p.wvals as *mut u64 as *mut c_void,
-        &mut p.wmeta as *mut u64 as *mut c_void,
-        &mut p.bias as *mut u64 as *mut c_void,
-        &mut p.y as *mut u64 as *mut c_void,
-        &mut p.workspace as *mut u64 as *mut c_void,
-        &mut p.m as *mut i32 as *mut c_void,
-        &mut p.n as *mut i32 as *mut c_void,
-        &mut p.k as *mut i32 as *mut c_void,
-    ];
+    let mut pointers = params.pointers();
     // SAFETY: an all-zero CUlaunchAttribute is valid plain data (an id and a union of PODs).
-    let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
-    attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-    attr.value.programmaticStreamSerializationAllowed = 1;
+    let mut attrs: [sys::CUlaunchAttribute; 2] = unsafe { std::mem::zeroed() };
+    let mut count = 0;
+    if programmatic {
+        let a = &mut attrs[count];
+        a.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        a.value.programmaticStreamSerializationAllowed = 1;
+        count += 1;
+    }
+    if let Some((x, y, z)) = geometry.cluster {
+        let a = &mut attrs[count];
+        a.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+        a.value.clusterDim.x = x;
+        a.value.clusterDim.y = y;
+        a.value.clusterDim.z = z;
+        count += 1;
+    }
     let config = sys::CUlaunchConfig {
-        gridDimX: dims.grid.0,
-        gridDimY: dims.grid.1,
-        gridDimZ: dims.grid.2,
-        blockDimX: dims.block,
+        gridDimX: geometry.grid.0,
+        gridDimY: geometry.grid.1,
+        gridDimZ: geometry.grid.2,
+        blockDimX: geometry.block,
         blockDimY: 1,
         blockDimZ: 1,
-        sharedMemBytes: dims.smem,
+        sharedMemBytes: geometry.dynamic_smem,
         hStream: stream.handle(),
-        attrs: &mut attr,
-        numAttrs: u32::from(programmatic),
+        attrs: attrs.as_mut_ptr(),
+        numAttrs: count as u32,
     };
-    // SAFETY: `params` matches the kernel signature (6 pointers, 3 ints); it, `config` and the
-    // attribute `config` points to live across the call (the driver copies the values);
-    // pointer validity is the caller's contract.
+    // SAFETY: `pointers` holds one pointer per kernel parameter into `params`' storage, which
+    // is neither moved nor dropped before the call returns (the driver copies the values);
+    // the parameter list matches the kernel's signature (the family's contract); `config` and
+    // the attributes it points to live across the call; pointer validity is the caller's
+    // contract.
     unsafe {
         sys::cuLaunchKernelEx(
             &config,
             f.cu_function(),
-            params.as_mut_ptr(),
+            pointers.as_mut_ptr(),
             std::ptr::null_mut(),
         )
     }

@@ -10,6 +10,8 @@
 //!   so external streams and pointers work.
 //! * [`SparseGemm`]: `Y = epilogue(X · Wᵀ [+ b])` for one layer: `forward_host`,
 //!   `forward_raw` (C ABI / Python: device pointers + a `CUstream`), `forward_device` (cudarc).
+//! * [`SparseGemm::from_device_layout`] / [`BorrowedWeight`]: a layer on caller-owned device
+//!   buffers in the fragment layout (weights.rs), adopted without a copy.
 //! * [`DeviceBuffer`]: a typed device array for Rust users who bring no CUDA memory.
 //! * [`RuntimeError`]: every failure, with what to do about it.
 //!
@@ -19,25 +21,33 @@
 //!
 //! `unsafe`: every driver call and raw-pointer access is in `launch.rs`. Outside it, `unsafe`
 //! appears only where a caller's raw pointer or `CUstream` enters: the `unsafe fn`s
-//! `SparseGemm::forward_raw` (gemm.rs) and `DeviceBuffer::fill_nan_async` (buffer.rs), and the
+//! `SparseGemm::forward_raw` (gemm.rs), `SparseGemm::from_device_layout` (weights.rs) and `DeviceBuffer::fill_nan_async` (buffer.rs), and the
 //! `launch::RawStream::from_raw` / `launch::host_slices` calls that wrap those arguments
 //! (gemm.rs, buffer.rs, gpu_layer.rs), each with a `// SAFETY:` comment.
 
 mod buffer;
 mod context;
+mod cpu_layer;
 mod error;
 mod gemm;
 mod gpu_layer;
 mod kernels;
 mod launch;
+mod plan;
+mod report;
+mod weights;
 mod workspace;
 
 pub use buffer::DeviceBuffer;
 pub use context::{target_for, Context, Device, DeviceInfo};
 pub use error::{Result, RuntimeError};
-pub use gemm::{bucket, FamilyUpload, KernelInfo, SparseGemm, UploadReport};
+pub use gemm::{bucket, SparseGemm};
+pub use report::{KernelInfo, UploadReport, WeightUpload};
 /// The code generator's error, carried by [`RuntimeError::Codegen`].
 pub use sparseflow_codegen::CodegenError;
+pub use weights::{
+    fragment_layout_bytes, from_fragment_layout, to_fragment_layout, BorrowedWeight,
+};
 
 /// Re-exported so users of `forward_device` / `cuda_context` name the same cudarc.
 pub use cudarc;

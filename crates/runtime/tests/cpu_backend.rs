@@ -139,7 +139,7 @@ fn bad_input_is_a_clear_error() {
     assert!(e.to_string().contains("overlaps"), "{e}");
     let e = g.plan(4).unwrap_err();
     assert!(matches!(e, RuntimeError::NeedsGpu(_)), "{e}");
-    assert!(g.upload_report().families.is_empty());
+    assert!(g.upload_report().weights.is_empty());
     assert!(bucket(0).is_err());
     assert_eq!(
         [1, 2, 3, 7, 16, 17, 1000].map(|m| bucket(m).unwrap()),

@@ -85,7 +85,7 @@ fn gpu_rejects_bad_input() {
     let e = SparseGemm::new(&ctx, &w32, None, EpilogueKind::None).unwrap_err();
     assert!(matches!(e, RuntimeError::UnsupportedDType { .. }), "{e}");
     let plan = g.plan(1).unwrap();
-    assert_eq!(plan.family, "decode");
+    assert_eq!(plan.config.family, "decode");
 }
 
 /// A chain of launches where each layer reads the previous one's output, queued without a host

@@ -1,7 +1,8 @@
 //! `sparseflow compile`: fill the on-disk kernel cache ahead of time.
 //!
 //! For every (layer shape, M, dtype, epilogue) it asks the compiler which kernel it would run
-//! (`plan_layer`: fuse-epilogue + select-tiles for the target), generates that kernel and
+//! (`Registry::plan`, the runtime's own planning function: M at its bucket, fuse-epilogue +
+//! select-tiles over the registered families for the target), generates that kernel and
 //! compiles it with NVRTC into `$SPARSEFLOW_CACHE_DIR`, so a deployment's first request does
 //! not pay for compilation. Shapes that map to the same kernel are compiled once.
 //!
@@ -17,9 +18,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
-use sparseflow_codegen::{generate, Compiler, GeneratedKernel, KernelSpec};
+use sparseflow_codegen::{Compiler, GeneratedKernel, Registry};
 use sparseflow_core::{DType, EpilogueKind};
-use sparseflow_ir::{check_dim, plan_layer};
+use sparseflow_ir::{check_dim, target, LayerProblem};
 
 use super::table::Table;
 use crate::bench::shapes::{
@@ -32,7 +33,8 @@ use crate::bench::shapes::{
     sparseflow compile --target sm_80 --shape 4096,4096 --m 1,2048 --dtype bf16 --epilogue bias_gelu"
 )]
 pub struct Args {
-    /// GPU target: sm_80, sm_86, sm_89 or sm_90a.
+    /// GPU target preset: sm_80, sm_86, sm_89, sm_90a (H100) or h200 (`sparseflow opt
+    /// --list-targets`). Plans with its numbers and compiles for its architecture.
     #[arg(long)]
     target: String,
     /// Model preset whose linear layers to compile for (llama3-8b, llama2-7b, mistral-7b,
@@ -42,8 +44,9 @@ pub struct Args {
     /// Extra layer shape N,K (out_features,in_features); repeatable.
     #[arg(long = "shape")]
     shapes: Vec<String>,
-    /// Token counts (M) to prepare, comma separated. Each is planned at the runtime's M bucket
-    /// (the next power of two), so `--m 3` compiles exactly the kernel a 3-token call runs.
+    /// Token counts (M) to prepare, comma separated. Each is planned at its M bucket (the next
+    /// power of two), as the runtime plans it, so `--m 3` compiles exactly the kernel a
+    /// 3-token call runs.
     #[arg(long, default_value = "1,2,4,8,16,32,64,128,256,512,1024,2048,4096")]
     m: String,
     /// Dtype(s): fp16, bf16 or both.
@@ -104,6 +107,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let ms = parse_m_list(&args.m)?;
     check_dims(&layers, &ms)?;
     let epilogues = epilogues(&args.epilogue)?;
+    let target = target(&args.target)?;
+    let registry = Registry::builtin();
 
     // Plan every combination; identical kernels are compiled once.
     let mut kernels: BTreeMap<String, (GeneratedKernel, Vec<String>)> = BTreeMap::new();
@@ -111,13 +116,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
         for &epilogue in &epilogues {
             for layer in &layers {
                 for &m in &ms {
-                    // The runtime's bucketing, not M itself: planning M = 3 directly filled the
-                    // cache with a kernel the runtime (which plans M = 3 as 4) never asks for.
-                    let bucket = sparseflow_runtime::bucket(m)?;
-                    let plan = plan_layer(bucket, layer.n, layer.k, dtype, epilogue, &args.target)
+                    let problem = LayerProblem {
+                        m: m as u64,
+                        n: layer.n as u64,
+                        k: layer.k as u64,
+                        dtype,
+                        epilogue,
+                    };
+                    let planned = registry
+                        .plan(&problem, target)
                         .with_context(|| format!("planning {} at M={m}", layer.name))?;
-                    let spec = KernelSpec::from_plan(&plan, dtype, &args.target)?;
-                    let kernel = generate(&spec)?;
+                    let kernel = registry.generate(&planned.spec)?;
                     let use_site = format!("{} {}×{} M={m}", layer.name, layer.n, layer.k);
                     kernels
                         .entry(kernel.name.clone())
@@ -161,14 +170,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
             let compiled = compiler.compile(&kernel)?;
             progress.set_message(kernel.name.clone());
             progress.inc(1);
-            let spec = &kernel.spec;
+            let (spec, c) = (&kernel.spec, &kernel.spec.config);
             Ok(KernelRow {
-                family: spec.family.name().to_string(),
+                family: c.family.to_string(),
                 dtype: spec.dtype,
                 epilogue: spec.epilogue.name(),
                 tiles: format!(
                     "{}x{}x{} w{} s{} sk{}",
-                    spec.tile_m, spec.tile_n, spec.tile_k, spec.warps, spec.stages, spec.split_k
+                    c.tile_m, c.tile_n, c.tile_k, c.warps, c.stages, c.split_k
                 ),
                 kernel: kernel.name,
                 used_by,

@@ -7,6 +7,7 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use sparseflow_codegen::Registry;
 use sparseflow_ir::passes::PASSES;
 use sparseflow_ir::{parse_module_bytes, print_module, target, IrError, PassContext, PassManager};
 
@@ -18,7 +19,8 @@ pub struct Args {
     /// Comma-separated passes to run in order, e.g. `fuse-epilogue,select-tiles,canonicalize`.
     #[arg(long = "pass-pipeline", default_value = "")]
     pass_pipeline: String,
-    /// GPU target for select-tiles and tile verification (sm_80, sm_86, sm_89, sm_90a).
+    /// GPU target preset for select-tiles and tile verification (sm_80, sm_86, sm_89,
+    /// sm_90a, h200).
     #[arg(long)]
     target: Option<String>,
     /// Print the passes' decisions (top tile candidates and scores) as comments.
@@ -63,7 +65,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(m) => m,
         Err(err) => return Ok(report(&display, &err)),
     };
-    let mut cx = PassContext::new(target);
+    // The registered kernel families: the same candidates the runtime plans with.
+    let mut cx = PassContext::new(target).with_families(Registry::builtin().models());
     cx.explain = args.explain;
     if let Err(err) = pipeline.run(&mut module, &mut cx) {
         return Ok(report(&display, &err));

@@ -2,20 +2,22 @@
 //! split_k` on every `fused_sparse_gemm`, chosen by the cost model for the
 //! `--target`. Deterministic; re-running it gives the same attributes.
 //!
+//! Candidates come from the registered families (`PassContext::families`).
 //! Dynamic M (`?`): uses the op's `m_hint` integer attribute if present, else
-//! `select::DYNAMIC_M_DEFAULT`, always with the `sm80` family (valid for any M).
-//! The runtime re-selects per actual M with `select::select_for_m`.
+//! `select::DYNAMIC_M_DEFAULT`, at least `first_unbounded_m` so only families valid for any
+//! M compete. The runtime plans each actual M (at its bucket) through `plan_layer`.
 //!
 //! A bare `sparse_gemm` is an error naming fuse-epilogue: tiles belong on the fused op, so
 //! running select-tiles alone would otherwise silently change nothing.
 
 use crate::attrs::Attr;
 use crate::error::{Diagnostic, IrError};
+use crate::family::names;
 use crate::function::{Function, Inst, Module};
-use crate::kernel_space::GemmShape;
+use crate::kernel_config::GemmShape;
 use crate::ops::Opcode;
 use crate::pass::PassContext;
-use crate::select::{describe, first_sm80_only_m, rank, DYNAMIC_M_DEFAULT};
+use crate::select::{describe, first_unbounded_m, rank, DYNAMIC_M_DEFAULT};
 use crate::targets::Target;
 use crate::types::{Dim, Type};
 
@@ -84,15 +86,18 @@ fn select_one(
     // Dynamic M must work for every M, so only the any-M family is eligible.
     let m = match (shape.first(), static_m) {
         (_, Some(m)) => m,
-        (Some(Dim::Dynamic), _) => hint.unwrap_or(DYNAMIC_M_DEFAULT).max(first_sm80_only_m()),
+        (Some(Dim::Dynamic), _) => hint
+            .unwrap_or(DYNAMIC_M_DEFAULT)
+            .max(first_unbounded_m(cx.families)),
         _ => DYNAMIC_M_DEFAULT,
     };
-    let ranked = rank(&gemm, m, target);
+    let ranked = rank(cx.families, &gemm, m, target);
     let Some(best) = ranked.first().copied() else {
         let loc = data.loc.map(|l| format!("{l}: ")).unwrap_or_default();
         return Err(IrError::Plan(format!(
-            "{loc}select-tiles: no legal tile configuration for M={m} N={n} K={k} {dtype} on {}",
-            target.name
+            "{loc}select-tiles: no legal tile configuration for M={m} N={n} K={k} {dtype} on {} (families: {})",
+            target.name,
+            names(cx.families)
         )));
     };
     if cx.explain {
@@ -109,18 +114,6 @@ fn select_one(
             cx.notes.push(format!("  #{} {}", i + 1, describe(c)));
         }
     }
-    let c = best.config;
-    let attrs = &mut f.inst_mut(inst).attrs;
-    attrs.set("family", Attr::Str(c.family.to_string()));
-    for (key, v) in [
-        ("tile_m", c.tile_m),
-        ("tile_n", c.tile_n),
-        ("tile_k", c.tile_k),
-        ("warps", c.warps),
-        ("stages", c.stages),
-        ("split_k", c.split_k),
-    ] {
-        attrs.set(key, Attr::Int(v as i64));
-    }
+    best.config.write_attrs(&mut f.inst_mut(inst).attrs);
     Ok(())
 }

@@ -25,3 +25,56 @@ pub fn small(body: &str) -> String {
 
 pub const G: &str = "  %0 = sparseflow.sparse_gemm %x, %w : (tensor<?x64xf16>, !sparseflow.sparse24<32x64xf16>) -> tensor<?x32xf16>\n";
 pub const T: &str = "tensor<?x32xf16>";
+
+use sparseflow_core::DType;
+use sparseflow_ir::cost_model::estimate_tiled;
+use sparseflow_ir::{
+    ConfigSpace, FamilyModel, GemmShape, KernelConfig, Resources, Target, TileChoice,
+};
+
+/// A stand-in kernel family for the IR's own tests (the real ones are `sparseflow_codegen`'s):
+/// any M, sm80-like tiles and shared memory, the tiled cost model.
+#[derive(Debug)]
+pub struct Tiled;
+
+pub static FAMILIES: &[&dyn FamilyModel] = &[&Tiled];
+
+const SPACE: ConfigSpace = ConfigSpace {
+    tile_m: &[32, 64, 128],
+    tile_n: &[64, 128],
+    tile_k: &[64],
+    warps: &[4, 8],
+    stages: &[2, 3, 4],
+    split_k: &[1],
+};
+
+impl FamilyModel for Tiled {
+    fn name(&self) -> &'static str {
+        "tiled"
+    }
+    fn summary(&self) -> &'static str {
+        "test family"
+    }
+    fn space(&self) -> &ConfigSpace {
+        &SPACE
+    }
+    fn resources(&self, c: &KernelConfig, _dtype: DType) -> Resources {
+        Resources {
+            threads: c.warps * 32,
+            dynamic_smem: c.stages * (c.tile_n * 72 + c.tile_m * 128),
+            regs_per_thread: c.tile_m * c.tile_n / (c.warps * 32) + 48,
+        }
+    }
+    fn grid(&self, c: &KernelConfig, m: u32, n: u32, _k: u32, _t: &Target) -> (u32, u32, u32) {
+        (n.div_ceil(c.tile_n), m.div_ceil(c.tile_m), 1)
+    }
+    fn estimate(
+        &self,
+        c: &KernelConfig,
+        shape: &GemmShape,
+        m: u64,
+        t: &Target,
+    ) -> Option<TileChoice> {
+        estimate_tiled(c, self.resources(c, shape.dtype), shape, m, t, 1.0)
+    }
+}

@@ -35,10 +35,7 @@ pub fn prepare(gemms: &[SparseGemm], m: usize) -> Result<String> {
         g.prepare(m).map_err(|e| anyhow!("prepare(m={m}): {e}"))?;
     }
     Ok(match gemms[0].plan(m) {
-        Ok(p) => format!(
-            "{} tile {}x{}x{} warps {} stages {} split-k {}",
-            p.family, p.tile_m, p.tile_n, p.tile_k, p.warps, p.stages, p.split_k
-        ),
+        Ok(p) => format!("{} {}", p.config.family, p.config.describe_tiles()),
         Err(e) => format!("plan: {e}"),
     })
 }

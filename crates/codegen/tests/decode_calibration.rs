@@ -13,10 +13,11 @@
 // The table holds measured microseconds; some happen to round to constants clippy knows (6.28).
 #![allow(clippy::approx_constant)]
 
+use sparseflow_codegen::Registry;
 use sparseflow_core::DType;
-use sparseflow_ir::kernel_space::GemmShape;
 use sparseflow_ir::select::select_for_m;
 use sparseflow_ir::targets::target;
+use sparseflow_ir::GemmShape;
 
 /// (N, K, M, the twelve fastest as (tile_m, tile_n, stages, split_k, µs), fastest first).
 type Measured = (u64, u64, u64, &'static [(u32, u32, u32, u32, f64)]);
@@ -549,7 +550,9 @@ fn decode_choice_is_among_the_measured_fastest() {
             k,
             dtype: DType::F16,
         };
-        let c = select_for_m(&shape, m, h100).unwrap().config;
+        let c = select_for_m(Registry::builtin().models(), &shape, m, h100)
+            .unwrap()
+            .config;
         assert_eq!(c.family, "decode", "M={m} must use the decode family");
         let picked = (c.tile_m, c.tile_n, c.stages, c.split_k);
         match top.iter().find(|t| (t.0, t.1, t.2, t.3) == picked) {

@@ -1,16 +1,39 @@
 //! `select-tiles` and the cost model: decode for small M with enough split-K to
 //! cover the SMs, big tiles for large M, determinism, legality on every target.
 
-mod common;
-
-use common::MLP_UP;
+use sparseflow_codegen::families::{DECODE, SM80};
+use sparseflow_codegen::Registry;
 use sparseflow_core::DType;
-use sparseflow_ir::kernel_space::DECODE as DECODE_SPACE;
-use sparseflow_ir::kernel_space::{candidates, check, smem_bytes, FAMILIES, SM80};
-use sparseflow_ir::select::rank;
+use sparseflow_ir::family::check;
+use sparseflow_ir::kernel_config::candidates;
+use sparseflow_ir::select::{rank, select_for_m};
 use sparseflow_ir::{
-    parse_module, print_module, select_for_m, target, GemmShape, PassContext, PassManager, TARGETS,
+    parse_module, print_module, target, FamilyModel, GemmShape, PassContext, PassManager, Target,
+    TARGETS,
 };
+
+const MLP_UP: &str = "func.func @mlp_up(%x: tensor<?x4096xf16>, %w: !sparseflow.sparse24<14336x4096xf16>, %b: tensor<14336xf16>) -> tensor<?x14336xf16> {
+  %0 = sparseflow.sparse_gemm %x, %w : (tensor<?x4096xf16>, !sparseflow.sparse24<14336x4096xf16>) -> tensor<?x14336xf16>
+  %1 = arith.addf %0, %b : (tensor<?x14336xf16>, tensor<14336xf16>) -> tensor<?x14336xf16>
+  %2 = arith.silu %1 : tensor<?x14336xf16>
+  return %2 : tensor<?x14336xf16>
+}
+";
+
+const DECODE_IR: &str = "func.func @decode(%x: tensor<1x4096xbf16>, %w: !sparseflow.sparse24<4096x4096xbf16>) -> tensor<1x4096xbf16> {
+  %0 = sparseflow.sparse_gemm %x, %w : (tensor<1x4096xbf16>, !sparseflow.sparse24<4096x4096xbf16>) -> tensor<1x4096xbf16>
+  %1 = arith.relu %0 : tensor<1x4096xbf16>
+  return %1 : tensor<1x4096xbf16>
+}
+";
+
+fn families() -> &'static [&'static dyn FamilyModel] {
+    Registry::builtin().models()
+}
+
+fn best(shape: &GemmShape, m: u64, t: &Target) -> sparseflow_ir::KernelConfig {
+    select_for_m(families(), shape, m, t).unwrap().config
+}
 
 fn shape(n: u64, k: u64) -> GemmShape {
     GemmShape {
@@ -24,32 +47,37 @@ fn shape(n: u64, k: u64) -> GemmShape {
 #[test]
 fn space_matches_the_contract() {
     // The codegen owners may edit the values; the iterator must stay the full product.
-    for fam in FAMILIES {
-        let product = fam.tile_m.len()
-            * fam.tile_n.len()
-            * fam.tile_k.len()
-            * fam.warps.len()
-            * fam.stages.len()
-            * fam.split_k.len();
-        assert_eq!(candidates(fam).count(), product, "{}", fam.name);
-        assert!(candidates(fam).all(|c| c.family == fam.name));
+    for fam in families() {
+        let space = fam.space();
+        let product = space.tile_m.len()
+            * space.tile_n.len()
+            * space.tile_k.len()
+            * space.warps.len()
+            * space.stages.len()
+            * space.split_k.len();
+        assert_eq!(space.size(), product, "{}", fam.name());
+        assert_eq!(candidates(fam.name(), space).count(), product);
+        assert!(candidates(fam.name(), space).all(|c| c.family == fam.name()));
     }
-    assert!(DECODE_SPACE.max_m.is_some() && SM80.max_m.is_none());
-    let big = candidates(&SM80)
+    assert!(DECODE.max_m().is_some() && SM80.max_m().is_none());
+    let big = candidates(SM80.name(), SM80.space())
         .find(|c| c.tile_m == 128 && c.tile_n == 128 && c.stages == 4)
         .unwrap();
     // stages × (values n·k/2·2 + meta n·k/8 + X m·k·2)
     assert_eq!(
-        smem_bytes(&big, DType::F16),
+        SM80.resources(&big, DType::F16).dynamic_smem,
         4 * (128 * 64 + 128 * 64 / 8 + 128 * 64 * 2)
     );
+    // The decode family keeps everything in static shared memory and registers.
+    let dec = candidates(DECODE.name(), DECODE.space()).next().unwrap();
+    assert_eq!(DECODE.resources(&dec, DType::F16).dynamic_smem, 0);
 }
 
 #[test]
 fn decode_for_small_m_fills_the_sms() {
     for t in TARGETS {
         for m in [1u64, 4, 16] {
-            let c = select_for_m(&shape(4096, 4096), m, t).unwrap().config;
+            let c = best(&shape(4096, 4096), m, t);
             assert_eq!(c.family, "decode", "{} M={m}", t.name);
             assert!(c.tile_m as u64 >= m);
             let blocks = 4096u64.div_ceil(c.tile_n as u64) * c.split_k as u64;
@@ -65,7 +93,7 @@ fn decode_for_small_m_fills_the_sms() {
 #[test]
 fn large_m_uses_a_big_sm80_tile() {
     let t = target("sm_90a").unwrap();
-    let c = select_for_m(&shape(14336, 4096), 4096, t).unwrap().config;
+    let c = best(&shape(14336, 4096), 4096, t);
     assert_eq!(c.family, "sm80");
     assert_eq!((c.tile_m, c.tile_n), (128, 128), "{c:?}");
 }
@@ -85,23 +113,23 @@ fn every_choice_is_legal_for_its_target_and_deterministic() {
                     m: Some(m),
                     ..shape(n, k)
                 };
-                let ranked = rank(&s, m, t);
+                let ranked = rank(families(), &s, m, t);
                 assert!(!ranked.is_empty(), "{} {m}x{n}x{k}", t.name);
                 for c in &ranked {
-                    check(&c.config, &s, Some(t)).unwrap();
+                    check(families(), &c.config, &s, Some(t)).unwrap();
                 }
-                assert_eq!(ranked, rank(&s, m, t));
+                assert_eq!(ranked, rank(families(), &s, m, t));
             }
         }
     }
-    assert!(FAMILIES.iter().any(|f| f.name == "sm80"));
+    assert!(families().iter().any(|f| f.name() == "sm80"));
 }
 
 #[test]
 fn pass_annotates_and_is_idempotent() {
     let run = |text: &str| {
         let mut m = parse_module(text).unwrap();
-        let mut cx = PassContext::new(Some(target("sm_90a").unwrap()));
+        let mut cx = PassContext::new(Some(target("sm_90a").unwrap())).with_families(families());
         cx.explain = true;
         PassManager::parse_pipeline("fuse-epilogue,select-tiles,canonicalize")
             .unwrap()
@@ -109,7 +137,7 @@ fn pass_annotates_and_is_idempotent() {
             .unwrap();
         (print_module(&m), cx.notes)
     };
-    let (out, notes) = run(common::DECODE);
+    let (out, notes) = run(DECODE_IR);
     assert!(
         out.contains("{epilogue = \"relu\", family = \"decode\", tile_m = 8,"),
         "{out}"
@@ -134,7 +162,7 @@ fn select_tiles_without_target_is_a_clear_error() {
         .unwrap_err();
     assert!(
         err.to_string()
-            .contains("needs a target GPU; pass --target=<sm_80|sm_86|sm_89|sm_90a>"),
+            .contains("needs a target GPU; pass --target=<sm_80|sm_86|sm_89|sm_90a|h200>"),
         "{err}"
     );
 }

@@ -1,0 +1,238 @@
+//! The device weight of a GPU `SparseGemm`: owned (uploaded by the runtime from a host
+//! `Sparse24`) or borrowed (caller-owned device buffers, adopted without a copy).
+//!
+//! Every kernel family reads one device layout, the *fragment layout* of
+//! `sparseflow_codegen::layout` (docs/FORMAT.md, "The device layout"): values per 16-row block
+//! × 32-wide K step as 32 lanes × 16 bytes (the `mma.sp.m16n8k32` A registers, which are also
+//! the per-warp A fragment of the Hopper `wgmma.mma_async.sp` with A from registers), metadata
+//! per 16-row block × 64-wide K pair as 32 lanes × u32; N padded to 128, K to 64. So a weight
+//! exists once on the device, whichever family a given M runs, and a caller that already holds
+//! the weight in that layout (PyTorch's `SparseLinear`, a C program) lends its buffers instead
+//! of having the runtime upload a second copy.
+
+use std::ffi::c_void;
+
+use sparseflow_codegen::{padded_dims, WeightLayout};
+use sparseflow_core::{CoreError, DType, EpilogueKind};
+
+use crate::context::{Context, Device};
+use crate::error::{Result, RuntimeError};
+use crate::gemm::SparseGemm;
+use crate::gpu_layer::{check_device_ptr, GpuLayer};
+use crate::launch::DeviceAlloc;
+
+/// Device bytes the runtime allocated, or a caller's buffer it only reads.
+pub(crate) enum DeviceBytes {
+    Owned(DeviceAlloc),
+    /// Caller-owned; the caller keeps it alive (and in the fragment layout) for the lifetime
+    /// of the `SparseGemm` and of any work queued with it.
+    Borrowed {
+        ptr: u64,
+        bytes: usize,
+    },
+}
+
+impl DeviceBytes {
+    pub(crate) fn ptr(&self) -> u64 {
+        match self {
+            DeviceBytes::Owned(a) => a.ptr(),
+            DeviceBytes::Borrowed { ptr, .. } => *ptr,
+        }
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        match self {
+            DeviceBytes::Owned(a) => a.bytes(),
+            DeviceBytes::Borrowed { bytes, .. } => *bytes,
+        }
+    }
+
+    /// Whether the runtime allocated these bytes (and counts them as its own device memory).
+    pub(crate) fn is_owned(&self) -> bool {
+        matches!(self, DeviceBytes::Owned(_))
+    }
+}
+
+impl From<DeviceAlloc> for DeviceBytes {
+    fn from(a: DeviceAlloc) -> Self {
+        DeviceBytes::Owned(a)
+    }
+}
+
+/// A family that has no device copy yet and no host weight to lay out: only possible for an
+/// adopted weight and a family that does not read the fragment layout.
+pub(crate) fn no_layout_for(family: &str) -> RuntimeError {
+    RuntimeError::Unsupported(format!(
+        "kernel family {family} does not read the fragment layout, and this layer's weight was \
+         adopted in that layout (from_device_layout): create it from a host weight instead"
+    ))
+}
+
+/// One weight on the device, in the fragment layout.
+pub(crate) struct DeviceWeights {
+    pub(crate) values: DeviceBytes,
+    pub(crate) meta: DeviceBytes,
+}
+
+/// Bytes of a `[n, k]` fp16/bf16 weight in the fragment layout: `(values, meta)`. N is padded
+/// to 128 and K to 64, so Llama-style shapes take exactly the canonical `[N, K/2]` +
+/// `[N, K/8]` bytes.
+pub fn fragment_layout_bytes(n: usize, k: usize) -> Result<(usize, usize)> {
+    let (np, kp) = padded_dims(n, k);
+    // Values: np · kp/2 elements of 2 bytes; metadata: one u32 per lane per (16 rows × 64 K).
+    let values = np.checked_mul(kp).ok_or_else(|| overflow(n, k))?;
+    Ok((values, values / 8))
+}
+
+fn overflow(n: usize, k: usize) -> RuntimeError {
+    RuntimeError::Shape(format!(
+        "weight [{n}, {k}] overflows the device layout's size"
+    ))
+}
+
+/// A caller-owned device weight in the fragment layout, for [`SparseGemm::from_device_layout`].
+#[derive(Debug, Clone, Copy)]
+pub struct BorrowedWeight {
+    /// Device address of the values, [`fragment_layout_bytes`]`.0` bytes, 16-byte aligned.
+    pub values: *const c_void,
+    /// Device address of the metadata, [`fragment_layout_bytes`]`.1` bytes, 16-byte aligned.
+    pub meta: *const c_void,
+    /// Device address of the bias (`n` elements of the dtype), or `None`. Read at every launch,
+    /// never copied, so writes to it are seen by the next launch.
+    pub bias: Option<*const c_void>,
+}
+
+impl SparseGemm {
+    /// Binds a weight that already lives on `ctx`'s GPU in the fragment layout, without
+    /// copying it: every launch reads `w.values`, `w.meta` and `w.bias` where they are.
+    /// Checks the context (GPU), dtype (f16/bf16), shape, the bias against the epilogue, and
+    /// that each pointer is 16-byte aligned memory of this device; the metadata codes are not
+    /// checked (they are on the device; lay them out from a checked `Sparse24`, e.g. with
+    /// `sparseflow_codegen::upload_layout`).
+    ///
+    /// # Safety
+    /// `w.values` / `w.meta` must hold [`fragment_layout_bytes`]`(n, k)` bytes of a valid
+    /// 2:4 weight in the fragment layout and `w.bias` `n` elements of `dtype`; all three must
+    /// stay allocated until this `SparseGemm` is dropped and work queued with it has completed.
+    /// Writes to them are seen by launches queued after the write (stream order).
+    pub unsafe fn from_device_layout(
+        ctx: &Context,
+        dtype: DType,
+        n: usize,
+        k: usize,
+        w: BorrowedWeight,
+        epilogue: EpilogueKind,
+    ) -> Result<Self> {
+        let ordinal = match ctx.device() {
+            Device::Cuda(i) => i,
+            Device::Cpu => return Err(RuntimeError::NeedsGpu("from_device_layout")),
+        };
+        if dtype == DType::F32 {
+            return Err(RuntimeError::UnsupportedDType {
+                dtype,
+                backend: "the GPU (sparse tensor cores)",
+                hint: "the fragment layout holds f16 or bf16 values",
+            });
+        }
+        if n == 0 || k == 0 {
+            return Err(CoreError::ZeroDim {
+                what: "weight [N, K]",
+            }
+            .into());
+        }
+        if !k.is_multiple_of(4) {
+            return Err(CoreError::KNotMultipleOf4 { k }.into());
+        }
+        if n > i32::MAX as usize || k > i32::MAX as usize {
+            return Err(RuntimeError::Shape(format!(
+                "N = {n} / K = {k} exceed the kernels' 32-bit dimensions"
+            )));
+        }
+        let (values_bytes, meta_bytes) = fragment_layout_bytes(n, k)?;
+        match (epilogue.uses_bias(), w.bias) {
+            (true, None) => {
+                return Err(CoreError::BiasMismatch {
+                    epilogue: epilogue.name(),
+                    problem: "needs a bias vector of length N, but none was given",
+                }
+                .into())
+            }
+            (false, Some(_)) => {
+                return Err(CoreError::BiasMismatch {
+                    epilogue: epilogue.name(),
+                    problem: "takes no bias, but one was given (use a bias_* epilogue)",
+                }
+                .into())
+            }
+            _ => {}
+        }
+        for (what, p) in [("weight values", w.values), ("weight metadata", w.meta)] {
+            if p.is_null() {
+                return Err(RuntimeError::NullPointer(what));
+            }
+            check_device_ptr(what, p, ordinal)?;
+        }
+        if let Some(b) = w.bias {
+            if b.is_null() {
+                return Err(RuntimeError::NullPointer("bias"));
+            }
+            check_device_ptr("bias", b, ordinal)?;
+        }
+        let weights = DeviceWeights {
+            values: DeviceBytes::Borrowed {
+                ptr: w.values as usize as u64,
+                bytes: values_bytes,
+            },
+            meta: DeviceBytes::Borrowed {
+                ptr: w.meta as usize as u64,
+                bytes: meta_bytes,
+            },
+        };
+        let bias = w.bias.map(|b| DeviceBytes::Borrowed {
+            ptr: b as usize as u64,
+            bytes: n * dtype.size_bytes(),
+        });
+        let desc = crate::plan::LayerDesc {
+            n,
+            k,
+            dtype,
+            epilogue,
+        };
+        let layer = GpuLayer::adopt(desc, weights, bias);
+        Ok(SparseGemm::with_gpu_layer(
+            ctx, n, k, dtype, epilogue, layer,
+        ))
+    }
+}
+
+/// The fragment layout of a host weight, as the bytes the device buffers hold: `(values,
+/// meta)` of [`fragment_layout_bytes`]`(w.n, w.k)` bytes. For callers that lay a weight out
+/// themselves before lending it ([`SparseGemm::from_device_layout`]); every family reads it.
+pub fn to_fragment_layout<T: sparseflow_core::Element>(
+    w: &sparseflow_core::Sparse24<T>,
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    let up = sparseflow_codegen::upload_layout(WeightLayout::Fragment, w)?;
+    Ok((up.values, up.meta))
+}
+
+/// The inverse of [`to_fragment_layout`]: the canonical `Sparse24` `[n, k]` of a weight's
+/// fragment-layout bytes (reading one back from the device, or checking a layout).
+pub fn from_fragment_layout<T: sparseflow_core::Element>(
+    values: Vec<u8>,
+    meta: Vec<u8>,
+    n: usize,
+    k: usize,
+) -> Result<sparseflow_core::Sparse24<T>> {
+    let (_, k_padded) = padded_dims(n, k);
+    let up = sparseflow_codegen::UploadLayout {
+        values,
+        meta,
+        k_padded,
+    };
+    Ok(sparseflow_codegen::from_upload_layout(
+        WeightLayout::Fragment,
+        &up,
+        n,
+        k,
+    )?)
+}
