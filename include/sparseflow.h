@@ -36,7 +36,7 @@ typedef struct SparseFlowModel_* SparseFlowModel;
 
 // Minor version of the C ABI. Bumped when functions or enum values are appended; programs
 // built against an older minor of the same major keep working.
-#define SPARSEFLOW_ABI_VERSION_MINOR 1
+#define SPARSEFLOW_ABI_VERSION_MINOR 2
 
 // `sparseflow_compress_2to4` flag: magnitude-prune each group to its two largest entries
 // first, instead of refusing a weight that is not already 2:4.
@@ -101,7 +101,7 @@ typedef uint32_t SparseFlowDType;
 
 // Epilogue applied to the fp32 accumulator before rounding to the output dtype. The values
 // are the epilogue table of docs/FORMAT.md (`sparseflow_core::EPILOGUES`); new kinds are
-// appended.
+// appended. `sparseflow_epilogue_info` describes each value at run time.
 enum SparseFlowEpilogue
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
   : uint32_t
@@ -127,6 +127,10 @@ enum SparseFlowEpilogue
   SPARSEFLOW_EPILOGUE_GELU_TANH = 8,
   // `y = gelu(acc + bias)`, tanh approximation
   SPARSEFLOW_EPILOGUE_BIAS_GELU_TANH = 9,
+  // `y = max(acc, 0)^2`, squared ReLU (ABI 1.2)
+  SPARSEFLOW_EPILOGUE_RELU2 = 10,
+  // `y = max(acc + bias, 0)^2` (ABI 1.2)
+  SPARSEFLOW_EPILOGUE_BIAS_RELU2 = 11,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -231,6 +235,22 @@ const char *sparseflow_last_error(void);
 //
 // Thread safety: callable from any thread at any time.
 const char *sparseflow_status_string(SparseFlowStatus status);
+
+// Describes an epilogue value (ABI 1.2), read from the library's epilogue table: `*name` its
+// name ("bias_relu2"), `*activation` the activation it applies ("relu2"; "none" for
+// `SPARSEFLOW_EPILOGUE_NONE` and `_BIAS`), `*uses_bias` 1 when a kernel with it needs a bias
+// vector, else 0. Enumerate every epilogue this library knows by calling it with 0, 1, 2, ...
+// until it returns `INVALID_ARGUMENT`.
+//
+// Errors: `INVALID_ARGUMENT` (an unknown value, a NULL out-pointer; nothing is written).
+//
+// Ownership: the strings are static; never free them.
+//
+// Thread safety: callable from any thread at any time.
+//
+// # Safety
+// Each out-pointer is NULL or writable.
+SparseFlowStatus sparseflow_epilogue_info(SparseFlowEpilogue epilogue, const char **name, const char **activation, int32_t *uses_bias);
 
 // Builds a kernel from a dense weight: magnitude-prunes it to 2:4 (keeps the two largest
 // |w| of every group of 4 along K, ties to the lower index), compresses it and uploads it.

@@ -31,6 +31,31 @@ static void status_strings(void) {
     EXPECT(sparseflow_abi_version() == ((SPARSEFLOW_ABI_VERSION_MAJOR << 16) |
                                         SPARSEFLOW_ABI_VERSION_MINOR),
            "abi version %#x", sparseflow_abi_version());
+    {
+        /* sparseflow_epilogue_info (ABI 1.2) describes the header's values from the library's
+           table, and refuses what is not in it. */
+        const char *name = NULL, *activation = NULL;
+        int32_t uses_bias = -1;
+        EXPECT_STATUS(sparseflow_epilogue_info(SPARSEFLOW_EPILOGUE_BIAS_RELU2, &name, &activation,
+                                               &uses_bias),
+                      SPARSEFLOW_STATUS_OK);
+        EXPECT(name && activation && strcmp(name, "bias_relu2") == 0 &&
+                   strcmp(activation, "relu2") == 0 && uses_bias == 1,
+               "bias_relu2 info: %s %s %d", name ? name : "(null)",
+               activation ? activation : "(null)", uses_bias);
+        EXPECT_STATUS(sparseflow_epilogue_info(SPARSEFLOW_EPILOGUE_NONE, &name, &activation,
+                                               &uses_bias),
+                      SPARSEFLOW_STATUS_OK);
+        EXPECT(strcmp(name, "none") == 0 && strcmp(activation, "none") == 0 && uses_bias == 0,
+               "none info");
+        EXPECT_STATUS(sparseflow_epilogue_info((SparseFlowEpilogue)epilogue_count(), &name,
+                                               &activation, &uses_bias),
+                      SPARSEFLOW_STATUS_INVALID_ARGUMENT);
+        EXPECT_MESSAGE("sparseflow_epilogue_info", "unknown epilogue");
+        EXPECT_STATUS(sparseflow_epilogue_info(SPARSEFLOW_EPILOGUE_RELU, NULL, &activation,
+                                               &uses_bias),
+                      SPARSEFLOW_STATUS_INVALID_ARGUMENT);
+    }
 }
 
 static void context_errors(void) {
@@ -109,8 +134,8 @@ static void create_errors(SparseFlowContext ctx, SparseFlowKernel some_kernel) {
                   "unknown dtype 3");
     EXPECT_CREATE(ctx, (SparseFlowDType)0xffffffffu, N, K, w, NULL, 0,
                   SPARSEFLOW_STATUS_INVALID_ARGUMENT, "unknown dtype");
-    EXPECT_CREATE(ctx, dt, N, K, w, NULL, (SparseFlowEpilogue)10,
-                  SPARSEFLOW_STATUS_INVALID_ARGUMENT, "unknown epilogue 10");
+    EXPECT_CREATE(ctx, dt, N, K, w, NULL, (SparseFlowEpilogue)epilogue_count(),
+                  SPARSEFLOW_STATUS_INVALID_ARGUMENT, "unknown epilogue");
     EXPECT_CREATE(ctx, dt, N, K, w, NULL, (SparseFlowEpilogue)0x80000000u,
                   SPARSEFLOW_STATUS_INVALID_ARGUMENT, "unknown epilogue");
     /* data pointers */
@@ -121,7 +146,7 @@ static void create_errors(SparseFlowContext ctx, SparseFlowKernel some_kernel) {
     EXPECT_CREATE(ctx, dt, N, K, w, NULL, SPARSEFLOW_EPILOGUE_BIAS_RELU,
                   SPARSEFLOW_STATUS_INVALID_ARGUMENT, "bias_or_null is NULL");
     EXPECT_CREATE(ctx, dt, N, K, w, bias, SPARSEFLOW_EPILOGUE_RELU,
-                  SPARSEFLOW_STATUS_INVALID_ARGUMENT, "has no bias");
+                  SPARSEFLOW_STATUS_INVALID_ARGUMENT, "takes no bias");
     /* non-finite weights */
     {
         uint16_t saved = ((uint16_t *)w)[5];

@@ -151,7 +151,7 @@ int main(int argc, char **argv) {
             EXPECT(k == NULL, "out stays NULL on failure");
             continue;
         }
-        for (epi = 0; epi <= SPARSEFLOW_EPILOGUE_BIAS_GELU_TANH; epi++) {
+        for (epi = 0; epi < epilogue_count(); epi++) {
             /* k = 36: nine groups per row, so every meta row ends in a padding nibble. */
             run_case(ctx, dt, 24, 36, epi, 1000 * d + epi);
             if (epi == SPARSEFLOW_EPILOGUE_NONE || epi == SPARSEFLOW_EPILOGUE_BIAS_RELU ||

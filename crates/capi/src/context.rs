@@ -1,11 +1,9 @@
 //! `sparseflow_context_create` / `sparseflow_context_destroy`.
 
-use std::sync::Arc;
-
 use crate::boundary::ffi_boundary;
 use crate::engine::{self, Context, Device};
 use crate::error::{Error, Result};
-use crate::handles::{self, Handle, Object};
+use crate::handles::{self, Handle};
 use crate::types::{SparseFlowContext, SparseFlowContext_, SparseFlowStatus};
 
 /// What a `SparseFlowContext` handle refers to.
@@ -17,15 +15,6 @@ impl Handle for ContextObj {
     type Opaque = SparseFlowContext_;
     const TAG: usize = 0xC5;
     const NAME: &'static str = "context";
-    fn wrap(this: Arc<Self>) -> Object {
-        Object::Context(this)
-    }
-    fn unwrap(object: &Object) -> Option<Arc<Self>> {
-        match object {
-            Object::Context(c) => Some(c.clone()),
-            _ => None,
-        }
-    }
 }
 
 /// Writes `value` through a C out-pointer.

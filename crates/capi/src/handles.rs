@@ -15,7 +15,11 @@
 //!   calls on different threads never serialize on the registry, and a `destroy` racing with a
 //!   `run` on another thread (a caller bug) is still memory-safe: the object lives until the
 //!   run returns.
+//!
+//! The registry is type-erased (`Arc<dyn Any>`, downcast on lookup after the tag check), so this
+//! module knows no object type: `context`, `kernel` and `model` depend on it, never the reverse.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -26,22 +30,21 @@ use crate::error::{Error, Result};
 pub(crate) trait Handle: Sized + Send + Sync + 'static {
     /// The opaque C struct (`SparseFlowContext_` / `SparseFlowKernel_`).
     type Opaque;
-    /// Odd low byte that marks this kind of handle.
+    /// Odd low byte that marks this kind of handle; distinct per kind.
     const TAG: usize;
     /// For error messages: "context", "kernel".
     const NAME: &'static str;
-    fn wrap(this: Arc<Self>) -> Object;
-    fn unwrap(object: &Object) -> Option<Arc<Self>>;
 }
 
-/// Every kind of object C can hold.
-pub(crate) enum Object {
-    Context(Arc<crate::context::ContextObj>),
-    Kernel(Arc<crate::kernel::KernelObj>),
-    Model(Arc<crate::model::ModelObj>),
-}
+/// A registered object of any kind.
+type Object = Arc<dyn Any + Send + Sync>;
 
 type Registry = HashMap<usize, Object>;
+
+/// The object as a `T`, or `None` when it is another kind.
+fn downcast<T: Handle>(object: &Object) -> Option<Arc<T>> {
+    object.clone().downcast::<T>().ok()
+}
 
 fn registry() -> MutexGuard<'static, Registry> {
     static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
@@ -64,7 +67,7 @@ pub(crate) fn new_handle<T: Handle>(obj: T) -> *mut T::Opaque {
         .checked_mul(256)
         .expect("handle serials exhausted: too many objects created in this process")
         | T::TAG;
-    registry().insert(token, T::wrap(Arc::new(obj)));
+    registry().insert(token, Arc::new(obj) as Object);
     token as *mut T::Opaque
 }
 
@@ -73,7 +76,7 @@ pub(crate) fn get<T: Handle>(handle: *mut T::Opaque) -> Result<Arc<T>> {
     let token = check_tag::<T>(handle)?;
     let reg = registry();
     match reg.get(&token) {
-        Some(object) => T::unwrap(object).ok_or_else(|| wrong_kind::<T>(token)),
+        Some(object) => downcast::<T>(object).ok_or_else(|| wrong_kind::<T>(token)),
         None => Err(gone::<T>(token)),
     }
 }
@@ -84,7 +87,7 @@ pub(crate) fn destroy<T: Handle>(handle: *mut T::Opaque) -> Result<()> {
     let token = check_tag::<T>(handle)?;
     let mut reg = registry();
     match reg.get(&token) {
-        Some(object) if T::unwrap(object).is_none() => Err(wrong_kind::<T>(token)),
+        Some(object) if downcast::<T>(object).is_none() => Err(wrong_kind::<T>(token)),
         Some(_) => {
             let object = reg.remove(&token);
             // Drop outside the lock: dropping a context may free GPU memory and take time.

@@ -3,9 +3,36 @@
 
 use std::ffi::c_void;
 
-use sparseflow_core::DType;
+use sparseflow_core::{DType, EpilogueKind};
 
 use crate::error::{Error, Result};
+use crate::types::{epilogue_from_raw, RawEpilogue};
+
+/// An epilogue value from C: one of the epilogue table's ABI values.
+pub(crate) fn epilogue_arg(raw: RawEpilogue) -> Result<EpilogueKind> {
+    epilogue_from_raw(raw).ok_or_else(|| {
+        Error::invalid(format!(
+            "unknown epilogue {raw}: valid values are 0..={} ({})",
+            sparseflow_core::EPILOGUES.len() - 1,
+            EpilogueKind::valid_names()
+        ))
+    })
+}
+
+/// Core's bias rule (`EpilogueKind::check_bias`) for a C bias pointer named `what`: NULL means
+/// "no bias", a non-NULL pointer holds `n` elements by the caller's contract.
+pub(crate) fn check_bias_ptr(
+    epilogue: EpilogueKind,
+    bias: *const c_void,
+    n: usize,
+    what: &str,
+) -> Result<()> {
+    let given = !bias.is_null();
+    epilogue.check_bias(given.then_some(n), n).map_err(|e| {
+        let state = if given { "not NULL" } else { "NULL" };
+        Error::invalid(format!("{what} is {state}: {e}"))
+    })
+}
 
 /// A dimension from C: must be positive and fit `usize`.
 pub(crate) fn dim(value: i64, what: &str) -> Result<usize> {

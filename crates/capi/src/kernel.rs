@@ -2,7 +2,6 @@
 //! `sparseflow_kernel_run`, `sparseflow_kernel_destroy`.
 
 use std::ffi::c_void;
-use std::sync::Arc;
 
 use sparseflow_core::alloc::try_copy;
 use sparseflow_core::format::meta_bytes_per_row;
@@ -12,12 +11,12 @@ use crate::boundary::ffi_boundary;
 use crate::context::{check_out, write_out, ContextObj};
 use crate::engine::{self, Context, SparseGemm};
 use crate::error::{Error, Result};
-use crate::handles::{self, Handle, Object};
+use crate::handles::{self, Handle};
 use crate::host::dispatch;
-use crate::host::{check_ptr, dim, elements, host_slice, overlaps};
+use crate::host::{check_bias_ptr, check_ptr, dim, elements, epilogue_arg, host_slice, overlaps};
 use crate::types::{
-    dtype_from_raw, epilogue_from_raw, RawDType, RawEpilogue, SparseFlowContext, SparseFlowKernel,
-    SparseFlowKernel_, SparseFlowStatus,
+    dtype_from_raw, RawDType, RawEpilogue, SparseFlowContext, SparseFlowKernel, SparseFlowKernel_,
+    SparseFlowStatus,
 };
 
 /// What a `SparseFlowKernel` handle refers to.
@@ -37,15 +36,6 @@ impl Handle for KernelObj {
     type Opaque = SparseFlowKernel_;
     const TAG: usize = 0x4B;
     const NAME: &'static str = "kernel";
-    fn wrap(this: Arc<Self>) -> Object {
-        Object::Kernel(this)
-    }
-    fn unwrap(object: &Object) -> Option<Arc<Self>> {
-        match object {
-            Object::Kernel(k) => Some(k.clone()),
-            _ => None,
-        }
-    }
 }
 
 /// The checked arguments shared by both create functions.
@@ -71,13 +61,7 @@ fn request(
              SPARSEFLOW_DTYPE_F32 (2)"
         ))
     })?;
-    let epilogue = epilogue_from_raw(epilogue).ok_or_else(|| {
-        Error::invalid(format!(
-            "unknown epilogue {epilogue}: valid values are 0..={} ({})",
-            sparseflow_core::EPILOGUES.len() - 1,
-            EpilogueKind::valid_names()
-        ))
-    })?;
+    let epilogue = epilogue_arg(epilogue)?;
     let n = dim(n, "n (out_features)")?;
     let k = dim(k, "k (in_features)")?;
     if !k.is_multiple_of(4) {
@@ -104,20 +88,12 @@ fn request(
 /// # Safety
 /// `bias` is NULL or points to `n` elements of `T`.
 unsafe fn bias_slice<'a, T>(req: &Request, bias: *const c_void) -> Result<Option<&'a [T]>> {
-    match (req.epilogue.uses_bias(), bias.is_null()) {
-        (true, true) => Err(Error::invalid(format!(
-            "epilogue '{}' adds a bias but bias_or_null is NULL",
-            req.epilogue
-        ))),
-        (false, false) => Err(Error::invalid(format!(
-            "epilogue '{}' has no bias but bias_or_null is not NULL: pick a bias_* epilogue or \
-             pass NULL",
-            req.epilogue
-        ))),
-        (false, true) => Ok(None),
-        // SAFETY: the C contract: `bias` points to n elements of the kernel dtype.
-        (true, false) => Ok(Some(unsafe { host_slice::<T>(bias, req.n, "bias")? })),
+    check_bias_ptr(req.epilogue, bias, req.n, "bias_or_null")?;
+    if bias.is_null() {
+        return Ok(None);
     }
+    // SAFETY: the C contract: `bias` points to n elements of the kernel dtype.
+    Ok(Some(unsafe { host_slice::<T>(bias, req.n, "bias")? }))
 }
 
 fn finish(req: Request, gemm: Result<SparseGemm>, out: *mut SparseFlowKernel) -> Result<()> {

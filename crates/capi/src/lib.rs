@@ -8,7 +8,8 @@
 //! * `boundary`: `ffi_boundary!`, the wrapper every exported body goes through (panics →
 //!   `SPARSEFLOW_STATUS_INTERNAL`, errors → status + thread-local message).
 //! * `handles`: handle tokens and the registry of live objects (NULL / foreign / destroyed
-//!   handles are `SPARSEFLOW_STATUS_INVALID_HANDLE`, never UB).
+//!   handles are `SPARSEFLOW_STATUS_INVALID_HANDLE`, never UB); it knows no object type, so
+//!   `context`, `kernel` and `model` depend on it one way.
 //! * `error`, `host`: statuses and messages; checks on sizes and pointers from C.
 //! * `engine`: the only module that talks to `sparseflow_runtime`.
 //! * the exported functions, one file per topic: `info`, `context`, `kernel`, `format`,
@@ -35,8 +36,8 @@ pub mod types;
 pub use context::{sparseflow_context_create, sparseflow_context_destroy};
 pub use format::{sparseflow_compress_2to4, sparseflow_compressed_sizes, sparseflow_validate_2to4};
 pub use info::{
-    sparseflow_abi_version, sparseflow_last_error, sparseflow_status_string,
-    SPARSEFLOW_ABI_VERSION_MAJOR, SPARSEFLOW_ABI_VERSION_MINOR,
+    sparseflow_abi_version, sparseflow_epilogue_info, sparseflow_last_error,
+    sparseflow_status_string, SPARSEFLOW_ABI_VERSION_MAJOR, SPARSEFLOW_ABI_VERSION_MINOR,
 };
 pub use kernel::{
     sparseflow_kernel_create, sparseflow_kernel_create_from_dense, sparseflow_kernel_destroy,
@@ -53,4 +54,28 @@ pub use types::*;
 #[doc(hidden)]
 pub fn live_handle_count() -> usize {
     handles::live_count()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::handles::Handle;
+
+    /// The handle registry tells kinds apart by tag first (a downcast only backs it up), so no
+    /// two kinds may share one.
+    #[test]
+    fn handle_tags_are_distinct_and_odd() {
+        let tags = [
+            crate::context::ContextObj::TAG,
+            crate::kernel::KernelObj::TAG,
+            crate::model::ModelObj::TAG,
+        ];
+        for (i, t) in tags.iter().enumerate() {
+            assert_eq!(
+                t & 1,
+                1,
+                "tag {t:#x} must be odd (real pointers are aligned)"
+            );
+            assert!(!tags[i + 1..].contains(t), "tag {t:#x} used twice");
+        }
+    }
 }

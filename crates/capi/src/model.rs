@@ -9,7 +9,6 @@
 
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::Path;
-use std::sync::Arc;
 
 use sparseflow_core::format::meta_bytes_per_row;
 use sparseflow_core::{DType, Element, EpilogueKind, Sparse24};
@@ -19,8 +18,8 @@ use crate::boundary::ffi_boundary;
 use crate::context::{check_out, write_out, ContextObj};
 use crate::engine::{self, SparseGemm};
 use crate::error::{Error, Result};
-use crate::handles::{self, Handle, Object};
-use crate::host::{check_ptr, dispatch, elements, host_slice_mut, overlaps};
+use crate::handles::{self, Handle};
+use crate::host::{check_bias_ptr, check_ptr, dispatch, elements, host_slice_mut, overlaps};
 use crate::kernel::KernelObj;
 use crate::types::{
     RawDType, RawEpilogue, SparseFlowContext, SparseFlowDType, SparseFlowKernel, SparseFlowModel,
@@ -38,15 +37,6 @@ impl Handle for ModelObj {
     type Opaque = SparseFlowModel_;
     const TAG: usize = 0x4D;
     const NAME: &'static str = "model";
-    fn wrap(this: Arc<Self>) -> Object {
-        Object::Model(this)
-    }
-    fn unwrap(object: &Object) -> Option<Arc<Self>> {
-        match object {
-            Object::Model(m) => Some(m.clone()),
-            _ => None,
-        }
-    }
 }
 
 /// A model-file error on its way to C: core format errors keep their status (`NOT_2TO4` for bad
@@ -334,7 +324,8 @@ pub unsafe extern "C" fn sparseflow_model_load_layer(
         // SAFETY: NULL or NUL-terminated by contract.
         let name = unsafe { c_str(name, "name")? };
         let entry = m.dir.layer_entry(name).map_err(model_error)?;
-        let uses_bias = m.dir.layer_epilogue(name).map_err(model_error)?.uses_bias();
+        let epilogue = m.dir.layer_epilogue(name).map_err(model_error)?;
+        let uses_bias = epilogue.uses_bias();
         let ([n, k], size) = (entry.shape, entry.dtype.size_bytes());
         let values_need = elements(n, k / 2, entry.dtype, "values [n, k/2]")? * size;
         let meta_need = n * meta_bytes_per_row(k);
@@ -344,25 +335,11 @@ pub unsafe extern "C" fn sparseflow_model_load_layer(
         check_ptr(meta_out, 1, "meta_out")?;
         check_size(values_bytes, values_need, "values_bytes")?;
         check_size(meta_bytes, meta_need, "meta_bytes")?;
-        match (uses_bias, bias_out_or_null.is_null()) {
-            (true, true) => {
-                return Err(Error::invalid(format!(
-                    "layer `{name}` has epilogue '{}', which adds a bias, but bias_out_or_null \
-                     is NULL",
-                    entry.epilogue
-                )))
-            }
-            (false, false) => {
-                return Err(Error::invalid(format!(
-                    "layer `{name}` has no bias (epilogue '{}') but bias_out_or_null is not NULL",
-                    entry.epilogue
-                )))
-            }
-            (true, false) => {
-                check_ptr(bias_out_or_null, size, "bias_out_or_null")?;
-                check_size(bias_bytes, bias_need, "bias_bytes")?;
-            }
-            (false, true) => {}
+        check_bias_ptr(epilogue, bias_out_or_null, n, "bias_out_or_null")
+            .map_err(|e| Error::invalid(format!("layer `{name}`: {}", e.message)))?;
+        if uses_bias {
+            check_ptr(bias_out_or_null, size, "bias_out_or_null")?;
+            check_size(bias_bytes, bias_need, "bias_bytes")?;
         }
         let bufs = [
             (values_out.cast_const(), values_need, "values_out"),

@@ -51,7 +51,7 @@ fn header_has_the_required_declarations() {
     let h = checked_in();
     for needle in [
         "#define SPARSEFLOW_ABI_VERSION_MAJOR 1\n",
-        "#define SPARSEFLOW_ABI_VERSION_MINOR 1\n",
+        "#define SPARSEFLOW_ABI_VERSION_MINOR 2\n",
         "typedef struct SparseFlowModel_* SparseFlowModel;",
         "typedef struct SparseFlowContext_* SparseFlowContext;",
         "typedef struct SparseFlowKernel_* SparseFlowKernel;",
@@ -72,6 +72,7 @@ fn header_has_the_required_declarations() {
         "typedef uint32_t SparseFlowDType;",
         "typedef uint32_t SparseFlowEpilogue;",
         "uint32_t sparseflow_abi_version(void);",
+        "SparseFlowStatus sparseflow_epilogue_info(SparseFlowEpilogue epilogue, const char **name, const char **activation, int32_t *uses_bias);",
         "const char *sparseflow_last_error(void);",
         "const char *sparseflow_status_string(SparseFlowStatus status);",
         "SparseFlowStatus sparseflow_context_create(int32_t device, SparseFlowContext *out);",
@@ -92,4 +93,39 @@ fn header_has_the_required_declarations() {
             "Rust type `{rust}` in the header: {leaked:?}"
         );
     }
+}
+
+/// The C enum is the core epilogue table: `SPARSEFLOW_EPILOGUE_<NAME> = <abi value>` for every
+/// entry, in order, and nothing else. (The enum is written by hand in `src/types.rs` for
+/// cbindgen; this test is what keeps it equal to `sparseflow_core::EPILOGUES`.)
+#[test]
+fn epilogue_enum_is_the_core_table() {
+    let h = checked_in();
+    let body = h
+        .split("enum SparseFlowEpilogue")
+        .nth(1)
+        .and_then(|rest| rest.split("};").next())
+        .expect("include/sparseflow.h has no `enum SparseFlowEpilogue { ... };`");
+    let in_header: Vec<(String, u32)> = body
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("SPARSEFLOW_EPILOGUE_"))
+        .map(|l| {
+            let (name, value) = l.trim_end_matches(',').split_once(" = ").expect(l);
+            (name.to_string(), value.parse().expect(l))
+        })
+        .collect();
+    let in_table: Vec<(String, u32)> = sparseflow_core::EPILOGUES
+        .iter()
+        .map(|e| {
+            let c_name = format!("SPARSEFLOW_EPILOGUE_{}", e.name.to_uppercase());
+            (c_name, e.abi_value)
+        })
+        .collect();
+    assert_eq!(
+        in_header, in_table,
+        "SparseFlowEpilogue (crates/capi/src/types.rs -> include/sparseflow.h) differs from the \
+         epilogue table (crates/core/src/epilogue.rs): add the C variant, regenerate the header \
+         with `{REGENERATE}` and bump the ABI minor (docs/C_API.md, Versioning)"
+    );
 }
