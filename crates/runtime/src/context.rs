@@ -250,6 +250,26 @@ fn supports_programmatic_launch(info: &DeviceInfo) -> bool {
     info.compute_capability.0 >= 9
 }
 
+/// `$SPARSEFLOW_TARGET` names a preset to plan with instead of the device's own numbers (an
+/// A/B of the cost model's inputs, e.g. `sm_90a` = H100 on an H200); it must have the
+/// device's architecture, since kernels are compiled for it.
+fn planning_target(device: Target) -> Result<Target> {
+    let Some(name) = std::env::var("SPARSEFLOW_TARGET")
+        .ok()
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(device);
+    };
+    let preset = sparseflow_ir::target(&name)?;
+    if preset.arch != device.arch {
+        return Err(RuntimeError::Unsupported(format!(
+            "SPARSEFLOW_TARGET={name} is an {} target, this GPU is {}",
+            preset.arch, device.arch
+        )));
+    }
+    Ok(preset.clone())
+}
+
 fn open_gpu(index: usize) -> Result<GpuState> {
     launch::ensure_driver()?;
     let count =
@@ -279,7 +299,7 @@ fn open_gpu(index: usize) -> Result<GpuState> {
     if major < 8 {
         return Err(RuntimeError::ArchTooOld { major, minor, name });
     }
-    let target = Target::for_device(&DeviceFacts {
+    let device_target = Target::for_device(&DeviceFacts {
         name: name.clone(),
         compute_capability: (major, minor),
         sm_count: attr(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
@@ -290,6 +310,7 @@ fn open_gpu(index: usize) -> Result<GpuState> {
         max_blocks_per_sm: attr(CU_DEVICE_ATTRIBUTE_MAX_BLOCKS_PER_MULTIPROCESSOR)?,
         l2_bytes: u64::from(attr(CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)?),
     });
+    let target = planning_target(device_target)?;
     let info = DeviceInfo {
         device: Device::Cuda(index),
         name,

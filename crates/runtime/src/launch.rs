@@ -181,6 +181,17 @@ pub(crate) fn with_relaxed_capture<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Owned device memory (`cuMemAlloc`), freed on drop.
+///
+/// Why not cudarc's `CudaSlice` (issue 22 asked; not measured, no GPU where this was written):
+/// a `CudaSlice` belongs to one `CudaStream` and, with cudarc's event tracking on, every
+/// `device_ptr(stream)` records and waits on events so other streams see its writes. The
+/// runtime hands these addresses to kernels on streams it does not own (PyTorch's current
+/// stream, often being captured into a CUDA graph), once per launch of ~5 µs decode kernels:
+/// tracking would add driver calls to every launch and event nodes to captured graphs, and
+/// turning it off leaves a `CudaSlice` with nothing over this type. Allocation also has to run
+/// in relaxed capture mode and report a typed out-of-memory error (free / total), and freeing
+/// must not be stream-ordered on a stream that may be capturing. Revisit with a measurement of
+/// the decode benchmark if cudarc grows untracked slices.
 pub(crate) struct DeviceAlloc {
     ptr: sys::CUdeviceptr,
     bytes: usize,

@@ -15,15 +15,16 @@
 //! * [`DeviceBuffer`]: a typed device array for Rust users who bring no CUDA memory.
 //! * [`RuntimeError`]: every failure, with what to do about it.
 //!
-//! Per forward: M is bucketed (1, 2, 4, 8, 16, then powers of two), the bucket is planned
-//! once, its kernel generated/compiled (codegen's disk cache) and loaded once per context,
-//! and launched with the real M.
+//! Per forward: M is bucketed (`sparseflow_ir::select::m_bucket`: the next power of two), the
+//! bucket is planned once (`sparseflow_codegen::Registry::plan` on the device's own `Target`),
+//! its kernel generated/compiled (codegen's disk cache) and loaded once per context, and
+//! launched with the real M and the parameters its family builds.
 //!
 //! `unsafe`: every driver call and raw-pointer access is in `launch.rs`. Outside it, `unsafe`
 //! appears only where a caller's raw pointer or `CUstream` enters: the `unsafe fn`s
 //! `SparseGemm::forward_raw` (gemm.rs), `SparseGemm::from_device_layout` (weights.rs) and `DeviceBuffer::fill_nan_async` (buffer.rs), and the
 //! `launch::RawStream::from_raw` / `launch::host_slices` calls that wrap those arguments
-//! (gemm.rs, buffer.rs, gpu_layer.rs), each with a `// SAFETY:` comment.
+//! (gemm.rs, buffer.rs, gpu_layer.rs, cpu_layer.rs), each with a `// SAFETY:` comment.
 
 mod buffer;
 mod context;
