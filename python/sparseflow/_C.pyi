@@ -31,8 +31,9 @@ def diff(
     """The diff report of a dense host weight against its compressed form; with an activation
     sample ``x [m, k]`` also ``output_max_error`` / ``output_rel_error``."""
 
-def epilogues() -> List[str]:
-    """Epilogue names in ABI order."""
+def epilogues() -> List[Dict[str, Any]]:
+    """The epilogue table in ABI order: ``{"name": "bias_relu2", "id": 11, "activation": "relu2",
+    "activation_ops": ["relu2"], "has_bias": True}`` per epilogue."""
 
 def epilogue_uses_bias(name: str) -> bool: ...
 

@@ -22,16 +22,16 @@ does that warm-up by itself.
 
 from __future__ import annotations
 
-import math
 import threading
 import weakref
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
 from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
 
 from . import _C
+from .activations import chain_grad
 
 __all__ = [
     "ACTIVATIONS",
@@ -49,10 +49,14 @@ __all__ = [
     "split_epilogue",
 ]
 
-#: Every epilogue the kernels know, in ABI order (``none``, ``relu``, ..., ``bias_gelu_tanh``).
-EPILOGUES: Tuple[str, ...] = tuple(_C.epilogues())
-#: Activations a :class:`~sparseflow.SparseLinear` can fuse (``none`` = plain linear).
-ACTIVATIONS: Tuple[str, ...] = ("none", "relu", "silu", "gelu", "gelu_tanh")
+#: The library's epilogue table (crates/core/src/epilogue.rs), one dict per epilogue.
+_TABLE: Tuple[Dict[str, Any], ...] = tuple(_C.epilogues())
+_BY_NAME: Dict[str, Dict[str, Any]] = {e["name"]: e for e in _TABLE}
+_BY_ACTIVATION: Dict[Tuple[str, bool], str] = {(e["activation"], e["has_bias"]): e["name"] for e in _TABLE}
+#: Every epilogue the kernels know, in ABI order (``none``, ``relu``, ..., ``bias_relu2``).
+EPILOGUES: Tuple[str, ...] = tuple(_BY_NAME)
+#: Activations a :class:`~sparseflow.SparseLinear` can fuse (``none`` = plain linear), in table order.
+ACTIVATIONS: Tuple[str, ...] = tuple(dict.fromkeys(e["activation"] for e in _TABLE))
 #: Weight dtypes: fp16/bf16 everywhere, fp32 on the CPU reference path only.
 SUPPORTED_DTYPES: Tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32)
 _DTYPE_NAMES: Dict[torch.dtype, str] = {
@@ -69,20 +73,15 @@ def epilogue_name(activation: str, has_bias: bool) -> str:
     """The kernel epilogue for an activation with or without bias (``silu`` + bias → ``bias_silu``)."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
-    if has_bias:
-        return "bias" if activation == "none" else f"bias_{activation}"
-    return activation
+    return _BY_ACTIVATION[(activation, bool(has_bias))]
 
 
 def split_epilogue(epilogue: str) -> Tuple[str, bool]:
     """Inverse of :func:`epilogue_name`: ``bias_silu`` → ``("silu", True)``."""
     if epilogue not in EPILOGUES:
         raise ValueError(f"unknown epilogue {epilogue!r}; valid: {', '.join(EPILOGUES)}")
-    if epilogue == "bias":
-        return "none", True
-    if epilogue.startswith("bias_"):
-        return epilogue[len("bias_") :], True
-    return epilogue, False
+    entry = _BY_NAME[epilogue]
+    return entry["activation"], entry["has_bias"]
 
 
 def meta_bytes(in_features: int) -> int:
@@ -400,26 +399,6 @@ def _sparse_linear_fake(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[
 
 # ----------------------------------------------------------------------------- autograd
 
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-
-
-def _activation_grad(activation: str, pre: Tensor) -> Tensor:
-    """d act(pre) / d pre, in fp32."""
-    if activation == "relu":
-        return (pre > 0).to(pre.dtype)
-    if activation == "silu":
-        s = torch.sigmoid(pre)
-        return s * (1 + pre * (1 - s))
-    if activation == "gelu":
-        cdf = 0.5 * (1 + torch.erf(pre * (1 / math.sqrt(2.0))))
-        pdf = torch.exp(-0.5 * pre * pre) / math.sqrt(2 * math.pi)
-        return cdf + pre * pdf
-    if activation == "gelu_tanh":
-        t = torch.tanh(_SQRT_2_OVER_PI * (pre + 0.044715 * pre**3))
-        return 0.5 * (1 + t) + 0.5 * pre * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * pre * pre)
-    raise ValueError(f"no gradient for activation {activation!r}")
-
-
 def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001 (torch's signature)
     x, values, meta, bias, epilogue = inputs
     ctx.epilogue = epilogue
@@ -438,7 +417,7 @@ def _backward(ctx, grad: Tensor):  # noqa: ANN001, ANN202 (torch's signature)
         pre = x2 @ w.T
         if bias is not None:
             pre = pre + bias.float()
-        g = g * _activation_grad(activation, pre)
+        g = g * chain_grad(_BY_NAME[ctx.epilogue]["activation_ops"], pre)
     grad_x = grad_values = grad_bias = None
     if ctx.needs_input_grad[0]:
         grad_x = (g @ w).to(x.dtype).reshape(x.shape)

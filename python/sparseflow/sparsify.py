@@ -4,9 +4,12 @@ Nothing happens silently: every ``nn.Linear`` the model holds gets one report ro
 skipped with the reason. An activation is fused into a layer's epilogue only where the module
 structure makes it exact, and the report names it:
 
-* ``nn.Sequential(..., Linear, ReLU | SiLU | GELU, ...)``: the activation module directly
-  follows the layer in the sequence, and the container runs the stock ``nn.Sequential.forward``
-  (a subclass with its own ``forward`` may not apply them in order, so it is left alone).
+* ``nn.Sequential(..., Linear, ReLU | SiLU | GELU | transformers' activations, ...)``: the
+  activation module (one that computes an activation of the epilogue table exactly, see
+  :func:`activation_kind`; squared ReLU only as transformers' ``ReLUSquaredActivation``, torch
+  has no module for it) directly follows the layer in the sequence, and the container runs the
+  stock ``nn.Sequential.forward`` (a subclass with its own ``forward`` may not apply them in
+  order, so it is left alone).
 * LLaMA-style gated MLPs (``down_proj(act_fn(gate_proj(x)) * up_proj(x))``, as in
   transformers' Llama/Mistral/Qwen2 MLPs): the activation is fused into ``gate_proj``. The
   MLP's ``forward`` source is checked for exactly that expression, so a model that uses the
@@ -38,7 +41,7 @@ import torch
 from torch import nn
 
 from .linear import METHODS, SparseLinear
-from .ops import SUPPORTED_DTYPES
+from .ops import ACTIVATIONS, SUPPORTED_DTYPES
 from .permutation import PermuteSite, apply_permutations, find_sites
 from .prune import CALIBRATED_METHODS
 
@@ -159,26 +162,33 @@ class SparsifyReport:
         return f"SparsifyReport(layers={s['layers']}, sparsified={s['sparsified']}, skipped={s['skipped']}, fused={s['fused']})"
 
 
+#: Standard modules that compute exactly one activation of the epilogue table, by class.
+_TORCH_MODULES: Dict[type, str] = {nn.ReLU: "relu", nn.SiLU: "silu"}
+#: transformers' activation classes (``ACT2FN``) that compute exactly these functions, by class
+#: name so sparseflow does not import transformers. torch has no squared-ReLU module:
+#: ``ReLUSquaredActivation`` (``ACT2FN["relu2"]``, relu then square) is the standard one, and a
+#: hand-written module is never fused (nothing proves its forward is the same function).
+_TRANSFORMERS_MODULES: Dict[str, str] = {
+    "SiLUActivation": "silu",
+    "GELUActivation": "gelu",
+    "GELUTanh": "gelu_tanh",
+    "PytorchGELUTanh": "gelu_tanh",
+    "NewGELUActivation": "gelu_tanh",
+    "ReLUSquaredActivation": "relu2",
+}
+
+
 def activation_kind(module: nn.Module) -> Optional[str]:
-    """The SparseFlow activation an activation module computes exactly, or ``None``."""
+    """The SparseFlow activation (a name of :data:`sparseflow.ACTIVATIONS`, from the library's
+    epilogue table) an activation module computes exactly, or ``None``."""
     t = type(module)
-    if t is nn.ReLU:
-        return "relu"
-    if t is nn.SiLU:
-        return "silu"
     if t is nn.GELU:
-        return {"none": "gelu", "tanh": "gelu_tanh"}.get(module.approximate)
-    if t.__module__.startswith("transformers."):
-        # transformers' activation classes compute these exact functions (checked by name so
-        # sparseflow does not import transformers).
-        return {
-            "SiLUActivation": "silu",
-            "GELUActivation": "gelu",
-            "GELUTanh": "gelu_tanh",
-            "PytorchGELUTanh": "gelu_tanh",
-            "NewGELUActivation": "gelu_tanh",
-        }.get(t.__name__)
-    return None
+        kind = {"none": "gelu", "tanh": "gelu_tanh"}.get(module.approximate)
+    elif t.__module__.startswith("transformers."):
+        kind = _TRANSFORMERS_MODULES.get(t.__name__)
+    else:
+        kind = _TORCH_MODULES.get(t)
+    return kind if kind in ACTIVATIONS else None
 
 
 def _matches(name: str, patterns: Iterable[str]) -> Optional[str]:

@@ -12,16 +12,12 @@ from torch import nn
 
 import sparseflow as sf
 from conftest import requires_cuda
+from sparseflow.activations import TORCH
 
 pytestmark = requires_cuda
 
-ACT = {
-    "none": lambda t: t,
-    "relu": torch.relu,
-    "silu": torch.nn.functional.silu,
-    "gelu": torch.nn.functional.gelu,
-    "gelu_tanh": lambda t: torch.nn.functional.gelu(t, approximate="tanh"),
-}
+#: Every activation of the library's epilogue table, as torch computes it.
+ACT = {"none": lambda t: t, **TORCH}
 
 
 def reference(x: torch.Tensor, layer: sf.SparseLinear) -> torch.Tensor:
@@ -41,7 +37,7 @@ def assert_close_to_reference(got: torch.Tensor, want: torch.Tensor, dtype: torc
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("activation", list(ACT))
+@pytest.mark.parametrize("activation", sf.ACTIVATIONS)
 @pytest.mark.parametrize("bias", [False, True])
 def test_every_epilogue_matches_float64(dtype, activation, bias):
     torch.manual_seed(0)

@@ -10,6 +10,7 @@ from torch import nn
 
 import sparseflow as sf
 from conftest import exact_24_weight, magnitude_prune
+from sparseflow.activations import TORCH
 
 TOL = {torch.float32: (1e-5, 1e-5), torch.float16: (2e-3, 2e-3), torch.bfloat16: (2e-2, 2e-2)}
 
@@ -126,7 +127,7 @@ def test_in_place_weight_update_is_seen():
     torch.testing.assert_close(sparse(x), 2 * before)
 
 
-@pytest.mark.parametrize("activation", ["relu", "silu", "gelu", "gelu_tanh"])
+@pytest.mark.parametrize("activation", [a for a in sf.ACTIVATIONS if a != "none"])
 @pytest.mark.parametrize("bias", [True, False])
 def test_fused_activation_matches_torch(activation, bias):
     w = torch.randn(8, 16)
@@ -135,16 +136,10 @@ def test_fused_activation_matches_torch(activation, bias):
     assert sparse.epilogue == sf.ops.epilogue_name(activation, bias)
     x = torch.randn(5, 16)
     pre = x @ magnitude_prune(w).T + (b if bias else 0)
-    act = {
-        "relu": torch.relu,
-        "silu": torch.nn.functional.silu,
-        "gelu": torch.nn.functional.gelu,
-        "gelu_tanh": lambda t: torch.nn.functional.gelu(t, approximate="tanh"),
-    }[activation]
-    torch.testing.assert_close(sparse(x), act(pre), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sparse(x), TORCH[activation](pre), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("activation", ["none", "relu", "silu", "gelu", "gelu_tanh"])
+@pytest.mark.parametrize("activation", sf.ACTIVATIONS)
 def test_gradients_match_dense_autograd(activation):
     torch.manual_seed(1)
     w, b = torch.randn(8, 16), torch.randn(8)
@@ -156,13 +151,7 @@ def test_gradients_match_dense_autograd(activation):
     wd = magnitude_prune(w).requires_grad_(True)
     bd = b.clone().requires_grad_(True)
     xd = x.detach().clone().requires_grad_(True)
-    act = {
-        "none": lambda t: t,
-        "relu": torch.relu,
-        "silu": torch.nn.functional.silu,
-        "gelu": torch.nn.functional.gelu,
-        "gelu_tanh": lambda t: torch.nn.functional.gelu(t, approximate="tanh"),
-    }[activation]
+    act = (lambda t: t) if activation == "none" else TORCH[activation]
     act(torch.nn.functional.linear(xd, wd, bd)).pow(2).sum().backward()
     torch.testing.assert_close(x.grad, xd.grad, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(sparse.bias.grad, bd.grad, rtol=1e-4, atol=1e-4)

@@ -37,15 +37,31 @@ def upload(vals16, codes, n, k):
     return np.ascontiguousarray(A).view(np.uint8).ravel(), np.ascontiguousarray(W).view(np.uint8).ravel()
 
 
-def epi_ref(name, acc, bias):
-    import torch.nn.functional as F
-    if name.startswith("bias"):
+def torch_activations():
+    """`python/sparseflow/activations.py`: the torch meaning of every activation of the epilogue
+    table, loaded by path (this script runs without the compiled sparseflow package)."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../python/sparseflow/activations.py")
+    spec = importlib.util.spec_from_file_location("sparseflow_activations", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.TORCH
+
+
+def epi_ref(kernel, acc, bias):
+    """The kernel's epilogue in float64. `uses_bias` comes from the library's table (through
+    kernels.json); the activation is the epilogue's name without `bias_`, the table's naming
+    rule (crates/core/src/epilogue.rs checks it for every entry)."""
+    name = kernel["epilogue"]
+    if kernel["uses_bias"]:
         acc = acc + bias
-    base = name[5:] if name.startswith("bias_") else name
-    if name == "bias" or base == "none":
+        name = "none" if name == "bias" else name.removeprefix("bias_")
+    if name == "none":
         return acc
-    return {"relu": F.relu, "silu": F.silu, "gelu": F.gelu,
-            "gelu_tanh": lambda a: F.gelu(a, approximate="tanh")}[base](acc)
+    table = torch_activations()
+    if name not in table:
+        raise SystemExit(f"no torch reference for activation {name!r}: add it to python/sparseflow/activations.py")
+    return table[name](acc)
 
 
 def empty_workspace(nbytes):
@@ -128,7 +144,7 @@ def check(kern, M, N, K, rng, results, wcache):
         kern.launch(x, wv, wm, b, y, ws, M, N, K, s)
         torch.cuda.synchronize()
         acc = x.double() @ wd.T
-        ref = epi_ref(m["epilogue"], acc, b.double() if b is not None else 0.0)
+        ref = epi_ref(m, acc, b.double() if b is not None else 0.0)
         tol = (2e-3 if m["dtype"] == "f16" else 1.6e-2) * ref.abs() + (2e-3 if m["dtype"] == "f16" else 1.6e-2)
         err = (y.double() - ref).abs()
         bad = ~(err <= tol)

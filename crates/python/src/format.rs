@@ -170,10 +170,29 @@ pub fn diff<'py>(
     Ok(d)
 }
 
-/// Names of every epilogue, in ABI order.
+/// The epilogue table (`sparseflow_core::EPILOGUES`) in ABI order: one dict per epilogue with
+/// `name`, `id` (its C ABI value), `activation` (`"none"`, `"relu2"`, ...), `activation_ops`
+/// (the activation names it applies in order, `[]` for none) and `has_bias`. Python's
+/// `EPILOGUES`, `ACTIVATIONS`, `epilogue_name`, `split_epilogue` and autograd are built from it.
 #[pyfunction]
-pub fn epilogues() -> Vec<&'static str> {
-    EPILOGUES.iter().map(|e| e.name).collect()
+pub fn epilogues(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
+    EPILOGUES
+        .iter()
+        .map(|e| {
+            let d = PyDict::new(py);
+            d.set_item("name", e.name)?;
+            d.set_item("id", e.abi_value)?;
+            d.set_item("activation", e.activation())?;
+            let ops: Vec<&str> = e
+                .activation_ops()
+                .iter()
+                .filter_map(|op| op.activation_name())
+                .collect();
+            d.set_item("activation_ops", ops)?;
+            d.set_item("has_bias", e.uses_bias)?;
+            Ok(d)
+        })
+        .collect()
 }
 
 /// Whether the named epilogue reads a bias vector; unknown names are a `ValueError`.

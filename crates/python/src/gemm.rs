@@ -11,7 +11,7 @@ use std::sync::{Mutex, OnceLock};
 
 use pyo3::prelude::*;
 use sparseflow_core::alloc::try_copy;
-use sparseflow_core::{CoreError, DType, EpilogueKind};
+use sparseflow_core::{DType, EpilogueKind};
 use sparseflow_runtime::{Context, Device, SparseGemm};
 
 use crate::error::{core_err, runtime_err, runtime_msg, value_err};
@@ -81,21 +81,10 @@ impl SparseGemmHandle {
     ) -> PyResult<Self> {
         let dtype = parse_dtype(dtype)?;
         let epilogue = EpilogueKind::from_name(epilogue).map_err(core_err)?;
-        match (epilogue.uses_bias(), bias_ptr.is_some()) {
-            (true, false) => {
-                return Err(core_err(CoreError::BiasMismatch {
-                    epilogue: epilogue.name(),
-                    problem: "needs a bias vector of length N, but none was given",
-                }))
-            }
-            (false, true) => {
-                return Err(core_err(CoreError::BiasMismatch {
-                    epilogue: epilogue.name(),
-                    problem: "takes no bias, but one was given (use a bias_* epilogue)",
-                }))
-            }
-            _ => {}
-        }
+        // A bias address holds n elements by the Python layer's contract.
+        epilogue
+            .check_bias(bias_ptr.map(|_| n), n)
+            .map_err(core_err)?;
         if device.is_some() && dtype == DType::F32 {
             return Err(value_err(
                 "float32 weights run on the CPU only: SparseFlow's CUDA kernels use fp16/bf16 \

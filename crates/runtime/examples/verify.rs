@@ -89,8 +89,9 @@ struct Layer<T> {
 }
 
 /// Compares `y [m, n]` with the f64 reference. Tolerance: fp32 accumulation in any order
-/// (products of f16/bf16 inputs are exact in fp32) ≈ 8·√K·u32·Σ|x·w|, plus up to one output
-/// ulp (2·u_out·|want|). Returns (checked, bad, nonfinite, max err/tol, first failure).
+/// (products of f16/bf16 inputs are exact in fp32) ≈ 8·√K·u32·Σ|x·w|, grown through the
+/// epilogue by its `error_gain`, plus up to one output ulp (2·u_out·|want|). Returns (checked,
+/// bad, nonfinite, max err/tol, first failure).
 fn check<T: Element>(
     l: &Layer<T>,
     m: usize,
@@ -124,7 +125,10 @@ fn check<T: Element>(
                     0.0
                 };
                 let want = epi.apply(acc, b);
-                let tol = 2.0 * out_eps(T::DTYPE) * want.abs() + tol_k * (scale + b.abs()) + 1e-5;
+                let acc_tol = tol_k * (scale + b.abs());
+                let tol = 2.0 * out_eps(T::DTYPE) * want.abs()
+                    + epi.error_gain(acc, b, acc_tol) * acc_tol
+                    + 1e-5;
                 let got = y[i * l.n + j].to_f64();
                 let err = (got - want).abs();
                 let ratio = if err.is_finite() {

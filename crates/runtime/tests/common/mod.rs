@@ -35,9 +35,9 @@ pub fn out_eps(d: DType) -> f64 {
     }
 }
 
-/// Number of elements outside `|got - want| <= 1.2·K·u32·Σ|x·w| + u_out·|want| + 1e-6`
-/// (fp32 accumulation in any order, then one rounding to the output dtype), with the first
-/// failure described.
+/// Number of elements outside `|got - want| <= gain·1.2·K·u32·Σ|x·w| + u_out·|want| + 1e-6`
+/// (fp32 accumulation in any order, grown through the epilogue by at most its `error_gain`,
+/// then one rounding to the output dtype), with the first failure described.
 pub fn compare<T: Element>(
     c: &Case<T>,
     m: usize,
@@ -61,11 +61,13 @@ pub fn compare<T: Element>(
         EpilogueKind::None,
     )
     .unwrap();
-    let bias_scale = |j: usize| c.bias.as_ref().map_or(0.0, |b| b[j].to_f64().abs());
+    let acc = oracle_gemm_f64(&c.x, m, &c.dense, n, k, None, EpilogueKind::None).unwrap();
+    let bias = |j: usize| c.bias.as_ref().map_or(0.0, |b| b[j].to_f64());
     let mut bad = 0;
     let mut first = None;
     for i in 0..m * n {
-        let tol = 1.2 * k as f64 * 6e-8 * (scale[i] + bias_scale(i % n))
+        let acc_tol = 1.2 * k as f64 * 6e-8 * (scale[i] + bias(i % n).abs());
+        let tol = epi.error_gain(acc[i], bias(i % n), acc_tol) * acc_tol
             + out_eps(T::DTYPE) * want[i].abs()
             + 1e-6;
         let g = got[i].to_f64();
