@@ -1,0 +1,299 @@
+// Family "sm90": prefill and batched decode on Hopper (sm_90a) with wgmma.mma_async.sp.
+//
+// Y[M,N] = X[M,K]·Wᵀ with W the sparse A operand (out-features on wgmma's 64 rows) and X the
+// dense B operand (tokens on wgmma's N side). One CTA computes TILE_N features × TILE_M tokens.
+//  * Warp specialization: warpgroup 0 is the producer (one warp issues every copy), warpgroups
+//    1..CWG the consumers, each owning 64 features (4 warps × one 16-row block each).
+//  * Each stage of the STAGES-deep ring holds one TILE_K-wide K slice: the X tile loaded by TMA
+//    (128-byte swizzle, the canonical K-major wgmma B layout; tokens past M and K past the end
+//    are zero-filled by TMA), and the weight's values and metadata as bulk copies — the weight is
+//    stored in the fragment layout every family reads (kernels/README.md), so one 16-row block's
+//    K slice is contiguous and needs no swizzle.
+//  * The sparse A operand comes from registers: a warp's four A registers and its metadata
+//    register for one k32 step are exactly the mma.sp.m16n8k32 ones, one 16-byte and one 4-byte
+//    conflict-free shared-memory load per lane.
+//  * Full/empty mbarriers per stage: the producer waits for `empty`, arms `full` with the byte
+//    count and issues the copies; consumers wait for `full`, issue the stage's wgmmas, wait for
+//    them and arrive on `empty` (CUTLASS's sparse mainloop also retires every wgmma of a k-tile
+//    before releasing it: whether a metadata register may change under an in-flight wgmma is
+//    not specified).
+//  * Epilogue: accumulators → SF_EPILOGUE in fp32 → a [token][feature] tile in shared memory
+//    (reusing the ring) → 16-byte stores of Y, predicated on M and N.
+//
+// Spliced by crates/codegen: SF_KERNEL_NAME, SF_DTYPE_*, TILE_M, TILE_N, TILE_K, STAGES,
+// SPLIT_K, SF_USES_BIAS, SF_EPILOGUE(acc, bias), and sf_wgmma_sp<SEL>() for wgmma N = TILE_M
+// (its operand list depends on TILE_M).
+
+#define CWG (TILE_N / 64)              // consumer warpgroups
+#define THREADS (128 * (CWG + 1))
+#define KSTEPS (TILE_K / 32)           // wgmma k32 steps per stage
+#define KPS (TILE_K / 64)              // 64-wide K pairs per stage (one 128-byte X row each)
+#define RBS (TILE_N / 16)              // 16-row weight blocks per CTA
+#define NACC (TILE_M / 2)              // fp32 accumulators per thread (m64 x TILE_M / 128 threads)
+#define X_HALF_BYTES (TILE_M * 128)    // one K pair of X: TILE_M rows x 64 elements
+#define X_BYTES (KPS * X_HALF_BYTES)
+#define A_BYTES (RBS * KSTEPS * SF_VAL_BLOCK_BYTES)
+#define E_BYTES (RBS * KPS * SF_META_BLOCK_BYTES)
+#define STAGE_BYTES ((X_BYTES + A_BYTES + E_BYTES + 1023) / 1024 * 1024)
+#define Y_STRIDE (TILE_N + 8)          // shared Y tile row, padded against bank conflicts
+
+static_assert(TILE_N == 64 || TILE_N == 128, "one or two consumer warpgroups of 64 features");
+static_assert(128 % TILE_N == 0, "upload pads N to 128; TILE_N must divide it");
+static_assert(TILE_M % 8 == 0 && TILE_M >= 8 && TILE_M <= 256, "wgmma N is 8..256 in steps of 8");
+static_assert(TILE_K == 64 || TILE_K == 128, "a stage is one or two 64-wide K pairs");
+#ifndef SF_WGMMA_INFLIGHT
+#define SF_WGMMA_INFLIGHT 1  // stages of wgmmas left in flight while the next is issued (0 or 1)
+#endif
+static_assert(SPLIT_K == 1, "the sm90 family has no split-K yet");
+static_assert(TILE_M * Y_STRIDE * 2 <= STAGES * STAGE_BYTES, "the Y tile reuses the ring");
+
+// The 128-byte CUtensorMap (NVRTC has no cuda.h), passed by value as a __grid_constant__.
+struct __align__(64) sf_tensor_map {
+    unsigned long long opaque[16];
+};
+
+__device__ __forceinline__ void sf_mbar_init(u32 bar, u32 count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void sf_mbar_expect_tx(u32 bar, u32 bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void sf_mbar_arrive(u32 bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ bool sf_mbar_try_wait(u32 bar, u32 parity) {
+    u32 ok;
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(ok)
+        : "r"(bar), "r"(parity)
+        : "memory");
+    return ok != 0;
+}
+// Waits for the phase with `parity` to complete. SF_HANG_GUARD (development builds) traps after
+// ~2^28 polls so a protocol bug fails the launch instead of hanging the GPU.
+__device__ __forceinline__ void sf_mbar_wait(u32 bar, u32 parity) {
+#ifdef SF_HANG_GUARD
+    u32 polls = 0;
+    while (!sf_mbar_try_wait(bar, parity))
+        if (++polls == (1u << 28)) __trap();
+#else
+    while (!sf_mbar_try_wait(bar, parity)) {
+    }
+#endif
+}
+
+// X tile (box 64 elements x TILE_M tokens at (k, m)) into shared memory, completing on `bar`.
+__device__ __forceinline__ void sf_tma_load_x(u32 dst, const sf_tensor_map* map, u32 bar, int k, int m) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n" ::"r"(
+            dst),
+        "l"(map), "r"(bar), "r"(k), "r"(m)
+        : "memory");
+}
+// A box of a 3-D weight map (values: [row block][K step][512 bytes]; metadata: [row block][K
+// pair][128 bytes]) at (0, k, rb) into shared memory, completing on `bar`.
+__device__ __forceinline__ void sf_tma_load_3d(u32 dst, const sf_tensor_map* map, u32 bar, int c0, int c1, int c2) {
+    asm volatile(
+        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5}], [%2];\n" ::"r"(
+            dst),
+        "l"(map), "r"(bar), "r"(c0), "r"(c1), "r"(c2)
+        : "memory");
+}
+
+__device__ __forceinline__ void sf_wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void sf_wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void sf_wgmma_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Keeps the compiler from moving accumulator reads or writes across wgmma fences and waits.
+__device__ __forceinline__ void sf_fence_acc(float (&d)[NACC]) {
+#pragma unroll
+    for (int i = 0; i < NACC; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// Shared-memory matrix descriptor of a K-major operand with 128-byte swizzle: rows of 128 bytes,
+// 8-row groups 1024 bytes apart (stride byte offset); the leading byte offset is unused.
+__device__ __forceinline__ unsigned long long sf_desc_sw128(u32 addr) {
+    return (unsigned long long)((addr & 0x3FFFF) >> 4) | (1ull << 16) | ((unsigned long long)(1024 >> 4) << 32) |
+           (1ull << 62);
+}
+
+// Consumer side of K stage `kt`: waits for its copies, loads this warp's A and metadata
+// registers (into the set `a`/`e` the previous stage is not using), issues its wgmmas, then
+// waits for the previous stage's wgmmas and releases that stage to the producer.
+__device__ __forceinline__ void consume_stage(int kt, int KS, u32 ring, u32 bars, int rbl, int lane, float (&d)[NACC],
+                                              u32 (&a)[KSTEPS][4], u32 (&e)[KPS]) {
+    const int s = kt % STAGES;
+    const int nks = min(KSTEPS, KS - kt * KSTEPS);
+    sf_mbar_wait(bars + 8 * s, (kt / STAGES) & 1);
+    const u32 st = ring + s * STAGE_BYTES;
+    const u32 av = st + X_BYTES + rbl * KSTEPS * SF_VAL_BLOCK_BYTES + lane * 16;
+    const u32 ev = st + X_BYTES + A_BYTES + rbl * KPS * SF_META_BLOCK_BYTES + lane * 4;
+#pragma unroll
+    for (int kk = 0; kk < KSTEPS; ++kk) {
+        const uint4 a4 = sf_lds128(av + kk * SF_VAL_BLOCK_BYTES);
+        a[kk][0] = a4.x;
+        a[kk][1] = a4.y;
+        a[kk][2] = a4.z;
+        a[kk][3] = a4.w;
+    }
+#pragma unroll
+    for (int p = 0; p < KPS; ++p) e[p] = sf_lds32(ev + p * SF_META_BLOCK_BYTES);
+    sf_wgmma_fence();
+#ifndef SF_DEV_SKIP_MMA  // development only: times the load pipeline without tensor work
+#pragma unroll
+    for (int kk = 0; kk < KSTEPS; ++kk) {
+        // Only a K tail shorter than TILE_K (K/64 odd with TILE_K 128) skips steps.
+        if (KSTEPS == 2 || kk < nks) {
+            const unsigned long long desc = sf_desc_sw128(st + (kk / 2) * X_HALF_BYTES + (kk % 2) * 64);
+            const int scale_d = (kt > 0 || kk > 0) ? 1 : 0;
+            if (kk % 2 == 0)
+                sf_wgmma_sp<0>(d, a[kk], desc, e[kk / 2], scale_d);
+            else
+                sf_wgmma_sp<1>(d, a[kk], desc, e[kk / 2], scale_d);
+        }
+    }
+#endif
+    sf_wgmma_commit();
+#if SF_WGMMA_INFLIGHT == 0
+    sf_wgmma_wait<0>();
+    __syncwarp();
+    if (lane == 0) sf_mbar_arrive(bars + 8 * (STAGES + s));
+#else
+    if (kt > 0) {
+        // Stage kt-1 is done: its shared memory and registers are free. (No accumulator fence
+        // here: stage kt is still in flight, and touching d would make ptxas serialize.)
+        sf_wgmma_wait<1>();
+        __syncwarp();
+        if (lane == 0) sf_mbar_arrive(bars + 8 * (STAGES + (kt - 1) % STAGES));
+    }
+#endif
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 1)
+    SF_KERNEL_NAME(const __grid_constant__ sf_tensor_map x_map, const __grid_constant__ sf_tensor_map w_map,
+                   const __grid_constant__ sf_tensor_map e_map, const sf_t* __restrict__ bias, sf_t* __restrict__ y,
+                   int M, int N, int K) {
+    extern __shared__ __align__(1024) u8 smem_raw[];
+    // The 128-byte swizzle repeats every 1024 bytes: align the ring to it (the host asks for
+    // 1 KiB more than the ring needs).
+    const u32 raw0 = sf_smem_addr(smem_raw);
+    const u32 ring = (raw0 + 1023) & ~1023u;
+    const u32 bars = ring + STAGES * STAGE_BYTES;  // full[STAGES], empty[STAGES]
+    u8* ring_ptr = smem_raw + (ring - raw0);
+
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int wg = threadIdx.x >> 7;
+    // Grouped raster (1-D grid): SF_GROUP_N feature tiles walk down every token tile together,
+    // so a wave of CTAs reads a few weight tiles and a few X tiles — both stay in L2 — instead of
+    // the whole weight once per token tile.
+    int n_tile, m_tile;
+    {
+        const int tiles_n = (N + TILE_N - 1) / TILE_N, tiles_m = (M + TILE_M - 1) / TILE_M;
+        const int per_group = SF_GROUP_N * tiles_m;
+        const int group = blockIdx.x / per_group, in = blockIdx.x % per_group;
+        const int width = min(SF_GROUP_N, tiles_n - group * SF_GROUP_N);
+        n_tile = group * SF_GROUP_N + in % width;
+        m_tile = in / width;
+    }
+    const int n0 = n_tile * TILE_N, m0 = m_tile * TILE_M;
+    const int rb0 = n0 / 16;
+    const int KP = (K + 63) / 64, KS = 2 * KP;
+    const int KT = (KS + KSTEPS - 1) / KSTEPS;  // stages of K
+
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < STAGES; ++s) {
+            sf_mbar_init(bars + 8 * s, 1);                     // the producer's arrive + bytes
+            sf_mbar_init(bars + 8 * (STAGES + s), 4 * CWG);    // one arrive per consumer warp
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+    sf_wait_prior_grid();
+
+    if (wg == 0) {
+#if CWG == 2
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+#endif
+        if (warp != 0) return;
+        for (int kt = 0; kt < KT; ++kt) {
+            const int s = kt % STAGES;
+            if (kt >= STAGES) sf_mbar_wait(bars + 8 * (STAGES + s), ((kt / STAGES) - 1) & 1);
+            const int ks0 = kt * KSTEPS, kp0 = ks0 / 2;
+            const u32 full = bars + 8 * s;
+            const u32 st = ring + s * STAGE_BYTES;
+#ifdef SF_DEV_SKIP_LOADS  // development only: times the consumers without memory traffic
+            if (lane == 0) sf_mbar_arrive(full);
+            continue;
+#endif
+            // Three tensor copies per stage (a bulk copy per 16-row block measured the load
+            // pipeline at ~1 us per stage whatever its size: the copy count, not the bytes, set
+            // the pace). The box is always whole: K past the end arrives as zeros.
+            if (lane == 0) {
+                sf_mbar_expect_tx(full, X_BYTES + A_BYTES + E_BYTES);
+                for (int h = 0; h < KPS; ++h) sf_tma_load_x(st + h * X_HALF_BYTES, &x_map, full, (kp0 + h) * 64, m0);
+                sf_tma_load_3d(st + X_BYTES, &w_map, full, 0, ks0, rb0);
+                sf_tma_load_3d(st + X_BYTES + A_BYTES, &e_map, full, 0, kp0, rb0);
+            }
+        }
+        return;
+    }
+
+#if CWG == 2
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+#endif
+    const int c = wg - 1;             // consumer warpgroup: features n0 + 64c ..
+    const int rbl = c * 4 + (warp & 3);  // this warp's 16-row block within the CTA
+    float d[NACC];
+#pragma unroll
+    for (int i = 0; i < NACC; ++i) d[i] = 0.0f;
+    sf_fence_acc(d);  // the zeros are materialized here, not between the first wgmmas
+
+    // One stage of wgmmas stays in flight: stage kt is issued before stage kt-1 is waited for, so
+    // the tensor cores never idle on a barrier or a shared-memory load. Its A and metadata
+    // registers therefore alternate between two sets (the loop is unrolled by two so each set
+    // is a fixed group of registers).
+    u32 a0[KSTEPS][4], e0[KPS], a1[KSTEPS][4], e1[KPS];
+    consume_stage(0, KS, ring, bars, rbl, lane, d, a0, e0);
+    for (int kt = 1; kt < KT; kt += 2) {
+        consume_stage(kt, KS, ring, bars, rbl, lane, d, a1, e1);
+        if (kt + 1 < KT) consume_stage(kt + 1, KS, ring, bars, rbl, lane, d, a0, e0);
+    }
+    sf_wgmma_wait<0>();
+    sf_fence_acc(d);
+
+    // Every consumer is past the ring (the producer issued nothing beyond the last stage, and
+    // every stage was waited for): reuse it for the Y tile. Named barrier 1 = consumers only.
+    asm volatile("bar.sync 1, %0;\n" ::"n"(CWG * 128) : "memory");
+    sf_t* ys = reinterpret_cast<sf_t*>(ring_ptr);
+    const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const int nl = rbl * 16 + g + 8 * h;
+        const float bv = n0 + nl < N ? sf_load_bias(bias, n0 + nl) : 0.0f;
+#pragma unroll
+        for (int j = 0; j < TILE_M / 8; ++j) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int ml = j * 8 + 2 * t + e;
+                ys[ml * Y_STRIDE + nl] = sf_from_float(SF_EPILOGUE(d[4 * j + 2 * h + e], bv));
+            }
+        }
+    }
+    asm volatile("bar.sync 1, %0;\n" ::"n"(CWG * 128) : "memory");
+    const bool vec_ok = (N & 7) == 0;
+    for (int q = threadIdx.x - 128; q < TILE_M * (TILE_N / 8); q += CWG * 128) {
+        const int ml = q / (TILE_N / 8), nl = (q % (TILE_N / 8)) * 8;
+        const int m = m0 + ml, n = n0 + nl;
+        if (m >= M) continue;
+        const sf_t* src = ys + ml * Y_STRIDE + nl;
+        sf_t* dst = y + (size_t)m * N + n;
+        if (vec_ok && n + 8 <= N) {
+            *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+        } else {
+            for (int i = 0; i < 8 && n + i < N; ++i) dst[i] = src[i];
+        }
+    }
+}
