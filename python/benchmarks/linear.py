@@ -144,6 +144,19 @@ def summary(times: List[float]) -> Dict[str, float]:
     }
 
 
+def kernel_handle(layer: "sf.SparseLinear") -> Any:
+    """The kernel handle a layer's forward launches: on CUDA the layer's own (it reads the
+    layer's tensors in place); on the CPU, which runs the reference without a handle, a host
+    handle built from the layer's weight."""
+    if layer.values.is_cuda:
+        return ops.device_handle(layer.values, layer.meta, layer.bias, layer.epilogue, layer.out_features, layer.in_features)
+    values, meta = layer.canonical()
+    return sf._C.SparseGemmHandle(
+        values.data_ptr(), meta.data_ptr(), None if layer.bias is None else layer.bias.data_ptr(),
+        layer.out_features, layer.in_features, ops.dtype_name(values.dtype), layer.epilogue, None,
+    )  # fmt: skip
+
+
 class Layer:
     """One shape's contenders: rotated dense copies, ``SparseLinear`` copies and their handles."""
 
@@ -158,7 +171,7 @@ class Layer:
         sparse_bytes = layer.values.numel() * layer.values.element_size() + layer.meta.numel()
         # Copies with their own storage, so each has its own kernel handle and device weight.
         self.layers = [layer] + [copy.deepcopy(layer) for _ in range(copies_for(sparse_bytes, rotation_bytes) - 1)]
-        self.handles = [ops._handle(l.values, l.meta, l.bias, l.epilogue) for l in self.layers]
+        self.handles = [kernel_handle(l) for l in self.layers]
 
     def calls(self, m: int) -> Tuple[Dict[str, List[Callable[[], torch.Tensor]]], torch.Tensor]:
         """The contenders' calls at ``m`` tokens (one per weight copy) and the float64 reference."""

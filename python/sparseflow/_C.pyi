@@ -67,6 +67,23 @@ class SparseGemmHandle:
     def prepare(self, m: int) -> None:
         """Plan/compile/upload for ``m`` rows without launching (before CUDA-graph capture)."""
 
+    @staticmethod
+    def from_device_layout(
+        values_ptr: int, meta_ptr: int, bias_ptr: Optional[int], n: int, k: int, dtype: str, epilogue: str, device: int
+    ) -> "SparseGemmHandle":
+        """Adopts CUDA tensors in the device (fragment) layout without copying: every launch reads
+        them (and the bias) in place; the caller keeps them alive."""
+
+    def prepare_up_to(self, max_tokens: int) -> None:
+        """Prepares every M bucket up to ``max_tokens``."""
+
+    def is_prepared(self, m: int) -> bool:
+        """Whether ``m`` rows launch without compiling."""
+
+    @property
+    def owned_device_bytes(self) -> int:
+        """Device bytes the runtime holds for the weight (0 for an adopted one)."""
+
     @property
     def n(self) -> int: ...
     @property
@@ -129,3 +146,22 @@ def find_permutation(
     passes: int = 4,
 ) -> List[int]:
     """Input-channel permutation under which 2:4 keeps more importance."""
+
+def fragment_layout_bytes(n: int, k: int) -> Tuple[int, int]:
+    """``(values, meta)`` bytes of a ``[n, k]`` fp16/bf16 weight in the device layout."""
+
+def to_fragment_layout(
+    values_ptr: int, meta_ptr: int, n: int, k: int, dtype: str, out_values_ptr: int, out_meta_ptr: int
+) -> None:
+    """The Rust device layout (crates/codegen/src/layout.rs) of a canonical host pair."""
+
+def from_fragment_layout(
+    fvalues_ptr: int, fmeta_ptr: int, n: int, k: int, dtype: str, values_ptr: int, meta_ptr: int
+) -> None:
+    """The canonical host pair of device-layout host bytes."""
+
+def sparse_linear_host(
+    x_ptr: int, m: int, values_ptr: int, meta_ptr: int, bias_ptr: Optional[int], n: int, k: int,
+    dtype: str, epilogue: str, y_ptr: int,
+) -> None:
+    """The CPU reference from the tensors' current contents (nothing cached)."""

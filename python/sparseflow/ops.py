@@ -12,12 +12,17 @@ formula, so inputs that require grad get correct gradients.
 * CPU tensors run the CPU reference (Rust, rayon, fp32 accumulation): float16, bfloat16 and
   float32 weights.
 
-Kernel handles (the uploaded/compiled form of one weight) are cached per
-``(values, meta, bias)`` storage, version, dtype, device and epilogue, and dropped when the
-``values`` tensor is freed or modified in place. Creating one copies the weight to the host and
-compiles kernels, so it must happen outside CUDA-graph capture: run the layer once (eager,
-any batch size in the same M bucket) before capturing; ``torch.compile(mode="reduce-overhead")``
-does that warm-up by itself.
+On CUDA the weight is in the device (fragment) layout (:mod:`sparseflow.layout`): 1-D
+``values`` and ``meta`` plus ``out_features`` / ``in_features``. A CUDA kernel handle *borrows*
+those tensors and the bias — it reads them by address at every launch and holds no copy — so
+every write to them, by any path, is seen by the next call. Handles are cached per
+``(values, meta, bias)`` address, shape, dtype, device and epilogue (a handle for an address
+is correct for whatever tensor of that shape lives there, so there is nothing to go stale);
+:class:`~sparseflow.SparseLinear` creates its handle when its weight is laid out and keeps it.
+Each M bucket's kernel is compiled (or loaded from the disk cache) on the first eager call of
+that bucket or by :func:`prepare` (``max_tokens``): a CUDA-graph capture that meets a bucket
+that is not ready raises instead of compiling. CPU tensors run the reference straight from the
+tensors' current contents (no cache).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_
 
 from . import _C
 from .activations import chain_grad
+from .layout import fragment_numel, from_fragment, is_fragment, values_to_fragment
 
 __all__ = [
     "ACTIVATIONS",
@@ -196,26 +202,17 @@ _handles: Dict[tuple, "_C.SparseGemmHandle"] = {}
 _lock = threading.Lock()
 
 
-def _version(t: Optional[Tensor]) -> int:
-    if t is None:
-        return 0
-    try:
-        return t._version
-    except RuntimeError:  # inference-mode tensors have no version counter
-        return -1
-
-
-def _key(values: Tensor, meta: Tensor, bias: Optional[Tensor], epilogue: str) -> tuple:
+def _key(values: Tensor, meta: Tensor, bias: Optional[Tensor], epilogue: str, n: int, k: int) -> tuple:
+    # No version counter: the handle reads the tensors by address at every launch, so the
+    # addresses (plus what the kernel is compiled for) identify everything it depends on.
     return (
         values.data_ptr(),
         meta.data_ptr(),
         0 if bias is None else bias.data_ptr(),
-        _version(values),
-        _version(meta),
-        _version(bias),
         values.dtype,
         values.device,
-        tuple(values.shape),
+        n,
+        k,
         epilogue,
     )
 
@@ -255,64 +252,110 @@ def _cuda_index(device: Optional[torch.device]) -> int:
 
 
 def clear_cache() -> None:
-    """Drops every cached kernel handle (their device copies of the weights are freed)."""
+    """Drops the op's cache of kernel handles (a :class:`~sparseflow.SparseLinear` keeps its
+    own handle; handles hold no weight copies, only compiled-kernel state)."""
     with _lock:
         _handles.clear()
 
 
-def _handle(values: Tensor, meta: Tensor, bias: Optional[Tensor], epilogue: str) -> "_C.SparseGemmHandle":
-    key = _key(values, meta, bias, epilogue)
+_NOT_READY = (
+    "sparseflow: this layer's kernels for {m} tokens are not ready, and CUDA-graph capture must "
+    "not compile: call sparseflow.prepare(model, max_tokens=...) with the largest token count "
+    "you will capture (or run the model once eagerly at this batch size) before capturing"
+)
+
+
+def device_handle(
+    values: Tensor, meta: Tensor, bias: Optional[Tensor], epilogue: str, n: int, k: int
+) -> "_C.SparseGemmHandle":
+    """The kernel handle of a CUDA weight in the device layout, created on first use. It borrows
+    ``values``, ``meta`` and ``bias`` (no copy); the caller keeps them alive while it is used."""
+    key = _key(values, meta, bias, epilogue, n, k)
     handle = _handles.get(key)
     if handle is not None:
         return handle
-    if values.is_cuda and torch.cuda.is_current_stream_capturing():
-        raise RuntimeError(
-            "sparseflow: this layer's kernels are not ready and cannot be prepared during CUDA "
-            "graph capture (it copies the weight and compiles); run the model once eagerly "
-            "before capturing, or call sparseflow.prepare(model, batch_tokens)"
-        )
-    n, half_k = values.shape
-    host_values = values.detach().to("cpu").contiguous()
-    host_meta = meta.detach().to("cpu").contiguous()
-    host_bias = None if bias is None else bias.detach().to("cpu", values.dtype).contiguous()
-    device = None
-    if values.is_cuda:
-        device = values.device.index if values.device.index is not None else torch.cuda.current_device()
-    handle = _C.SparseGemmHandle(
-        host_values.data_ptr(),
-        host_meta.data_ptr(),
-        None if host_bias is None else host_bias.data_ptr(),
+    if torch.cuda.is_current_stream_capturing():
+        raise RuntimeError(_NOT_READY.format(m="any number of"))
+    _check_device_layout(values, meta, bias, n, k)
+    device = values.device.index if values.device.index is not None else torch.cuda.current_device()
+    handle = _C.SparseGemmHandle.from_device_layout(
+        values.data_ptr(),
+        meta.data_ptr(),
+        None if bias is None else bias.data_ptr(),
         n,
-        2 * half_k,
+        k,
         dtype_name(values.dtype),
         epilogue,
         device,
     )
     with _lock:
-        # An in-place update of the weight leaves entries under older versions: drop them.
-        stale = [k for k in _handles if k[:3] == key[:3] and k[6:] == key[6:]]
-        for k in stale:
-            del _handles[k]
         _handles[key] = handle
     weakref.finalize(values, _forget, key)
     return handle
 
 
+def _check_device_layout(values: Tensor, meta: Tensor, bias: Optional[Tensor], n: int, k: int) -> None:
+    want_v, want_m = fragment_numel(n, k)
+    if values.dim() != 1 or values.numel() != want_v or not values.is_contiguous():
+        raise ValueError(
+            f"device-layout values of a [{n}, {k}] weight must be contiguous 1-D with {want_v} elements, "
+            f"got shape {tuple(values.shape)}"
+        )
+    if meta.dim() != 1 or meta.numel() != want_m or not meta.is_contiguous():
+        raise ValueError(
+            f"device-layout meta of a [{n}, {k}] weight must be contiguous 1-D uint8 with {want_m} bytes, "
+            f"got shape {tuple(meta.shape)}"
+        )
+    if bias is not None and not bias.is_contiguous():
+        raise ValueError("bias must be contiguous (the kernel reads it by address)")
+
+
 # ----------------------------------------------------------------------------- the op
 
 
-def _check_operands(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tensor], epilogue: str) -> None:
+def _dims(values: Tensor, meta: Tensor, out_features: int, in_features: int) -> Tuple[int, int]:
+    """``(n, k)`` of the weight: from the shapes of a canonical pair, from the arguments for the
+    device layout (1-D tensors), where they must be given."""
+    if values.dim() == 2:
+        n, k = values.shape[0], 2 * values.shape[1]
+        if (out_features, in_features) not in ((-1, -1), (n, k)):
+            raise ValueError(f"out_features/in_features {out_features}/{in_features} do not match values {tuple(values.shape)}")
+        return n, k
+    if values.dim() == 1 and meta.dim() == 1:
+        if out_features <= 0 or in_features <= 0:
+            raise ValueError("device-layout (1-D) values and meta need out_features and in_features")
+        return out_features, in_features
+    raise ValueError(
+        f"values and meta must be 2-D [N, K/2], [N, K/8] or 1-D (device layout), got {tuple(values.shape)} and {tuple(meta.shape)}"
+    )
+
+
+def _check_operands(
+    x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tensor], epilogue: str, n: int, k: int
+) -> None:
     _, has_bias = split_epilogue(epilogue)
-    if values.dim() != 2 or meta.dim() != 2:
-        raise ValueError(f"values and meta must be 2-D, got {tuple(values.shape)} and {tuple(meta.shape)}")
-    n, half_k = values.shape
-    k = 2 * half_k
     if meta.dtype != torch.uint8:
         raise TypeError(f"meta must be torch.uint8, got {meta.dtype}")
-    if tuple(meta.shape) != (n, meta_bytes(k)):
-        raise ValueError(
-            f"meta has shape {tuple(meta.shape)}, expected {(n, meta_bytes(k))} for values {tuple(values.shape)}"
-        )
+    if values.dim() == 2:
+        if tuple(meta.shape) != (n, meta_bytes(k)):
+            raise ValueError(
+                f"meta has shape {tuple(meta.shape)}, expected {(n, meta_bytes(k))} for values {tuple(values.shape)}"
+            )
+        if x.is_cuda:
+            raise ValueError(
+                "on CUDA, sparse_linear takes the weight in the device layout (one copy, read in "
+                "place): use a SparseLinear, or sparseflow.layout.to_fragment(values, meta) and "
+                "pass out_features and in_features"
+            )
+    else:
+        want_v, want_m = fragment_numel(n, k)
+        if values.numel() != want_v or meta.numel() != want_m:
+            raise ValueError(
+                f"device-layout values/meta of a [{n}, {k}] weight need {want_v}/{want_m} elements, "
+                f"got {values.numel()}/{meta.numel()}"
+            )
+        if k % 4 != 0:
+            raise ValueError(f"in_features = {k} is not a multiple of 4")
     if x.dim() == 0 or x.shape[-1] != k:
         raise ValueError(f"input has shape {tuple(x.shape)}: its last dimension must be in_features = {k}")
     if x.dtype != values.dtype:
@@ -337,33 +380,59 @@ def _check_operands(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tens
         )
 
 
-def _sparse_linear_impl(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tensor], epilogue: str) -> Tensor:
+def _sparse_linear_impl(
+    x: Tensor,
+    values: Tensor,
+    meta: Tensor,
+    bias: Optional[Tensor],
+    epilogue: str,
+    out_features: int = -1,
+    in_features: int = -1,
+) -> Tensor:
     """The op's kernel (CPU and CUDA): checks, handle lookup, output allocation, launch."""
-    _check_operands(x, values, meta, bias, epilogue)
-    n, half_k = values.shape
-    k = 2 * half_k
+    n, k = _dims(values, meta, out_features, in_features)
+    _check_operands(x, values, meta, bias, epilogue, n, k)
     x2 = x.reshape(-1, k)
     # Kernels read rows with 16-byte vector loads: a misaligned view gets its own buffer.
     if not x2.is_contiguous() or x2.data_ptr() % 16 != 0:
         x2 = x2.clone(memory_format=torch.contiguous_format)
     m = x2.shape[0]
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
-    if m > 0:
-        handle = _handle(values, meta, bias, epilogue)
-        stream = 0
-        if x.is_cuda:
-            # The runtime fills a stream's new split-K scratch with its empty sentinel by a
-            # stream-ordered memset, so launching (and capturing) on any stream is legal once
-            # the kernel is compiled.
-            stream = torch.cuda.current_stream(x.device).cuda_stream
+    if m > 0 and x.is_cuda:
+        handle = device_handle(values, meta, bias, epilogue, n, k)
+        if not handle.is_prepared(m) and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(_NOT_READY.format(m=m))
+        # The runtime fills a stream's new split-K scratch with its empty sentinel by a
+        # stream-ordered memset, so launching (and capturing) on any stream is legal once the
+        # kernel is compiled.
+        stream = torch.cuda.current_stream(x.device).cuda_stream
         handle.forward(x2.data_ptr(), y.data_ptr(), m, stream)
+    elif m > 0:
+        if values.dim() == 1:
+            values, meta = from_fragment(values, meta, n, k)
+        v, mt = values.contiguous(), meta.contiguous()
+        b = None if bias is None else bias.to(values.dtype).contiguous()
+        _C.sparse_linear_host(
+            x2.data_ptr(), m, v.data_ptr(), mt.data_ptr(), None if b is None else b.data_ptr(),
+            n, k, dtype_name(values.dtype), epilogue, y.data_ptr(),
+        )  # fmt: skip
     return y.reshape(*x.shape[:-1], n)
 
 
 @torch.library.custom_op("sparseflow::sparse_linear", mutates_args=())
-def sparse_linear(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tensor], epilogue: str) -> Tensor:
-    """``epilogue(x @ W.T [+ bias])`` for the 2:4 weight ``W`` = (values, meta); ``x [..., K]``."""
-    return _sparse_linear_impl(x, values, meta, bias, epilogue)
+def sparse_linear(
+    x: Tensor,
+    values: Tensor,
+    meta: Tensor,
+    bias: Optional[Tensor],
+    epilogue: str,
+    out_features: int = -1,
+    in_features: int = -1,
+) -> Tensor:
+    """``epilogue(x @ W.T [+ bias])`` for the 2:4 weight ``W`` = (values, meta); ``x [..., K]``.
+    ``values``/``meta`` are canonical (``[N, K/2]``, ``[N, K/8]``; CPU) or in the device layout
+    (1-D, with ``out_features`` = N and ``in_features`` = K; CPU and CUDA)."""
+    return _sparse_linear_impl(x, values, meta, bias, epilogue, out_features, in_features)
 
 
 def _plain(t: Optional[Tensor]) -> bool:
@@ -392,24 +461,37 @@ def eager_fast_path(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tens
 
 
 @sparse_linear.register_fake
-def _sparse_linear_fake(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tensor], epilogue: str) -> Tensor:
-    _check_operands(x, values, meta, bias, epilogue)
-    return x.new_empty((*x.shape[:-1], values.shape[0]))
+def _sparse_linear_fake(
+    x: Tensor,
+    values: Tensor,
+    meta: Tensor,
+    bias: Optional[Tensor],
+    epilogue: str,
+    out_features: int = -1,
+    in_features: int = -1,
+) -> Tensor:
+    n, k = _dims(values, meta, out_features, in_features)
+    _check_operands(x, values, meta, bias, epilogue, n, k)
+    return x.new_empty((*x.shape[:-1], n))
 
 
 # ----------------------------------------------------------------------------- autograd
 
 def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001 (torch's signature)
-    x, values, meta, bias, epilogue = inputs
+    x, values, meta, bias, epilogue, out_features, in_features = inputs
     ctx.epilogue = epilogue
+    ctx.dims = _dims(values, meta, out_features, in_features)
     ctx.save_for_backward(x, values, meta, bias)
 
 
 def _backward(ctx, grad: Tensor):  # noqa: ANN001, ANN202 (torch's signature)
     x, values, meta, bias = ctx.saved_tensors
     activation, _ = split_epilogue(ctx.epilogue)
-    n, half_k = values.shape
-    k = 2 * half_k
+    n, k = ctx.dims
+    half_k = k // 2
+    fragment = is_fragment(values)
+    if fragment:
+        values, meta = from_fragment(values, meta, n, k)
     w = decompress(values, meta).float()
     x2 = x.reshape(-1, k).float()
     g = grad.reshape(-1, n).float()
@@ -425,24 +507,30 @@ def _backward(ctx, grad: Tensor):  # noqa: ANN001, ANN202 (torch's signature)
         idx = _positions(meta, n, k)
         gw = (g.T @ x2).reshape(n, k // 4, 4)
         grad_values = gw.gather(2, idx).reshape(n, half_k).to(values.dtype)
+        if fragment:
+            grad_values = values_to_fragment(grad_values).contiguous()
     if bias is not None and ctx.needs_input_grad[3]:
         grad_bias = g.sum(0).to(bias.dtype)
-    return grad_x, grad_values, None, grad_bias, None
+    return grad_x, grad_values, None, grad_bias, None, None, None
 
 
 torch.library.register_autograd("sparseflow::sparse_linear", _backward, setup_context=_setup_context)
 
 
-def prepare(module: torch.nn.Module, batch_tokens: int = 1) -> int:
-    """Creates the kernel handles of every :class:`~sparseflow.SparseLinear` in ``module`` and
-    plans/compiles for ``batch_tokens`` rows, so a following CUDA-graph capture finds them ready.
-    Returns the number of layers prepared."""
+def prepare(module: torch.nn.Module, batch_tokens: Optional[int] = None, *, max_tokens: Optional[int] = None) -> int:
+    """Makes every CUDA :class:`~sparseflow.SparseLinear` in ``module`` ready to run any M up to
+    ``max_tokens`` rows (every M bucket 1, 2, 4, ..., up to the bucket of ``max_tokens``: kernels
+    compiled or loaded from the disk cache, handles bound to the layers' own tensors), so CUDA-graph
+    capture and ``torch.compile`` never compile or copy. The layers remember ``max_tokens`` and
+    prepare again up to it when their weight is re-laid out (``.to()``, ``load_state_dict``).
+    ``batch_tokens`` (the older spelling) prepares that one bucket. Returns the number of layers
+    prepared; CPU layers need nothing and are not counted."""
     from .linear import SparseLinear
 
+    if max_tokens is None and batch_tokens is None:
+        max_tokens = 1
     count = 0
     for layer in module.modules():
-        if isinstance(layer, SparseLinear):
-            h = _handle(layer.values, layer.meta, layer.bias, layer.epilogue)
-            h.prepare(max(1, int(batch_tokens)))
-            count += 1
+        if isinstance(layer, SparseLinear) and layer.values.is_cuda:
+            count += layer.prepare(max_tokens=max_tokens, batch_tokens=batch_tokens)
     return count

@@ -440,6 +440,9 @@ def sparsify(
             if len(all_paths.get(id(act_module), [])) != 1:
                 activation, act_path = "none", None  # a shared activation module stays
         jobs.append((row, module, paths, activation, act_path))
+    # From here on only `jobs` refers to the layers being converted, so each dense weight is
+    # freed as soon as its layer is replaced (streaming; see _install).
+    del parents, module
 
     sites = _permute_sites(model, jobs, all_paths) if permute else []
     permuted: Dict[str, str] = {}
@@ -451,10 +454,32 @@ def sparsify(
         if inside:
             permuted.update(apply_permutations(model, inside, run, scope=block, prefix=path))
 
-    # Pruning, compression and the report run in Rust without the GIL: convert layers in
-    # parallel (each job holds one host copy of its weight).
-    def convert(job: Tuple[LayerReport, nn.Linear, List[str], str, Optional[str]]) -> SparseLinear:
-        return SparseLinear.from_dense(job[1], method=method, activation=job[3])
+    # Pruning, compression and the report run in Rust without the GIL: prune layers in
+    # parallel on worker threads (each holds one host copy of its weight, no device memory).
+    def prune(job: Tuple[LayerReport, nn.Linear, List[str], str, Optional[str]]) -> Any:
+        return SparseLinear._prune_on_host(job[1], None, method, None, None)
+
+    def install(i: int, sparse: SparseLinear) -> SparseLinear:
+        """Puts converted layer ``i`` into the model and drops the converter's last reference to
+        the dense layer, so its weight is freed now rather than when sparsify returns."""
+        nonlocal model
+        row, module, paths, _, act_path = jobs[i]
+        sparse.fused_activation = act_path
+        sparse.train(module.training)
+        _move_hooks(module, sparse)
+        for path in paths:
+            if path == "":  # the model is this one layer
+                model = sparse
+            else:
+                _set_module(model, path, sparse)
+        if act_path is not None:
+            _set_module(model, act_path, nn.Identity())
+        row.status = "sparsified"
+        row.fused = act_path
+        if len(paths) > 1:
+            row.reason = f"shared with {', '.join(paths[1:])}"
+        jobs[i] = (row, None, paths, jobs[i][3], act_path)  # type: ignore[assignment]
+        return sparse
 
     if calibration is not None:
         from .calibrate import run_sequential
@@ -475,7 +500,7 @@ def sparsify(
             if outcome.sparse is None:
                 job[0].reason, job[0].diff = outcome.reason, dict(outcome.diff)
         jobs = [job for job in jobs if outcomes[job[0].name].sparse is not None]
-        converted = [outcomes[job[0].name].sparse for job in jobs]
+        converted = [install(i, outcomes[job[0].name].sparse) for i, job in enumerate(jobs)]
     else:
         from .calibrate import _Bar
 
@@ -483,27 +508,32 @@ def sparsify(
         bar = _Bar(len(jobs), progress and len(jobs) > 1)
         converted = []
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for job, sparse in zip(jobs, pool.map(convert, jobs)):
-                bar.update(job[0].name, f"2:4, rel err {sparse.diff['rel_fro_error']:.4f}")
+            # Streaming, in model order: the layer goes in as an empty skeleton, the dense layer
+            # is dropped (and its memory returned to the device when it was on the GPU), and
+            # only then is the sparse weight placed on the device. So converting never holds
+            # more than one layer beyond the model itself (docs/PYTHON.md, "Memory").
+            for i, pruned in enumerate(pool.map(prune, jobs)):
+                row, dense = jobs[i][0], jobs[i][1]
+                sparse = SparseLinear(
+                    dense.in_features, dense.out_features, dense.bias is not None,
+                    activation=jobs[i][3], device="meta", dtype=pruned.values.dtype,
+                )  # fmt: skip
+                on_cuda = dense.weight.is_cuda
+                del dense
+                install(i, sparse)
+                if on_cuda:
+                    # The freed dense weight would otherwise stay in torch's cache, and the
+                    # sparse buffers would be split from it, pinning the whole block.
+                    torch.cuda.empty_cache()
+                sparse._place(pruned.values, pruned.meta, pruned.bias, pruned.device)
+                sparse.method, sparse.diff = method, pruned.diff
+                del pruned
+                bar.update(row.name, f"2:4, rel err {sparse.diff['rel_fro_error']:.4f}")
                 converted.append(sparse)
         bar.close()
     for row in rows:
         row.permutation = permuted.get(row.name)
-    for (row, module, paths, _, act_path), sparse in zip(jobs, converted):
-        sparse.fused_activation = act_path
-        sparse.train(module.training)
-        _move_hooks(module, sparse)
-        for path in paths:
-            if path == "":  # the model is this one layer
-                model = sparse
-            else:
-                _set_module(model, path, sparse)
-        if act_path is not None:
-            _set_module(model, act_path, nn.Identity())
-        row.status = "sparsified"
+    for (row, *_), sparse in zip(jobs, converted):
         row.epilogue = sparse.epilogue
-        row.fused = act_path
         row.diff = dict(sparse.diff or {})
-        if len(paths) > 1:
-            row.reason = f"shared with {', '.join(paths[1:])}"
     return model, SparsifyReport(rows)

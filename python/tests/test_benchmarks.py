@@ -8,6 +8,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -56,3 +58,20 @@ def test_linear_benchmark_reads_bench_json(tmp_path: pathlib.Path) -> None:
     assert (row["layer"], row["n"], row["k"], row["m"]) == ("q_proj", 16, 32, 2)
     assert row["kernel_us"] == 4.0 and row["best_dense_us"] == 7.0 and row["dense_best"] == "cublas-gemmex"
     assert row["op_over_kernel_eager"] == row["op_eager"]["median_us"] / 4.0
+
+
+def test_memory_benchmark_smoke(tmp_path):
+    """The --memory benchmark on the CPU with tiny shapes, so the GPU script cannot rot."""
+    pytest.importorskip("transformers")
+    out = tmp_path / "memory.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "python/benchmarks/memory.py"), "--memory", "--smoke", "--out", str(out)],
+        check=True, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    runs = json.loads(out.read_text())["runs"]
+    assert {(r["model"], r["dtype"]) for r in runs} == {
+        (m, d) for m in ("llama3-8b-layer-set", "llama3-8b-full") for d in ("fp16", "bf16")
+    }
+    for r in runs:
+        assert set(r) >= {"dense", "sparse", "sparse_after_m1", "sparse_after_m16", "peak_during_sparsify"}
+        assert r["checks"]["sparse_over_dense_allocated"] < 0.66

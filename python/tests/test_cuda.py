@@ -114,7 +114,7 @@ def test_capture_without_warm_up_is_a_clear_error():
     layer = sf.SparseLinear.from_dense(torch.randn(64, 128, device="cuda", dtype=torch.float16))
     x = torch.randn(2, 128, device="cuda", dtype=torch.float16)
     graph = torch.cuda.CUDAGraph()
-    with pytest.raises(RuntimeError, match="run the model once eagerly before capturing"):
+    with pytest.raises(RuntimeError, match="not ready.*sparseflow.prepare"):
         with torch.cuda.graph(graph):
             layer(x)
     torch.testing.assert_close(layer(x), x @ layer.to_dense().T)  # nothing was corrupted
@@ -213,3 +213,74 @@ def test_programmatic_launch_chain_in_a_cuda_graph():
             sf.ops.set_programmatic_launch(True)
     finally:
         sf.ops.set_programmatic_launch(False)
+
+
+def test_capture_at_a_never_run_m_after_prepare():
+    """sf.prepare(max_tokens=...) readies every M bucket: capture at an M the layer never ran
+    eagerly works, and replays are exact against the eager result."""
+    torch.manual_seed(7)
+    model = torch.nn.Sequential(
+        sf.SparseLinear.from_dense(torch.randn(256, 512, device="cuda", dtype=torch.float16)),
+        sf.SparseLinear.from_dense(torch.randn(512, 256, device="cuda", dtype=torch.float16), activation="silu"),
+    )
+    assert sf.prepare(model, max_tokens=64) == 2
+    for m in (3, 48):  # never run eagerly before capture
+        static_x = torch.randn(m, 512, device="cuda", dtype=torch.float16)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_y = model(static_x)
+        graph.replay()
+        torch.testing.assert_close(static_y, model(static_x))
+
+
+def test_one_device_copy_of_the_weight():
+    """A CUDA SparseLinear holds its weight once, in the device layout, and running it adds no
+    weight copy (the kernel handle borrows the module's tensors)."""
+    torch.cuda.synchronize()
+    w = torch.randn(1024, 2048, device="cuda", dtype=torch.float16)
+    before = torch.cuda.memory_allocated()
+    layer = sf.SparseLinear.from_dense(w)
+    assert layer.layout == "device" and layer.values.dim() == 1
+    own = layer.values.numel() * 2 + layer.meta.numel()
+    assert own == 1024 * 2048 // 2 * 2 + 1024 * 2048 // 8
+    assert torch.cuda.memory_allocated() - before == own
+    assert layer._kernel is not None and layer._kernel.owned_device_bytes == 0
+    for m in (1, 16, 256):
+        layer(torch.randn(m, 2048, device="cuda", dtype=torch.float16))
+    assert layer._kernel.owned_device_bytes == 0
+    state = layer.state_dict()
+    assert state["values"].shape == (1024, 1024) and state["meta"].shape == (1024, 256)
+    cpu = layer.cpu()
+    assert cpu.layout == "canonical" and torch.equal(cpu.values, state["values"].cpu())
+
+
+def test_state_dict_round_trip_on_cuda():
+    torch.manual_seed(8)
+    layer = sf.SparseLinear.from_dense(torch.nn.Linear(256, 128).half().cuda())
+    fresh = sf.SparseLinear(256, 128, dtype=torch.float16, device="cuda")
+    fresh.load_state_dict(layer.state_dict())
+    x = torch.randn(5, 256, device="cuda", dtype=torch.float16)
+    assert torch.equal(fresh(x), layer(x))
+    bad = dict(layer.state_dict())
+    bad["meta"] = bad["meta"].clone()
+    bad["meta"][0, 0] = 0x55
+    with pytest.raises(ValueError, match="code"):
+        fresh.load_state_dict(bad)
+
+
+def test_sparsify_streams_on_cuda():
+    """sparsify on a CUDA model frees each dense weight as it goes: the peak stays within the
+    starting footprint plus one dense layer plus 256 MB."""
+    from conftest import tiny_llama
+
+    model = tiny_llama(torch.float16).cuda()
+    x = torch.randint(0, 128, (1, 8), device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    start = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    largest = max(m.weight.numel() * m.weight.element_size() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    model, report = sf.sparsify(model, progress=False)
+    assert torch.cuda.max_memory_allocated() <= start + largest + (256 << 20)
+    assert torch.cuda.memory_allocated() < start
+    assert model(x).logits.isfinite().all()

@@ -70,15 +70,17 @@ EXHAUST = """
 import torch, sparseflow as sf
 x = torch.randn(1, 8192, device="cuda", dtype=torch.float16)
 # A first layer of the same shape loads the kernel (module loads need device memory too; this
-# test is about the weight upload), then a second layer's upload meets a full device.
+# test is about the weight upload), then an upload through the runtime (a host-weight handle:
+# SparseLinear's own handles borrow its tensors and upload nothing) meets a full device.
 warm = sf.SparseLinear.from_dense(torch.nn.Linear(8192, 8192, bias=False).half().cuda())
 warm(x)
 torch.cuda.synchronize()
-layer = sf.SparseLinear.from_dense(torch.nn.Linear(8192, 8192, bias=False).half().cuda())
+values, meta = sf.compress(torch.randn(8192, 8192).half())
 free, _ = torch.cuda.mem_get_info()
 blocker = torch.empty(max(0, free - (8 << 20)), dtype=torch.uint8, device="cuda")  # leave 8 MB
 try:
-    layer(x)  # the runtime uploads its weight (tens of MB): more than is left
+    handle = sf._C.SparseGemmHandle(values.data_ptr(), meta.data_ptr(), None, 8192, 8192, "float16", "none", 0)
+    handle.prepare(1)  # the runtime uploads its weight (tens of MB): more than is left
     torch.cuda.synchronize()
     print("NO ERROR")
 except MemoryError as e:

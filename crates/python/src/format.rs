@@ -8,7 +8,7 @@ use sparseflow_core::{
     diff_report, prune_magnitude, CoreError, DiffReport, Element, EpilogueKind, Sparse24, EPILOGUES,
 };
 
-use crate::error::{core_err, value_err};
+use crate::error::{core_err, runtime_err, value_err};
 use crate::raw::{dispatch, parse_dtype, slice, slice_mut};
 
 /// Element counts of a `[n, k]` weight: (dense, values, meta bytes), refusing bad shapes with
@@ -199,4 +199,96 @@ pub fn epilogues(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
 #[pyfunction]
 pub fn epilogue_uses_bias(name: &str) -> PyResult<bool> {
     Ok(EpilogueKind::from_name(name).map_err(core_err)?.uses_bias())
+}
+
+/// `(values, meta)` bytes of a `[n, k]` fp16/bf16 weight in the device (fragment) layout.
+#[pyfunction]
+pub fn fragment_layout_bytes(n: usize, k: usize) -> PyResult<(usize, usize)> {
+    sizes(n, k)?;
+    sparseflow_runtime::fragment_layout_bytes(n, k).map_err(runtime_err)
+}
+
+/// The Rust definition of the device layout (`sparseflow_codegen::upload_layout`) on host
+/// tensors: writes the fragment layout of the canonical pair at `values_ptr` / `meta_ptr` into
+/// `out_values_ptr` / `out_meta_ptr` (sizes from `fragment_layout_bytes`). The torch relayout
+/// (`sparseflow.layout`) is tested against it.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub fn to_fragment_layout(
+    py: Python<'_>,
+    values_ptr: usize,
+    meta_ptr: usize,
+    n: usize,
+    k: usize,
+    dtype: &str,
+    out_values_ptr: usize,
+    out_meta_ptr: usize,
+) -> PyResult<()> {
+    let dtype = parse_dtype(dtype)?;
+    let (vb, mb) = fragment_layout_bytes(n, k)?;
+    py.detach(|| {
+        dispatch!(dtype, T => {
+            // SAFETY: contiguous CPU tensors of the stated sizes (Python layer); the outputs
+            // are fresh tensors of `fragment_layout_bytes` bytes that alias nothing.
+            let w = unsafe { sparse_from_host::<T>(values_ptr, meta_ptr, n, k)? };
+            let (v, m) = sparseflow_runtime::to_fragment_layout(&w).map_err(runtime_err)?;
+            // SAFETY: as above.
+            let (ov, om) = unsafe {
+                (
+                    slice_mut::<u8>(out_values_ptr, vb, "out values")?,
+                    slice_mut::<u8>(out_meta_ptr, mb, "out meta")?,
+                )
+            };
+            ov.copy_from_slice(&v);
+            om.copy_from_slice(&m);
+            Ok(())
+        })
+    })
+}
+
+/// The inverse of [`to_fragment_layout`]: the canonical `values [n, k/2]` / `meta [n, k/8]` of
+/// fragment-layout host bytes.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub fn from_fragment_layout(
+    py: Python<'_>,
+    fvalues_ptr: usize,
+    fmeta_ptr: usize,
+    n: usize,
+    k: usize,
+    dtype: &str,
+    values_ptr: usize,
+    meta_ptr: usize,
+) -> PyResult<()> {
+    let dtype = parse_dtype(dtype)?;
+    let (_, n_values, n_meta) = sizes(n, k)?;
+    let (vb, mb) = fragment_layout_bytes(n, k)?;
+    py.detach(|| {
+        dispatch!(dtype, T => {
+            // SAFETY: contiguous CPU tensors of the stated sizes (Python layer); outputs fresh.
+            let (fv, fm) = unsafe {
+                (
+                    slice::<u8>(fvalues_ptr, vb, "fragment values")?,
+                    slice::<u8>(fmeta_ptr, mb, "fragment meta")?,
+                )
+            };
+            let w: Sparse24<T> = sparseflow_runtime::from_fragment_layout(
+                try_copy(fv, "fragment values").map_err(core_err)?,
+                try_copy(fm, "fragment meta").map_err(core_err)?,
+                n,
+                k,
+            )
+            .map_err(runtime_err)?;
+            // SAFETY: as above.
+            let (v, m) = unsafe {
+                (
+                    slice_mut::<T>(values_ptr, n_values, "values")?,
+                    slice_mut::<u8>(meta_ptr, n_meta, "meta")?,
+                )
+            };
+            v.copy_from_slice(&w.values);
+            m.copy_from_slice(&w.meta);
+            Ok(())
+        })
+    })
 }

@@ -5,18 +5,18 @@
 //! stream it is given and allocates nothing, so it can be captured in a CUDA graph. The
 //! Python layer caches handles per weight tensor and creates them outside capture.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::c_void;
 use std::sync::{Mutex, OnceLock};
 
 use pyo3::prelude::*;
 use sparseflow_core::alloc::try_copy;
 use sparseflow_core::{DType, EpilogueKind};
-use sparseflow_runtime::{Context, Device, SparseGemm};
+use sparseflow_runtime::{bucket, BorrowedWeight, Context, Device, SparseGemm};
 
 use crate::error::{core_err, runtime_err, runtime_msg, value_err};
 use crate::format::{sizes, sparse_from_host};
-use crate::raw::{dispatch, parse_dtype, slice};
+use crate::raw::{dispatch, parse_dtype, slice, slice_mut};
 
 /// One CUDA context per device, shared by every handle (the runtime binds the device's
 /// primary context, which PyTorch uses too).
@@ -58,6 +58,20 @@ pub struct SparseGemmHandle {
     epilogue: EpilogueKind,
     device: Option<usize>,
     gemm: SparseGemm,
+    /// M buckets whose kernels are loaded (by `prepare` or a forward): a CUDA-graph capture
+    /// may only launch these (`is_prepared`), so capture never compiles.
+    prepared: Mutex<BTreeSet<usize>>,
+}
+
+impl SparseGemmHandle {
+    fn mark_prepared(&self, m: usize) {
+        if let Ok(b) = bucket(m) {
+            self.prepared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(b);
+        }
+    }
 }
 
 #[pymethods]
@@ -117,6 +131,49 @@ impl SparseGemmHandle {
             epilogue,
             device,
             gemm,
+            prepared: Mutex::default(),
+        })
+    }
+
+    /// Adopts a weight that already lives on CUDA device `device` in the fragment layout
+    /// (`values_ptr` / `meta_ptr`, see `fragment_layout_bytes`) plus an optional bias
+    /// (`n` elements): nothing is copied, every launch reads these addresses. The Python layer
+    /// (`SparseLinear`) owns the tensors and keeps them alive as long as the handle.
+    #[staticmethod]
+    #[pyo3(signature = (values_ptr, meta_ptr, bias_ptr, n, k, dtype, epilogue, device))]
+    #[allow(clippy::too_many_arguments)]
+    fn from_device_layout(
+        values_ptr: usize,
+        meta_ptr: usize,
+        bias_ptr: Option<usize>,
+        n: usize,
+        k: usize,
+        dtype: &str,
+        epilogue: &str,
+        device: usize,
+    ) -> PyResult<Self> {
+        let dtype = parse_dtype(dtype)?;
+        let epilogue = EpilogueKind::from_name(epilogue).map_err(core_err)?;
+        let ctx = cuda_context(device)?;
+        let w = BorrowedWeight {
+            values: values_ptr as *const c_void,
+            meta: meta_ptr as *const c_void,
+            bias: bias_ptr.map(|p| p as *const c_void),
+        };
+        // SAFETY: the Python layer passes the addresses of its own CUDA tensors in the
+        // fragment layout (sizes checked there against fragment_layout_bytes), laid out from
+        // checked metadata, and keeps them alive for as long as this handle
+        // (SparseLinear holds both).
+        let gemm = unsafe { SparseGemm::from_device_layout(&ctx, dtype, n, k, w, epilogue) }
+            .map_err(runtime_err)?;
+        Ok(SparseGemmHandle {
+            n,
+            k,
+            dtype,
+            epilogue,
+            device: Some(device),
+            gemm,
+            prepared: Mutex::default(),
         })
     }
 
@@ -147,14 +204,49 @@ impl SparseGemmHandle {
                 Some(stream as *mut c_void),
             )
         })
-        .map_err(runtime_err)
+        .map_err(runtime_err)?;
+        self.mark_prepared(m);
+        Ok(())
     }
 
     /// Plans, compiles, loads and uploads everything `m` tokens need without launching: call
     /// before capturing a CUDA graph (the first forward of a new M bucket does it otherwise,
     /// synchronously). No-op on the CPU.
     fn prepare(&self, py: Python<'_>, m: usize) -> PyResult<()> {
-        py.detach(|| self.gemm.prepare(m)).map_err(runtime_err)
+        py.detach(|| self.gemm.prepare(m)).map_err(runtime_err)?;
+        self.mark_prepared(m);
+        Ok(())
+    }
+
+    /// Prepares every M bucket up to `max_tokens` (1, 2, 4, ..., the bucket of `max_tokens`),
+    /// so any M <= `max_tokens` launches without compiling (CUDA-graph capture, torch.compile).
+    fn prepare_up_to(&self, py: Python<'_>, max_tokens: usize) -> PyResult<()> {
+        let last = bucket(max_tokens.max(1)).map_err(runtime_err)?;
+        let mut b = 1;
+        while b <= last {
+            self.prepare(py, b)?;
+            b *= 2;
+        }
+        Ok(())
+    }
+
+    /// Whether `m` tokens launch without preparing anything (its bucket is ready).
+    fn is_prepared(&self, m: usize) -> bool {
+        match bucket(m) {
+            Ok(b) => self
+                .prepared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&b),
+            Err(_) => false,
+        }
+    }
+
+    /// Device bytes the runtime holds for this weight beyond what it borrows (0 for a handle
+    /// from `from_device_layout`: the caller's tensors are the only copy).
+    #[getter]
+    fn owned_device_bytes(&self) -> usize {
+        self.gemm.upload_report().device_bytes()
     }
 
     /// Output features N.
@@ -199,4 +291,52 @@ impl SparseGemmHandle {
             self.epilogue.name()
         )
     }
+}
+
+/// `y[m, n] = epilogue(x[m, k] · Wᵀ [+ b])` on the CPU reference, straight from the tensors'
+/// current contents: nothing is cached between calls, so every write to `values`, `meta` or
+/// `bias` (in place, through `.data`, `.numpy()`, under `inference_mode`, by a fused
+/// optimizer) is seen by the next call, and metadata made invalid by a write is an error.
+#[pyfunction]
+#[pyo3(signature = (x_ptr, m, values_ptr, meta_ptr, bias_ptr, n, k, dtype, epilogue, y_ptr))]
+#[allow(clippy::too_many_arguments)]
+pub fn sparse_linear_host(
+    py: Python<'_>,
+    x_ptr: usize,
+    m: usize,
+    values_ptr: usize,
+    meta_ptr: usize,
+    bias_ptr: Option<usize>,
+    n: usize,
+    k: usize,
+    dtype: &str,
+    epilogue: &str,
+    y_ptr: usize,
+) -> PyResult<()> {
+    let dtype = parse_dtype(dtype)?;
+    let epilogue = EpilogueKind::from_name(epilogue).map_err(core_err)?;
+    sizes(n, k)?;
+    let overflow = || value_err(format!("m = {m} rows overflow the buffer sizes"));
+    let (x_len, y_len) = (
+        m.checked_mul(k).ok_or_else(overflow)?,
+        m.checked_mul(n).ok_or_else(overflow)?,
+    );
+    if m == 0 {
+        return Ok(());
+    }
+    py.detach(|| {
+        dispatch!(dtype, T => {
+            // SAFETY: the Python layer passes contiguous CPU tensors of these sizes and a fresh
+            // output `y` that aliases none of them.
+            let w = unsafe { sparse_from_host::<T>(values_ptr, meta_ptr, n, k)? };
+            // SAFETY: as above.
+            let bias = match bias_ptr {
+                Some(p) => Some(unsafe { slice::<T>(p, n, "bias")? }),
+                None => None,
+            };
+            // SAFETY: as above.
+            let (x, y) = unsafe { (slice::<T>(x_ptr, x_len, "x")?, slice_mut::<T>(y_ptr, y_len, "y")?) };
+            sparseflow_core::sparse_gemm_into(x, m, &w, bias, epilogue, y).map_err(core_err)
+        })
+    })
 }

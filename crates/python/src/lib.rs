@@ -31,6 +31,10 @@ fn sparseflow_c(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(format::diff, m)?)?;
     m.add_function(wrap_pyfunction!(format::epilogues, m)?)?;
     m.add_function(wrap_pyfunction!(format::epilogue_uses_bias, m)?)?;
+    m.add_function(wrap_pyfunction!(format::fragment_layout_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(format::to_fragment_layout, m)?)?;
+    m.add_function(wrap_pyfunction!(format::from_fragment_layout, m)?)?;
+    m.add_function(wrap_pyfunction!(gemm::sparse_linear_host, m)?)?;
     m.add_function(wrap_pyfunction!(gemm::set_programmatic_launch, m)?)?;
     m.add_function(wrap_pyfunction!(gemm::programmatic_launch, m)?)?;
     m.add_class::<gemm::SparseGemmHandle>()?;

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# GPU machine: the memory benchmark of issue 23 (python/benchmarks/memory.py --memory). Builds a
+# Llama-3-8B-shaped layer set and a full-depth Llama-3-8B-shaped transformers model with random
+# weights, sparsifies them (2:4) and reports device memory dense vs sparse after conversion,
+# after running M = 1, 16, 256, 4096 once each, and the peak during sparsify; fp16 and bf16.
+# Writes $OUT/memory.json (+ memory.txt, one line of checks per model and dtype).
+#
+# Needs the abi3 wheel in .carry/ (bash scripts/device/build_carry.sh --no-cache), then:
+#   run(command="bash scripts/device/memory_check.sh", carry=[".carry"])
+# MODELS=layers (or llama) and DTYPES=fp16 narrow it; the full run takes a few minutes.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-/tmp/sparseflow-out}"
+mkdir -p "$OUT"
+SITE=/tmp/sparseflow-site
+rm -rf "$SITE"
+wheel=$(ls -t .carry/sparseflow-*.whl 2>/dev/null | head -1)
+if [ -z "$wheel" ]; then
+  echo "no wheel in .carry/: run scripts/device/build_carry.sh and carry .carry" >&2
+  exit 2
+fi
+python3 -m pip install --no-deps --no-index --target "$SITE" "$wheel" >"$OUT/pip.txt" 2>&1 || { cat "$OUT/pip.txt"; exit 2; }
+export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+export SPARSEFLOW_CACHE_DIR="${SPARSEFLOW_CACHE_DIR:-/tmp/sparseflow-cache}"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$OUT/gpu.txt" 2>&1
+timeout 580 python3 python/benchmarks/memory.py --memory --models "${MODELS:-layers,llama}" \
+  --dtype "${DTYPES:-fp16,bf16}" --out "$OUT/memory.json" 2>&1 | tee "$OUT/memory.txt"
+exit "${PIPESTATUS[0]}"
