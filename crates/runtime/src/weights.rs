@@ -236,3 +236,56 @@ pub fn from_fragment_layout<T: sparseflow_core::Element>(
         k,
     )?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sparseflow_core::{prune_magnitude, Sparse24};
+
+    #[test]
+    fn fragment_bytes_equal_canonical_bytes_for_aligned_shapes() {
+        assert_eq!(
+            fragment_layout_bytes(4096, 14336).unwrap(),
+            (4096 * 14336, 4096 * 14336 / 8)
+        );
+        // Padded: N to 128, K to 64.
+        assert_eq!(
+            fragment_layout_bytes(8, 16).unwrap(),
+            (128 * 64, 128 * 64 / 8)
+        );
+    }
+
+    #[test]
+    fn fragment_layout_round_trips() {
+        let (n, k) = (136, 72);
+        let dense: Vec<half::f16> = (0..n * k)
+            .map(|i| half::f16::from_f32(((i * 7919) % 61) as f32 - 30.0))
+            .collect();
+        let w = Sparse24::compress(&prune_magnitude(&dense, n, k).unwrap(), n, k).unwrap();
+        let (v, m) = to_fragment_layout(&w).unwrap();
+        assert_eq!((v.len(), m.len()), fragment_layout_bytes(n, k).unwrap());
+        assert_eq!(from_fragment_layout::<half::f16>(v, m, n, k).unwrap(), w);
+    }
+
+    #[test]
+    fn adopting_needs_a_gpu_context() {
+        let w = BorrowedWeight {
+            values: std::ptr::null(),
+            meta: std::ptr::null(),
+            bias: None,
+        };
+        // SAFETY: refused before any pointer is used (CPU context).
+        let e = unsafe {
+            SparseGemm::from_device_layout(
+                &Context::cpu(),
+                DType::F16,
+                8,
+                16,
+                w,
+                EpilogueKind::None,
+            )
+        }
+        .unwrap_err();
+        assert!(matches!(e, RuntimeError::NeedsGpu(_)), "{e}");
+    }
+}
