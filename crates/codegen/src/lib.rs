@@ -27,6 +27,7 @@ pub mod nvrtc_lib;
 pub mod params;
 pub mod registry;
 pub mod spec;
+pub mod tensor_map;
 
 pub use compiler::{CompiledKernel, Compiler, CompilerOptions};
 pub use error::CodegenError;

@@ -10,7 +10,7 @@ use sparseflow_ir::kernel_config::candidates;
 use sparseflow_ir::{plan_layer, FamilyModel, GemmShape, IrError, LayerPlan, LayerProblem, Target};
 
 use crate::error::CodegenError;
-use crate::families::{DECODE, SM80};
+use crate::families::{DECODE, SM80, SM90};
 use crate::family::Family;
 use crate::generate::{generate_with, GeneratedKernel};
 use crate::spec::{parse_target, KernelSpec};
@@ -31,10 +31,10 @@ pub struct PlannedKernel {
 }
 
 impl Registry {
-    /// The library's families: `sm80` (any M) and `decode` (M ≤ 64).
+    /// The library's families: `sm80` (any M), `decode` (M ≤ 64) and `sm90` (M > 16, sm_90a).
     pub fn builtin() -> &'static Registry {
         static BUILTIN: OnceLock<Registry> = OnceLock::new();
-        BUILTIN.get_or_init(|| Registry::new(&[&SM80, &DECODE]))
+        BUILTIN.get_or_init(|| Registry::new(&[&SM80, &DECODE, &SM90]))
     }
 
     /// A registry of exactly these families. Panics on a repeated name (a programming error).

@@ -1,12 +1,15 @@
 //! The built-in kernel families, one file each beside its template in `kernels/`:
-//! [`sm80`] (`kernels/sm80_sparse_gemm.cu`) and [`decode`] (`kernels/decode_sparse_gemm.cu`).
+//! [`sm80`] (`kernels/sm80_sparse_gemm.cu`), [`decode`] (`kernels/decode_sparse_gemm.cu`) and
+//! [`sm90`] (`kernels/sm90_sparse_gemm.cu`, sm_90a).
 //! They are listed once, in [`Registry::builtin`](crate::Registry::builtin).
 
 pub mod decode;
 pub mod sm80;
+pub mod sm90;
 
 pub use decode::DECODE;
 pub use sm80::SM80;
+pub use sm90::SM90;
 
 /// `ceil(a / b)`, at least 1 (a grid dimension).
 pub(crate) fn blocks(a: u32, b: u32) -> u32 {
