@@ -4,7 +4,25 @@
 //! do: a C caller passing a 2 TB shape, or a Python caller a huge K, must get an
 //! out-of-memory error (`SPARSEFLOW_STATUS_OUT_OF_MEMORY`, `MemoryError`) instead.
 
+use std::sync::OnceLock;
+
 use crate::error::{CoreError, Result};
+
+/// RAM + swap of this machine (Linux `/proc/meminfo`), `None` where it cannot be read. A
+/// request above it can never be served; with memory overcommit on (`vm.overcommit_memory =
+/// 1`, as on the GPU machine) the allocator would still say yes, and the process would be
+/// killed or read past a caller's buffer later — so such requests are refused up front.
+pub fn host_memory_ceiling() -> Option<usize> {
+    static CEILING: OnceLock<Option<usize>> = OnceLock::new();
+    *CEILING.get_or_init(|| {
+        let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let kib = |key: &str| -> Option<usize> {
+            let line = info.lines().find(|l| l.starts_with(key))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        };
+        Some((kib("MemTotal:")? + kib("SwapTotal:").unwrap_or(0)).saturating_mul(1024))
+    })
+}
 
 fn refused<T>(what: &'static str, len: usize) -> CoreError {
     CoreError::OutOfMemory {
@@ -22,6 +40,10 @@ pub fn try_filled<T: Clone>(len: usize, value: T, what: &'static str) -> Result<
 
 /// An empty vector with room for `len` elements, or [`CoreError::OutOfMemory`].
 pub fn try_with_capacity<T>(len: usize, what: &'static str) -> Result<Vec<T>> {
+    let bytes = len.saturating_mul(std::mem::size_of::<T>());
+    if host_memory_ceiling().is_some_and(|max| bytes > max) {
+        return Err(refused::<T>(what, len));
+    }
     let mut v = Vec::new();
     v.try_reserve_exact(len)
         .map_err(|_| refused::<T>(what, len))?;
@@ -55,6 +77,10 @@ mod tests {
         );
         assert!(err.to_string().contains("out of memory"), "{err}");
         assert_eq!(try_filled(3, 7u8, "small").unwrap(), vec![7, 7, 7]);
+        // Above RAM + swap: refused even where the allocator would overcommit.
+        if let Some(max) = host_memory_ceiling() {
+            assert!(try_with_capacity::<u8>(max + 1, "over the ceiling").is_err());
+        }
         assert_eq!(try_copy(&[1, 2], "copy").unwrap(), vec![1, 2]);
     }
 }
