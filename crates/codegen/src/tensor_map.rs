@@ -22,7 +22,9 @@ fn encode(
         return Err(bad(format!("address {addr:#x} is not 16-byte aligned")));
     }
     if strides.iter().any(|s| s % 16 != 0) {
-        return Err(bad(format!("strides {strides:?} must be multiples of 16 bytes")));
+        return Err(bad(format!(
+            "strides {strides:?} must be multiples of 16 bytes"
+        )));
     }
     if boxes.iter().any(|&b| b == 0 || b > 256) {
         return Err(bad(format!("box {boxes:?}: each side 1..=256")));
