@@ -18,10 +18,10 @@ fn encode(
 ) -> Result<TensorMapBytes, CodegenError> {
     let rank = dims.len();
     let bad = |why: String| CodegenError::Unsupported(format!("TMA map of {dims:?}: {why}"));
-    if addr == 0 || addr % 16 != 0 {
+    if addr == 0 || !addr.is_multiple_of(16) {
         return Err(bad(format!("address {addr:#x} is not 16-byte aligned")));
     }
-    if strides.iter().any(|s| s % 16 != 0) {
+    if strides.iter().any(|s| !s.is_multiple_of(16)) {
         return Err(bad(format!(
             "strides {strides:?} must be multiples of 16 bytes"
         )));

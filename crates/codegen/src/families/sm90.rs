@@ -79,7 +79,7 @@ impl FamilyModel for Sm90 {
 
     fn eligibility(&self, m: u64, shape: &GemmShape, _target: &Target) -> Eligibility {
         // TMA needs 16-byte row strides of X (K % 8 == 0); tiny M is the decode family's.
-        if shape.k % 8 != 0 || m <= 16 {
+        if !shape.k.is_multiple_of(8) || m <= 16 {
             Eligibility::Unfit
         } else {
             Eligibility::Candidate
@@ -87,7 +87,7 @@ impl FamilyModel for Sm90 {
     }
 
     fn check(&self, cfg: &KernelConfig, shape: &GemmShape) -> Result<(), String> {
-        if shape.k % 8 != 0 {
+        if !shape.k.is_multiple_of(8) {
             return Err(format!(
                 "K = {} is not a multiple of 8 (TMA row stride)",
                 shape.k
@@ -212,7 +212,7 @@ impl Family for Sm90 {
     ) -> Result<KernelParams, CodegenError> {
         let cfg = &spec.config;
         let (np, kp) = crate::layout::padded_dims(i.n as usize, i.k as usize);
-        let rbs = (cfg.tile_n / 16) as u32;
+        let rbs = cfg.tile_n / 16;
         let x_map = encode_2d_sw128(i.x, i.m as u64, i.k as u64, 64, cfg.tile_m)?;
         let w_map = encode_3d_blocks(
             i.wvals,
