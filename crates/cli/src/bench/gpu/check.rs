@@ -31,12 +31,12 @@ pub fn rel_err_rows(out: &[f64], n: usize, rows: &[usize], oracle: &[Vec<f64>]) 
     rel_err(&got, &want)
 }
 
-/// `[n × m_pad]` row-major Yᵀ → `[m × n]` row-major Y.
-pub fn untranspose(yt: &[f64], n: usize, m_pad: usize, m: usize) -> Vec<f64> {
-    let mut y = vec![0.0; m * n];
+/// Rows `rows` of Y from `[n × m_pad]` row-major Yᵀ: `rows.len() × n` row-major.
+pub fn untranspose_rows(yt: &[f64], n: usize, m_pad: usize, rows: &[usize]) -> Vec<f64> {
+    let mut y = vec![0.0; rows.len() * n];
     for j in 0..n {
-        for i in 0..m {
-            y[i * n + j] = yt[j * m_pad + i];
+        for (i, &r) in rows.iter().enumerate() {
+            y[i * n + j] = yt[j * m_pad + r];
         }
     }
     y
@@ -59,9 +59,10 @@ mod tests {
         // Y = [[1,2,3],[4,5,6]] (m=2, n=3); Yᵀ padded to m_pad=4.
         let yt = [1.0, 4.0, 9.0, 9.0, 2.0, 5.0, 9.0, 9.0, 3.0, 6.0, 9.0, 9.0];
         assert_eq!(
-            untranspose(&yt, 3, 4, 2),
+            untranspose_rows(&yt, 3, 4, &[0, 1]),
             vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
         );
+        assert_eq!(untranspose_rows(&yt, 3, 4, &[1]), vec![4.0, 5.0, 6.0]);
         assert_eq!(
             rel_err_rows(&[1.0, 2.0, 3.0, 4.0], 2, &[1], &[vec![3.0, 4.0]]),
             0.0

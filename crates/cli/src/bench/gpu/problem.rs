@@ -71,6 +71,23 @@ pub fn oracle_rows<T: Element>(
         .collect()
 }
 
+/// Rows read back from every contender's output and compared across contenders: all of them up
+/// to 64, else 64 spread over M plus the oracle rows. Reading a whole 32768 × 14336 output back
+/// as f64 for each of six contenders took minutes (`audit --gpu auto` at its default prefill
+/// sizes); a spread sample still catches a wrong tile anywhere along M.
+pub fn sample_rows(m: usize) -> Vec<usize> {
+    const SAMPLE: usize = 64;
+    let mut r: Vec<usize> = if m <= SAMPLE {
+        (0..m).collect()
+    } else {
+        (0..SAMPLE).map(|i| i * (m - 1) / (SAMPLE - 1)).collect()
+    };
+    r.extend(check_rows(m));
+    r.sort_unstable();
+    r.dedup();
+    r
+}
+
 /// Rows checked against the oracle: first, middle and last (distinct).
 pub fn check_rows(m: usize) -> Vec<usize> {
     let mut r = vec![0, m / 2, m - 1];

@@ -9,10 +9,10 @@ use indicatif::ProgressBar;
 use sparseflow_core::EpilogueKind;
 use sparseflow_runtime::Context;
 
-use super::check::{rel_err, rel_err_rows, untranspose, TOLERANCE};
+use super::check::{rel_err, rel_err_rows, untranspose_rows, TOLERANCE};
 use super::cublas::{Cublas, CublasGemm, DensePlan};
 use super::cusparselt::{padded_m, Lt, LtGemm, LtWeight};
-use super::problem::{check_rows, oracle_rows, random, HostLayer};
+use super::problem::{check_rows, oracle_rows, random, sample_rows, HostLayer};
 use super::sparseflow::{self as sf, SfGemm};
 use super::{copies_for, dptr, time_gemm, Gemm, Gpu, GpuElement, TimeCfg};
 use crate::bench::report::{is_dense, Measurement, Row, CUBLAS, CUSPARSELT, SPARSEFLOW};
@@ -67,6 +67,21 @@ fn poison<T>(gpu: &Gpu, y: &CudaSlice<T>) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Rows `rows` of a row-major `[.., n]` output, as f64 (`rows.len() × n`).
+fn read_rows<T: GpuElement>(
+    gpu: &Gpu,
+    y: &CudaSlice<T>,
+    n: usize,
+    rows: &[usize],
+) -> Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(rows.len() * n);
+    for &r in rows {
+        let row = gpu.stream.clone_dtoh(&y.slice(r * n..(r + 1) * n))?;
+        out.extend(row.iter().map(|v| v.to_f64()));
+    }
+    Ok(out)
 }
 
 fn read<T: GpuElement>(gpu: &Gpu, y: &CudaSlice<T>) -> Result<Vec<f64>> {
@@ -211,6 +226,16 @@ pub fn run<T: GpuElement>(
             let x = gpu.stream.clone_htod(&x_host)?;
             let xp = dptr(&x, &gpu.stream);
             let crow = check_rows(m);
+            // Outputs are read back at `srows` only; the oracle rows sit at `cpos` in them.
+            let srows = sample_rows(m);
+            let cpos: Vec<usize> = crow
+                .iter()
+                .map(|r| {
+                    srows
+                        .binary_search(r)
+                        .expect("sample_rows holds check_rows")
+                })
+                .collect();
             let oracle = oracle_rows(&x_host, &host, epi, &crow);
             let oracle_plain = if epi == plain {
                 oracle.clone()
@@ -238,8 +263,8 @@ pub fn run<T: GpuElement>(
                             SPARSEFLOW,
                             m,
                             cfg,
-                            || read(gpu, &y_sf),
-                            |y| (rel_err_rows(y, n, &crow, &oracle), None),
+                            || read_rows(gpu, &y_sf, n, &srows),
+                            |y| (rel_err_rows(y, n, &cpos, &oracle), None),
                             plan,
                         )
                     }
@@ -282,10 +307,10 @@ pub fn run<T: GpuElement>(
                             &name,
                             m,
                             cfg,
-                            || read(gpu, &y_cb),
+                            || read_rows(gpu, &y_cb, n, &srows),
                             |y| {
                                 (
-                                    rel_err_rows(y, n, &crow, &oracle_plain),
+                                    rel_err_rows(y, n, &cpos, &oracle_plain),
                                     sf_ref.as_ref().map(|r| rel_err(y, r)),
                                 )
                             },
@@ -325,10 +350,10 @@ pub fn run<T: GpuElement>(
                                 CUSPARSELT,
                                 m_pad,
                                 cfg,
-                                || Ok(untranspose(&read(gpu, &y_lt)?, n, m_pad, m)),
+                                || Ok(untranspose_rows(&read(gpu, &y_lt)?, n, m_pad, &srows)),
                                 |y| {
                                     (
-                                        rel_err_rows(y, n, &crow, &oracle_plain),
+                                        rel_err_rows(y, n, &cpos, &oracle_plain),
                                         cross_ref.as_ref().map(|r| rel_err(y, r)),
                                     )
                                 },
