@@ -1,6 +1,6 @@
-// Large M (prefill): the sm80 family with the big 128x128 tile.
+// Large M (prefill) on Hopper: the sm90 wgmma.sp family with its largest token tile.
 // RUN: sparseflow opt %s --pass-pipeline=fuse-epilogue,select-tiles --target=sm_90a
-// CHECK: {epilogue = "bias_silu", family = "sm80", tile_m = 128, tile_n = 128, tile_k = 64,
+// CHECK: {epilogue = "bias_silu", family = "sm90", tile_m = 256, tile_n = 128, tile_k = 64, warps = 12,
 func.func @mlp_up(%x: tensor<4096x4096xf16>, %w: !sparseflow.sparse24<14336x4096xf16>,
                   %b: tensor<14336xf16>) -> tensor<4096x14336xf16> {
   %0 = sparseflow.sparse_gemm %x, %w : (tensor<4096x4096xf16>, !sparseflow.sparse24<14336x4096xf16>) -> tensor<4096x14336xf16>
