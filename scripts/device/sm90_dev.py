@@ -49,9 +49,9 @@ def smem_bytes(tm, tn, tk, st):
     return st * stage_bytes(tm, tn, tk) + 1024 + 16 * st
 
 
-def source(name, dtype, epi, tm, tn, tk, st, grp, infl, dev=""):
+def source(name, dtype, epi, tm, tn, tk, st, grp, infl, dev="", split=1):
     defs = [f"#define SF_KERNEL_NAME {name}", f"#define SF_DTYPE_{dtype.upper()} 1", f"#define TILE_M {tm}",
-            f"#define TILE_N {tn}", f"#define TILE_K {tk}", f"#define STAGES {st}", "#define SPLIT_K 1", f"#define SF_GROUP_N {grp}", f"#define SF_WGMMA_INFLIGHT {infl}",
+            f"#define TILE_N {tn}", f"#define TILE_K {tk}", f"#define STAGES {st}", f"#define SPLIT_K {split}", f"#define SF_GROUP_N {grp}", f"#define SF_WGMMA_INFLIGHT {infl}",
             f"#define SF_USES_BIAS {1 if 'bias' in EPILOGUES[epi] else 0}",
             f"#define SF_EPILOGUE(acc, bias) ({EPILOGUES[epi]})", "#define SF_HANG_GUARD 1"] + ([f"#define {dev} 1"] if dev else [])
     parts = ["\n".join(defs), (KDIR / "mma_sp.cuh").read_text(), (KDIR / "epilogue.cuh").read_text(),
@@ -98,11 +98,12 @@ def build(out, configs):
                 (tm, tn, tk, st), grp = cfg[:4], (cfg[4] if len(cfg) > 4 else 8)
                 infl = cfg[5] if len(cfg) > 5 else 1
                 dev = {0: "", 1: "SF_DEV_SKIP_LOADS", 2: "SF_DEV_SKIP_MMA"}[cfg[6] if len(cfg) > 6 else 0]
+                split = cfg[7] if len(cfg) > 7 else 1
                 if epi != "none" and cfg != configs[0]:
                     continue
-                name = f"sf_sm90_{dtype}_{epi}_m{tm}n{tn}k{tk}s{st}g{grp}i{infl}" + (f"_{dev.lower()[7:]}" if dev else "")
+                name = f"sf_sm90_{dtype}_{epi}_m{tm}n{tn}k{tk}s{st}g{grp}i{infl}sk{split}" + (f"_{dev.lower()[7:]}" if dev else "")
                 t0 = time.time()
-                cub, log = compile_cubin(lib, source(name, dtype, epi, tm, tn, tk, st, grp, infl, dev), name)
+                cub, log = compile_cubin(lib, source(name, dtype, epi, tm, tn, tk, st, grp, infl, dev, split), name)
                 (out / f"{name}.cubin").write_bytes(cub)
                 (out / f"{name}.log").write_text(log)
                 spill = [l for l in log.splitlines() if "spill" in l and not " 0 bytes spill stores, 0 bytes spill loads" in l]
@@ -111,7 +112,7 @@ def build(out, configs):
                 if spill:
                     raise SystemExit(f"{name} spills:\n{log}")
                 kernels.append(dict(name=name, dtype=dtype, epilogue=epi, tile_m=tm, tile_n=tn, tile_k=tk, stages=st,
-                                    smem=smem_bytes(tm, tn, tk, st), threads=128 * (tn // 64 + 1)))
+                                    smem=smem_bytes(tm, tn, tk, st), threads=128 * (tn // 64 + 1), split=split))
     (out / "kernels.json").write_text(json.dumps(kernels, indent=1))
 
 
@@ -166,18 +167,26 @@ class Sm90Kernel:
     def __init__(self, drv, kdir, m):
         self.drv, self.m = drv, m
         self.fn = drv.load(kdir / f"{m['name']}.cubin", m["name"], m["smem"])
+        self.ws = None
 
     def launch(self, x, wv, wm, b, y, M, N, K):
         import torch
         m = self.m
         tmap = self.drv.tmap_x(x, M, K, m["tile_m"])
-        grid = (-(-N // m["tile_n"]) * -(-M // m["tile_m"]), 1)
+        split = m.get("split", 1)
+        tiles = -(-N // m["tile_n"]) * -(-M // m["tile_m"])
+        grid = (tiles * split, 1)
+        ws_words = tiles * (split - 1) * m["tile_m"] * m["tile_n"]
+        if ws_words and (self.ws is None or self.ws.numel() < ws_words):
+            # Every word the empty sentinel (all bits set), as the runtime hands it over.
+            self.ws = torch.full((ws_words,), -1, device="cuda", dtype=torch.int32)
         np_, kp = -(-N // 128) * 128, -(-K // 64) * 64
         assert m["tile_n"] == 128, "the 3-D weight box is 8 row blocks"
         wmap = self.drv.tmap_3d(wv, 256, kp // 32, np_ // 16, m["tile_k"] // 32)
         emap = self.drv.tmap_3d(wm, 64, kp // 64, np_ // 16, m["tile_k"] // 64)
         args = [tmap, wmap, emap,
                 ctypes.c_uint64(b.data_ptr() if b is not None else 0), ctypes.c_uint64(y.data_ptr()),
+                ctypes.c_uint64(self.ws.data_ptr() if ws_words else 0),
                 ctypes.c_int32(M), ctypes.c_int32(N), ctypes.c_int32(K)]
         self.drv.launch(self.fn, grid, m["threads"], m["smem"], torch.cuda.current_stream().cuda_stream, args)
 
@@ -238,6 +247,10 @@ def run(kdir, out_json, bench=True):
                 res["fail"] += 1
                 Path(out_json).write_text(json.dumps(res, indent=1))
                 raise
+            if kern.ws is not None and not bool((kern.ws == -1).all()):
+                res["failures"].append(dict(kernel=m["name"], M=M, N=N, K=K, workspace_not_emptied=True))
+                res["fail"] += 1
+                continue
             acc = x.double() @ dense.double().T
             if b is not None:
                 acc = acc + b.double()

@@ -44,7 +44,7 @@ static_assert(TILE_K == 64 || TILE_K == 128, "a stage is one or two 64-wide K pa
 #ifndef SF_WGMMA_INFLIGHT
 #define SF_WGMMA_INFLIGHT 1  // stages of wgmmas left in flight while the next is issued (0 or 1)
 #endif
-static_assert(SPLIT_K == 1, "the sm90 family has no split-K yet");
+static_assert(SPLIT_K >= 1, "SPLIT_K counts the CTAs of one output tile");
 static_assert(TILE_M * Y_STRIDE * 2 <= STAGES * STAGE_BYTES, "the Y tile reuses the ring");
 
 // The 128-byte CUtensorMap (NVRTC has no cuda.h), passed by value as a __grid_constant__.
@@ -123,11 +123,12 @@ __device__ __forceinline__ unsigned long long sf_desc_sw128(u32 addr) {
 // Consumer side of K stage `kt`: waits for its copies, loads this warp's A and metadata
 // registers (into the set `a`/`e` the previous stage is not using), issues its wgmmas, then
 // waits for the previous stage's wgmmas and releases that stage to the producer.
-__device__ __forceinline__ void consume_stage(int kt, int KS, u32 ring, u32 bars, int rbl, int lane, float (&d)[NACC],
-                                              u32 (&a)[KSTEPS][4], u32 (&e)[KPS]) {
-    const int s = kt % STAGES;
+__device__ __forceinline__ void consume_stage(int j, int kt, int KS, u32 ring, u32 bars, int rbl, int lane,
+                                              float (&d)[NACC], u32 (&a)[KSTEPS][4], u32 (&e)[KPS]) {
+    // j: this CTA's stage count (ring slot and phase); kt: the K stage it holds.
+    const int s = j % STAGES;
     const int nks = min(KSTEPS, KS - kt * KSTEPS);
-    sf_mbar_wait(bars + 8 * s, (kt / STAGES) & 1);
+    sf_mbar_wait(bars + 8 * s, (j / STAGES) & 1);
     const u32 st = ring + s * STAGE_BYTES;
     const u32 av = st + X_BYTES + rbl * KSTEPS * SF_VAL_BLOCK_BYTES + lane * 16;
     const u32 ev = st + X_BYTES + A_BYTES + rbl * KPS * SF_META_BLOCK_BYTES + lane * 4;
@@ -148,7 +149,7 @@ __device__ __forceinline__ void consume_stage(int kt, int KS, u32 ring, u32 bars
         // Only a K tail shorter than TILE_K (K/64 odd with TILE_K 128) skips steps.
         if (KSTEPS == 2 || kk < nks) {
             const unsigned long long desc = sf_desc_sw128(st + (kk / 2) * X_HALF_BYTES + (kk % 2) * 64);
-            const int scale_d = (kt > 0 || kk > 0) ? 1 : 0;
+            const int scale_d = (j > 0 || kk > 0) ? 1 : 0;
             if (kk % 2 == 0)
                 sf_wgmma_sp<0>(d, a[kk], desc, e[kk / 2], scale_d);
             else
@@ -162,12 +163,12 @@ __device__ __forceinline__ void consume_stage(int kt, int KS, u32 ring, u32 bars
     __syncwarp();
     if (lane == 0) sf_mbar_arrive(bars + 8 * (STAGES + s));
 #else
-    if (kt > 0) {
-        // Stage kt-1 is done: its shared memory and registers are free. (No accumulator fence
-        // here: stage kt is still in flight, and touching d would make ptxas serialize.)
+    if (j > 0) {
+        // Stage j-1 is done: its shared memory and registers are free. (No accumulator fence
+        // here: stage j is still in flight, and touching d would make ptxas serialize.)
         sf_wgmma_wait<1>();
         __syncwarp();
-        if (lane == 0) sf_mbar_arrive(bars + 8 * (STAGES + (kt - 1) % STAGES));
+        if (lane == 0) sf_mbar_arrive(bars + 8 * (STAGES + (j - 1) % STAGES));
     }
 #endif
 }
@@ -175,7 +176,7 @@ __device__ __forceinline__ void consume_stage(int kt, int KS, u32 ring, u32 bars
 extern "C" __global__ void __launch_bounds__(THREADS, 1)
     SF_KERNEL_NAME(const __grid_constant__ sf_tensor_map x_map, const __grid_constant__ sf_tensor_map w_map,
                    const __grid_constant__ sf_tensor_map e_map, const sf_t* __restrict__ bias, sf_t* __restrict__ y,
-                   int M, int N, int K) {
+                   float* workspace, int M, int N, int K) {
     extern __shared__ __align__(1024) u8 smem_raw[];
     // The 128-byte swizzle repeats every 1024 bytes: align the ring to it (the host asks for
     // 1 KiB more than the ring needs).
@@ -192,8 +193,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
     int n_tile, m_tile;
     {
         const int tiles_n = (N + TILE_N - 1) / TILE_N, tiles_m = (M + TILE_M - 1) / TILE_M;
+        const int tile = blockIdx.x / SPLIT_K;  // a tile's splits are adjacent, its reducer last
         const int per_group = SF_GROUP_N * tiles_m;
-        const int group = blockIdx.x / per_group, in = blockIdx.x % per_group;
+        const int group = tile / per_group, in = tile % per_group;
         const int width = min(SF_GROUP_N, tiles_n - group * SF_GROUP_N);
         n_tile = group * SF_GROUP_N + in % width;
         m_tile = in / width;
@@ -202,6 +204,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
     const int rb0 = n0 / 16;
     const int KP = (K + 63) / 64, KS = 2 * KP;
     const int KT = (KS + KSTEPS - 1) / KSTEPS;  // stages of K
+    // Split-K: this CTA's K stages [kt0, kt1) (possibly none when SPLIT_K does not divide KT).
+    const int split = blockIdx.x % SPLIT_K, per = (KT + SPLIT_K - 1) / SPLIT_K;
+    const int kt0 = min(KT, split * per), kt1 = min(KT, kt0 + per), nkt = kt1 - kt0;
 
     if (threadIdx.x == 0) {
         for (int s = 0; s < STAGES; ++s) {
@@ -218,9 +223,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
         asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
 #endif
         if (warp != 0) return;
-        for (int kt = 0; kt < KT; ++kt) {
-            const int s = kt % STAGES;
-            if (kt >= STAGES) sf_mbar_wait(bars + 8 * (STAGES + s), ((kt / STAGES) - 1) & 1);
+        for (int j = 0; j < nkt; ++j) {
+            const int kt = kt0 + j, s = j % STAGES;
+            if (j >= STAGES) sf_mbar_wait(bars + 8 * (STAGES + s), ((j / STAGES) - 1) & 1);
             const int ks0 = kt * KSTEPS, kp0 = ks0 / 2;
             const u32 full = bars + 8 * s;
             const u32 st = ring + s * STAGE_BYTES;
@@ -256,13 +261,43 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
     // registers therefore alternate between two sets (the loop is unrolled by two so each set
     // is a fixed group of registers).
     u32 a0[KSTEPS][4], e0[KPS], a1[KSTEPS][4], e1[KPS];
-    consume_stage(0, KS, ring, bars, rbl, lane, d, a0, e0);
-    for (int kt = 1; kt < KT; kt += 2) {
-        consume_stage(kt, KS, ring, bars, rbl, lane, d, a1, e1);
-        if (kt + 1 < KT) consume_stage(kt + 1, KS, ring, bars, rbl, lane, d, a0, e0);
+    if (nkt > 0) consume_stage(0, kt0, KS, ring, bars, rbl, lane, d, a0, e0);
+    for (int j = 1; j < nkt; j += 2) {
+        consume_stage(j, kt0 + j, KS, ring, bars, rbl, lane, d, a1, e1);
+        if (j + 1 < nkt) consume_stage(j + 1, kt0 + j + 1, KS, ring, bars, rbl, lane, d, a0, e0);
     }
     sf_wgmma_wait<0>();
     sf_fence_acc(d);
+
+#if SPLIT_K > 1
+    // Split-K hand-off, the decode family's protocol (kernels/README.md): a peer stores its fp32
+    // partial with relaxed gpu-scope stores into slots that hold SF_WS_EMPTY and exits; the
+    // tile's last split (highest block id, so its peers were dispatched first) waits for each
+    // word, adds it in split order and empties the slot for the next launch. Layout
+    // [tile][peer][accumulator][consumer thread]: coalesced per accumulator.
+    {
+        const int ct = threadIdx.x - 128;
+        float* ws = workspace + (size_t)(blockIdx.x / SPLIT_K) * (SPLIT_K - 1) * NACC * (CWG * 128);
+        if (split != SPLIT_K - 1) {
+            float* mine = ws + (size_t)split * NACC * (CWG * 128) + ct;
+#pragma unroll
+            for (int i = 0; i < NACC; ++i) sf_st_relaxed_f32(mine + i * (CWG * 128), d[i] != d[i] ? __int_as_float(0x7fffffff) : d[i]);
+            return;
+        }
+        for (int p = 0; p < SPLIT_K - 1; ++p) {
+            float* peer = ws + (size_t)p * NACC * (CWG * 128) + ct;
+#pragma unroll
+            for (int i = 0; i < NACC; ++i) {
+                float v = sf_ld_relaxed_f32(peer + i * (CWG * 128));
+                while (__float_as_uint(v) == SF_WS_EMPTY) v = sf_ld_relaxed_f32(peer + i * (CWG * 128));
+                d[i] += v;
+                peer[i * (CWG * 128)] = __uint_as_float(SF_WS_EMPTY);
+            }
+        }
+    }
+#else
+    (void)workspace;
+#endif
 
     // Every consumer is past the ring (the producer issued nothing beyond the last stage, and
     // every stage was waited for): reuse it for the Y tile. Named barrier 1 = consumers only.

@@ -3,7 +3,7 @@
 //! copies (the X tile with 128-byte swizzle, the weight's values and metadata as 3-D boxes of
 //! the shared fragment layout) into an mbarrier ring; two consumer warpgroups issue the sparse
 //! wgmmas with A from registers. Kernel parameters: three `CUtensorMap`s encoded at launch
-//! from x and the weight, then `bias, y, M, N, K` (kernels/README.md, "sm90 family").
+//! from x and the weight, then `bias, y, workspace, M, N, K` (kernels/README.md, "sm90 family").
 
 use sparseflow_core::DType;
 use sparseflow_ir::{
@@ -35,7 +35,9 @@ const SPACE: ConfigSpace = ConfigSpace {
     tile_k: &[64, 128],
     warps: &[THREADS / 32],
     stages: &[3, 4],
-    split_k: &[1],
+    // Few output tiles (M up to a few hundred tokens) fill few SMs: split K over 2-8 CTAs per
+    // tile, the last reducing its peers' fp32 partials (the decode family's hand-off).
+    split_k: &[1, 2, 4, 8],
 };
 
 /// Bytes of one ring stage (X tile, weight values, metadata), rounded to the 1 KiB the
@@ -111,8 +113,22 @@ impl FamilyModel for Sm90 {
     }
 
     fn grid(&self, cfg: &KernelConfig, m: u32, n: u32, _k: u32, _t: &Target) -> (u32, u32, u32) {
-        // 1-D: the template maps block ids to (feature, token) tiles in groups of GROUP_N.
-        (blocks(n, cfg.tile_n) * blocks(m, cfg.tile_m), 1, 1)
+        // 1-D: the template maps block ids to (feature, token) tiles in groups of GROUP_N, a
+        // tile's split_k CTAs adjacent.
+        (
+            blocks(n, cfg.tile_n) * blocks(m, cfg.tile_m) * cfg.split_k,
+            1,
+            1,
+        )
+    }
+
+    /// fp32 hand-off slots: split_k - 1 partial tiles per output tile.
+    fn workspace_bytes(&self, cfg: &KernelConfig, m: u32, n: u32, _k: u32) -> usize {
+        if cfg.split_k <= 1 {
+            return 0;
+        }
+        let tiles = blocks(n, cfg.tile_n) as usize * blocks(m, cfg.tile_m) as usize;
+        tiles * (cfg.split_k - 1) as usize * (cfg.tile_m * cfg.tile_n) as usize * 4
     }
 
     fn estimate(
@@ -126,25 +142,35 @@ impl FamilyModel for Sm90 {
         if res.dynamic_smem > target.max_smem_per_block {
             return None;
         }
+        let split = cfg.split_k as f64;
         let kp = shape.k.next_multiple_of(64) as f64;
+        let k_stages = (kp / cfg.tile_k as f64).ceil();
+        if split > k_stages {
+            return None; // a split with no K stage
+        }
         let tiles = (shape.n.div_ceil(cfg.tile_n as u64) * m.div_ceil(cfg.tile_m as u64)) as f64;
+        let ctas = tiles * split;
         let slots = target.sm_count as f64;
-        let waves = (tiles / slots).ceil();
-        let per_sm = measured_fraction(cfg) * 2.0 * target.dense_tc_flops / slots;
-        let tile_s = 2.0 * cfg.tile_m as f64 * cfg.tile_n as f64 * kp / per_sm;
+        let waves = (ctas / slots).ceil();
+        // Three stages hide the copy latency less well than four (measured: 3-5% at large M).
+        let depth = if cfg.stages >= 4 { 1.0 } else { 0.95 };
+        let per_sm = depth * measured_fraction(cfg) * 2.0 * target.dense_tc_flops / slots;
+        let cta_s = 2.0 * cfg.tile_m as f64 * cfg.tile_n as f64 * (kp / split) / per_sm;
+        // The reducer reads split - 1 fp32 partial tiles at roughly 50 GB/s per SM.
+        let reduce_s = (split - 1.0) * (cfg.tile_m * cfg.tile_n * 4) as f64 / 50e9;
         // Launch, pipeline fill and the epilogue of the last wave.
         let fixed_s = 4e-6;
-        let compute_us = waves * tile_s * 1e6;
+        let compute_us = waves * cta_s * 1e6;
         Some(TileChoice {
             config: *cfg,
-            est_us: compute_us + fixed_s * 1e6,
+            est_us: compute_us + (reduce_s + fixed_s) * 1e6,
             compute_us,
             dram_us: 0.0,
-            l2_us: 0.0,
+            l2_us: reduce_s * 1e6,
             blocks_per_sm: 1,
-            grid: tiles as u64,
-            waves: tiles / slots,
-            wave_efficiency: tiles / (waves * slots),
+            grid: ctas as u64,
+            waves: ctas / slots,
+            wave_efficiency: ctas / (waves * slots),
         })
     }
 }
@@ -201,8 +227,8 @@ impl Family for Sm90 {
         wgmma_sp_fn(spec.config.tile_m, spec.dtype)
     }
 
-    /// `(CUtensorMap x_map, CUtensorMap w_map, CUtensorMap e_map, const T* bias, T* y, int M,
-    /// int N, int K)`. The maps are encoded on the host per launch (a few microseconds; a CUDA
+    /// `(CUtensorMap x_map, CUtensorMap w_map, CUtensorMap e_map, const T* bias, T* y,
+    /// float* workspace, int M, int N, int K)`. The maps are encoded on the host per launch (a few microseconds; a CUDA
     /// graph captures them once).
     fn launch_params(
         &self,
@@ -228,7 +254,7 @@ impl Family for Sm90 {
         p.push_bytes(&x_map, 64)?;
         p.push_bytes(&w_map, 64)?;
         p.push_bytes(&e_map, 64)?;
-        p.ptr(i.bias)?.ptr(i.y)?;
+        p.ptr(i.bias)?.ptr(i.y)?.ptr(i.workspace)?;
         p.int(i.m)?.int(i.n)?.int(i.k)?;
         Ok(p)
     }
