@@ -15,6 +15,7 @@
 #                .carry/bench-json/*/bench.json (F.linear vs SparseLinear vs its kernel;
 #                before/after with .carry/old/), then pytest with CUDA
 #   allm         the all-M llama3-8b fp16 command of docs/PERFORMANCE.md, CUDA graphs
+#   sm90         scripts/device/sm90_dev.py run on the cubins in .carry/sm90k (Hopper family)
 #
 # Build and carry first: `bash scripts/device/build_carry.sh` (.carry/{verify,runtime-gpu-tests,
 # kernel-cache,capi,bench,sparseflow-*.whl}; pydeps as python_check.sh says); then run with
@@ -88,8 +89,14 @@ case "${1:-}" in
     step bench-allm-8b-fp16 bash scripts/device/bench.sh --model llama3-8b \
         --m 1,16,64,256,1024,4096,16384 --dtype fp16 --graph
     ;;
+  sm90)
+    # The Hopper family straight from its cubins (build them here first:
+    # python3 scripts/device/sm90_dev.py build .carry/sm90k --configs ...): float64 checks of
+    # every built variant, then timings against cuBLAS at M 128-8192.
+    step sm90-dev bash -c 'python3 scripts/device/sm90_dev.py run .carry/sm90k "$OUT/sm90.json"'
+    ;;
   *)
-    echo "usage: $0 correctness|perf|decode|python|baseline|linear|allm" >&2
+    echo "usage: $0 correctness|perf|decode|python|baseline|linear|allm|sm90" >&2
     exit 2
     ;;
 esac
