@@ -13,7 +13,8 @@
 //!
 //! `verify --precompile DIR` (no GPU needed) fills codegen's disk cache for sm_90a with every
 //! kernel the matrix plans, so the device run does not spend its time in NVRTC.
-//! `--quick` runs a subset (M ∈ {1, 33}, shapes (64,64), (4100,4104)).
+//! `--quick` runs a subset (M ∈ {1, 33}, shapes (64,64), (4100,4104)); `--ms 33,128` and
+//! `--shapes 4096x4096,4100x4104` choose the token counts and shapes of the matrix.
 
 use std::collections::BTreeSet;
 use std::ffi::c_void;
@@ -513,11 +514,43 @@ fn main() {
         info.name, info.target, info.sm_count, info.driver_version
     );
     let t0 = Instant::now();
-    let (ms, shapes): (Vec<usize>, Vec<(usize, usize)>) = if quick {
+    let (mut ms, mut shapes): (Vec<usize>, Vec<(usize, usize)>) = if quick {
         (vec![1, 33], vec![(64, 64), (4100, 4104)])
     } else {
         (MS.to_vec(), SHAPES.to_vec())
     };
+    // `--ms 33,128 --shapes 4096x4096,4100x4104`: a chosen slice of the matrix (a short GPU visit
+    // aimed at one family); malformed values are an error, not a silent default.
+    let value = |flag: &str| args.iter().position(|a| a == flag).map(|i| args.get(i + 1));
+    let bad = |what: &str| -> ! {
+        eprintln!("verify: {what}");
+        std::process::exit(2);
+    };
+    if let Some(v) = value("--ms") {
+        let v = v.unwrap_or_else(|| bad("--ms needs a list such as 33,128"));
+        ms = v
+            .split(',')
+            .map(|x| {
+                x.parse()
+                    .unwrap_or_else(|_| bad(&format!("--ms: bad token count {x:?}")))
+            })
+            .collect();
+    }
+    if let Some(v) = value("--shapes") {
+        let v = v.unwrap_or_else(|| bad("--shapes needs a list such as 4096x4096"));
+        shapes = v
+            .split(',')
+            .map(|x| {
+                let (n, k) = x
+                    .split_once('x')
+                    .unwrap_or_else(|| bad(&format!("--shapes: {x:?} is not NxK")));
+                match (n.parse(), k.parse()) {
+                    (Ok(n), Ok(k)) => (n, k),
+                    _ => bad(&format!("--shapes: {x:?} is not NxK")),
+                }
+            })
+            .collect();
+    }
     let mut t = Tally {
         passed: 0,
         failed: 0,
