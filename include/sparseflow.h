@@ -36,7 +36,7 @@ typedef struct SparseFlowModel_* SparseFlowModel;
 
 // Minor version of the C ABI. Bumped when functions or enum values are appended; programs
 // built against an older minor of the same major keep working.
-#define SPARSEFLOW_ABI_VERSION_MINOR 2
+#define SPARSEFLOW_ABI_VERSION_MINOR 3
 
 // `sparseflow_compress_2to4` flag: magnitude-prune each group to its two largest entries
 // first, instead of refusing a weight that is not already 2:4.
@@ -293,6 +293,34 @@ SparseFlowStatus sparseflow_kernel_create_from_dense(SparseFlowContext context, 
 // writable storage for one handle.
 SparseFlowStatus sparseflow_kernel_create(SparseFlowContext context, SparseFlowDType dtype, int64_t n, int64_t k, const void *values, const void *meta, const void *bias_or_null, SparseFlowEpilogue epilogue, SparseFlowKernel *out);
 
+// Builds a GPU kernel on a weight that is already in device memory in the device layout,
+// without copying it (ABI 1.3): the kernel reads `device_values`, `device_meta` and
+// `device_bias_or_null` where they are at every run, so the caller's buffers are the only copy
+// of the weight on the device.
+//
+// * `device_values` / `device_meta`: device memory of the context's GPU holding the bytes
+//   `sparseflow_layout_to_device_order` produces (sizes from `sparseflow_device_layout_sizes`),
+//   each 16-byte aligned (`cudaMalloc` / `cuMemAlloc` are). The metadata is not checked here (it
+//   is on the device): fill the buffers from `sparseflow_layout_to_device_order`, which checks it.
+// * `device_bias_or_null`: device memory holding `n` elements of `dtype`, 16-byte aligned;
+//   required by the `BIAS*` epilogues, must be NULL otherwise.
+// * Ownership: the caller owns the three buffers and must keep them allocated, and in the device
+//   layout, until `sparseflow_kernel_destroy` of this kernel and the completion of every run
+//   queued with it. Writes to them (e.g. a new bias) are seen by runs queued after the write on
+//   the same stream; nothing is cached.
+// * `dtype`: F16 or BF16 (`UNSUPPORTED` for F32). A CPU context (device -1) is `UNSUPPORTED`:
+//   build CPU kernels from host buffers with `sparseflow_kernel_create`.
+//
+// Errors: `INVALID_HANDLE`, `INVALID_ARGUMENT` (NULL or misaligned pointers, host or other-GPU
+// memory, bad sizes, unknown dtype/epilogue, bias vs epilogue mismatch), `UNSUPPORTED`,
+// `CUDA_ERROR`. On failure `*out` is NULL. Thread safety: as
+// `sparseflow_kernel_create_from_dense`.
+//
+// # Safety
+// The device buffers must hold the sizes above, stay valid as described under Ownership, and
+// `out` must be NULL or point to writable storage for one handle.
+SparseFlowStatus sparseflow_kernel_create_from_device_layout(SparseFlowContext context, SparseFlowDType dtype, int64_t n, int64_t k, const void *device_values, const void *device_meta, const void *device_bias_or_null, SparseFlowEpilogue epilogue, SparseFlowKernel *out);
+
 // Computes `y[m, n] = epilogue(x[m, k] . W^T (+ bias))`, fp32 accumulation, output in the
 // kernel's dtype. `x` and `y` are row-major and contiguous, in the kernel's dtype.
 //
@@ -327,6 +355,39 @@ SparseFlowStatus sparseflow_kernel_run(SparseFlowKernel kernel, const void *x, i
 //
 // Thread safety: callable from any thread; no other thread may still be using this handle.
 SparseFlowStatus sparseflow_kernel_destroy(SparseFlowKernel kernel);
+
+// The byte sizes of an `[n, k]` weight in the device layout, which
+// `sparseflow_layout_to_device_order` writes and `sparseflow_kernel_create_from_device_layout`
+// reads: `*values_bytes = Np * Kp` (f16/bf16 values), `*meta_bytes = Np * Kp / 8`, where N is
+// padded to a multiple of 128 and K to 64 (so a Llama-style `[4096, 14336]` weight takes exactly
+// its compressed size, and a small one more).
+//
+// Errors: `INVALID_ARGUMENT` (NULL out-pointer, n/k <= 0, k % 4 != 0, overflow).
+// Thread safety: callable from any thread at any time.
+//
+// # Safety
+// `values_bytes` and `meta_bytes` must be NULL or point to writable `int64_t`s.
+SparseFlowStatus sparseflow_device_layout_sizes(int64_t n, int64_t k, int64_t *values_bytes, int64_t *meta_bytes);
+
+// Lays a compressed 2:4 weight out in the device order on the host: the canonical `values
+// [n, k/2]` (f16/bf16) and `meta uint8_t [n, ceil(k/8)]` of `sparseflow_kernel_create` become
+// the `values_out` / `meta_out` bytes (sizes from `sparseflow_device_layout_sizes`) that
+// `sparseflow_kernel_create_from_device_layout` reads on the GPU. Copy them to device memory
+// as they are (e.g. `cudaMemcpy`); every kernel family reads this one layout.
+//
+// The metadata is checked (`NOT_2TO4` names the first bad code) and the values must be
+// finite; nothing is written on failure. `SPARSEFLOW_DTYPE_F32` is `UNSUPPORTED` (the device
+// layout holds the values the sparse tensor cores read: f16 or bf16).
+//
+// Errors: `INVALID_ARGUMENT` (NULL pointers, bad sizes, unknown dtype, misaligned or
+// overlapping buffers, NaN/Inf), `NOT_2TO4`, `UNSUPPORTED`, `OUT_OF_MEMORY`.
+// Thread safety: callable from any thread at any time (distinct output buffers).
+//
+// # Safety
+// `values` must be NULL or hold `n * k / 2` readable elements of `dtype`, `meta` NULL or
+// `n * ceil(k / 8)` readable bytes; `values_out` / `meta_out` NULL or hold the writable byte
+// counts `sparseflow_device_layout_sizes` returns; outputs must not overlap inputs.
+SparseFlowStatus sparseflow_layout_to_device_order(SparseFlowDType dtype, int64_t n, int64_t k, const void *values, const uint8_t *meta, void *values_out, uint8_t *meta_out);
 
 // Opens a SparseFlow model directory (as written by `sparseflow convert`, `sf.save`, or any
 // writer of docs/FORMAT.md) for reading: `path` is the directory, a NUL-terminated string.

@@ -28,7 +28,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv > "$OUT/nvidia-smi.txt" 
 failed=0
 json="{\"device\": $DEVICE, \"results\": {"
 sep=""
-for prog in pipeline errors threads; do
+for prog in pipeline errors threads device_layout; do
   exe="$BIN/$prog"
   if ! "$CC" -std=c99 -Wall -Wextra -Werror -pedantic -O1 -DSPARSEFLOW_TEST_CUDA -I include \
       "tests/c/$prog.c" -o "$exe" -L"$LIB_DIR" -lsparseflow -lpthread -ldl -lm \

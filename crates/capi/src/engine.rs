@@ -1,7 +1,10 @@
 //! The one place the C API talks to `sparseflow_runtime`: its types, and how its errors become
 //! status codes.
 
-pub(crate) use sparseflow_runtime::{Context, Device, RuntimeError, SparseGemm};
+pub(crate) use sparseflow_runtime::{
+    fragment_layout_bytes, to_fragment_layout, BorrowedWeight, Context, Device, RuntimeError,
+    SparseGemm,
+};
 
 use sparseflow_codegen::CodegenError;
 

@@ -19,7 +19,7 @@ pub const SPARSEFLOW_ABI_VERSION_MAJOR: u32 = 1;
 
 /// Minor version of the C ABI. Bumped when functions or enum values are appended; programs
 /// built against an older minor of the same major keep working.
-pub const SPARSEFLOW_ABI_VERSION_MINOR: u32 = 2;
+pub const SPARSEFLOW_ABI_VERSION_MINOR: u32 = 3;
 
 /// The library's ABI version: `(SPARSEFLOW_ABI_VERSION_MAJOR << 16) | SPARSEFLOW_ABI_VERSION_MINOR`.
 ///

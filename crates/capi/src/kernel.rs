@@ -1,5 +1,6 @@
 //! Kernels: `sparseflow_kernel_create_from_dense`, `sparseflow_kernel_create`,
-//! `sparseflow_kernel_run`, `sparseflow_kernel_destroy`.
+//! `sparseflow_kernel_create_from_device_layout`, `sparseflow_kernel_run`,
+//! `sparseflow_kernel_destroy`.
 
 use std::ffi::c_void;
 
@@ -221,7 +222,80 @@ pub unsafe extern "C" fn sparseflow_kernel_create(
         unsafe { write_out(out, std::ptr::null_mut()) };
         let req = request(context, dtype, n, k, epilogue)?;
         // SAFETY: buffer sizes are the C caller's contract, documented above.
-        let gemm = unsafe { dispatch!(req.dtype, from_parts(&req, values, meta, bias_or_null)) };
+        let gemm = unsafe {
+            dispatch_dtype!(req.dtype, T => from_parts::<T>(&req, values, meta, bias_or_null))
+        };
+        finish(req, gemm, out)
+    })
+}
+
+/// Builds a GPU kernel on a weight that is already in device memory in the device layout,
+/// without copying it (ABI 1.3): the kernel reads `device_values`, `device_meta` and
+/// `device_bias_or_null` where they are at every run, so the caller's buffers are the only copy
+/// of the weight on the device.
+///
+/// * `device_values` / `device_meta`: device memory of the context's GPU holding the bytes
+///   `sparseflow_layout_to_device_order` produces (sizes from `sparseflow_device_layout_sizes`),
+///   each 16-byte aligned (`cudaMalloc` / `cuMemAlloc` are). The metadata is not checked here (it
+///   is on the device): fill the buffers from `sparseflow_layout_to_device_order`, which checks it.
+/// * `device_bias_or_null`: device memory holding `n` elements of `dtype`, 16-byte aligned;
+///   required by the `BIAS*` epilogues, must be NULL otherwise.
+/// * Ownership: the caller owns the three buffers and must keep them allocated, and in the device
+///   layout, until `sparseflow_kernel_destroy` of this kernel and the completion of every run
+///   queued with it. Writes to them (e.g. a new bias) are seen by runs queued after the write on
+///   the same stream; nothing is cached.
+/// * `dtype`: F16 or BF16 (`UNSUPPORTED` for F32). A CPU context (device -1) is `UNSUPPORTED`:
+///   build CPU kernels from host buffers with `sparseflow_kernel_create`.
+///
+/// Errors: `INVALID_HANDLE`, `INVALID_ARGUMENT` (NULL or misaligned pointers, host or other-GPU
+/// memory, bad sizes, unknown dtype/epilogue, bias vs epilogue mismatch), `UNSUPPORTED`,
+/// `CUDA_ERROR`. On failure `*out` is NULL. Thread safety: as
+/// `sparseflow_kernel_create_from_dense`.
+///
+/// # Safety
+/// The device buffers must hold the sizes above, stay valid as described under Ownership, and
+/// `out` must be NULL or point to writable storage for one handle.
+#[no_mangle]
+pub unsafe extern "C" fn sparseflow_kernel_create_from_device_layout(
+    context: SparseFlowContext,
+    dtype: RawDType,
+    n: i64,
+    k: i64,
+    device_values: *const c_void,
+    device_meta: *const c_void,
+    device_bias_or_null: *const c_void,
+    epilogue: RawEpilogue,
+    out: *mut SparseFlowKernel,
+) -> SparseFlowStatus {
+    ffi_boundary!("sparseflow_kernel_create_from_device_layout", {
+        check_out(out)?;
+        // SAFETY: `out` is non-NULL and writable by contract.
+        unsafe { write_out(out, std::ptr::null_mut()) };
+        let req = request(context, dtype, n, k, epilogue)?;
+        if !req.ctx.is_gpu() {
+            return Err(Error::unsupported(
+                "a CPU context (device -1) has no device memory to adopt: create CPU kernels \
+                 from host buffers with sparseflow_kernel_create",
+            ));
+        }
+        check_bias_ptr(
+            req.epilogue,
+            device_bias_or_null,
+            req.n,
+            "device_bias_or_null",
+        )?;
+        let weight = engine::BorrowedWeight {
+            values: device_values,
+            meta: device_meta,
+            bias: (!device_bias_or_null.is_null()).then_some(device_bias_or_null),
+        };
+        // SAFETY: the C contract above: the buffers hold the device layout of an [n, k] weight
+        // (and n bias elements) and outlive the kernel and its queued runs. The runtime checks
+        // NULL, alignment and that each pointer is memory of this GPU.
+        let gemm = unsafe {
+            SparseGemm::from_device_layout(&req.ctx, req.dtype, req.n, req.k, weight, req.epilogue)
+        }
+        .map_err(engine::runtime_error);
         finish(req, gemm, out)
     })
 }

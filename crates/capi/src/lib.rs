@@ -13,7 +13,8 @@
 //! * `error`, `host`: statuses and messages; checks on sizes and pointers from C.
 //! * `engine`: the only module that talks to `sparseflow_runtime`.
 //! * the exported functions, one file per topic: `info`, `context`, `kernel`, `format`,
-//!   `model` (SparseFlow model directories, read through `sparseflow-model`).
+//!   `model` (SparseFlow model directories, read through `sparseflow-model`), `layout` (the
+//!   device layout on the host, for `sparseflow_kernel_create_from_device_layout`).
 //!
 //! Compatibility rules (docs/C_API.md, "Versioning"): `abi/v1.0.txt` records every function
 //! signature and enum value; `tests/abi.rs` fails on any difference unless the version is
@@ -30,6 +31,7 @@ mod handles;
 mod host;
 mod info;
 mod kernel;
+mod layout;
 mod model;
 pub mod types;
 
@@ -40,9 +42,10 @@ pub use info::{
     sparseflow_status_string, SPARSEFLOW_ABI_VERSION_MAJOR, SPARSEFLOW_ABI_VERSION_MINOR,
 };
 pub use kernel::{
-    sparseflow_kernel_create, sparseflow_kernel_create_from_dense, sparseflow_kernel_destroy,
-    sparseflow_kernel_run,
+    sparseflow_kernel_create, sparseflow_kernel_create_from_dense,
+    sparseflow_kernel_create_from_device_layout, sparseflow_kernel_destroy, sparseflow_kernel_run,
 };
+pub use layout::{sparseflow_device_layout_sizes, sparseflow_layout_to_device_order};
 pub use model::{
     sparseflow_kernel_create_from_model, sparseflow_model_destroy, sparseflow_model_layer_count,
     sparseflow_model_layer_info, sparseflow_model_layer_name, sparseflow_model_load_layer,

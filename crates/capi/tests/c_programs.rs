@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const PROGRAMS: [&str; 4] = ["pipeline", "errors", "threads", "model"];
+const PROGRAMS: [&str; 5] = ["pipeline", "errors", "threads", "model", "device_layout"];
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -165,6 +165,14 @@ fn c_error_paths() {
 #[test]
 fn c_sixteen_threads_share_a_context() {
     build_and_run("threads");
+}
+
+/// ABI 1.3: the host converter equals FORMAT.md's device layout byte for byte, and a CPU
+/// context refuses to adopt device buffers with UNSUPPORTED (the GPU half runs on the device,
+/// scripts/device/capi_check.sh).
+#[test]
+fn c_device_layout() {
+    build_and_run("device_layout");
 }
 
 /// `random_buffer` of tests/c/common.h: multiples of 1/32 in [-2, 2] from the same LCG, exact

@@ -51,7 +51,7 @@ fn header_has_the_required_declarations() {
     let h = checked_in();
     for needle in [
         "#define SPARSEFLOW_ABI_VERSION_MAJOR 1\n",
-        "#define SPARSEFLOW_ABI_VERSION_MINOR 2\n",
+        "#define SPARSEFLOW_ABI_VERSION_MINOR 3\n",
         "typedef struct SparseFlowModel_* SparseFlowModel;",
         "typedef struct SparseFlowContext_* SparseFlowContext;",
         "typedef struct SparseFlowKernel_* SparseFlowKernel;",
@@ -78,6 +78,8 @@ fn header_has_the_required_declarations() {
         "SparseFlowStatus sparseflow_context_create(int32_t device, SparseFlowContext *out);",
         "SparseFlowStatus sparseflow_context_destroy(SparseFlowContext context);",
         "SparseFlowStatus sparseflow_kernel_run(SparseFlowKernel kernel, const void *x, int64_t m, void *y, void *stream);",
+        "SparseFlowStatus sparseflow_kernel_create_from_device_layout(SparseFlowContext context, SparseFlowDType dtype, int64_t n, int64_t k, const void *device_values, const void *device_meta, const void *device_bias_or_null, SparseFlowEpilogue epilogue, SparseFlowKernel *out);",
+        "SparseFlowStatus sparseflow_layout_to_device_order(SparseFlowDType dtype, int64_t n, int64_t k, const void *values, const uint8_t *meta, void *values_out, uint8_t *meta_out);",
     ] {
         assert!(h.contains(needle), "include/sparseflow.h lacks `{needle}`");
     }
