@@ -4,12 +4,13 @@
 use std::ffi::c_void;
 
 use sparseflow_core::format::meta_bytes_per_row;
-use sparseflow_core::{prune_magnitude, validate, CoreError, DType, Element, Sparse24};
+use sparseflow_core::{
+    dispatch_dtype, prune_magnitude, validate, CoreError, DType, Element, Sparse24,
+};
 
 use crate::boundary::ffi_boundary;
 use crate::context::{check_out, write_out};
 use crate::error::{Error, Result};
-use crate::host::dispatch;
 use crate::host::{dim, elements, host_slice, host_slice_mut};
 use crate::types::{dtype_from_raw, RawDType, SparseFlowStatus, SPARSEFLOW_COMPRESS_PRUNE};
 
@@ -130,7 +131,9 @@ pub unsafe extern "C" fn sparseflow_compress_2to4(
         let prune = flags & SPARSEFLOW_COMPRESS_PRUNE != 0;
         let meta_out = meta_out.cast::<c_void>();
         // SAFETY: buffer sizes are the C caller's contract, documented above.
-        unsafe { dispatch!(dtype, compress(n, k, dense, prune, values_out, meta_out)) }
+        unsafe {
+            dispatch_dtype!(dtype, T => compress::<T>(n, k, dense, prune, values_out, meta_out))
+        }
     })
 }
 
@@ -161,6 +164,6 @@ pub unsafe extern "C" fn sparseflow_validate_2to4(
     ffi_boundary!("sparseflow_validate_2to4", {
         let (dtype, n, k) = dense_shape(dtype, n, k)?;
         // SAFETY: buffer size is the C caller's contract, documented above.
-        unsafe { dispatch!(dtype, check(n, k, dense)) }
+        unsafe { dispatch_dtype!(dtype, T => check::<T>(n, k, dense)) }
     })
 }

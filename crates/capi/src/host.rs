@@ -114,19 +114,6 @@ pub(crate) fn overlaps(a: *const c_void, a_bytes: usize, b: *const c_void, b_byt
     a < b.saturating_add(b_bytes) && b < a.saturating_add(a_bytes)
 }
 
-/// Runs `$f::<T>(args)` with `T` the Rust element type of a `sparseflow_core::DType`: the one
-/// place where the C API's runtime dtype becomes a compile-time type.
-macro_rules! dispatch {
-    ($dtype:expr, $f:ident ( $($arg:expr),* )) => {
-        match $dtype {
-            sparseflow_core::DType::F16 => $f::<half::f16>($($arg),*),
-            sparseflow_core::DType::BF16 => $f::<half::bf16>($($arg),*),
-            sparseflow_core::DType::F32 => $f::<f32>($($arg),*),
-        }
-    };
-}
-pub(crate) use dispatch;
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,14 +6,13 @@ use std::ffi::c_void;
 
 use sparseflow_core::alloc::try_copy;
 use sparseflow_core::format::meta_bytes_per_row;
-use sparseflow_core::{prune_magnitude, DType, Element, EpilogueKind, Sparse24};
+use sparseflow_core::{dispatch_dtype, prune_magnitude, DType, Element, EpilogueKind, Sparse24};
 
 use crate::boundary::ffi_boundary;
 use crate::context::{check_out, write_out, ContextObj};
 use crate::engine::{self, Context, SparseGemm};
 use crate::error::{Error, Result};
 use crate::handles::{self, Handle};
-use crate::host::dispatch;
 use crate::host::{check_bias_ptr, check_ptr, dim, elements, epilogue_arg, host_slice, overlaps};
 use crate::types::{
     dtype_from_raw, RawDType, RawEpilogue, SparseFlowContext, SparseFlowKernel, SparseFlowKernel_,
@@ -182,7 +181,9 @@ pub unsafe extern "C" fn sparseflow_kernel_create_from_dense(
         unsafe { write_out(out, std::ptr::null_mut()) };
         let req = request(context, dtype, n, k, epilogue)?;
         // SAFETY: buffer sizes are the C caller's contract, documented above.
-        let gemm = unsafe { dispatch!(req.dtype, from_dense(&req, dense_weight, bias_or_null)) };
+        let gemm = unsafe {
+            dispatch_dtype!(req.dtype, T => from_dense::<T>(&req, dense_weight, bias_or_null))
+        };
         finish(req, gemm, out)
     })
 }

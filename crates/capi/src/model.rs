@@ -11,7 +11,7 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::Path;
 
 use sparseflow_core::format::meta_bytes_per_row;
-use sparseflow_core::{DType, Element, EpilogueKind, Sparse24};
+use sparseflow_core::{dispatch_dtype, DType, Element, EpilogueKind, Sparse24};
 use sparseflow_model::{ModelDir, ModelError};
 
 use crate::boundary::ffi_boundary;
@@ -19,7 +19,7 @@ use crate::context::{check_out, write_out, ContextObj};
 use crate::engine::{self, SparseGemm};
 use crate::error::{Error, Result};
 use crate::handles::{self, Handle};
-use crate::host::{check_bias_ptr, check_ptr, dispatch, elements, host_slice_mut, overlaps};
+use crate::host::{check_bias_ptr, check_ptr, elements, host_slice_mut, overlaps};
 use crate::kernel::KernelObj;
 use crate::types::{
     RawDType, RawEpilogue, SparseFlowContext, SparseFlowDType, SparseFlowKernel, SparseFlowModel,
@@ -359,7 +359,7 @@ pub unsafe extern "C" fn sparseflow_model_load_layer(
             bias: bias_out_or_null,
         };
         // SAFETY: sizes, NULL, alignment and overlap checked above; the rest is the contract.
-        unsafe { dispatch!(entry.dtype, copy_layer(&m.dir, name, &outs)) }
+        unsafe { dispatch_dtype!(entry.dtype, T => copy_layer::<T>(&m.dir, name, &outs)) }
     })
 }
 
@@ -405,7 +405,7 @@ pub unsafe extern "C" fn sparseflow_kernel_create_from_model(
                  tensor cores (convert the model with --dtype fp16|bf16, or use a CPU context)"
             )));
         }
-        let gemm = dispatch!(dtype, gemm_from_model(&ctx, &m.dir, name))?;
+        let gemm = dispatch_dtype!(dtype, T => gemm_from_model::<T>(&ctx, &m.dir, name))?;
         let handle = handles::new_handle(KernelObj::new(gemm, ctx));
         // SAFETY: as above.
         unsafe { write_out(out, handle) };

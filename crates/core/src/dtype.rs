@@ -1,7 +1,8 @@
 //! Element types. `DType` is an enum that grows (int8 / fp8 later); `Element` is the trait the
 //! generic code is written against.
 
-use half::{bf16, f16};
+// Public so that `dispatch_dtype!` can name them from any crate as `$crate::dtype::f16`.
+pub use half::{bf16, f16};
 use serde::{Deserialize, Serialize};
 
 /// Data types SparseFlow stores weights and activations in.
@@ -44,6 +45,35 @@ impl DType {
             DType::F16 | DType::BF16 => 2,
         }
     }
+}
+
+/// Runs `$body` with `$T` bound to the Rust element type of a runtime [`DType`]: the one place
+/// where a dtype read at run time (from C, Python or a model file) becomes a compile-time type,
+/// so a new dtype is one arm here rather than one in every face.
+///
+/// ```
+/// use sparseflow_core::{dispatch_dtype, DType, Element};
+/// fn size<T: Element>() -> usize { std::mem::size_of::<T>() }
+/// assert_eq!(dispatch_dtype!(DType::BF16, T => size::<T>()), 2);
+/// ```
+#[macro_export]
+macro_rules! dispatch_dtype {
+    ($dtype:expr, $T:ident => $body:expr) => {
+        match $dtype {
+            $crate::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            $crate::DType::F16 => {
+                type $T = $crate::dtype::f16;
+                $body
+            }
+            $crate::DType::BF16 => {
+                type $T = $crate::dtype::bf16;
+                $body
+            }
+        }
+    };
 }
 
 impl std::fmt::Display for DType {

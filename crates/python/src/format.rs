@@ -5,11 +5,12 @@ use pyo3::types::PyDict;
 use sparseflow_core::alloc::try_copy;
 use sparseflow_core::format::meta_bytes_per_row;
 use sparseflow_core::{
-    diff_report, prune_magnitude, CoreError, DiffReport, Element, EpilogueKind, Sparse24, EPILOGUES,
+    diff_report, dispatch_dtype, prune_magnitude, CoreError, DiffReport, Element, EpilogueKind,
+    Sparse24, EPILOGUES,
 };
 
 use crate::error::{core_err, runtime_err, value_err};
-use crate::raw::{dispatch, parse_dtype, slice, slice_mut};
+use crate::raw::{parse_dtype, slice, slice_mut};
 
 /// Element counts of a `[n, k]` weight: (dense, values, meta bytes), refusing bad shapes with
 /// core's own messages so Python and Rust users read the same text.
@@ -68,7 +69,7 @@ pub fn prune_compress(
     let dtype = parse_dtype(dtype)?;
     let (n_dense, n_values, n_meta) = sizes(n, k)?;
     py.detach(|| {
-        dispatch!(dtype, T => {
+        dispatch_dtype!(dtype, T => {
             // SAFETY: the Python caller passes contiguous CPU tensors of these sizes; the
             // outputs are fresh tensors that alias nothing.
             let (w, values, meta) = unsafe {
@@ -105,7 +106,7 @@ pub fn decompress(
     let dtype = parse_dtype(dtype)?;
     let (n_dense, _, _) = sizes(n, k)?;
     py.detach(|| {
-        dispatch!(dtype, T => {
+        dispatch_dtype!(dtype, T => {
             // SAFETY: contiguous CPU tensors of the right sizes (Python layer); `out` is fresh.
             let sparse = unsafe { sparse_from_host::<T>(values_ptr, meta_ptr, n, k)? };
             // SAFETY: as above.
@@ -142,7 +143,7 @@ pub fn diff<'py>(
         None => 0,
     };
     let report: DiffReport = py.detach(|| {
-        dispatch!(dtype, T => {
+        dispatch_dtype!(dtype, T => {
             // SAFETY: contiguous CPU tensors of the stated sizes (Python layer).
             let sparse = unsafe { sparse_from_host::<T>(values_ptr, meta_ptr, n, k)? };
             // SAFETY: as above.
@@ -227,7 +228,7 @@ pub fn to_fragment_layout(
     let dtype = parse_dtype(dtype)?;
     let (vb, mb) = fragment_layout_bytes(n, k)?;
     py.detach(|| {
-        dispatch!(dtype, T => {
+        dispatch_dtype!(dtype, T => {
             // SAFETY: contiguous CPU tensors of the stated sizes (Python layer); the outputs
             // are fresh tensors of `fragment_layout_bytes` bytes that alias nothing.
             let w = unsafe { sparse_from_host::<T>(values_ptr, meta_ptr, n, k)? };
@@ -264,7 +265,7 @@ pub fn from_fragment_layout(
     let (_, n_values, n_meta) = sizes(n, k)?;
     let (vb, mb) = fragment_layout_bytes(n, k)?;
     py.detach(|| {
-        dispatch!(dtype, T => {
+        dispatch_dtype!(dtype, T => {
             // SAFETY: contiguous CPU tensors of the stated sizes (Python layer); outputs fresh.
             let (fv, fm) = unsafe {
                 (

@@ -11,12 +11,12 @@ use std::sync::{Mutex, OnceLock};
 
 use pyo3::prelude::*;
 use sparseflow_core::alloc::try_copy;
-use sparseflow_core::{DType, EpilogueKind};
+use sparseflow_core::{dispatch_dtype, DType, EpilogueKind};
 use sparseflow_runtime::{bucket, BorrowedWeight, Context, Device, SparseGemm};
 
 use crate::error::{core_err, runtime_err, runtime_msg, value_err};
 use crate::format::{sizes, sparse_from_host};
-use crate::raw::{dispatch, parse_dtype, slice, slice_mut};
+use crate::raw::{parse_dtype, slice, slice_mut};
 
 /// One CUDA context per device, shared by every handle (the runtime binds the device's
 /// primary context, which PyTorch uses too).
@@ -107,7 +107,7 @@ impl SparseGemmHandle {
         }
         sizes(n, k)?;
         let gemm = py.detach(|| -> PyResult<SparseGemm> {
-            dispatch!(dtype, T => {
+            dispatch_dtype!(dtype, T => {
                 // SAFETY: the Python layer passes contiguous host tensors of these sizes.
                 let w = unsafe { sparse_from_host::<T>(values_ptr, meta_ptr, n, k)? };
                 let bias = match bias_ptr {
@@ -325,7 +325,7 @@ pub fn sparse_linear_host(
         return Ok(());
     }
     py.detach(|| {
-        dispatch!(dtype, T => {
+        dispatch_dtype!(dtype, T => {
             // SAFETY: the Python layer passes contiguous CPU tensors of these sizes and a fresh
             // output `y` that aliases none of them.
             let w = unsafe { sparse_from_host::<T>(values_ptr, meta_ptr, n, k)? };

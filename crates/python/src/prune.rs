@@ -7,12 +7,12 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use sparseflow_core::prune::{find_permutation as core_find_permutation, PermuteOptions, Progress};
 use sparseflow_core::{
-    prune, Calibration as CoreCalibration, PruneMethod, PruneOptions, PruneReport,
+    dispatch_dtype, prune, Calibration as CoreCalibration, PruneMethod, PruneOptions, PruneReport,
 };
 
 use crate::error::{core_err, value_err};
 use crate::format::sizes;
-use crate::raw::{dispatch, parse_dtype, slice, slice_mut};
+use crate::raw::{parse_dtype, slice, slice_mut};
 
 /// `H = XᵀX` of one layer input, accumulated over batches of activations `[m, k]`.
 #[pyclass(module = "sparseflow._C")]
@@ -38,7 +38,7 @@ impl Calibration {
             .ok_or_else(|| value_err("calibration batch too large"))?;
         let inner = &mut self.inner;
         py.detach(|| {
-            dispatch!(dtype, T => {
+            dispatch_dtype!(dtype, T => {
                 // SAFETY: the Python caller passes a contiguous CPU tensor of m·k elements.
                 let x = unsafe { slice::<T>(x_ptr, len, "calibration")? };
                 inner.accumulate(x, m).map_err(core_err)
@@ -106,7 +106,7 @@ pub fn prune_calibrated<'py>(
         progress: Some(&report_cb),
     };
     let report: PruneReport = py.detach(|| {
-        dispatch!(dtype, T => {
+        dispatch_dtype!(dtype, T => {
             // SAFETY: the Python caller passes a contiguous CPU weight of n·k elements and
             // fresh output tensors of the sizes `sizes` gives, aliasing nothing.
             let (w, values, meta) = unsafe {
@@ -168,7 +168,7 @@ pub fn find_permutation(
     let cal = calibration.as_deref().map(|c| &c.inner);
     let options = PermuteOptions { window, passes };
     py.detach(|| {
-        dispatch!(dtype, T => {
+        dispatch_dtype!(dtype, T => {
             // SAFETY: contiguous CPU weight of n·k elements (Python layer).
             let w = unsafe { slice::<T>(w_ptr, n_dense, "weight")? };
             core_find_permutation(w, n, k, cal, &options).map_err(core_err)

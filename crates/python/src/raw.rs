@@ -1,4 +1,4 @@
-//! Raw host pointers from Python → Rust slices, and dtype dispatch.
+//! Raw host pointers from Python → Rust slices (dtype dispatch is `sparseflow_core::dispatch_dtype!`).
 //!
 //! The one place where addresses handed over by Python become references. The Python layer
 //! guarantees what the checks here cannot: the tensor behind the address is a contiguous CPU
@@ -60,24 +60,3 @@ pub unsafe fn slice_mut<'a, T>(addr: usize, len: usize, what: &str) -> PyResult<
     // allocated output tensor that no input aliases.
     Ok(unsafe { std::slice::from_raw_parts_mut(addr as *mut T, len) })
 }
-
-/// Runs `$body` with `$T` bound to the Rust element type of `$dtype`.
-macro_rules! dispatch {
-    ($dtype:expr, $T:ident => $body:expr) => {
-        match $dtype {
-            sparseflow_core::DType::F32 => {
-                type $T = f32;
-                $body
-            }
-            sparseflow_core::DType::F16 => {
-                type $T = half::f16;
-                $body
-            }
-            sparseflow_core::DType::BF16 => {
-                type $T = half::bf16;
-                $body
-            }
-        }
-    };
-}
-pub(crate) use dispatch;
