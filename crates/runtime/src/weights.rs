@@ -149,23 +149,8 @@ impl SparseGemm {
             )));
         }
         let (values_bytes, meta_bytes) = fragment_layout_bytes(n, k)?;
-        match (epilogue.uses_bias(), w.bias) {
-            (true, None) => {
-                return Err(CoreError::BiasMismatch {
-                    epilogue: epilogue.name(),
-                    problem: "needs a bias vector of length N, but none was given",
-                }
-                .into())
-            }
-            (false, Some(_)) => {
-                return Err(CoreError::BiasMismatch {
-                    epilogue: epilogue.name(),
-                    problem: "takes no bias, but one was given (use a bias_* epilogue)",
-                }
-                .into())
-            }
-            _ => {}
-        }
+        // A device bias holds `n` elements by the caller's contract (see # Safety).
+        epilogue.check_bias(w.bias.map(|_| n), n)?;
         for (what, p) in [("weight values", w.values), ("weight metadata", w.meta)] {
             if p.is_null() {
                 return Err(RuntimeError::NullPointer(what));
