@@ -13,8 +13,8 @@ use crate::spec::KernelSpec;
 
 /// The mma.sp helpers and the epilogue functions, inlined ahead of every standard template.
 pub const MMA_SP_CUH: &str = include_str!("../kernels/mma_sp.cuh");
-/// The epilogue device functions (`sf_relu`, `sf_silu`, `sf_gelu`, `sf_gelu_tanh`) every
-/// `EpilogueSpec::cuda_expr` may call; public so other kernels (the benchmark's separate
+/// The epilogue device functions every `EpilogueSpec::cuda_expr` may call: one `sf_<name>` per
+/// activation of the epilogue table (`sf_relu`, `sf_silu`, `sf_gelu`, `sf_gelu_tanh`, `sf_relu2`); public so other kernels (the benchmark's separate
 /// elementwise kernel) compute exactly what the fused epilogue computes.
 pub const EPILOGUE_CUH: &str = include_str!("../kernels/epilogue.cuh");
 

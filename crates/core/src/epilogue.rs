@@ -131,7 +131,8 @@ pub struct EpilogueSpec {
     /// Whether the epilogue reads a bias vector of length N.
     pub uses_bias: bool,
     /// CUDA C expression over `float acc` and `float bias` (0 when unused); may call the
-    /// device functions `sf_relu`, `sf_silu`, `sf_gelu`, `sf_gelu_tanh` of `epilogue.cuh`.
+    /// device functions of `epilogue.cuh`, one `sf_<name>` per activation (`sf_relu`, `sf_silu`,
+    /// `sf_gelu`, `sf_gelu_tanh`, `sf_relu2`).
     pub cuda_expr: &'static str,
     /// CPU reference: `f(acc, bias)`, evaluated in f64.
     pub cpu: fn(f64, f64) -> f64,
@@ -288,16 +289,22 @@ impl EpilogueSpec {
         }
     }
 
+    /// The names of [`activation_ops`](Self::activation_ops) in application order (`[]` for
+    /// `none` and `bias`): what Python's autograd chains and what [`activation`](Self::activation)
+    /// joins.
+    pub fn activation_names(&self) -> Vec<&'static str> {
+        self.activation_ops()
+            .iter()
+            .filter_map(|op| op.activation_name())
+            .collect()
+    }
+
     /// The activation as the faces name it: `"none"`, `"relu2"`, or for a composed chain the
     /// activation names joined by `_` in application order. With `uses_bias` it identifies the
     /// entry (a table test keeps the pairs unique), which is how Python maps
     /// `SparseLinear(activation=..., bias=...)` to an epilogue.
     pub fn activation(&self) -> String {
-        let names: Vec<&str> = self
-            .activation_ops()
-            .iter()
-            .filter_map(|op| op.activation_name())
-            .collect();
+        let names = self.activation_names();
         if names.is_empty() {
             "none".to_string()
         } else {

@@ -184,12 +184,7 @@ pub fn epilogues(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
             d.set_item("name", e.name)?;
             d.set_item("id", e.abi_value)?;
             d.set_item("activation", e.activation())?;
-            let ops: Vec<&str> = e
-                .activation_ops()
-                .iter()
-                .filter_map(|op| op.activation_name())
-                .collect();
-            d.set_item("activation_ops", ops)?;
+            d.set_item("activation_ops", e.activation_names())?;
             d.set_item("has_bias", e.uses_bias)?;
             Ok(d)
         })
