@@ -14,8 +14,9 @@ use crate::spec::KernelSpec;
 /// The mma.sp helpers and the epilogue functions, inlined ahead of every standard template.
 pub const MMA_SP_CUH: &str = include_str!("../kernels/mma_sp.cuh");
 /// The epilogue device functions every `EpilogueSpec::cuda_expr` may call: one `sf_<name>` per
-/// activation of the epilogue table (`sf_relu`, `sf_silu`, `sf_gelu`, `sf_gelu_tanh`, `sf_relu2`); public so other kernels (the benchmark's separate
-/// elementwise kernel) compute exactly what the fused epilogue computes.
+/// activation of the epilogue table (`sf_relu`, `sf_silu`, `sf_gelu`, `sf_gelu_tanh`,
+/// `sf_relu2`). Public so other kernels (the benchmark's separate elementwise kernel) compute
+/// exactly what the fused epilogue computes.
 pub const EPILOGUE_CUH: &str = include_str!("../kernels/epilogue.cuh");
 
 /// One source file spliced into a generated kernel: its name under `kernels/` (for the
