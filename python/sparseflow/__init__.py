@@ -16,7 +16,7 @@ run the Rust reference. See docs/PYTHON.md.
 
 from . import _C
 from .io import FORMAT_VERSION, load, load_state_dict, save
-from .linear import METHODS, SparseLinear
+from .linear import METHODS, SparseLinear, prepare
 from .prune import (
     Calibration,
     find_permutation,
@@ -25,7 +25,7 @@ from .prune import (
     permute_in_features,
     permute_out_features,
 )
-from .ops import ACTIVATIONS, EPILOGUES, clear_cache, compress, decompress, prepare
+from .ops import ACTIVATIONS, EPILOGUES, clear_cache, compress, decompress
 from .sparsify import LayerReport, SparsifyReport, activation_kind, sparsify
 
 __version__: str = _C.__version__

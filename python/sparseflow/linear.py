@@ -23,7 +23,7 @@ from .ops import (
 )
 from .prune import METHODS, Calibration, as_calibration, check_method, prune_host
 
-__all__ = ["SparseLinear", "METHODS"]
+__all__ = ["SparseLinear", "METHODS", "prepare"]
 
 # An all-zero group stores positions 0 and 1 (code 0b0100); two groups per byte.
 _ZERO_META_BYTE = 0x44
@@ -394,6 +394,23 @@ class SparseLinear(nn.Module):
             f"bias={self.bias is not None}, activation={self.activation}, dtype={self.values.dtype}, "
             "sparsity=2:4"
         )
+
+
+def prepare(module: nn.Module, batch_tokens: Optional[int] = None, *, max_tokens: Optional[int] = None) -> int:
+    """Makes every CUDA :class:`~sparseflow.SparseLinear` in ``module`` ready to run any M up to
+    ``max_tokens`` rows (every M bucket 1, 2, 4, ..., up to the bucket of ``max_tokens``: kernels
+    compiled or loaded from the disk cache, handles bound to the layers' own tensors), so CUDA-graph
+    capture and ``torch.compile`` never compile or copy. The layers remember ``max_tokens`` and
+    prepare again up to it when their weight is re-laid out (``.to()``, ``load_state_dict``).
+    ``batch_tokens`` (the older spelling) prepares that one bucket. Returns the number of layers
+    prepared; CPU layers need nothing and are not counted."""
+    if max_tokens is None and batch_tokens is None:
+        max_tokens = 1
+    count = 0
+    for layer in module.modules():
+        if isinstance(layer, SparseLinear) and layer.values.is_cuda:
+            count += layer.prepare(max_tokens=max_tokens, batch_tokens=batch_tokens)
+    return count
 
 
 class _Pruned(NamedTuple):

@@ -20,7 +20,7 @@ every write to them, by any path, is seen by the next call. Handles are cached p
 is correct for whatever tensor of that shape lives there, so there is nothing to go stale);
 :class:`~sparseflow.SparseLinear` creates its handle when its weight is laid out and keeps it.
 Each M bucket's kernel is compiled (or loaded from the disk cache) on the first eager call of
-that bucket or by :func:`prepare` (``max_tokens``): a CUDA-graph capture that meets a bucket
+that bucket or by :func:`sparseflow.prepare` (``max_tokens``): a CUDA-graph capture that meets a bucket
 that is not ready raises instead of compiling. CPU tensors run the reference straight from the
 tensors' current contents (no cache).
 """
@@ -48,7 +48,6 @@ __all__ = [
     "decompress",
     "epilogue_name",
     "meta_bytes",
-    "prepare",
     "programmatic_launch",
     "set_programmatic_launch",
     "sparse_linear",
@@ -516,21 +515,3 @@ def _backward(ctx, grad: Tensor):  # noqa: ANN001, ANN202 (torch's signature)
 
 torch.library.register_autograd("sparseflow::sparse_linear", _backward, setup_context=_setup_context)
 
-
-def prepare(module: torch.nn.Module, batch_tokens: Optional[int] = None, *, max_tokens: Optional[int] = None) -> int:
-    """Makes every CUDA :class:`~sparseflow.SparseLinear` in ``module`` ready to run any M up to
-    ``max_tokens`` rows (every M bucket 1, 2, 4, ..., up to the bucket of ``max_tokens``: kernels
-    compiled or loaded from the disk cache, handles bound to the layers' own tensors), so CUDA-graph
-    capture and ``torch.compile`` never compile or copy. The layers remember ``max_tokens`` and
-    prepare again up to it when their weight is re-laid out (``.to()``, ``load_state_dict``).
-    ``batch_tokens`` (the older spelling) prepares that one bucket. Returns the number of layers
-    prepared; CPU layers need nothing and are not counted."""
-    from .linear import SparseLinear
-
-    if max_tokens is None and batch_tokens is None:
-        max_tokens = 1
-    count = 0
-    for layer in module.modules():
-        if isinstance(layer, SparseLinear) and layer.values.is_cuda:
-            count += layer.prepare(max_tokens=max_tokens, batch_tokens=batch_tokens)
-    return count
