@@ -45,7 +45,8 @@ pub use function::{Function, Inst, InstData, Module, Value, ValueData, ValueDef}
 pub use kernel_config::{ConfigSpace, GemmShape, KernelConfig};
 pub use ops::Opcode;
 pub use parse::{parse_module, parse_module_bytes};
-pub use pass::{PassContext, PassManager};
+pub use pass::PassManager;
+pub use passes::PassContext;
 pub use plan::{plan_layer, LayerPlan, LayerProblem};
 pub use print::{print_function, print_module};
 pub use select::{m_bucket, select_for_m};

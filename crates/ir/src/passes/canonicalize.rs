@@ -12,10 +12,10 @@
 //! DCE removes every op whose result is unused. All ops are pure (no memory
 //! effects in this IR), so an unused result means the op does nothing.
 
+use super::PassContext;
 use crate::error::IrError;
 use crate::function::{Function, Inst, Module, Value};
 use crate::ops::Opcode;
-use crate::pass::PassContext;
 use crate::verify::{binary_form, BinaryForm};
 use sparseflow_core::ElementwiseOp;
 

@@ -14,11 +14,11 @@
 
 use sparseflow_core::{ElementwiseOp, EpilogueSpec};
 
+use super::PassContext;
 use crate::attrs::{Attr, Attrs};
 use crate::error::IrError;
 use crate::function::{Function, Inst, Module, Value};
 use crate::ops::Opcode;
-use crate::pass::PassContext;
 use crate::types::{Dim, Type};
 
 pub fn run(module: &mut Module, cx: &mut PassContext<'_>) -> Result<(), IrError> {

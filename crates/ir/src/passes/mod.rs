@@ -1,12 +1,62 @@
-//! The pass registry: one file per pass, one line each here.
+//! The pass registry (one file per pass, one line each here) and [`PassContext`], what every
+//! pass is handed. The pass manager (`pass.rs`) depends on this module, never the reverse.
+
+use sparseflow_core::EpilogueSpec;
 
 use crate::error::IrError;
+use crate::family::Families;
 use crate::function::Module;
-use crate::pass::PassContext;
+use crate::targets::Target;
+use crate::verify::VerifyOptions;
 
 pub mod canonicalize;
 pub mod fuse_epilogue;
 pub mod select_tiles;
+
+/// What passes may read (target, kernel families, epilogue table) and write (explanations).
+pub struct PassContext<'a> {
+    pub target: Option<&'a Target>,
+    /// The registered kernel families (`sparseflow_codegen::Registry::models`); empty =
+    /// select-tiles has nothing to choose from and the verifier checks tile attributes only
+    /// for form.
+    pub families: &'a Families<'a>,
+    pub epilogues: &'a [EpilogueSpec],
+    /// When true, passes append human-readable reasoning to `notes` (`--explain`).
+    pub explain: bool,
+    pub notes: Vec<String>,
+}
+
+impl<'a> PassContext<'a> {
+    pub fn new(target: Option<&'a Target>) -> Self {
+        PassContext {
+            target,
+            families: &[],
+            epilogues: sparseflow_core::EPILOGUES,
+            explain: false,
+            notes: Vec::new(),
+        }
+    }
+
+    /// The same context choosing among `families`.
+    pub fn with_families(self, families: &'a Families<'a>) -> Self {
+        PassContext { families, ..self }
+    }
+
+    pub fn verify_options(&self) -> VerifyOptions<'a> {
+        VerifyOptions {
+            target: self.target,
+            families: (!self.families.is_empty()).then_some(self.families),
+            epilogues: self.epilogues,
+        }
+    }
+
+    pub(crate) fn require_target(&self, pass: &str) -> Result<&'a Target, IrError> {
+        self.target.ok_or_else(|| IrError::MissingTarget {
+            pass: pass.to_string(),
+            known: crate::targets::known_targets().replace(", ", "|"),
+        })
+    }
+}
 
 /// A named pass for `--pass-pipeline` and `--list-passes`.
 pub struct PassInfo {

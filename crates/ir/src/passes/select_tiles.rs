@@ -10,13 +10,13 @@
 //! A bare `sparse_gemm` is an error naming fuse-epilogue: tiles belong on the fused op, so
 //! running select-tiles alone would otherwise silently change nothing.
 
+use super::PassContext;
 use crate::attrs::Attr;
 use crate::error::{Diagnostic, IrError};
 use crate::family::names;
 use crate::function::{Function, Inst, Module};
 use crate::kernel_config::GemmShape;
 use crate::ops::Opcode;
-use crate::pass::PassContext;
 use crate::select::{describe, first_unbounded_m, rank, DYNAMIC_M_DEFAULT};
 use crate::targets::Target;
 use crate::types::{Dim, Type};
