@@ -59,5 +59,53 @@ pub enum CoreError {
 
     /// Activation-aware pruning: bad calibration, method name or option.
     #[error(transparent)]
-    Prune(#[from] crate::prune::PruneError),
+    Prune(#[from] PruneError),
+}
+
+/// What went wrong with a pruning request. Wrapped in [`CoreError::Prune`]; the
+/// pruning API (`crate::prune`) re-exports it.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum PruneError {
+    #[error("calibration is empty (0 tokens): pass the activations this layer sees, [tokens >= 1, in_features]")]
+    EmptyCalibration,
+
+    #[error("calibration activations [{rows}, {k}] need {} values, got {got}", rows.saturating_mul(*k))]
+    CalibrationShape { rows: usize, k: usize, got: usize },
+
+    #[error("calibration activations have K = {got} channels but the weight has in_features = {expected}: pass this layer's inputs, [tokens, {expected}]")]
+    CalibrationK { expected: usize, got: usize },
+
+    #[error("calibration activation at token {token}, channel {channel} is {value}: NaN/Inf in the calibration data (an fp16 overflow upstream?)")]
+    NonFiniteCalibration {
+        token: usize,
+        channel: usize,
+        value: f64,
+    },
+
+    #[error("calibration activations are all zero: they say nothing about which weights matter")]
+    ZeroCalibration,
+
+    #[error("calibration needs at least one input channel (K = 0)")]
+    ZeroChannels,
+
+    #[error("method '{method}' needs calibration activations (this layer's inputs, [tokens, in_features])")]
+    MissingCalibration { method: &'static str },
+
+    #[error("the calibration Hessian XᵀX is not positive definite even with damping {damping:e} × its mean diagonal: use more (or more varied) calibration tokens")]
+    NotPositiveDefinite { damping: f64 },
+
+    #[error(
+        "unknown pruning method '{name}'; valid: magnitude, wanda, sparsegpt, sparsegpt-refine"
+    )]
+    UnknownMethod { name: String },
+
+    #[error("{what} = {value} is invalid: {expected}")]
+    BadOption {
+        what: &'static str,
+        value: f64,
+        expected: &'static str,
+    },
+
+    #[error("not a permutation of 0..{k}: {problem}")]
+    BadPermutation { k: usize, problem: String },
 }

@@ -23,7 +23,6 @@ pub mod refine;
 mod sparsegpt;
 
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
 pub use calibration::Calibration;
 pub use linalg::output_rel_error;
@@ -31,57 +30,13 @@ pub use permute::{
     find_permutation, invert_permutation, permute_columns, permute_rows, PermuteOptions,
 };
 
+// Defined beside `CoreError`, which wraps it, so that the error module needs nothing from
+// here and `prune` -> `error` runs one way; re-exported where the pruning API is.
+pub use crate::error::PruneError;
 pub(crate) use crate::format::two_largest;
 use crate::format::{check_finite, prune_magnitude};
 use crate::shape::check_weight;
 use crate::{diff_report, DiffReport, Element, Result, Sparse24};
-
-/// What went wrong with a pruning request. Wrapped in [`crate::CoreError::Prune`].
-#[derive(Debug, Error, Clone, PartialEq)]
-pub enum PruneError {
-    #[error("calibration is empty (0 tokens): pass the activations this layer sees, [tokens >= 1, in_features]")]
-    EmptyCalibration,
-
-    #[error("calibration activations [{rows}, {k}] need {} values, got {got}", rows.saturating_mul(*k))]
-    CalibrationShape { rows: usize, k: usize, got: usize },
-
-    #[error("calibration activations have K = {got} channels but the weight has in_features = {expected}: pass this layer's inputs, [tokens, {expected}]")]
-    CalibrationK { expected: usize, got: usize },
-
-    #[error("calibration activation at token {token}, channel {channel} is {value}: NaN/Inf in the calibration data (an fp16 overflow upstream?)")]
-    NonFiniteCalibration {
-        token: usize,
-        channel: usize,
-        value: f64,
-    },
-
-    #[error("calibration activations are all zero: they say nothing about which weights matter")]
-    ZeroCalibration,
-
-    #[error("calibration needs at least one input channel (K = 0)")]
-    ZeroChannels,
-
-    #[error("method '{method}' needs calibration activations (this layer's inputs, [tokens, in_features])")]
-    MissingCalibration { method: &'static str },
-
-    #[error("the calibration Hessian XᵀX is not positive definite even with damping {damping:e} × its mean diagonal: use more (or more varied) calibration tokens")]
-    NotPositiveDefinite { damping: f64 },
-
-    #[error(
-        "unknown pruning method '{name}'; valid: magnitude, wanda, sparsegpt, sparsegpt-refine"
-    )]
-    UnknownMethod { name: String },
-
-    #[error("{what} = {value} is invalid: {expected}")]
-    BadOption {
-        what: &'static str,
-        value: f64,
-        expected: &'static str,
-    },
-
-    #[error("not a permutation of 0..{k}: {problem}")]
-    BadPermutation { k: usize, problem: String },
-}
 
 /// A pruning method. Spelled `magnitude`, `wanda`, `sparsegpt`, `sparsegpt-refine` in every
 /// interface (Rust, C, CLI, Python, model files).
