@@ -32,17 +32,21 @@ def magnitude_prune(w: torch.Tensor) -> torch.Tensor:
     return (groups * mask).reshape(n, k)
 
 
-def tiny_llama(dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    """A 2-layer Llama (hidden 64, 4 heads sharing 2 KV heads) with random weights, eval mode."""
+def tiny_llama(dtype: torch.dtype = torch.float32, **sizes: int) -> torch.nn.Module:
+    """A 2-layer Llama (hidden 64, 4 heads sharing 2 KV heads) with random weights, eval mode;
+    ``sizes`` override LlamaConfig fields (e.g. ``hidden_size``)."""
     transformers = pytest.importorskip("transformers", reason="transformers not installed (pip install transformers)")
     config = transformers.LlamaConfig(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
+        **{
+            "vocab_size": 128,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 64,
+            **sizes,
+        }
     )
     torch.manual_seed(0)
     return transformers.LlamaForCausalLM(config).to(dtype).eval()
