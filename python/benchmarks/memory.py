@@ -11,7 +11,20 @@ with ``sf.sparsify`` (2:4 magnitude pruning) and reports, per dtype, the device 
   starting footprint and the largest dense layer, so the streaming bound can be checked;
 * three figures per point: ``allocated`` (torch tensors), ``reserved`` (torch's cache,
   ``reserved - allocated`` = blocks it holds but no tensor uses) and ``device_used``
-  (``cudaMemGetInfo``: everything on the device, the runtime's own memory included).
+  (``cudaMemGetInfo``: everything on the device, the runtime's own memory included), plus
+  ``outside_torch`` = ``device_used - reserved``: the CUDA context, loaded modules (cuBLAS's,
+  torch's, SparseFlow's), local-memory reservations and allocations not made through torch;
+* from the point SparseFlow's runtime context exists (``runtime_context``, measured on its
+  own before ``sparsify``): ``runtime``, what the runtime holds besides the layers' weights
+  (``sparseflow._C.runtime_memory``: split-K workspaces, loaded kernels and their code bytes,
+  the largest kernel stack frame, and the context's per-thread stack limit, whose rise means a
+  local-memory reservation), and ``handle_owned``, device bytes the layers' kernel handles own
+  (0: they borrow the layers' tensors).
+
+Dense and sparse run in one process, so the sparse points also hold what the dense runs left
+(cuBLAS's modules and torch's cuBLAS workspace, which is ``allocated``): each sparse point is
+compared with the dense point after the same buckets ran, and ``attribution`` lists the
+``outside_torch`` growth step by step.
 
 Targets (issue 23): layer set sparse ≤ 0.57× dense + 64 MB after every bucket; full model linear
 weights ≤ 0.57× dense, whole model ≤ 0.65× dense; peak ≤ start + largest dense layer + 256 MB.
@@ -49,19 +62,30 @@ def tensor_bytes(model: nn.Module) -> int:
     return total
 
 
-def measure(model: nn.Module, device: str) -> Dict[str, int]:
-    """Memory held now, after dropping garbage and torch's unused cache."""
+def measure(model: nn.Module, device: str, runtime: bool = False) -> Dict[str, Any]:
+    """Memory held now, after dropping garbage and torch's unused cache; with ``runtime``, also
+    what SparseFlow's runtime holds (creating its context if there is none yet)."""
     gc.collect()
     if device != "cuda":
-        return {"allocated": tensor_bytes(model), "reserved": tensor_bytes(model), "device_used": tensor_bytes(model)}
+        b = tensor_bytes(model)
+        return {"allocated": b, "reserved": b, "device_used": b, "outside_torch": 0}
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
     free, total = torch.cuda.mem_get_info()
-    return {
+    out: Dict[str, Any] = {
         "allocated": torch.cuda.memory_allocated(),
         "reserved": torch.cuda.memory_reserved(),
         "device_used": total - free,
     }
+    out["outside_torch"] = out["device_used"] - out["reserved"]
+    if runtime:
+        out["runtime"] = sf._C.runtime_memory(torch.cuda.current_device())
+        out["handle_owned"] = sum(
+            m._kernel.owned_device_bytes
+            for m in model.modules()
+            if isinstance(m, sf.SparseLinear) and m._kernel is not None
+        )
+    return out
 
 
 def linear_bytes(model: nn.Module) -> Dict[str, int]:
@@ -134,6 +158,9 @@ def profile(name: str, build: Callable[[], nn.Module], run: Callable[[nn.Module,
             res[f"dense_after_m{m}"] = measure(model, device)
     start = measure(model, device)
     if device == "cuda":
+        # SparseFlow's runtime context on its own (sparsify would create it with the first
+        # layer's handle), so its device cost is a point of the attribution.
+        res["runtime_context"] = measure(model, device, runtime=True)
         torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
     model, report = sf.sparsify(model, exclude=("lm_head",), progress=False)
@@ -142,12 +169,13 @@ def profile(name: str, build: Callable[[], nn.Module], run: Callable[[nn.Module,
     res["start_of_sparsify"] = start
     res["sparsified_layers"] = len(report.sparsified)
     res["converted_dense_linear"] = sum(int(r.diff.get("bytes_dense", 0)) for r in report.sparsified)
-    res["sparse"] = measure(model, device)
+    on_cuda = device == "cuda"
+    res["sparse"] = measure(model, device, runtime=on_cuda)
     res.update({"sparse_linear": linear_bytes(model)["sparse_linear"]})
     with torch.no_grad():
         for m in ms:
             run(model, m)
-            res[f"sparse_after_m{m}"] = measure(model, device)
+            res[f"sparse_after_m{m}"] = measure(model, device, runtime=on_cuda)
     del model
     return res
 
@@ -159,13 +187,17 @@ def checks(res: Dict[str, Any], ms: List[int], full_model: bool) -> Dict[str, An
     for key in ("allocated", "device_used"):
         base = res["baseline"][key]
         dense = res["dense"][key] - base
-        worst = max(res[f"sparse_after_m{m}"][key] - base for m in ms) if ms else res["sparse"][key] - base
         out[f"sparse_over_dense_{key}"] = (res["sparse"][key] - base) / dense
-        out[f"worst_after_run_over_dense_{key}"] = worst / dense
+        # After running: each sparse point against the dense point after the same buckets ran
+        # (both then hold what the dense runs left behind, e.g. cuBLAS), worst case reported.
+        pairs = [(res[f"sparse_after_m{m}"][key] - base, res[f"dense_after_m{m}"][key] - base) for m in ms]
+        pairs = pairs or [(res["sparse"][key] - base, dense)]
+        out[f"worst_after_run_over_dense_{key}"] = max(s / d for s, d in pairs)
         if full_model:
-            out[f"whole_model_ok_{key}"] = worst <= 0.65 * dense
+            out[f"whole_model_ok_{key}"] = all(s <= 0.65 * d for s, d in pairs)
         else:
-            out[f"layer_set_ok_{key}"] = worst <= 0.57 * dense + 64 * MB
+            out[f"layer_set_ok_{key}"] = all(s <= 0.57 * d + 64 * MB for s, d in pairs)
+    out["attribution"] = attribution(res, ms)
     if full_model:
         out["linear_over_dense"] = res["sparse_linear"] / res["converted_dense_linear"]
         out["linear_ok"] = out["linear_over_dense"] <= 0.57
@@ -173,11 +205,35 @@ def checks(res: Dict[str, Any], ms: List[int], full_model: bool) -> Dict[str, An
         start = res["start_of_sparsify"]["allocated"]
         out["peak_over_start_mb"] = (res["peak_during_sparsify"] - start) / MB
         out["peak_ok"] = res["peak_during_sparsify"] <= start + res["largest_dense_layer"] + 256 * MB
-        # The issue's literal bound (final sparse + largest dense + 256 MB) is below the dense
-        # starting footprint of a model that starts on the GPU; reported for the record.
+        # The issue's literal bound (final sparse + largest dense + 256 MB). A model that starts
+        # on the GPU starts above it as soon as the 2:4 saving exceeds largest layer + 256 MB
+        # (the full model: ~6 GB saved), and the peak is never below the start; the layer set
+        # starts below it. Reported for the record; peak_ok is the bound streaming can keep.
         out["peak_within_final_sparse_bound"] = (
             res["peak_during_sparsify"] <= res["sparse"]["allocated"] + res["largest_dense_layer"] + 256 * MB
         )
+    return out
+
+
+def attribution(res: Dict[str, Any], ms: List[int]) -> Dict[str, Any]:
+    """Where device memory outside torch's pool came from, step by step (MB), and what
+    SparseFlow's runtime says it holds at the last point."""
+    steps = ["baseline", "dense"] + [f"dense_after_m{m}" for m in ms]
+    steps += [s for s in ("runtime_context",) if s in res] + ["sparse"] + [f"sparse_after_m{m}" for m in ms]
+    out: Dict[str, Any] = {"outside_torch_mb": {s: res[s]["outside_torch"] / MB for s in steps}}
+    growth, prev = {}, None
+    for s in steps:
+        if prev is not None:
+            growth[s] = (res[s]["outside_torch"] - res[prev]["outside_torch"]) / MB
+        prev = s
+    out["outside_torch_growth_mb"] = growth
+    last = res[steps[-1]]
+    if "runtime" in last:
+        rt = last["runtime"]
+        out["runtime_owned_mb"] = (rt["workspace_bytes"] + last["handle_owned"]) / MB
+        out["runtime_kernel_code_mb"] = rt["kernel_code_bytes"] / MB
+        out["runtime"] = rt
+        out["stack_limit_bytes"] = {s: res[s]["runtime"]["stack_limit_bytes"] for s in steps if "runtime" in res[s]}
     return out
 
 

@@ -42,6 +42,10 @@ def set_programmatic_launch(device: int, on: bool) -> None:
     ``RuntimeError`` when turning it on)."""
 
 def programmatic_launch(device: int) -> bool: ...
+def runtime_memory(device: int) -> Dict[str, int]:
+    """SparseFlow's own device memory on CUDA device ``device`` besides the layers' weights:
+    ``workspace_bytes``, ``loaded_kernels``, ``kernel_code_bytes``, ``max_kernel_local_bytes``,
+    ``stack_limit_bytes`` (the context's per-thread stack limit, shared with PyTorch)."""
 
 class SparseGemmHandle:
     """One 2:4 weight ready to run ``y = epilogue(x @ W.T [+ b])`` on the CPU or a CUDA device."""

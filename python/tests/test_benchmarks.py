@@ -75,3 +75,4 @@ def test_memory_benchmark_smoke(tmp_path):
     for r in runs:
         assert set(r) >= {"dense", "sparse", "sparse_after_m1", "sparse_after_m16", "peak_during_sparsify"}
         assert r["checks"]["sparse_over_dense_allocated"] < 0.66
+        assert set(r["checks"]["attribution"]["outside_torch_growth_mb"]) >= {"dense", "sparse", "sparse_after_m16"}

@@ -49,6 +49,25 @@ pub fn programmatic_launch(device: usize) -> PyResult<bool> {
     Ok(cuda_context(device)?.programmatic_launch())
 }
 
+/// What SparseFlow's runtime holds on CUDA device `device` besides the layers' weights (which
+/// are the layers' own tensors): `workspace_bytes`, `loaded_kernels`, `kernel_code_bytes`,
+/// `max_kernel_local_bytes` and the context's `stack_limit_bytes` (see
+/// `sparseflow_runtime::RuntimeMemory`), for memory reports. Creates the device's runtime
+/// context if there is none yet.
+#[pyfunction]
+pub fn runtime_memory(device: usize) -> PyResult<HashMap<&'static str, usize>> {
+    let r = cuda_context(device)?
+        .runtime_memory()
+        .map_err(runtime_err)?;
+    Ok(HashMap::from([
+        ("workspace_bytes", r.workspace_bytes),
+        ("loaded_kernels", r.loaded_kernels),
+        ("kernel_code_bytes", r.kernel_code_bytes),
+        ("max_kernel_local_bytes", r.max_kernel_local_bytes),
+        ("stack_limit_bytes", r.stack_limit_bytes),
+    ]))
+}
+
 /// A weight ready to run on one device. Immutable once built; safe to share across threads.
 #[pyclass(frozen, module = "sparseflow._C")]
 pub struct SparseGemmHandle {

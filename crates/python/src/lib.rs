@@ -37,6 +37,7 @@ fn sparseflow_c(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gemm::sparse_linear_host, m)?)?;
     m.add_function(wrap_pyfunction!(gemm::set_programmatic_launch, m)?)?;
     m.add_function(wrap_pyfunction!(gemm::programmatic_launch, m)?)?;
+    m.add_function(wrap_pyfunction!(gemm::runtime_memory, m)?)?;
     m.add_class::<gemm::SparseGemmHandle>()?;
     m.add_class::<prune::Calibration>()?;
     m.add_function(wrap_pyfunction!(prune::prune_calibrated, m)?)?;

@@ -51,6 +51,25 @@ pub struct DeviceInfo {
     pub l2_bytes: u32,
 }
 
+/// What a GPU context holds on the device beyond the layers' weights, for memory reports
+/// (`Context::runtime_memory`; all zero on the CPU backend).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RuntimeMemory {
+    /// Split-K workspaces, live and retired, all streams (`cuMemAlloc`).
+    pub workspace_bytes: usize,
+    /// Kernels loaded into the context (one module each, only the M buckets used).
+    pub loaded_kernels: usize,
+    /// Their code (cubin) bytes: about what the driver keeps on the device for the modules.
+    pub kernel_code_bytes: usize,
+    /// The largest local memory per thread of a loaded kernel; non-zero means the driver
+    /// reserves that much for every thread the GPU can hold.
+    pub max_kernel_local_bytes: usize,
+    /// The context's per-thread stack limit now (`CU_LIMIT_STACK_SIZE`). The primary context
+    /// is shared with PyTorch and every other library in the process, so a rise may come from
+    /// any of them; compare it before and after.
+    pub stack_limit_bytes: usize,
+}
+
 /// Maps a compute capability to the code generator's target name (`sparseflow_ir`'s
 /// `arch_for`, the one mapping).
 pub use sparseflow_ir::targets::arch_for as target_for;
@@ -199,6 +218,22 @@ impl Context {
     /// Device bytes held by split-K workspaces (all streams, all layers).
     pub fn workspace_bytes(&self) -> usize {
         self.gpu().map_or(0, |g| g.workspaces.bytes())
+    }
+
+    /// What this context holds on the device besides the layers' weights (see
+    /// [`RuntimeMemory`]); all zero on the CPU backend.
+    pub fn runtime_memory(&self) -> Result<RuntimeMemory> {
+        let Some(g) = self.gpu() else {
+            return Ok(RuntimeMemory::default());
+        };
+        let (kernel_code_bytes, max_kernel_local_bytes) = g.kernels.footprint();
+        Ok(RuntimeMemory {
+            workspace_bytes: g.workspaces.bytes(),
+            loaded_kernels: g.kernels.len(),
+            kernel_code_bytes,
+            max_kernel_local_bytes,
+            stack_limit_bytes: launch::stack_limit(&g.ctx)?,
+        })
     }
 
     /// Whether kernels are launched with programmatic dependent launch (PDL), an sm_90+ opt-in

@@ -50,6 +50,18 @@ impl<K: Eq + Hash + Clone, V> OnceMap<K, V> {
         Ok(v)
     }
 
+    /// The built values (for reports).
+    pub(crate) fn values(&self) -> Vec<Arc<V>> {
+        let slots: Vec<Slot<V>> = {
+            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.values().cloned().collect()
+        };
+        slots
+            .iter()
+            .filter_map(|s| s.try_lock().ok().and_then(|g| g.clone()))
+            .collect()
+    }
+
     /// Number of built values.
     pub(crate) fn len(&self) -> usize {
         let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
@@ -67,6 +79,11 @@ pub(crate) struct LoadedKernel {
     pub(crate) from_disk_cache: bool,
     pub(crate) compile_ms: f64,
     pub(crate) load_ms: f64,
+    /// Size of the loaded cubin: about what the driver keeps on the device for its module.
+    pub(crate) code_bytes: usize,
+    /// Local memory per thread (stack frame, spills): a kernel with any makes the driver
+    /// reserve it for every thread the GPU can hold, outside any allocation.
+    pub(crate) local_bytes: usize,
 }
 
 #[derive(Default)]
@@ -88,6 +105,16 @@ impl KernelCache {
 
     pub(crate) fn len(&self) -> usize {
         self.kernels.len()
+    }
+
+    /// `(code bytes, largest local bytes per thread)` of the kernels loaded so far.
+    pub(crate) fn footprint(&self) -> (usize, usize) {
+        self.kernels
+            .values()
+            .iter()
+            .fold((0, 0), |(code, local), k| {
+                (code + k.code_bytes, local.max(k.local_bytes))
+            })
     }
 
     /// The loaded kernel for `spec` (a family of `registry`), building it on first use.
@@ -121,7 +148,12 @@ impl KernelCache {
             if smem > 48 * 1024 {
                 launch::set_max_dynamic_smem(&func, smem)?;
             }
+            let local_bytes = func
+                .local_size_bytes()
+                .map_err(|e| RuntimeError::cuda("cuFuncGetAttribute(LOCAL_SIZE_BYTES)", e))?;
             Ok(LoadedKernel {
+                code_bytes: compiled.cubin.len(),
+                local_bytes: usize::try_from(local_bytes).unwrap_or(0),
                 func,
                 generated,
                 from_disk_cache: compiled.from_cache,

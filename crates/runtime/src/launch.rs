@@ -41,6 +41,19 @@ pub(crate) fn driver_version() -> Result<String> {
     Ok(format!("{}.{}", v / 1000, (v % 1000) / 10))
 }
 
+/// The context's per-thread stack limit (`CU_LIMIT_STACK_SIZE`). The driver reserves local
+/// memory for it on every thread the GPU can hold and raises it, for good, when a kernel that
+/// needs more is launched, so it accounts for device memory no allocation shows.
+pub(crate) fn stack_limit(ctx: &Arc<CudaContext>) -> Result<usize> {
+    ctx.bind_to_thread().map_err(cuda("cuCtxSetCurrent"))?;
+    let mut v: usize = 0;
+    // SAFETY: writes one size_t; the context is current on this thread (bound above).
+    unsafe { sys::cuCtxGetLimit(&mut v, sys::CUlimit::CU_LIMIT_STACK_SIZE) }
+        .result()
+        .map_err(cuda("cuCtxGetLimit"))?;
+    Ok(v)
+}
+
 /// A `CUstream` the runtime does not own (the context's NULL stream or a caller's stream).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct RawStream(sys::CUstream);

@@ -40,7 +40,7 @@ mod weights;
 mod workspace;
 
 pub use buffer::DeviceBuffer;
-pub use context::{target_for, Context, Device, DeviceInfo};
+pub use context::{target_for, Context, Device, DeviceInfo, RuntimeMemory};
 pub use error::{Result, RuntimeError};
 pub use gemm::{bucket, SparseGemm};
 pub use report::{KernelInfo, UploadReport, WeightUpload};
