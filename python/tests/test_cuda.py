@@ -290,7 +290,9 @@ def test_sparsify_streams_on_cuda():
     torch.cuda.reset_peak_memory_stats()
     model, report = sf.sparsify(model, progress=False)
     assert len(report.sparsified) == len(linears)
-    assert torch.cuda.max_memory_allocated() <= start + largest + (256 << 20)
+    # Tighter than the issue's + 256 MB: nothing but one layer's placement may add to the start
+    # (finiteness used to be checked on the GPU, ~2.5x the largest weight in temporaries).
+    assert torch.cuda.max_memory_allocated() <= start + largest
     sparse = [m for m in model.modules() if isinstance(m, sf.SparseLinear)]
     sparse_bytes = sum(m.values.numel() * m.values.element_size() + m.meta.numel() for m in sparse)
     assert sparse_bytes * 16 == dense_bytes * 9, (sparse_bytes, dense_bytes)

@@ -169,3 +169,19 @@ def test_sparsify_reports_conv1d_and_parent_applied_activations() -> None:
     row = report["encoder.layer.0.intermediate.dense"]
     assert row.status == "sparsified" and row.fused is None
     assert "BertIntermediate.forward applies it" in row.note, row.note
+
+
+def test_non_finite_layer_is_skipped_and_the_rest_converted():
+    """The finiteness check runs on the host copy pruning makes (no device temporaries): a
+    layer with NaN stays dense with the reason, the others are converted and keep their rows."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(16, 8), nn.Linear(8, 8), nn.Linear(8, 4))
+    with torch.no_grad():
+        model[1].weight[2, 3] = float("nan")
+    model, report = sf.sparsify(model, progress=False)
+    rows = {r.name: r for r in report.rows}
+    assert isinstance(model[1], nn.Linear) and rows["1"].status == "skipped"
+    assert rows["1"].reason == "weight contains NaN or Inf"
+    for name in ("0", "2"):
+        assert isinstance(model[int(name)], sf.SparseLinear) and rows[name].status == "sparsified"
+        assert rows[name].epilogue == "bias" and rows[name].diff["sparsity"] == 0.5
