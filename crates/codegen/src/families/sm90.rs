@@ -35,9 +35,12 @@ const SPACE: ConfigSpace = ConfigSpace {
     tile_k: &[64, 128],
     warps: &[THREADS / 32],
     stages: &[3, 4],
-    // Few output tiles (M up to a few hundred tokens) fill few SMs: split K over 2-8 CTAs per
-    // tile, the last reducing its peers' fp32 partials (the decode family's hand-off).
-    split_k: &[1, 2, 4, 8],
+    // Few output tiles (M up to a few hundred tokens) fill few SMs; the template can split K
+    // over several CTAs per tile (the last reducing its peers' fp32 partials, checked correct on
+    // the H200: 136/136 with every tested epilogue). Not offered to selection yet: its first
+    // reducer measured 0.23-0.67x of no split (a load-then-spin per word); the batched reducer
+    // that replaced it has not run on a GPU. Add 2, 4, 8 here once it measures faster.
+    split_k: &[1],
 };
 
 /// Bytes of one ring stage (X tile, weight values, metadata), rounded to the 1 KiB the
@@ -151,6 +154,12 @@ impl FamilyModel for Sm90 {
         let tiles = (shape.n.div_ceil(cfg.tile_n as u64) * m.div_ceil(cfg.tile_m as u64)) as f64;
         let ctas = tiles * split;
         let slots = target.sm_count as f64;
+        // Split only to fill one wave: beyond it a split adds CTAs, reducer traffic and a
+        // workspace of M x N x 4 bytes per extra split (672 MB at M = 4096 on the Llama-3-8B
+        // layer set when the estimate was allowed to split there).
+        if split > 1.0 && ctas > slots {
+            return None;
+        }
         let waves = (ctas / slots).ceil();
         // Three stages hide the copy latency less well than four (measured: 3-5% at large M).
         let depth = if cfg.stages >= 4 { 1.0 } else { 0.95 };
