@@ -12,12 +12,12 @@ use sparseflow_codegen::{upload_layout, CodegenError, LaunchInputs, UploadLayout
 use sparseflow_core::{Element, EpilogueKind, Sparse24};
 
 use crate::context::{Context, Device, GpuState};
+use crate::device_weights::{no_layout_for, DeviceBytes, DeviceWeights};
 use crate::error::{Result, RuntimeError};
 use crate::kernels::{LoadedKernel, OnceMap};
 use crate::launch::{self, DeviceAlloc, PointerKind, RawStream};
 use crate::plan::{bucket, plan, registry, LayerDesc};
 use crate::report::{KernelInfo, UploadReport, WeightUpload};
-use crate::weights::{DeviceBytes, DeviceWeights};
 
 /// Kernels load 16 bytes at a time from x and store vectors to y.
 const PTR_ALIGN: usize = 16;
@@ -122,7 +122,7 @@ impl GpuLayer {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-            .ok_or_else(|| crate::weights::no_layout_for(family))?;
+            .ok_or_else(|| no_layout_for(family))?;
         let t = Instant::now();
         let lay = layout_fn(layout)?;
         let layout_ms = t.elapsed().as_secs_f64() * 1e3;

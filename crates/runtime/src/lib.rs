@@ -29,6 +29,7 @@
 mod buffer;
 mod context;
 mod cpu_layer;
+mod device_weights;
 mod error;
 mod gemm;
 mod gpu_layer;

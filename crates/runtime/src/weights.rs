@@ -16,63 +16,10 @@ use sparseflow_codegen::{padded_dims, WeightLayout};
 use sparseflow_core::{CoreError, DType, EpilogueKind};
 
 use crate::context::{Context, Device};
+use crate::device_weights::{DeviceBytes, DeviceWeights};
 use crate::error::{Result, RuntimeError};
 use crate::gemm::SparseGemm;
 use crate::gpu_layer::{check_device_ptr, GpuLayer};
-use crate::launch::DeviceAlloc;
-
-/// Device bytes the runtime allocated, or a caller's buffer it only reads.
-pub(crate) enum DeviceBytes {
-    Owned(DeviceAlloc),
-    /// Caller-owned; the caller keeps it alive (and in the fragment layout) for the lifetime
-    /// of the `SparseGemm` and of any work queued with it.
-    Borrowed {
-        ptr: u64,
-        bytes: usize,
-    },
-}
-
-impl DeviceBytes {
-    pub(crate) fn ptr(&self) -> u64 {
-        match self {
-            DeviceBytes::Owned(a) => a.ptr(),
-            DeviceBytes::Borrowed { ptr, .. } => *ptr,
-        }
-    }
-
-    pub(crate) fn bytes(&self) -> usize {
-        match self {
-            DeviceBytes::Owned(a) => a.bytes(),
-            DeviceBytes::Borrowed { bytes, .. } => *bytes,
-        }
-    }
-
-    /// Whether the runtime allocated these bytes (and counts them as its own device memory).
-    pub(crate) fn is_owned(&self) -> bool {
-        matches!(self, DeviceBytes::Owned(_))
-    }
-}
-
-impl From<DeviceAlloc> for DeviceBytes {
-    fn from(a: DeviceAlloc) -> Self {
-        DeviceBytes::Owned(a)
-    }
-}
-
-/// A family that has no device copy yet and no host weight to lay out: only possible for an
-/// adopted weight and a family that does not read the fragment layout.
-pub(crate) fn no_layout_for(family: &str) -> RuntimeError {
-    RuntimeError::Unsupported(format!(
-        "kernel family {family} does not read the fragment layout, and this layer's weight was \
-         adopted in that layout (from_device_layout): create it from a host weight instead"
-    ))
-}
-
-/// One weight on the device, in the fragment layout.
-pub(crate) struct DeviceWeights {
-    pub(crate) values: DeviceBytes,
-    pub(crate) meta: DeviceBytes,
-}
 
 /// Bytes of a `[n, k]` fp16/bf16 weight in the fragment layout: `(values, meta)`. N is padded
 /// to 128 and K to 64, so Llama-style shapes take exactly the canonical `[N, K/2]` +
