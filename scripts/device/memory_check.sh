@@ -12,15 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/sparseflow-out}"
 mkdir -p "$OUT"
-SITE=/tmp/sparseflow-site
-rm -rf "$SITE"
-wheel=$(ls -t .carry/sparseflow-*.whl 2>/dev/null | head -1)
-if [ -z "$wheel" ]; then
-  echo "no wheel in .carry/: run scripts/device/build_carry.sh and carry .carry" >&2
-  exit 2
-fi
-python3 -m pip install --no-deps --no-index --target "$SITE" "$wheel" >"$OUT/pip.txt" 2>&1 || { cat "$OUT/pip.txt"; exit 2; }
-export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+source scripts/device/install_wheel.sh
 export SPARSEFLOW_CACHE_DIR="${SPARSEFLOW_CACHE_DIR:-/tmp/sparseflow-cache}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$OUT/gpu.txt" 2>&1
 timeout 580 python3 python/benchmarks/memory.py --memory --models "${MODELS:-layers,llama}" \

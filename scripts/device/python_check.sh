@@ -12,15 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/sparseflow-out}"
 mkdir -p "$OUT"
-SITE=/tmp/sparseflow-site
-rm -rf "$SITE"
-wheel=$(ls -t .carry/sparseflow-*.whl 2>/dev/null | head -1)
-if [ -z "$wheel" ]; then
-  echo "no wheel in .carry/: build it with maturin build --release and carry .carry" >&2
-  exit 2
-fi
-python3 -m pip install --no-deps --no-index --target "$SITE" "$wheel" >"$OUT/pip.txt" 2>&1 || { cat "$OUT/pip.txt"; exit 2; }
-export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+source scripts/device/install_wheel.sh
 # The GPU machine has no network: pytest comes from .carry/pydeps when it is not installed
 # (pip download --only-binary=:all: --python-version 3.12 -d .carry/pydeps pytest).
 if ! python3 -c "import pytest" 2>/dev/null; then
