@@ -91,9 +91,12 @@ fn decode_for_small_m_fills_the_sms() {
 }
 
 #[test]
-fn large_m_uses_a_big_sm80_tile() {
-    let t = target("sm_90a").unwrap();
-    let c = best(&shape(14336, 4096), 4096, t);
+fn large_m_uses_the_biggest_tile_of_the_targets_family() {
+    // Hopper: the wgmma.sp family with its 256-token tile; before it, sm80's 128x128.
+    let c = best(&shape(14336, 4096), 4096, target("sm_90a").unwrap());
+    assert_eq!(c.family, "sm90");
+    assert_eq!((c.tile_m, c.tile_n), (256, 128), "{c:?}");
+    let c = best(&shape(14336, 4096), 4096, target("sm_80").unwrap());
     assert_eq!(c.family, "sm80");
     assert_eq!((c.tile_m, c.tile_n), (128, 128), "{c:?}");
 }
@@ -145,7 +148,7 @@ fn pass_annotates_and_is_idempotent() {
     assert!(notes.iter().any(|n| n.contains("#1 decode")), "{notes:?}");
     assert_eq!(run(&out).0, out);
     let (out, notes) = run(MLP_UP);
-    assert!(out.contains("family = \"sm80\""), "{out}");
+    assert!(out.contains("family = \"sm90\""), "{out}");
     assert!(
         notes.iter().any(|n| n.contains("M=? (using 2048)")),
         "{notes:?}"
