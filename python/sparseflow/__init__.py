@@ -14,7 +14,7 @@ CUDA tensors run SparseFlow's kernels on torch's current stream through the cust
 run the Rust reference. See docs/PYTHON.md.
 """
 
-from . import _C
+from . import _C, parallel
 from .io import FORMAT_VERSION, load, load_state_dict, save
 from .linear import METHODS, SparseLinear, prepare
 from .prune import (
@@ -50,6 +50,7 @@ __all__ = [
     "permute_out_features",
     "load",
     "load_state_dict",
+    "parallel",
     "prepare",
     "save",
     "sparsify",

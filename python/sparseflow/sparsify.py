@@ -363,6 +363,7 @@ def sparsify(
     progress: bool = True,
     prune_options: Optional[Dict[str, Any]] = None,
     permute: bool = False,
+    tp_group: Any = None,
 ) -> Tuple[nn.Module, SparsifyReport]:
     """Replaces the ``nn.Linear`` layers of ``model`` (in place) by 2:4 :class:`SparseLinear`.
 
@@ -390,9 +391,14 @@ def sparsify(
     already-pruned model's inputs). The model computes the same function before pruning;
     every permuted layer's report row says what was permuted (``row.permutation``).
 
+    ``tp_group``: a ``torch.distributed`` process group (or 1-D ``DeviceMesh``) to shard a
+    Llama-style model over, tensor-parallel: see :func:`_sparsify_tp`.
+
     Returns ``(model, report)``; the report has one row per ``nn.Linear`` (a layer shared
     under several paths is reported and converted once, under its first path).
     """
+    if tp_group is not None:
+        return _sparsify_tp(model, tp_group, include, exclude, method, fuse, progress, calibration, max_rel_error, permute)
     if method not in METHODS:
         raise ValueError(f"unknown pruning method {method!r}; available: {', '.join(METHODS)}")
     if method in CALIBRATED_METHODS and calibration is None:
@@ -556,3 +562,33 @@ def sparsify(
         row.epilogue = sparse.epilogue
         row.diff = dict(sparse.diff or {})
     return model, SparsifyReport(rows)
+
+
+def _sparsify_tp(
+    model: nn.Module,
+    tp_group: Any,
+    include: Optional[Sequence[str]],
+    exclude: Sequence[str],
+    method: str,
+    fuse: bool,
+    progress: bool,
+    calibration: Optional[Iterable[Any]],
+    max_rel_error: Optional[float],
+    permute: bool,
+) -> Tuple[nn.Module, SparsifyReport]:
+    """``sparsify(model, tp_group=...)``: q/k/v and gate/up column-parallel, o and down
+    row-parallel, each rank pruning only its slices (``sparseflow.parallel``, docs/PYTHON.md
+    "Tensor parallel"). Calibrated pruning and permutations see whole layers: run them in one
+    process, ``sf.save``, and load per rank with ``sparseflow.parallel.load``."""
+    if calibration is not None or max_rel_error is not None or permute or method != "magnitude":
+        raise NotImplementedError(
+            "sparsify(tp_group=...) prunes by magnitude only (calibration, max_rel_error and permute need "
+            "whole layers): sparsify in one process, sf.save, then sparseflow.parallel.load(path, model, group)"
+        )
+    if isinstance(include, str) or isinstance(exclude, str):
+        raise TypeError("include and exclude take a list or tuple of names, not a single string")
+    from .parallel import sparsify_tensor_parallel
+
+    return sparsify_tensor_parallel(
+        model, tp_group, include=include, exclude=tuple(exclude or ()), method=method, fuse=fuse, progress=progress
+    )
