@@ -1,0 +1,93 @@
+"""The end-to-end benchmark (python/benchmarks/e2e.py, issue 29) on the CPU with a 2-layer,
+hidden-64 Llama, so the script the GPU machine runs cannot rot: every case's code path runs
+(graph capture and torch.compile are CUDA-only and say so), results are resumable, and the
+profiler attribution puts SparseFlow's linears where they belong."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+import pytest
+
+BENCH = pathlib.Path(__file__).resolve().parents[2] / "python" / "benchmarks"
+TINY = ["--device", "cpu", "--model", "tiny", "--prompt", "16", "--prefill-batches", "2", "--decode-batches", "2",
+        "--context", "8", "--steps", "2", "--new-tokens", "3", "--repeats", "1", "--agreement-positions", "16",
+        "--greedy-prompt", "4", "--greedy-tokens", "4"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def e2e():
+    pytest.importorskip("transformers")
+    sys.path.insert(0, str(BENCH))
+    try:
+        import e2e as module
+    finally:
+        sys.path.remove(str(BENCH))
+    return module
+
+
+def test_e2e_smoke_resumes_and_attributes(e2e, tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "e2e.json"
+    # A first run stops after part of the plan (as a device visit that hit its time limit would) ...
+    assert e2e.main(TINY + ["--cases", "ttft,decode_graph", "--out", str(out)]) == 0
+    first = json.loads(out.read_text())
+    assert set(first["cases"]) == {"ttft/dense", "ttft/sparse"} | {
+        f"{p}decode_graph/{m}/batch2" for p in ("", "profile/") for m in ("dense", "sparse")
+    }
+    # ... and the next run does only what is left.
+    assert e2e.main(TINY + ["--out", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert len(rep["runs"]) == 2
+    assert not set(rep["runs"][1]["ran"]) & set(first["cases"])
+    cases = rep["cases"]
+    assert set(cases) == set(e2e.case_plan(e2e.argparse.Namespace(decode_batches=[2], prefill_batches=[2]))) | {
+        f"profile/{k}" for k in cases if k.startswith(("prefill/", "decode_graph/", "decode_generate/"))
+    }
+    assert not rep["summary"]["errors"], rep["summary"]["errors"]
+    for key, r in cases.items():
+        if key.startswith("decode_graph/"):
+            assert r["check_rel_error"] < 1e-2, (key, r)  # the cached step computes the uncached logits
+            assert r["not_measured"] == e2e.CPU_GRAPH
+        if key.startswith("decode_generate/"):
+            assert r["not_measured"] == e2e.CPU_COMPILE
+        if key.startswith("prefill/"):
+            assert r["tokens"] == 32 and r["tokens_per_s"] > 0
+    # CPU stand-ins are not measurements: only prefill (and time to first token) form ratios.
+    assert set(rep["summary"]["sparse_over_dense"]) == {"prefill/batch2", "ttft (time, < 1 = sparse sooner)"}
+    assert rep["cases"]["ttft/sparse"]["ttft_ms"] > 0
+    agree = cases["agreement"]
+    assert agree["positions"] == 16 and agree["top1_agreement"] > 0.9 and agree["logits_rel_error"] < 0.05
+    mem = rep["summary"]["memory_sparse_over_dense"]
+    assert 0.5 < mem["linear_weights"] < 0.75 and mem["whole_model"] < 1  # lm_head stays dense
+    # The module ranges put each op under the innermost category that ran it.
+    for name in ("dense", "sparse"):
+        prof = cases[f"profile/decode_graph/{name}/batch2"]["eager_module_ranges"]["per_step_us"]
+        assert prof["dense_linear"] > 0 and prof["attention"] > 0 and prof["norm"] > 0
+        assert (prof["sparseflow_linear"] > 0) == (name == "sparse")
+    # Nothing left: a third run builds nothing.
+    assert e2e.main(TINY + ["--out", str(out)]) == 0
+    assert len(json.loads(out.read_text())["runs"]) == 2
+
+
+def test_e2e_refuses_another_configuration(e2e, tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "e2e.json"
+    out.write_text(json.dumps({"schema": e2e.SCHEMA, "config": {"model": "tiny", "layers": 3}, "cases": {}}))
+    with pytest.raises(SystemExit, match="another configuration"):
+        e2e.main(TINY + ["--out", str(out)])
+
+
+@pytest.mark.parametrize(
+    "name, category",
+    [
+        ("sparseflow_decode_bf16_silu_m16n64k128_w4s3_sk1", "sparseflow_linear"),
+        ("nvjet_tst_128x256_64x4_1x2_h_bz_coopA_TNT", "dense_linear"),
+        ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", "dense_linear"),
+        ("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128>>", "attention"),
+        ("triton_red_fused__to_copy_add_mean_mul_pow_rsqrt_0", "norm"),
+        ("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<c10::BFloat16>>", "other"),
+    ],
+)
+def test_kernel_category(e2e, name: str, category: str) -> None:
+    assert e2e.kernel_category(name) == category
