@@ -136,3 +136,29 @@ def test_load_hf_checkpoint_per_rank(tp_results: dict) -> None:
         _close(r["dense"])
         _close(r["stored_24"])
         assert r["not_24_error"] and "not 2:4" in r["not_24_error"]
+
+
+def test_tp_benchmark_dry_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """scripts/device/tp_check.sh's script on the CPU (torchrun, 2 gloo ranks, tiny shapes), so
+    the two-GPU run cannot rot: correctness passes and every case has both step times."""
+    import pathlib
+    import subprocess
+    import sys
+
+    pytest.importorskip("transformers", reason="transformers not installed (pip install transformers)")
+    root = pathlib.Path(__file__).resolve().parents[2]
+    out = tmp_path / "tp.json"
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(root / "python/benchmarks/tp.py"), "--dry-run", "--iters", "1", "--out", str(out)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["passed"] and report["correctness"]["passed"]
+    assert report["environment"]["multicast_env"] == {
+        "NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"
+    }  # fmt: skip
+    bench = report["benchmark"]
+    assert [(c["kind"], c["m"]) for c in bench["cases"]] == [("decode", 1), ("decode", 16), ("prefill", 32)]
+    assert all(c["dense_step_us"] > 0 and c["sparse_step_us"] > 0 for c in bench["cases"])
+    assert 0.5 < bench["weight_ratio"] < 0.6
