@@ -120,6 +120,18 @@ class SparsifyReport:
     def to_list(self) -> List[Dict[str, Any]]:
         return [r.to_dict() for r in self.rows]
 
+    def outlook(
+        self,
+        decode_batches: Sequence[int] = (1, 16, 64),
+        prefill: Sequence[Tuple[int, int]] = ((1, 512), (1, 2048), (8, 2048)),
+    ) -> Any:
+        """At which decode batch sizes and ``(batch, prompt)`` prefills the sparsified linears
+        are faster or slower than dense, from measured times shipped with the package
+        (:mod:`sparseflow.outlook`); ``str(report)`` ends with it."""
+        from .outlook import outlook
+
+        return outlook([(r.dtype, r.out_features, r.in_features) for r in self.sparsified], decode_batches, prefill)
+
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps({"layers": self.to_list(), "summary": self.summary()}, **kwargs)
 
@@ -155,6 +167,7 @@ class SparsifyReport:
             f"{s['sparsified']} of {s['layers']} linear layers sparsified ({s['fused']} with a fused activation), "
             f"{s['skipped']} skipped; weight bytes {s['bytes_dense']} -> {s['bytes_sparse']} ({ratio})"
         )
+        out += self.outlook().lines()
         return "\n".join(out)
 
     def __repr__(self) -> str:
