@@ -31,7 +31,7 @@ pub struct PlannedKernel {
 }
 
 impl Registry {
-    /// The library's families: `sm80` (any M), `decode` (M ≤ 64) and `sm90` (M > 16, sm_90a).
+    /// The library's families: `sm80` (any M), `decode` (M ≤ 64) and `sm90` (M > 64, sm_90a).
     pub fn builtin() -> &'static Registry {
         static BUILTIN: OnceLock<Registry> = OnceLock::new();
         BUILTIN.get_or_init(|| Registry::new(&[&SM80, &DECODE, &SM90]))

@@ -52,15 +52,22 @@ fn stage_bytes(cfg: &KernelConfig) -> u32 {
     (x + a + e).next_multiple_of(1024)
 }
 
-/// Fraction of the 2:4 tensor-core peak one tile reaches, measured on the H200
-/// (scripts/device/sm90_dev.py, 14336x4096 and 4096x14336 at M = 2048 and 8192): larger
-/// token tiles amortise the per-stage copy and barrier latency.
-fn measured_fraction(cfg: &KernelConfig) -> f64 {
-    match (cfg.tile_m, cfg.tile_k) {
-        (256, _) => 0.45,
-        (192, _) => 0.39,
-        (128, 128) => 0.35,
-        (128, _) => 0.33,
+/// Fraction of the 2:4 tensor-core peak one CTA reaches, measured on the H200
+/// (scripts/device/sm90_dev.py; docs/bench/sm90-dev-h200-fp16.json): larger token tiles amortise
+/// the per-stage copy and barrier latency. With many waves (M in the thousands) every SM competes
+/// for L2 and HBM (14336x4096 and 4096x14336 at M = 2048 and 8192); within one or two waves a CTA
+/// runs faster (4096x4096 at M = 128 and 512, 14336x4096 at M = 128 and 512: 0.42-0.56).
+fn measured_fraction(cfg: &KernelConfig, waves: f64) -> f64 {
+    let few_waves = waves <= 2.0;
+    match (cfg.tile_m, cfg.tile_k, few_waves) {
+        (256, _, false) => 0.45,
+        (256, _, true) => 0.56,
+        (192, _, false) => 0.39,
+        (192, _, true) => 0.48,
+        (128, 128, false) => 0.35,
+        (128, 128, true) => 0.50,
+        (128, _, false) => 0.33,
+        (128, _, true) => 0.45,
         _ => 0.17,
     }
 }
@@ -71,7 +78,7 @@ impl FamilyModel for Sm90 {
     }
 
     fn summary(&self) -> &'static str {
-        "wgmma.mma_async.sp + TMA + mbarrier ring, producer warp + 2 consumer warpgroups; M > 16; sm_90a"
+        "wgmma.mma_async.sp + TMA + mbarrier ring, producer warp + 2 consumer warpgroups; M > 64; sm_90a"
     }
 
     fn space(&self) -> &ConfigSpace {
@@ -83,8 +90,10 @@ impl FamilyModel for Sm90 {
     }
 
     fn eligibility(&self, m: u64, shape: &GemmShape, _target: &Target) -> Eligibility {
-        // TMA needs 16-byte row strides of X (K % 8 == 0); tiny M is the decode family's.
-        if !shape.k.is_multiple_of(8) || m <= 16 {
+        // TMA needs 16-byte row strides of X (K % 8 == 0). Up to 64 tokens the decode family
+        // streams the weight faster: on the H200 at M = 32 it ran 0.98-1.13x dense where this
+        // family ran 0.65x (14336x4096, one 128-token tile mostly zero-filled).
+        if !shape.k.is_multiple_of(8) || m <= 64 {
             Eligibility::Unfit
         } else {
             Eligibility::Candidate
@@ -163,7 +172,7 @@ impl FamilyModel for Sm90 {
         let waves = (ctas / slots).ceil();
         // Three stages hide the copy latency less well than four (measured: 3-5% at large M).
         let depth = if cfg.stages >= 4 { 1.0 } else { 0.95 };
-        let per_sm = depth * measured_fraction(cfg) * 2.0 * target.dense_tc_flops / slots;
+        let per_sm = depth * measured_fraction(cfg, waves) * 2.0 * target.dense_tc_flops / slots;
         let cta_s = 2.0 * cfg.tile_m as f64 * cfg.tile_n as f64 * (kp / split) / per_sm;
         // The reducer reads split - 1 fp32 partial tiles at roughly 50 GB/s per SM.
         let reduce_s = (split - 1.0) * (cfg.tile_m * cfg.tile_n * 4) as f64 / 50e9;
