@@ -107,6 +107,10 @@ def model_save(
     the absolute path. ``FileExistsError`` for an existing target without ``force`` or a
     non-SparseFlow target; ``ValueError`` for an invalid manifest."""
 
+def model_shard_tp(src: str, dest: str, size: int, force: bool) -> str:
+    """Writes the tensor-parallel directory ``dest`` of the unsharded model ``src`` over ``size``
+    ranks (per-rank files, the split in ``sparseflow.json``); returns the absolute path."""
+
 def model_load(path: str) -> Tuple[str, List[Tuple[str, str, List[int], bytearray]], Optional[bytes]]:
     """Reads and validates a model directory: ``(manifest JSON, [(name, dtype, shape, data)],
     config.json or None)``."""

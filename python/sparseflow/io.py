@@ -128,6 +128,12 @@ def _read(path: PathLike) -> Tuple[Dict[str, Tensor], Dict[str, Any], Optional[D
         dt = getattr(torch, dtype)
         state[name] = torch.frombuffer(data, dtype=dt).reshape(shape) if len(data) else torch.empty(shape, dtype=dt)
     manifest = json.loads(manifest_json)
+    if manifest.get("tensor_parallel"):
+        tp = manifest["tensor_parallel"]
+        raise ValueError(
+            f"{path} is tensor-parallel ({tp['size']} ranks, each layer's slices in the rank files): load it "
+            "per rank with sparseflow.parallel.load(path, model, group)"
+        )
     for alias, kept in manifest.get("aliases", {}).items():
         state[alias] = state[kept]  # validated: the alias names no stored tensor
     return state, manifest, (json.loads(config) if config is not None else None)

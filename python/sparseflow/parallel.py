@@ -46,6 +46,7 @@ __all__ = [
     "parallelize",
     "sparsify_tensor_parallel",
     "load",
+    "shard",
 ]
 
 #: Row-parallel split boundaries are multiples of this: two 2:4 groups = one metadata byte.
@@ -590,6 +591,18 @@ def sparsify_tensor_parallel(
 # -------------------------------------------------------------------------------- loading
 
 
+def shard(src: Union[str, "os.PathLike[str]"], dest: Union[str, "os.PathLike[str]"], size: int, *, force: bool = False) -> Path:
+    """Writes the tensor-parallel directory ``dest`` of the unsharded SparseFlow model ``src``
+    (``sf.save``, ``sparseflow convert``) over ``size`` ranks: each rank's slices of the
+    Llama-style layers in a file of its own and the split in ``sparseflow.json``, the rest in
+    ``model.safetensors`` (docs/FORMAT.md, "Tensor-parallel model directories"; the same code
+    as ``sparseflow convert --tp``). :func:`load` then opens only the rank's file. Returns
+    ``dest``."""
+    from . import _C
+
+    return Path(_C.model_shard_tp(os.fspath(src), os.fspath(dest), int(size), bool(force)))
+
+
 class _Checkpoint:
     """The tensors of a safetensors checkpoint (``model.safetensors`` or shards listed in
     ``model.safetensors.index.json``), memory-mapped: ``slice(name)`` reads only what is
@@ -624,6 +637,21 @@ class _Checkpoint:
                     f"this package reads sparseflow format version {FORMAT_VERSION}"
                 )
             self.manifest, self.aliases = data, dict(data.get("aliases", {}))
+        self.root = root
+        #: ``tensor_parallel`` of a directory written per rank (``sparseflow convert --tp N``).
+        self.tp: Optional[Dict[str, Any]] = (self.manifest or {}).get("tensor_parallel")
+
+    def rank_tensors(self, rank: int, world: int) -> Any:
+        """The rank's own file of a tensor-parallel directory (memory-mapped)."""
+        from safetensors import safe_open
+
+        assert self.tp is not None
+        if int(self.tp["size"]) != world:
+            raise ValueError(
+                f"{self.root} is tensor-parallel for {self.tp['size']} ranks, the process group has {world}: "
+                f"shard the unsharded model again (sparseflow convert --tp {world})"
+            )
+        return safe_open(os.fspath(self.root / self.tp["files"][rank]), framework="pt")
 
     def __contains__(self, name: str) -> bool:
         return self.aliases.get(name, name) in self.files
@@ -668,7 +696,13 @@ def load(
 
     group, rank, world = _group(tp_group)
     ckpt = _Checkpoint(path)
-    if plan is None:
+    rank_file = ckpt.rank_tensors(rank, world) if ckpt.tp is not None else None
+    file_bounds: Dict[str, Tuple[int, int]] = {}
+    if rank_file is not None:
+        # Sharded on disk: the file's split is the plan, and its bounds are this rank's.
+        plan = {name: COLWISE if e["split"] == "column" else ROWWISE for name, e in ckpt.tp["layers"].items()}
+        file_bounds = {name: tuple(e["bounds"][rank]) for name, e in ckpt.tp["layers"].items()}  # type: ignore[misc]
+    elif plan is None:
         plan, default_multiples = llama_plan(model, world)
         multiples = {**default_multiples, **(multiples or {})}
     multiples = multiples or {}
@@ -689,7 +723,7 @@ def load(
             raise ValueError(f"{name}: a {type(module).__name__}, expected an nn.Linear to load a shard into")
         n, k = module.out_features, module.in_features
         multiple = multiples.get(name, K_SPLIT_MULTIPLE)
-        start, stop = _bounds_for(style, (n, k), world, multiple)[rank]
+        start, stop = file_bounds.get(name) or _bounds_for(style, (n, k), world, multiple)[rank]
         cls = ColumnParallelSparseLinear if style == COLWISE else RowParallelSparseLinear
         bias = ckpt.slice(f"{name}.bias") if f"{name}.bias" in ckpt else None
         if name in layers:
@@ -697,13 +731,18 @@ def load(
             if list(entry["shape"]) != [n, k]:
                 raise ValueError(f"layer {name}: the file has shape {entry['shape']}, the model [{n}, {k}]")
             activation, _ = split_epilogue(entry["epilogue"])
-            vs, ms = ckpt.slice(f"{name}.values"), ckpt.slice(f"{name}.meta")
-            if style == COLWISE:
-                values, meta = vs[start:stop], ms[start:stop]
+            local_bias = None
+            if name in file_bounds:  # the rank file holds exactly this rank's slices
+                values, meta = rank_file.get_tensor(f"{name}.values"), rank_file.get_tensor(f"{name}.meta")
+                if style == COLWISE and f"{name}.bias" in rank_file.keys():
+                    local_bias = rank_file.get_tensor(f"{name}.bias")
+            elif style == COLWISE:
+                values, meta = ckpt.slice(f"{name}.values")[start:stop], ckpt.slice(f"{name}.meta")[start:stop]
+                local_bias = None if bias is None else bias[start:stop]
             else:
+                vs, ms = ckpt.slice(f"{name}.values"), ckpt.slice(f"{name}.meta")
                 values, meta = vs[:, start // 2 : stop // 2], ms[:, start // 8 : start // 8 + meta_bytes(stop - start)]
             values = values.to(dtype) if dtype is not None else values
-            local_bias = bias[start:stop] if (bias is not None and style == COLWISE) else None
             local = _local_sparse(values, meta, _cast(local_bias, dtype), device, activation if style == COLWISE else "none")
             local.method, local.diff = entry.get("method", "magnitude"), dict(entry.get("diff") or {})
             if style == COLWISE:
@@ -723,6 +762,24 @@ def load(
         _move_hooks(module, new)
         _set_module(model, name, new)
         held.append(name)
+    # Sparse layers outside the plan (a sparsified lm_head, ...): whole, replicated.
+    for name, entry in layers.items():
+        if name in held:
+            continue
+        current = model.get_submodule(name)
+        if not isinstance(current, nn.Linear):
+            raise ValueError(f"layer {name}: expected nn.Linear in the model, found {type(current).__name__}")
+        activation, has_bias = split_epilogue(entry["epilogue"])
+        values = _cast(ckpt.tensor(f"{name}.values"), dtype)
+        bias = _cast(ckpt.tensor(f"{name}.bias"), dtype) if has_bias else None
+        sparse = _local_sparse(values, ckpt.tensor(f"{name}.meta"), bias, device, activation)
+        sparse.method, sparse.diff = entry.get("method", "magnitude"), dict(entry.get("diff") or {})
+        sparse.fused_activation = entry.get("fused_activation")
+        _move_hooks(current, sparse)
+        _set_module(model, name, sparse)
+        if sparse.fused_activation:
+            _remove_fused_activation(model, name, sparse.fused_activation, activation)
+        held.append(name)
     # Everything else, whole: read only the names the model still has.
     wanted = {key for key in model.state_dict() if not any(key.startswith(h + ".") for h in held)}
     state = {key: _cast(ckpt.tensor(key), dtype).to(device) for key in wanted if key in ckpt}
@@ -730,6 +787,14 @@ def load(
     model.load_state_dict(state, strict=False, assign=True)
     if missing and hasattr(model, "tie_weights"):
         model.tie_weights()  # e.g. lm_head tied to the embedding, not stored
+    loaded = {t.data_ptr() for t in state.values()}
+    after = model.state_dict()
+    untied = [key for key in missing if after[key].device.type == "meta" or after[key].data_ptr() not in loaded]
+    if untied:
+        raise ValueError(
+            f"{path}: no tensor for {', '.join(untied[:5])}{' ...' if len(untied) > 5 else ''} "
+            "(neither in the checkpoint nor tied to a loaded tensor)"
+        )
     still_meta = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.device.type == "meta"]
     if still_meta:
         raise ValueError(

@@ -131,6 +131,13 @@ def test_load_sparseflow_model_per_rank(tp_results: dict) -> None:
         assert r["act_fn"] == "Identity"  # fused into the column-parallel gate_proj
 
 
+def test_load_tensor_parallel_directory(tp_results: dict) -> None:
+    for r in _ok(tp_results["load_tp_dir"]):
+        _close(r["logits"])
+        assert r["files"] == ["model-tp-rank-0-of-2.safetensors", "model-tp-rank-1-of-2.safetensors"]
+        assert "load it per rank" in r["single_process_error"]
+
+
 def test_load_hf_checkpoint_per_rank(tp_results: dict) -> None:
     for r in _ok(tp_results["load_hf"]):
         _close(r["dense"])

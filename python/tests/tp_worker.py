@@ -137,6 +137,29 @@ def load_sparseflow(rank: int, tmp: str) -> Dict[str, Any]:
     return {"logits": _diff(out, ref), "act_fn": type(model.model.layers[0].mlp.act_fn).__name__}
 
 
+def load_tp_dir(rank: int, tmp: str) -> Dict[str, Any]:
+    """sf.save, sharded on disk (sf.parallel.shard = sparseflow convert --tp 2): each rank opens
+    only its own file; the single-process sf.load refuses the sharded directory."""
+    ref = _reference()
+    path, sharded = os.path.join(tmp, "tp-src"), os.path.join(tmp, "tp-2")
+    if rank == 0:
+        model, _ = sf.sparsify(_llama(), progress=False)
+        sf.save(model, path)
+        sf.parallel.shard(path, sharded, WORLD)
+    dist.barrier()
+    model = sf.parallel.load(sharded, _llama())
+    with torch.no_grad():
+        out = {"logits": _diff(model(_ids()).logits, ref)}
+    with open(os.path.join(sharded, "sparseflow.json")) as f:
+        out["files"] = json.load(f)["tensor_parallel"]["files"]
+    try:
+        sf.load(sharded, _llama())
+        out["single_process_error"] = None
+    except ValueError as e:
+        out["single_process_error"] = str(e)
+    return out
+
+
 def load_hf(rank: int, tmp: str) -> Dict[str, Any]:
     """A dense HF checkpoint (pruned per rank) and a dense-stored 2:4 one (checked per rank)."""
     ref = _reference()
@@ -186,7 +209,7 @@ def plan_styles(rank: int, tmp: str) -> Dict[str, Any]:
 
 
 SCENARIOS: Dict[str, Callable[[int, str], Dict[str, Any]]] = {
-    f.__name__: f for f in (column_odd_n, row_k200, row_k196, plan_styles, llama_sparsify, load_sparseflow, load_hf)
+    f.__name__: f for f in (column_odd_n, row_k200, row_k196, plan_styles, llama_sparsify, load_sparseflow, load_tp_dir, load_hf)
 }
 
 

@@ -178,3 +178,59 @@ fn corrupt_fifo_and_outside_inputs_are_errors_not_hangs() {
     assert!(!dir.join("o").exists() && staging_entries(&dir).is_empty());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn tp_writes_one_file_per_rank_and_leaves_no_unsharded_copy() {
+    let dir = tmp("tp");
+    let (input, out) = (dir.join("hf"), dir.join("out"));
+    tiny_llama(&input, 1, 32, 200, false);
+    let o = sparseflow(&["convert", s(&input), "-o", s(&out), "--tp", "2", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["output"], s(&out.canonicalize().unwrap()));
+    let model = sparseflow_model::ModelDir::open(&out).unwrap();
+    let tp = model.manifest().tensor_parallel.clone().unwrap();
+    assert_eq!(tp.layers.len(), 7);
+    assert!(tp.files.iter().all(|f| out.join(f).is_file()));
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["hf", "out"], "the unsharded copy is removed");
+    // An unsharded SparseFlow model as input is only sharded; other formats are refused.
+    let plain = dir.join("plain");
+    assert!(
+        sparseflow(&["convert", s(&input), "-o", s(&plain), "--quiet"])
+            .status
+            .success()
+    );
+    let o = sparseflow(&["convert", s(&plain), "-o", s(&dir.join("tp4")), "--tp", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = sparseflow(&[
+        "convert",
+        s(&input),
+        "-o",
+        s(&dir.join("d")),
+        "--tp",
+        "2",
+        "--format",
+        "dense",
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--tp writes a SparseFlow model"));
+    // Heads that do not split: 2 heads over 4 ranks.
+    let o = sparseflow(&[
+        "convert",
+        s(&plain),
+        "-o",
+        s(&dir.join("tp-bad")),
+        "--tp",
+        "4",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("do not split over 4 ranks"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -17,7 +17,9 @@
 //! Modules: [`fsx`] (confined, regular-file-only reads), [`tensors`] (one safetensors file,
 //! memory-mapped), [`layout`] (the files of a directory, shards and index), [`manifest`],
 //! [`model`] (a directory opened for reading), [`write`] (streaming safetensors writer) and
-//! [`output`] (the staging directory and its atomic commit), [`save`] (a whole in-memory model), and [`convert`], the engine of `sparseflow convert`.
+//! [`output`] (the staging directory and its atomic commit), [`save`] (a whole in-memory model), [`tp`]
+//! (tensor-parallel directories: per-rank files and the split in the manifest), and [`convert`], the
+//! engine of `sparseflow convert`.
 
 pub mod convert;
 pub mod error;
@@ -30,6 +32,7 @@ pub mod save;
 pub mod tensors;
 #[doc(hidden)]
 pub mod testing;
+pub mod tp;
 pub mod write;
 
 pub use error::{ModelError, Result};

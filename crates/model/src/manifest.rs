@@ -29,6 +29,7 @@ use sparseflow_core::{DType, ElementwiseOp, EpilogueKind};
 
 use crate::error::{ModelError, Result};
 use crate::fsx::Root;
+use crate::tp::TensorParallel;
 
 pub const FORMAT: &str = "sparseflow";
 /// The major format version this library writes and reads.
@@ -45,6 +46,10 @@ pub struct Manifest {
     pub layers: BTreeMap<String, LayerEntry>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub aliases: BTreeMap<String, String>,
+    /// Present in a tensor-parallel directory: which layers are held per rank, how they are
+    /// cut, and the rank files ([`crate::tp`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tensor_parallel: Option<TensorParallel>,
 }
 
 /// One sparsified linear layer.
@@ -111,6 +116,7 @@ impl Manifest {
             sparseflow_version: Some(env!("CARGO_PKG_VERSION").into()),
             layers: BTreeMap::new(),
             aliases: BTreeMap::new(),
+            tensor_parallel: None,
         }
     }
 
@@ -173,6 +179,7 @@ impl Manifest {
                 "sparseflow_version",
                 "layers",
                 "aliases",
+                "tensor_parallel",
             ],
         )?;
         let sparseflow_version = match top.get("sparseflow_version") {
@@ -200,14 +207,22 @@ impl Manifest {
                 aliases.insert(alias.clone(), target.to_string());
             }
         }
+        let tensor_parallel = match top.get("tensor_parallel") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(TensorParallel::parse(v, path)?),
+        };
         let m = Manifest {
             format: FORMAT.into(),
             format_version: version,
             sparseflow_version,
             layers,
             aliases,
+            tensor_parallel,
         };
         m.check_conflicts(path)?;
+        if let Some(tp) = &m.tensor_parallel {
+            tp.check(&m.layers, path)?;
+        }
         Ok(m)
     }
 
@@ -258,13 +273,33 @@ impl Manifest {
 
     /// Checks the manifest against the tensors a model holds: every layer's `values`/`meta`
     /// present with the right dtype and shape, no `<layer>.weight`, aliases pointing at stored
-    /// tensors and never shadowing one.
+    /// tensors and never shadowing one. In a tensor-parallel directory `lookup` sees
+    /// `model.safetensors`, which must not hold the per-rank tensors (the rank files are
+    /// checked by [`TensorParallel`]).
     pub fn check_tensors<'a>(
         &self,
         path: &Path,
         lookup: impl Fn(&str) -> Option<(Dtype, &'a [usize])>,
     ) -> Result<()> {
+        if let Some(tp) = &self.tensor_parallel {
+            for tensor in tp.sharded_tensor_names(&self.layers) {
+                if lookup(&tensor).is_some() {
+                    return Err(ModelError::key(
+                        path,
+                        "tensor_parallel",
+                        format!("tensor `{tensor}` is held per rank, but model.safetensors also holds it"),
+                    ));
+                }
+            }
+        }
         for (name, layer) in &self.layers {
+            if self
+                .tensor_parallel
+                .as_ref()
+                .is_some_and(|tp| tp.layers.contains_key(name))
+            {
+                continue;
+            }
             for (tensor, dtype, shape) in layer.tensors(name) {
                 match lookup(&tensor) {
                     None => {

@@ -29,6 +29,9 @@ impl ModelDir {
         manifest.check_tensors(&root.shown(MANIFEST), |name| {
             tensors.get(name).map(|t| (t.dtype, t.shape))
         })?;
+        if let Some(tp) = &manifest.tensor_parallel {
+            tp.check_files(&root, &manifest.layers)?;
+        }
         Ok(ModelDir {
             root,
             manifest,
@@ -69,9 +72,19 @@ impl ModelDir {
         })
     }
 
-    /// Raw bytes of a layer's `values` and `meta` and its entry.
+    /// Raw bytes of a layer's `values` and `meta` and its entry. A layer held per rank (a
+    /// tensor-parallel directory) is an error: it has no whole weight here.
     pub fn layer_bytes(&self, name: &str) -> Result<(&LayerEntry, &[u8], &[u8])> {
         let entry = self.layer_entry(name)?;
+        if let Some(tp) = &self.manifest.tensor_parallel {
+            if tp.layers.contains_key(name) {
+                return Err(ModelError::Usage(format!(
+                    "{}: layer `{name}` is tensor-parallel, stored as {} slices in the rank files; load it per rank (sparseflow.parallel.load)",
+                    self.root.path().display(),
+                    tp.size
+                )));
+            }
+        }
         let [(values, ..), (meta, ..)] = entry.tensors(name);
         // Present with the right shape: checked in `open`.
         let get = |t: &str| self.tensors.get(t).map(|t| t.bytes).unwrap_or_default();

@@ -33,6 +33,11 @@ pub fn save_model(
     tensors: &[TensorData<'_>],
     files: &[(&str, &[u8])],
 ) -> Result<Committed> {
+    if manifest.tensor_parallel.is_some() {
+        return Err(ModelError::Usage(
+            "save_model writes unsharded models; shard one with `sparseflow convert --tp N` (sparseflow_model::tp::shard_model)".into(),
+        ));
+    }
     let mut seen = BTreeMap::new();
     for t in tensors {
         if byte_len(t.dtype, t.shape) != Some(t.bytes.len()) {

@@ -44,5 +44,6 @@ fn sparseflow_c(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(prune::find_permutation, m)?)?;
     m.add_function(wrap_pyfunction!(model::model_save, m)?)?;
     m.add_function(wrap_pyfunction!(model::model_load, m)?)?;
+    m.add_function(wrap_pyfunction!(model::model_shard_tp, m)?)?;
     Ok(())
 }

@@ -110,6 +110,23 @@ pub fn model_save(
     })
 }
 
+/// Writes the tensor-parallel directory `dest` of the unsharded model `src` over `size` ranks
+/// (`sparseflow_model::tp::shard_model`, as `sparseflow convert --tp`). Returns the final path.
+#[pyfunction]
+pub fn model_shard_tp(
+    py: Python<'_>,
+    src: &str,
+    dest: &str,
+    size: usize,
+    force: bool,
+) -> PyResult<String> {
+    py.detach(|| {
+        let done = sparseflow_model::tp::shard_model(Path::new(src), Path::new(dest), size, force)
+            .map_err(model_err)?;
+        Ok(done.path.display().to_string())
+    })
+}
+
 /// Reads and validates a model directory: `(manifest JSON, [(name, dtype, shape, bytearray)],
 /// config.json bytes or None)`, tensors in file order.
 #[pyfunction]

@@ -12,6 +12,7 @@ use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use sparseflow_core::{DType, PruneMethod};
 use sparseflow_model::convert::{self, Method, Options, OutputFormat, Progress, Report};
+use sparseflow_model::{tp, MANIFEST};
 
 use super::table::Table;
 
@@ -56,6 +57,12 @@ pub struct Args {
     /// Replace an existing output, only if it is a SparseFlow model directory.
     #[arg(long)]
     pub force: bool,
+    /// Tensor-parallel output for N ranks: each rank's slices of the Llama-style layers
+    /// (q/k/v, gate/up split along N; o, down along K on multiples of 8) in a file of its own,
+    /// the split recorded in sparseflow.json (docs/FORMAT.md). The input may also be an
+    /// unsharded SparseFlow model, which is then only sharded.
+    #[arg(long, value_name = "N")]
+    pub tp: Option<usize>,
     /// No progress bar and no table.
     #[arg(short, long)]
     pub quiet: bool,
@@ -122,6 +129,25 @@ impl Progress for Bar {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    if let Some(size) = args.tp {
+        if !matches!(args.format, FormatArg::Sparseflow) {
+            anyhow::bail!(
+                "--tp writes a SparseFlow model: drop --format or use --format sparseflow"
+            );
+        }
+        if args.input.join(MANIFEST).is_file() {
+            // Already a SparseFlow model: only shard it.
+            let done = tp::shard_model(&args.input, &args.output, size, args.force)
+                .with_context(|| format!("shard {}", args.input.display()))?;
+            if !args.quiet {
+                println!(
+                    "wrote {} (tensor-parallel, {size} ranks)",
+                    done.path.display()
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     let opts = Options {
         method: match args.method {
             MethodArg::Magnitude => Method::Magnitude,
@@ -151,8 +177,39 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         &mut bar
     };
-    let report = convert::convert(&args.input, &args.output, &opts, progress)
-        .with_context(|| format!("convert {}", args.input.display()))?;
+    let report = match args.tp {
+        None => convert::convert(&args.input, &args.output, &opts, progress)
+            .with_context(|| format!("convert {}", args.input.display()))?,
+        Some(size) => {
+            // Convert beside the output, shard from there, and remove the unsharded copy
+            // whatever happens (the output itself appears complete or not at all).
+            let name = args
+                .output
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            let unsharded = args.output.with_file_name(format!(
+                ".{}.unsharded-{}",
+                name.unwrap_or_else(|| "model".into()),
+                std::process::id()
+            ));
+            let result = convert::convert(&args.input, &unsharded, &opts, progress)
+                .with_context(|| format!("convert {}", args.input.display()))
+                .and_then(|report| {
+                    tp::shard_model(&unsharded, &args.output, size, args.force)
+                        .with_context(|| {
+                            format!("shard {} over {size} ranks", args.input.display())
+                        })
+                        .map(|done| (report, done))
+                });
+            let _ = std::fs::remove_dir_all(&unsharded);
+            let (mut report, done) = result?;
+            report.output = done.path.display().to_string();
+            report.notes.push(format!(
+                "tensor-parallel over {size} ranks: q/k/v, gate/up split along N, o, down along K; one file per rank (docs/FORMAT.md)"
+            ));
+            report
+        }
+    };
     if let Some(b) = bar.0.take() {
         b.finish_and_clear();
     }
