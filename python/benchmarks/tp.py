@@ -146,13 +146,20 @@ def correctness(device: torch.device, dtype: torch.dtype) -> Dict[str, Any]:
         # The decoder stack's graphs are checked against eager in the benchmark; a transformers
         # forward that cannot be captured here is reported, not counted as a sharding failure.
         sf.prepare(model, max_tokens=ids.numel())
+        graph = None
         try:
             graph, static_out = capture(lambda: model(ids, use_cache=False).logits)
+        except Exception as e:  # noqa: BLE001 (recorded in the report)
+            out["cuda_graph_error"] = f"{type(e).__name__}: {e}"
+        # Replay only if every rank captured: a lone replay would wait in its all-reduce forever.
+        captured = torch.tensor([int(graph is not None)], device=device)
+        dist.all_reduce(captured, op=dist.ReduceOp.MIN)
+        if bool(captured.item()):
             graph.replay()
             torch.cuda.synchronize()
             out["cuda_graph"] = _diff(static_out, want)
-        except Exception as e:  # noqa: BLE001 (recorded in the report)
-            out["cuda_graph_error"] = f"{type(e).__name__}: {e}"
+        elif graph is not None:
+            out["cuda_graph_error"] = "another rank could not capture the graph"
     rtol = FP16_RTOL if dtype != torch.float32 else FP32_RTOL
     out["rtol"] = rtol
     out["passed"] = all(d["max_abs"] <= rtol * max(1.0, d["scale"]) for k, d in out.items() if isinstance(d, dict))
@@ -182,6 +189,18 @@ def _local(n: int, k: int, sparse: bool, device: torch.device, dtype: torch.dtyp
     codes = _CODES.to(device)[torch.randint(0, 6, (n, k // 8, 2), device=device)]
     meta = (codes[..., 0] | (codes[..., 1] << 4)).contiguous()
     return sf.SparseLinear._from_host(values, meta, None, device, activation)
+
+
+_GQA = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 5)
+
+
+def _attention(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
+    """Grouped-query attention: ``enable_gqa`` from torch 2.5, else K/V repeated per group."""
+    if _GQA:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
 
 class DecoderLayer(nn.Module):
@@ -220,12 +239,12 @@ class DecoderLayer(nn.Module):
         k = self.k_proj(y).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(y).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         if cache is None:  # prefill: causal over the tokens themselves
-            attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            attn = _attention(q, k, v, causal=True)
         else:  # decode: the new token attends to a static cache (its slot rewritten each step)
             kc, vc = cache
             kc[:, :, -t:].copy_(k)
             vc[:, :, -t:].copy_(v)
-            attn = F.scaled_dot_product_attention(q, kc, vc, enable_gqa=True)
+            attn = _attention(q, kc, vc, causal=False)
         x = x + self.o_proj(attn.transpose(1, 2).reshape(b, t, -1))
         y = self.post_norm(x)
         gate = self.gate_proj(y)
