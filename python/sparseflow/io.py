@@ -94,13 +94,40 @@ def _config_json(model: nn.Module) -> Optional[bytes]:
     return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
 
-def save(model: nn.Module, path: PathLike, *, force: bool = False) -> Path:
+def save(model: nn.Module, path: PathLike, *, force: bool = False, tp: Optional[int] = None) -> Path:
     """Writes ``model`` (sparsified or not) to the directory ``path``; returns the path.
 
     Refuses to overwrite an existing ``path`` unless ``force=True``, and even then replaces
     only a SparseFlow model directory (``FileExistsError`` otherwise). Sparsified layers keep
     their pruning report and fused epilogue in ``sparseflow.json``.
+
+    ``tp=N`` writes a tensor-parallel directory for N ranks instead: each rank's slices of the
+    Llama-style layers in a file of its own, the split in ``sparseflow.json`` (the model is
+    written unsharded beside ``path`` first, then sharded by ``sparseflow.parallel.shard``, the
+    code of ``sparseflow convert --tp``). A model already sharded in memory (``sparseflow.parallel``
+    layers) cannot be saved: save the unsharded model.
     """
+    from .parallel import _ParallelLinear
+
+    sharded = [name for name, m in model.named_modules() if isinstance(m, _ParallelLinear)]
+    if sharded:
+        raise ValueError(
+            f"{sharded[0]} is a tensor-parallel shard: sf.save writes whole models; save the unsharded "
+            "model (sf.save(model, path, tp=N) writes it per rank) and load it with sparseflow.parallel.load"
+        )
+    if tp is not None:
+        from .parallel import shard
+
+        target = Path(path)
+        unsharded = target.parent / f".{target.name}.unsharded-{os.getpid()}"
+        try:
+            save(model, unsharded)
+            shard(unsharded, target, tp, force=force)
+        finally:
+            import shutil
+
+            shutil.rmtree(unsharded, ignore_errors=True)
+        return target
     tensors, aliases = _dedupe(model.state_dict())
     manifest = _manifest(model)
     manifest["aliases"] = aliases

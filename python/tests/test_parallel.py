@@ -60,6 +60,23 @@ def test_parallel_layers_need_a_process_group() -> None:
         sf.parallel.ColumnParallelSparseLinear.from_dense(torch.nn.Linear(8, 8))
 
 
+def test_save_tp_writes_one_file_per_rank(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from conftest import tiny_llama
+
+    model, _ = sf.sparsify(tiny_llama(intermediate_size=200), progress=False)
+    out = sf.save(model, tmp_path / "tp2", tp=2)
+    manifest = json.loads((out / "sparseflow.json").read_text())
+    tp = manifest["tensor_parallel"]
+    assert tp["size"] == 2 and all((out / f).is_file() for f in tp["files"])
+    assert tp["layers"]["model.layers.1.mlp.down_proj"] == {"split": "row", "bounds": [[0, 104], [104, 200]]}
+    assert tp["layers"]["model.layers.0.self_attn.k_proj"] == {"split": "column", "bounds": [[0, 16], [16, 32]]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tp2"]  # the unsharded copy is gone
+    with pytest.raises(ValueError, match="load it per rank"):
+        sf.load(out, tiny_llama(intermediate_size=200))
+    with pytest.raises(ValueError, match="do not split over 4 ranks"):
+        sf.save(model, tmp_path / "tp4", tp=4)  # 2 KV heads over 4 ranks
+
+
 @pytest.fixture(scope="module")
 def tp_results(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Spawns the two gloo ranks once; both ranks' results per scenario."""
@@ -123,6 +140,7 @@ def test_sparsify_llama_tensor_parallel(tp_results: dict) -> None:
         assert f"rank {rank} of 2 holds out_features [{32 * rank}, {32 * rank + 32})" in r["q_note"]
         assert r["lm_head"] == "skipped" and r["statuses"] == ["skipped", "sparsified"]
     assert [r["down_local"] for r in ranks] == [[64, 52], [64, 48]]  # K/2 of 104 and 96
+    assert all("tensor-parallel shard" in r["save_error"] for r in ranks)  # never a file of one rank's slices
 
 
 def test_load_sparseflow_model_per_rank(tp_results: dict) -> None:

@@ -110,6 +110,11 @@ def llama_sparsify(rank: int, tmp: str) -> Dict[str, Any]:
         dist.all_reduce = real
     rows = {r.name: r for r in report}
     mlp = "model.layers.0.mlp"
+    try:
+        sf.save(model, os.path.join(tmp, f"sharded-{rank}"))
+        save_error = None
+    except ValueError as e:
+        save_error = str(e)
     return {
         "logits": _diff(out, ref),
         "all_reduces": len(calls),
@@ -120,6 +125,7 @@ def llama_sparsify(rank: int, tmp: str) -> Dict[str, Any]:
         "lm_head": rows["lm_head"].status,
         "statuses": sorted({r.status for r in report}),
         "down_local": list(model.model.layers[0].mlp.down_proj.local.values.shape),
+        "save_error": save_error,
     }
 
 
