@@ -795,6 +795,13 @@ def load(
             f"{path}: no tensor for {', '.join(untied[:5])}{' ...' if len(untied) > 5 else ''} "
             "(neither in the checkpoint nor tied to a loaded tensor)"
         )
+    # Buffers the checkpoint does not hold (rotary frequencies) follow the weights to `device`.
+    for module in model.modules():
+        if isinstance(module, SparseLinear):
+            continue  # built on `device`; its kernel handle is bound to these very tensors
+        for key, buf in module._buffers.items():
+            if buf is not None and buf.device.type != "meta" and buf.device != device:
+                module._buffers[key] = buf.to(device)
     still_meta = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.device.type == "meta"]
     if still_meta:
         raise ValueError(
