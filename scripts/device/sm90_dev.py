@@ -2,15 +2,23 @@
 """Development harness of the sm90 (Hopper wgmma.sp) kernel family, before and beside its Rust
 integration (crates/runtime's correctness matrix is the acceptance test).
 
-  build OUT_DIR [--configs TMxTNxTKxST,...]   dev machine: NVRTC-compiles the template
+  build OUT_DIR [--configs C,...]             dev machine: NVRTC-compiles the template
         (crates/codegen/kernels/sm90_sparse_gemm.cu) for sm_90a, writes cubins, ptxas logs and
         kernels.json; fails on spills.
   run KERNEL_DIR OUT_JSON [--no-bench]         GPU machine: checks every kernel against a
         float64 reference on random 2:4 data (odd shapes, NaN-filled outputs), then times them
         against F.linear (cuBLAS) in CUDA graphs with weights rotated past L2.
 
-Kernel ABI: (CUtensorMap x_map by value, u8* wvals, u8* wmeta, T* bias, T* y, int M, int N, int K);
-x_map: 2-D [M, K] 16-bit, box 64 x TILE_M, 128-byte swizzle, zero fill.
+  profile KERNEL_DIR NAME N K M               GPU machine: launches one kernel 3 times (for ncu).
+
+A config C is TILE_M x TILE_N x TILE_K x STAGES [x GROUP_N [x INFLIGHT [x DEV [x SPLIT_K]]]], e.g.
+256x128x64x4 or 128x128x128x4x8x1x0x4; DEV 1 = SF_DEV_SKIP_LOADS, 2 = SF_DEV_SKIP_MMA (timing
+experiments with wrong results; correctness skips them). Epilogue variants are built for the
+first config only. Env for `run`: SF_SHAPES=NxK,..., SF_MS=..., SF_BENCH_ONLY=substring.
+
+Kernel ABI: (CUtensorMap x_map, CUtensorMap w_map, CUtensorMap e_map, T* bias, T* y,
+float* workspace, int M, int N, int K); x_map: 2-D [M, K] 16-bit, box 64 x TILE_M, 128-byte
+swizzle, zero fill; w_map / e_map: the fragment-layout values / metadata as 3-D boxes.
 """
 import ctypes, json, math, os, sys, time
 from pathlib import Path
