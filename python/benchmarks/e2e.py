@@ -535,7 +535,8 @@ def summarize(data: Dict[str, Any]) -> Dict[str, Any]:
     mem = data.get("memory", {})
     if "dense" in mem and "sparse" in mem:
         out["memory_sparse_over_dense"] = {
-            "linear_weights": mem["sparse"]["linear_bytes"] / mem["dense"]["linear_bytes"],
+            "converted_linear_weights": mem["sparse"]["converted_linear_bytes"] / mem["dense"]["converted_linear_bytes"],
+            "all_linear_weights": mem["sparse"]["linear_bytes"] / mem["dense"]["linear_bytes"],
             "whole_model": mem["sparse"]["model_with_runtime_bytes"] / mem["dense"]["model_bytes"],
         }
     return out
@@ -544,11 +545,14 @@ def summarize(data: Dict[str, Any]) -> Dict[str, Any]:
 def memory_figures(dense: nn.Module, sparse: nn.Module, device: str) -> Dict[str, Any]:
     d_lin = linear_bytes(dense)["dense_linear"]
     s_lin = linear_bytes(sparse)
+    # "converted": the linears sparsify converted (the target); "linear": all of them, the
+    # ones left dense in both models (lm_head) included.
     out: Dict[str, Any] = {
-        "dense": {"model_bytes": tensor_bytes(dense), "linear_bytes": d_lin},
-        # The sparse model's linears: SparseFlow's (values + meta) plus the ones left dense (lm_head).
-        "sparse": {"model_bytes": tensor_bytes(sparse), "linear_bytes": s_lin["sparse_linear"] + s_lin["dense_linear"]},
-    }
+        "dense": {"model_bytes": tensor_bytes(dense), "linear_bytes": d_lin,
+                  "converted_linear_bytes": d_lin - s_lin["dense_linear"]},
+        "sparse": {"model_bytes": tensor_bytes(sparse), "linear_bytes": s_lin["sparse_linear"] + s_lin["dense_linear"],
+                   "converted_linear_bytes": s_lin["sparse_linear"]},
+    }  # fmt: skip
     runtime_bytes = 0
     if device == "cuda":
         rt = sf._C.runtime_memory(torch.cuda.current_device())
