@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -89,7 +89,8 @@ def shard_bounds(total: int, world: int, multiple: int = 1) -> List[Tuple[int, i
 
 
 def shard_rows(values: Tensor, meta: Tensor, start: int, stop: int) -> Tuple[Tensor, Tensor]:
-    """The column-parallel shard of a canonical pair: output rows ``start:stop`` (N)."""
+    """The column-parallel shard of a canonical pair (tensors, or safetensors slices that read only
+    those rows): output rows ``start:stop`` (N)."""
     return values[start:stop].contiguous(), meta[start:stop].contiguous()
 
 
@@ -736,12 +737,12 @@ def load(
                 values, meta = rank_file.get_tensor(f"{name}.values"), rank_file.get_tensor(f"{name}.meta")
                 if style == COLWISE and f"{name}.bias" in rank_file.keys():
                     local_bias = rank_file.get_tensor(f"{name}.bias")
-            elif style == COLWISE:
-                values, meta = ckpt.slice(f"{name}.values")[start:stop], ckpt.slice(f"{name}.meta")[start:stop]
+            elif style == COLWISE:  # safetensors slices: only these rows are read
+                values, meta = shard_rows(ckpt.slice(f"{name}.values"), ckpt.slice(f"{name}.meta"), start, stop)
                 local_bias = None if bias is None else bias[start:stop]
             else:
                 vs, ms = ckpt.slice(f"{name}.values"), ckpt.slice(f"{name}.meta")
-                values, meta = vs[:, start // 2 : stop // 2], ms[:, start // 8 : start // 8 + meta_bytes(stop - start)]
+                values, meta = shard_columns(vs, ms, start, stop, k)
             values = values.to(dtype) if dtype is not None else values
             local = _local_sparse(values, meta, _cast(local_bias, dtype), device, activation if style == COLWISE else "none")
             local.method, local.diff = entry.get("method", "magnitude"), dict(entry.get("diff") or {})
