@@ -71,6 +71,14 @@ PRESETS: Dict[str, Dict[str, int]] = {
 }
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 MODELS = ("dense", "sparse")
+#: Issue 29's targets (H200, Llama-3-8B, bf16): speed ratios sparse over dense (at least),
+#: memory ratios (at most), teacher-forced top-1 agreement (at least). ``summary.targets`` says
+#: which finished cases meet them.
+TARGETS: Dict[str, float] = {
+    "decode_graph/batch1": 1.4, "decode_graph/batch16": 1.35, "decode_graph/batch64": 1.2,
+    "prefill/batch1": 1.25, "prefill/batch8": 1.25,
+    "memory/converted_linear_weights": 0.58, "memory/whole_model": 0.65, "agreement": 0.99,
+}  # fmt: skip
 PREFILL_CHUNK = 16384  # tokens per forward when a decode case fills its KV cache
 CATEGORIES = ("sparseflow_linear", "dense_linear", "attention", "norm", "other")
 CPU_GRAPH = "CUDA-graph capture needs CUDA: the same step ran eagerly instead (code path only, not a measurement)"
@@ -532,14 +540,31 @@ def summarize(data: Dict[str, Any]) -> Dict[str, Any]:
                 out["sparse_over_dense"][key.replace("/sparse", "")] = r[metric] / d[metric]
         if key.startswith("ttft/") and "ttft_ms" in r and "ttft_ms" in d:
             out["sparse_over_dense"]["ttft (time, < 1 = sparse sooner)"] = r["ttft_ms"] / d["ttft_ms"]
-    mem = data.get("memory", {})
-    if "dense" in mem and "sparse" in mem:
-        out["memory_sparse_over_dense"] = {
-            "converted_linear_weights": mem["sparse"]["converted_linear_bytes"] / mem["dense"]["converted_linear_bytes"],
-            "all_linear_weights": mem["sparse"]["linear_bytes"] / mem["dense"]["linear_bytes"],
-            "whole_model": mem["sparse"]["model_with_runtime_bytes"] / mem["dense"]["model_bytes"],
-        }
+    ratios, checks = out["sparse_over_dense"], {}
+    for key, need in TARGETS.items():
+        got = ratios.get(key)
+        if key.startswith("memory/"):
+            got = out_memory(data).get(key[len("memory/") :])
+        elif key == "agreement":
+            got = cases.get("agreement", {}).get("top1_agreement")
+        if got is not None:
+            ok = got <= need if key.startswith("memory/") else got >= need
+            checks[key] = {"value": got, "target": need, "met": ok}
+    out["targets"] = checks
+    if out_memory(data):
+        out["memory_sparse_over_dense"] = out_memory(data)
     return out
+
+
+def out_memory(data: Dict[str, Any]) -> Dict[str, float]:
+    mem = data.get("memory", {})
+    if "dense" not in mem or "sparse" not in mem:
+        return {}
+    return {
+        "converted_linear_weights": mem["sparse"]["converted_linear_bytes"] / mem["dense"]["converted_linear_bytes"],
+        "all_linear_weights": mem["sparse"]["linear_bytes"] / mem["dense"]["linear_bytes"],
+        "whole_model": mem["sparse"]["model_with_runtime_bytes"] / mem["dense"]["model_bytes"],
+    }
 
 
 def memory_figures(dense: nn.Module, sparse: nn.Module, device: str) -> Dict[str, Any]:

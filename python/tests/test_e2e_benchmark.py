@@ -62,6 +62,9 @@ def test_e2e_smoke_resumes_and_attributes(e2e, tmp_path: pathlib.Path) -> None:
     mem = rep["summary"]["memory_sparse_over_dense"]
     assert 0.5 < mem["converted_linear_weights"] <= 0.5625  # values + 4-bit codes per kept pair
     assert mem["converted_linear_weights"] < mem["all_linear_weights"] < 0.75 and mem["whole_model"] < 1  # lm_head stays
+    targets = rep["summary"]["targets"]  # the targets, judged only on measured figures
+    assert targets["memory/converted_linear_weights"]["met"] and targets["agreement"]["target"] == 0.99
+    assert not any(k.startswith("decode_graph/") for k in targets)
     # The module ranges put each op under the innermost category that ran it.
     for name in ("dense", "sparse"):
         prof = cases[f"profile/decode_graph/{name}/batch2"]["eager_module_ranges"]["per_step_us"]
