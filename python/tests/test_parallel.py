@@ -143,6 +143,13 @@ def test_sparsify_llama_tensor_parallel(tp_results: dict) -> None:
     assert all("tensor-parallel shard" in r["save_error"] for r in ranks)  # never a file of one rank's slices
 
 
+def test_sparsify_tensor_parallel_shards_excluded_layers_dense(tp_results: dict) -> None:
+    for r in _ok(tp_results["llama_exclude"]):
+        _close(r["logits"])
+        assert (r["o_local"], r["o_status"]) == ("Linear", "skipped")
+        assert "sharded dense" in r["o_reason"]
+
+
 def test_load_sparseflow_model_per_rank(tp_results: dict) -> None:
     for r in _ok(tp_results["load_sparseflow"]):
         _close(r["logits"])

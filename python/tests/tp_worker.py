@@ -129,6 +129,18 @@ def llama_sparsify(rank: int, tmp: str) -> Dict[str, Any]:
     }
 
 
+def llama_exclude(rank: int, tmp: str) -> Dict[str, Any]:
+    """A planned layer left dense by exclude is sharded dense (its block stays consistent)."""
+    exclude = ("lm_head", "o_proj")
+    ref_model, _ = sf.sparsify(_llama(), exclude=exclude, progress=False)
+    model, report = sf.sparsify(_llama(), tp_group=dist.group.WORLD, exclude=exclude, progress=False)
+    with torch.no_grad():
+        out = _diff(model(_ids()).logits, ref_model(_ids()).logits)
+    o = model.model.layers[0].self_attn.o_proj
+    row = report["model.layers.0.self_attn.o_proj"]
+    return {"logits": out, "o_local": type(o.local).__name__, "o_status": row.status, "o_reason": row.reason}
+
+
 def load_sparseflow(rank: int, tmp: str) -> Dict[str, Any]:
     """sf.save of the single-process sparse model, loaded per rank from its slices."""
     ref = _reference()
@@ -215,7 +227,7 @@ def plan_styles(rank: int, tmp: str) -> Dict[str, Any]:
 
 
 SCENARIOS: Dict[str, Callable[[int, str], Dict[str, Any]]] = {
-    f.__name__: f for f in (column_odd_n, row_k200, row_k196, plan_styles, llama_sparsify, load_sparseflow, load_tp_dir, load_hf)
+    f.__name__: f for f in (column_odd_n, row_k200, row_k196, plan_styles, llama_sparsify, llama_exclude, load_sparseflow, load_tp_dir, load_hf)
 }
 
 
