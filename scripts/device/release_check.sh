@@ -16,6 +16,8 @@
 #                before/after with .carry/old/), then pytest with CUDA
 #   allm         the all-M llama3-8b fp16 command of docs/PERFORMANCE.md, CUDA graphs
 #   sm90         scripts/device/sm90_dev.py run on the cubins in .carry/sm90k (Hopper family)
+#   acceptance   verify.sh (full matrix), then the 8B fp16 decode sweep of this build and of
+#                e53226d (.carry/old-e53226d/sparseflow) back to back
 #
 # Build and carry first: `bash scripts/device/build_carry.sh` (.carry/{verify,runtime-gpu-tests,
 # kernel-cache,capi,bench,sparseflow-*.whl}; pydeps as python_check.sh says); then run with
@@ -89,6 +91,18 @@ case "${1:-}" in
     step bench-allm-8b-fp16 bash scripts/device/bench.sh --model llama3-8b \
         --m 1,16,64,256,1024,4096,16384 --dtype fp16 --graph
     ;;
+  acceptance)
+    # Issue 22/23's one-visit check: the full correctness matrix, then the fp16 8B decode sweep
+    # of this build and of e53226d back to back (.carry/old-e53226d/sparseflow, built from that
+    # commit on the dev machine; each case within 3% is the criterion).
+    step verify bash scripts/device/verify.sh
+    sweep decode-8b-fp16 llama3-8b fp16
+    if [[ -x .carry/old-e53226d/sparseflow ]]; then
+        SPARSEFLOW_BIN=.carry/old-e53226d/sparseflow sweep decode-8b-fp16-e53226d llama3-8b fp16
+    else
+        echo "=== no .carry/old-e53226d/sparseflow: the baseline sweep is skipped" >&2
+    fi
+    ;;
   sm90)
     # The Hopper family straight from its cubins (build them here first:
     # python3 scripts/device/sm90_dev.py build .carry/sm90k --configs ...): float64 checks of
@@ -96,7 +110,7 @@ case "${1:-}" in
     step sm90-dev bash -c 'python3 scripts/device/sm90_dev.py run .carry/sm90k "$OUT/sm90.json"'
     ;;
   *)
-    echo "usage: $0 correctness|perf|decode|python|baseline|linear|allm|sm90" >&2
+    echo "usage: $0 correctness|perf|decode|python|baseline|linear|allm|sm90|acceptance" >&2
     exit 2
     ;;
 esac
