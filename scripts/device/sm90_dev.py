@@ -199,27 +199,32 @@ class Sm90Kernel:
         self.drv.launch(self.fn, grid, m["threads"], m["smem"], torch.cuda.current_stream().cuda_stream, args)
 
 
-def torch_weight(N, K, dt, gen):
-    """Random 2:4 weight on the GPU: (dense pruned [N,K], fragment-layout values, meta)."""
+def _layout():
+    """`python/sparseflow/layout.py`, the one torch definition of the device layout, loaded by
+    path: it needs only torch, so the harness runs without the wheel installed."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "sparseflow_layout", HERE.parent.parent / "python" / "sparseflow" / "layout.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def torch_weight(N, K, dt, gen, device="cuda"):
+    """Random 2:4 weight: (dense pruned [N,K], device-layout values bytes, meta bytes)."""
     import torch
-    w = torch.randn(N, K, device="cuda", generator=gen) / math.sqrt(K / 2)
+    w = torch.randn(N, K, device=device, generator=gen) / math.sqrt(K / 2)
     g = w.view(N, K // 4, 4)
     idx = g.abs().topk(2, dim=-1).indices.sort(dim=-1).values
     vals = g.gather(-1, idx).to(dt)
     dense = torch.zeros_like(g).scatter_(-1, idx, vals.float()).view(N, K).to(dt)
-    codes = (idx[..., 0] | (idx[..., 1] << 2)).to(torch.int64)
-    np_, kp = -(-N // 128) * 128, -(-K // 64) * 64
-    V = torch.zeros(np_, kp // 2, dtype=dt, device="cuda")
-    V[:N, : K // 2] = vals.reshape(N, K // 2)
-    RB, KS, KP = np_ // 16, kp // 32, kp // 64
-    A = V.view(RB, 2, 8, KS, 2, 4, 2).permute(0, 3, 2, 5, 4, 1, 6).contiguous()
-    Q = torch.full((np_, kp // 4), 4, dtype=torch.int64, device="cuda")
-    Q[:N, : K // 4] = codes
-    Q = Q.view(RB, 2, 8, KP, 4, 4).permute(0, 3, 2, 4, 1, 5)
-    shifts = (16 * torch.arange(2, device="cuda")[:, None] + 4 * torch.arange(4, device="cuda")[None, :])
-    W = (Q << shifts).sum(dim=(4, 5)).to(torch.int64)
-    W = torch.where(W >= 2**31, W - 2**32, W).to(torch.int32).contiguous()
-    return dense, A.view(torch.uint8).view(-1), W.view(torch.uint8).view(-1)
+    # Canonical metadata (docs/FORMAT.md): one code idx0 | idx1 << 2 per group, two per byte.
+    codes = (idx[..., 0] | (idx[..., 1] << 2)).to(torch.uint8)
+    if codes.shape[1] % 2:
+        codes = torch.cat((codes, torch.full_like(codes[:, :1], 4)), dim=1)
+    meta = codes[:, 0::2] | (codes[:, 1::2] << 4)
+    values, meta = _layout().to_fragment(vals.reshape(N, K // 2), meta)
+    return dense, values.view(torch.uint8), meta
 
 
 def run(kdir, out_json, bench=True):
