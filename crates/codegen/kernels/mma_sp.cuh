@@ -109,6 +109,27 @@ __device__ __forceinline__ u32 sf_ldg_stream32(const void* p) {
     return v;
 }
 
+// Writes a [TM tokens][TN features] output tile staged in shared memory (rows STRIDE elements
+// apart) to row-major Y: 16-byte stores where N allows, predicated on M and N. Thread `tid` of
+// the NT taking part handles every NT-th 8-element chunk. The sm80 and sm90 epilogues share it.
+template <int TM, int TN, int STRIDE, int NT>
+__device__ __forceinline__ void sf_store_y_tile(sf_t* __restrict__ y, const sf_t* ys, int m0, int n0, int M, int N,
+                                                int tid) {
+    const bool vec_ok = (N & 7) == 0;
+    for (int c = tid; c < TM * (TN / 8); c += NT) {
+        const int ml = c / (TN / 8), nl = (c % (TN / 8)) * 8;
+        const int m = m0 + ml, n = n0 + nl;
+        if (m >= M) continue;
+        const sf_t* src = ys + ml * STRIDE + nl;
+        sf_t* dst = y + (size_t)m * N + n;
+        if (vec_ok && n + 8 <= N) {
+            *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+        } else {
+            for (int q = 0; q < 8 && n + q < N; ++q) dst[q] = src[q];
+        }
+    }
+}
+
 __device__ __forceinline__ float sf_load_bias(const sf_t* bias, int n) {
 #if SF_USES_BIAS
     return sf_to_float(bias[n]);

@@ -158,17 +158,5 @@ extern "C" __global__ void __launch_bounds__(THREADS) SF_KERNEL_NAME(
         }
     }
     __syncthreads();
-    const bool vec_ok = (N & 7) == 0;
-    for (int c = threadIdx.x; c < TILE_M * (TILE_N / 8); c += THREADS) {
-        const int ml = c / (TILE_N / 8), nl = (c % (TILE_N / 8)) * 8;
-        const int m = m0 + ml, n = n0 + nl;
-        if (m >= M) continue;
-        const sf_t* src = ys + ml * Y_STRIDE + nl;
-        sf_t* dst = y + (size_t)m * N + n;
-        if (vec_ok && n + 8 <= N) {
-            *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
-        } else {
-            for (int q = 0; q < 8 && n + q < N; ++q) dst[q] = src[q];
-        }
-    }
+    sf_store_y_tile<TILE_M, TILE_N, Y_STRIDE, THREADS>(y, ys, m0, n0, M, N, threadIdx.x);
 }

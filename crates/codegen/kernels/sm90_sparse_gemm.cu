@@ -337,17 +337,5 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
         }
     }
     asm volatile("bar.sync 1, %0;\n" ::"n"(CWG * 128) : "memory");
-    const bool vec_ok = (N & 7) == 0;
-    for (int q = threadIdx.x - 128; q < TILE_M * (TILE_N / 8); q += CWG * 128) {
-        const int ml = q / (TILE_N / 8), nl = (q % (TILE_N / 8)) * 8;
-        const int m = m0 + ml, n = n0 + nl;
-        if (m >= M) continue;
-        const sf_t* src = ys + ml * Y_STRIDE + nl;
-        sf_t* dst = y + (size_t)m * N + n;
-        if (vec_ok && n + 8 <= N) {
-            *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
-        } else {
-            for (int i = 0; i < 8 && n + i < N; ++i) dst[i] = src[i];
-        }
-    }
+    sf_store_y_tile<TILE_M, TILE_N, Y_STRIDE, CWG * 128>(y, ys, m0, n0, M, N, threadIdx.x - 128);
 }
