@@ -16,12 +16,25 @@ pub fn host_memory_ceiling() -> Option<usize> {
     static CEILING: OnceLock<Option<usize>> = OnceLock::new();
     *CEILING.get_or_init(|| {
         let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-        let kib = |key: &str| -> Option<usize> {
-            let line = info.lines().find(|l| l.starts_with(key))?;
-            line.split_whitespace().nth(1)?.parse().ok()
-        };
-        Some((kib("MemTotal:")? + kib("SwapTotal:").unwrap_or(0)).saturating_mul(1024))
+        Some(
+            meminfo_field(&info, "MemTotal")?
+                .saturating_add(meminfo_field(&info, "SwapTotal").unwrap_or(0)),
+        )
     })
+}
+
+/// One field of /proc/meminfo in bytes (`"MemAvailable"`, ...), `None` where it cannot be read.
+pub fn meminfo_bytes(key: &str) -> Option<usize> {
+    meminfo_field(&std::fs::read_to_string("/proc/meminfo").ok()?, key)
+}
+
+fn meminfo_field(info: &str, key: &str) -> Option<usize> {
+    let line = info.lines().find(|l| {
+        l.strip_prefix(key)
+            .is_some_and(|rest| rest.starts_with(':'))
+    })?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 fn refused<T>(what: &'static str, len: usize) -> CoreError {
@@ -60,6 +73,14 @@ pub fn try_copy<T: Clone>(src: &[T], what: &'static str) -> Result<Vec<T>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meminfo_fields_are_read_by_exact_name_in_bytes() {
+        let info = "MemTotalX:  5 kB\nMemTotal:   10 kB\nSwapTotal: 0 kB\n";
+        assert_eq!(meminfo_field(info, "MemTotal"), Some(10 * 1024));
+        assert_eq!(meminfo_field(info, "SwapTotal"), Some(0));
+        assert_eq!(meminfo_field(info, "MemAvailable"), None);
+    }
 
     #[test]
     fn refusal_is_an_error_not_an_abort() {

@@ -42,10 +42,7 @@ pub fn check_writable(path: &Path) -> Result<()> {
 
 /// `MemAvailable` of /proc/meminfo in bytes (Linux), or `None` where it cannot be read.
 pub fn available_host_memory() -> Option<usize> {
-    let info = fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
+    sparseflow_core::alloc::meminfo_bytes("MemAvailable")
 }
 
 /// Writes `text` to a temporary file beside `path`, flushes it, then renames it over `path`:
