@@ -18,11 +18,16 @@
 #   sm90         scripts/device/sm90_dev.py run on the cubins in .carry/sm90k (Hopper family)
 #   acceptance   verify.sh (full matrix), then the 8B fp16 decode sweep of this build and of
 #                e53226d (.carry/old-e53226d/sparseflow) back to back
+#   pytest       python_check.sh --pytest-only (the Python suite with CUDA)
+#   memory       memory_check.sh (issue 23's memory table: layer set and full-depth model)
+#   tp           tp_check.sh (issue 28; needs two GPUs: kind nvidia-h200-x2)
+#
+# Several groups run in order in one visit: `release_check.sh acceptance pytest`.
 #
 # Build and carry first: `bash scripts/device/build_carry.sh` (.carry/{verify,runtime-gpu-tests,
 # kernel-cache,capi,bench,sparseflow-*.whl}; pydeps as python_check.sh says); then run with
 # carry [".carry"]:
-#   bash scripts/device/release_check.sh correctness|perf|decode|python|baseline|linear|allm
+#   bash scripts/device/release_check.sh GROUP [GROUP...]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/sparseflow-release}
@@ -58,7 +63,8 @@ default_decode_sweeps() {  # the sweeps both `perf` and `decode` run, default la
     sweep decode-70b-fp16 llama3-70b-tp8 fp16
 }
 
-case "${1:-}" in
+run_group() {
+case "$1" in
   correctness)
     step verify bash scripts/device/verify.sh
     step capi bash scripts/device/capi_check.sh
@@ -109,11 +115,28 @@ case "${1:-}" in
     # every built variant, then timings against cuBLAS at M 128-8192.
     step sm90-dev bash -c 'python3 scripts/device/sm90_dev.py run .carry/sm90k "$OUT/sm90.json"'
     ;;
+  pytest)
+    step pytest bash scripts/device/python_check.sh --pytest-only
+    ;;
+  memory)
+    step memory bash scripts/device/memory_check.sh
+    ;;
+  tp)
+    step tp bash scripts/device/tp_check.sh
+    ;;
   *)
-    echo "usage: $0 correctness|perf|decode|python|baseline|linear|allm|sm90|acceptance" >&2
+    echo "usage: $0 GROUP [GROUP...]; groups: $ALL_GROUPS" >&2
     exit 2
     ;;
 esac
+}
+
+ALL_GROUPS="correctness perf decode python baseline linear allm sm90 acceptance pytest memory tp"
+[[ $# -gt 0 ]] || { echo "usage: $0 GROUP [GROUP...]; groups: $ALL_GROUPS" >&2; exit 2; }
+for group in "$@"; do  # unknown names fail before any GPU time is spent
+    [[ " $ALL_GROUPS " == *" $group "* ]] || { echo "unknown group $group; groups: $ALL_GROUPS" >&2; exit 2; }
+done
+for group in "$@"; do run_group "$group"; done
 rc=0
 for name in "${!RC[@]}"; do
     echo "$name: exit ${RC[$name]}"
