@@ -9,7 +9,11 @@ with random weights. The dense model's linears are pruned 2:4 and a copy is conv
 the kernels differ. Every size can be overridden (``--layers``, ``--hidden``, ...), which is how
 CI runs a CPU-sized version (``--device cpu --model tiny``).
 
-Cases, for ``dense`` and ``sparse`` (each one key of ``cases`` in the JSON):
+``sparse_fused`` is the sparse model with projection fusion (``sf.fuse_projections`` of a copy:
+each MLP's gate_proj and up_proj as one 2:4 GEMM, the same weights; docs/PYTHON.md, "Projection
+fusion"), so every case also compares one launch with twice the N against two.
+
+Cases, for ``dense``, ``sparse`` and ``sparse_fused`` (each one key of ``cases`` in the JSON):
 
 * ``ttft/<model>``: time to first token of one ``--prompt``-token prompt on the freshly built
   model, ``sf.prepare(max_tokens=prompt)`` included (the kernel cache's state is recorded);
@@ -24,7 +28,12 @@ Cases, for ``dense`` and ``sparse`` (each one key of ``cases`` in the JSON):
 * ``profile/<case>``: a ``torch.profiler`` breakdown per step of the timed case (SparseFlow
   linears, dense linears, attention, norms, other, and the step time no kernel covers);
 * ``agreement``: teacher-forced top-1 agreement over ``--agreement-positions`` positions and the
-  first position where greedy generation diverges.
+  first position where greedy generation diverges;
+* ``fusion_check``: ``sparse_fused`` against ``sparse`` on the same positions (the logits differ
+  by rounding only: the activation runs on the rounded GEMM output instead of in its epilogue).
+
+``summary.sparse_over_dense``, ``summary.sparse_fused_over_dense`` and
+``summary.sparse_fused_over_sparse`` hold the speed ratios of every finished pair.
 
 ``memory`` (weights of each model, linear weights, what SparseFlow's runtime holds, the device
 after this run's cases) is rewritten by every run. The JSON (``--out``) is rewritten after each
@@ -44,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import gc
 import inspect
 import json
@@ -70,7 +80,7 @@ PRESETS: Dict[str, Dict[str, int]] = {
     "tiny": dict(layers=2, hidden=64, intermediate=128, heads=4, kv_heads=2, head_dim=16, vocab=256),
 }
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-MODELS = ("dense", "sparse")
+MODELS = ("dense", "sparse", "sparse_fused")
 #: Issue 29's targets (H200, Llama-3-8B, bf16): speed ratios sparse over dense (at least),
 #: memory ratios (at most), teacher-forced top-1 agreement (at least). ``summary.targets`` says
 #: which finished cases meet them.
@@ -322,7 +332,7 @@ def case_ttft(model: nn.Module, name: str, a: argparse.Namespace) -> Dict[str, A
     before = files()
     sync(a.device)
     t0 = time.perf_counter()
-    prepared = sf.prepare(model, max_tokens=a.prompt) if name == "sparse" else 0
+    prepared = sf.prepare(model, max_tokens=a.prompt) if name != "dense" else 0
     sync(a.device)
     t1 = time.perf_counter()
     with torch.no_grad():
@@ -466,6 +476,19 @@ def case_decode_generate(model: nn.Module, batch: int, a: argparse.Namespace) ->
     return res, run
 
 
+def case_fusion_check(sparse: nn.Module, fused: nn.Module, a: argparse.Namespace) -> Dict[str, Any]:
+    """Teacher-forced: the fused model against the unfused sparse one (same weights)."""
+    ids = random_ids(sparse, 1, a.agreement_positions, seed=5)
+    with torch.no_grad():
+        s = sparse(ids, use_cache=False).logits[0].float()
+        f = fused(ids, use_cache=False).logits[0].float()
+    return {
+        "positions": a.agreement_positions,
+        "top1_agreement": float((s.argmax(-1) == f.argmax(-1)).float().mean()),
+        "logits_rel_error": float((s - f).norm() / s.norm()),
+    }
+
+
 def case_agreement(dense: nn.Module, sparse: nn.Module, a: argparse.Namespace) -> Dict[str, Any]:
     """Teacher-forced: both models read the same random sequence; top-1 per position compared.
     Greedy: both generate from the same prompt; the first position where their tokens differ."""
@@ -514,7 +537,7 @@ def case_plan(a: argparse.Namespace) -> List[str]:
     keys = [f"ttft/{m}" for m in MODELS]
     keys += [f"decode_graph/{m}/batch{b}" for b in a.decode_batches for m in MODELS]
     keys += [f"prefill/{m}/batch{b}" for b in a.prefill_batches for m in MODELS]
-    keys += ["agreement"]
+    keys += ["agreement", "fusion_check"]
     keys += [f"decode_generate/{m}/batch{b}" for b in a.decode_batches for m in MODELS]
     return keys
 
@@ -523,37 +546,58 @@ def profile_key(key: str) -> str:
     return f"profile/{key}"
 
 
+#: The speed ratios ``summary`` holds: (model, over model).
+RATIOS = (("sparse", "dense"), ("sparse_fused", "dense"), ("sparse_fused", "sparse"))
+
+
+def ratios(cases: Dict[str, Any], model: str, base: str) -> Dict[str, float]:
+    """``model`` over ``base`` for every pair of finished, measured cases (> 1 = ``model``
+    faster; for time to first token, < 1 = ``model`` sooner)."""
+    out: Dict[str, float] = {}
+    for key, r in cases.items():
+        kind, *rest = key.split("/")
+        if not rest or rest[0] != model or "not_measured" in r:  # a CPU stand-in is no measurement
+            continue
+        b = cases.get("/".join([kind, base, *rest[1:]]), {})
+        if "tokens_per_s" in r and "tokens_per_s" in b:
+            out["/".join([kind, *rest[1:]])] = r["tokens_per_s"] / b["tokens_per_s"]
+        if kind == "ttft" and "ttft_ms" in r and "ttft_ms" in b:
+            out[f"ttft (time, < 1 = {model} sooner)"] = r["ttft_ms"] / b["ttft_ms"]
+    return out
+
+
 def summarize(data: Dict[str, Any]) -> Dict[str, Any]:
-    """Sparse over dense for every pair of finished cases (> 1 = sparse faster; memory < 1 =
-    sparse smaller), plus what is missing or failed."""
-    cases, out = data["cases"], {"sparse_over_dense": {}, "errors": {}, "not_measured": {}}
+    """Speed ratios of every pair of finished cases (``RATIOS``; memory < 1 = sparse smaller),
+    the issue's targets, plus what is missing or failed."""
+    cases, out = data["cases"], {"errors": {}, "not_measured": {}}
     for key, r in cases.items():
         if "error" in r:
             out["errors"][key] = r["error"][:300]
         if "not_measured" in r:
             out["not_measured"][key] = r["not_measured"]
-        if "/sparse" not in key or "not_measured" in r:  # a CPU stand-in is no measurement
-            continue
-        d = cases.get(key.replace("/sparse", "/dense"), {})
-        for metric in ("tokens_per_s",):
-            if metric in r and metric in d:
-                out["sparse_over_dense"][key.replace("/sparse", "")] = r[metric] / d[metric]
-        if key.startswith("ttft/") and "ttft_ms" in r and "ttft_ms" in d:
-            out["sparse_over_dense"]["ttft (time, < 1 = sparse sooner)"] = r["ttft_ms"] / d["ttft_ms"]
-    ratios, checks = out["sparse_over_dense"], {}
-    for key, need in TARGETS.items():
-        got = ratios.get(key)
-        if key.startswith("memory/"):
-            got = out_memory(data).get(key[len("memory/") :])
-        elif key == "agreement":
-            got = cases.get("agreement", {}).get("top1_agreement")
-        if got is not None:
-            ok = got <= need if key.startswith("memory/") else got >= need
-            checks[key] = {"value": got, "target": need, "met": ok}
-    out["targets"] = checks
+    for model, base in RATIOS:
+        out[f"{model}_over_{base}"] = ratios(cases, model, base)
+    out["targets"] = targets(data, out["sparse_over_dense"])
+    out["targets_sparse_fused"] = targets(data, out["sparse_fused_over_dense"])
     if out_memory(data):
         out["memory_sparse_over_dense"] = out_memory(data)
     return out
+
+
+def targets(data: Dict[str, Any], speed: Dict[str, float]) -> Dict[str, Any]:
+    """Which of the issue's targets the finished cases meet, from one model's speed ratios
+    over dense (memory and agreement are the sparse model's: fusion changes neither)."""
+    checks = {}
+    for key, need in TARGETS.items():
+        got = speed.get(key)
+        if key.startswith("memory/"):
+            got = out_memory(data).get(key[len("memory/") :])
+        elif key == "agreement":
+            got = data["cases"].get("agreement", {}).get("top1_agreement")
+        if got is not None:
+            ok = got <= need if key.startswith("memory/") else got >= need
+            checks[key] = {"value": got, "target": need, "met": ok}
+    return checks
 
 
 def out_memory(data: Dict[str, Any]) -> Dict[str, float]:
@@ -655,7 +699,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     sparse, report = decode.sparse_twin(dense, progress=False)
     run["sparsify_s"] = time.perf_counter() - t
     run["report"] = report.summary()
-    models = {"dense": dense, "sparse": sparse}
+    t = time.perf_counter()
+    fused, groups = sf.fuse_projections(copy.deepcopy(sparse))
+    run["fuse_s"] = time.perf_counter() - t
+    run["fused_groups"] = [g.to_dict() for g in groups]
+    models = {"dense": dense, "sparse": sparse, "sparse_fused": fused}
     res.save()
 
     def record(key: str, fn: Callable[[], Any]) -> Optional[List[Any]]:
@@ -704,7 +752,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if kind != "ttft" and not prepared:
             # Every bucket a capture will meet, once (larger eager calls prepare at first use).
             t = time.perf_counter()
-            sf.prepare(sparse, max_tokens=max(a.decode_batches))
+            for m in (sparse, fused):
+                sf.prepare(m, max_tokens=max(a.decode_batches))
             run["prepare_s"] = time.perf_counter() - t
             prepared = True
         if kind == "ttft":
@@ -713,6 +762,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif kind == "agreement":
             if not res.done(key):
                 record(key, lambda: case_agreement(dense, sparse, a))
+        elif kind == "fusion_check":
+            if not res.done(key):
+                record(key, lambda: case_fusion_check(sparse, fused, a))
         elif kind == "prefill":
             with_profile(key, lambda: case_prefill(model, batch, a), lambda _, fn: _profile_eager(model, fn, a.device))
         elif kind == "decode_graph":

@@ -15,6 +15,7 @@ run the Rust reference. See docs/PYTHON.md.
 """
 
 from . import _C, parallel
+from .fusion import FusedGatedMLP, fuse_projections
 from .io import FORMAT_VERSION, load, load_state_dict, save
 from .linear import METHODS, SparseLinear, prepare
 from .prune import (
@@ -35,6 +36,7 @@ __all__ = [
     "Calibration",
     "EPILOGUES",
     "FORMAT_VERSION",
+    "FusedGatedMLP",
     "METHODS",
     "LayerReport",
     "SparseLinear",
@@ -44,6 +46,7 @@ __all__ = [
     "compress",
     "decompress",
     "find_permutation",
+    "fuse_projections",
     "permute_attention_values",
     "permute_gated_mlp",
     "permute_in_features",

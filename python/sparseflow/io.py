@@ -41,9 +41,16 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 def _manifest(model: nn.Module) -> Dict[str, Any]:
+    from .fusion import FUSED_NAME, FusedGatedMLP
+
     layers: Dict[str, Any] = {}
-    for name, module in model.named_modules():
-        if isinstance(module, SparseLinear):
+    fused = set()
+    for name, module in model.named_modules():  # parents before children
+        prefix = f"{name}." if name else ""
+        if isinstance(module, FusedGatedMLP):  # written unfused, as its state_dict is
+            layers.update(module.manifest_entries(prefix))
+            fused.add(prefix + FUSED_NAME)
+        elif isinstance(module, SparseLinear) and name not in fused:
             layers[name] = {
                 "shape": [module.out_features, module.in_features],
                 "dtype": str(module.values.dtype).replace("torch.", ""),

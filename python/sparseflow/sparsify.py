@@ -20,6 +20,10 @@ rounding is one step better than the unfused model's. An activation module with 
 fused (its hooks would stop firing); a layer whose activation is applied inside its parent's
 own ``forward`` (BERT's intermediate GELU) is converted unfused, and its row says why.
 
+``fuse_projections=True`` (off by default) then runs each gated MLP's ``gate_proj`` and
+``up_proj`` as one 2:4 GEMM (:mod:`sparseflow.fusion`); the report lists every group
+(``report.groups``), fused or refused with the reason.
+
 What is never replaced: an ``nn.Linear`` subclass with its own ``forward`` (replacing it would
 change what it computes), and modules that are not ``nn.Linear`` (GPT-2's ``Conv1D`` stores its
 weight transposed): both get a row with the reason. Hooks registered on a converted layer move
@@ -40,8 +44,9 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import torch
 from torch import nn
 
+from .fusion import FusedGroup
 from .linear import METHODS, SparseLinear
-from .ops import ACTIVATIONS, SUPPORTED_DTYPES
+from .ops import ACTIVATIONS, SUPPORTED_DTYPES, split_epilogue
 from .permutation import PermuteSite, apply_permutations, find_sites
 from .prune import CALIBRATED_METHODS
 
@@ -71,8 +76,10 @@ class LayerReport:
 class SparsifyReport:
     """The per-layer report of :func:`sparsify`: prints as a table, converts to dicts / JSON."""
 
-    def __init__(self, rows: Sequence[LayerReport]) -> None:
+    def __init__(self, rows: Sequence[LayerReport], groups: Sequence[FusedGroup] = ()) -> None:
         self.rows: List[LayerReport] = list(rows)
+        #: Projection groups of ``sparsify(..., fuse_projections=True)``, fused or refused.
+        self.groups: List[FusedGroup] = list(groups)
 
     def __iter__(self) -> Iterator[LayerReport]:
         return iter(self.rows)
@@ -112,6 +119,7 @@ class SparsifyReport:
             "sparsified": len(self.sparsified),
             "skipped": len(self.skipped),
             "fused": len(self.fused),
+            "fused_groups": sum(g.status == "fused" for g in self.groups),
             "bytes_dense": dense,
             "bytes_sparse": sparse,
             "compression": (dense / sparse) if sparse else None,
@@ -133,7 +141,8 @@ class SparsifyReport:
         return outlook([(r.dtype, r.out_features, r.in_features) for r in self.sparsified], decode_batches, prefill)
 
     def to_json(self, **kwargs: Any) -> str:
-        return json.dumps({"layers": self.to_list(), "summary": self.summary()}, **kwargs)
+        groups = [g.to_dict() for g in self.groups]
+        return json.dumps({"layers": self.to_list(), "groups": groups, "summary": self.summary()}, **kwargs)
 
     def __str__(self) -> str:
         header = ("layer", "status", "shape [N, K]", "dtype", "epilogue", "rel_fro_err", "kept_mag", "note")
@@ -167,6 +176,13 @@ class SparsifyReport:
             f"{s['sparsified']} of {s['layers']} linear layers sparsified ({s['fused']} with a fused activation), "
             f"{s['skipped']} skipped; weight bytes {s['bytes_dense']} -> {s['bytes_sparse']} ({ratio})"
         )
+        for g in self.groups:
+            members = " + ".join(m.rpartition(".")[2] for m in g.members)
+            if g.status == "fused":
+                shape = f"[{g.out_features}, {g.in_features}] {g.splits}"
+                out.append(f"fused {g.module}: {members} as one GEMM, {shape}")
+            else:
+                out.append(f"not fused {g.module}: {g.reason}")
         out += self.outlook().lines()
         return "\n".join(out)
 
@@ -377,6 +393,7 @@ def sparsify(
     prune_options: Optional[Dict[str, Any]] = None,
     permute: bool = False,
     tp_group: Any = None,
+    fuse_projections: bool = False,
 ) -> Tuple[nn.Module, SparsifyReport]:
     """Replaces the ``nn.Linear`` layers of ``model`` (in place) by 2:4 :class:`SparseLinear`.
 
@@ -407,11 +424,23 @@ def sparsify(
     ``tp_group``: a ``torch.distributed`` process group (or 1-D ``DeviceMesh``) to shard a
     Llama-style model over, tensor-parallel: see :func:`_sparsify_tp`.
 
+    ``fuse_projections=True``: after converting, each gated MLP (``down_proj(act_fn(gate_proj(x))
+    * up_proj(x))``) whose ``gate_proj`` and ``up_proj`` were both sparsified runs them as ONE
+    2:4 GEMM with the summed N (:class:`sparseflow.fusion.FusedGatedMLP`; under ``tp_group``
+    each rank fuses its own shards). ``report.groups`` lists every group, fused or refused with
+    the reason, and the members' rows say so. The activation then runs after the GEMM (one
+    epilogue covers all N), fused by ``torch.compile`` into the product. Off by default until
+    the GPU measurement (``python/benchmarks/e2e.py``, case ``sparse_fused``) shows it faster;
+    ``sf.save`` writes the unfused form either way (docs/PYTHON.md, "Projection fusion").
+
     Returns ``(model, report)``; the report has one row per ``nn.Linear`` (a layer shared
     under several paths is reported and converted once, under its first path).
     """
     if tp_group is not None:
-        return _sparsify_tp(model, tp_group, include, exclude, method, fuse, progress, calibration, max_rel_error, permute)
+        model, report = _sparsify_tp(
+            model, tp_group, include, exclude, method, fuse, progress, calibration, max_rel_error, permute
+        )
+        return _fuse_groups(model, report) if fuse_projections else (model, report)
     if method not in METHODS:
         raise ValueError(f"unknown pruning method {method!r}; available: {', '.join(METHODS)}")
     if method in CALIBRATED_METHODS and calibration is None:
@@ -574,7 +603,34 @@ def sparsify(
     for (row, *_), sparse in zip(jobs, converted):
         row.epilogue = sparse.epilogue
         row.diff = dict(sparse.diff or {})
-    return model, SparsifyReport(rows)
+    report = SparsifyReport(rows)
+    return _fuse_groups(model, report) if fuse_projections else (model, report)
+
+
+def _fuse_groups(model: nn.Module, report: SparsifyReport) -> Tuple[nn.Module, SparsifyReport]:
+    """``sparsify(..., fuse_projections=True)``'s last step: :func:`sparseflow.fusion.fuse_projections`,
+    with every group in the report and a note on its members' rows."""
+    from .fusion import fuse_projections
+
+    model, groups = fuse_projections(model)
+    rows = {r.name: r for r in report.rows}
+    for group in groups:
+        for member in group.members:
+            row = rows.get(member)
+            if row is None:
+                continue
+            if group.status == "fused":
+                others = ", ".join(m.rpartition(".")[2] for m in group.members if m != member)
+                note = f"one GEMM with {others} as {group.module}"
+                if row.fused:  # one epilogue covers all N: the activation runs after the GEMM
+                    note += f", {row.fused.rpartition('.')[2]} ({split_epilogue(row.epilogue)[0]}) after it"
+                    row.fused = None
+                row.epilogue = model.get_submodule(group.module).epilogue
+            else:
+                note = f"not fused into {group.module}: {group.reason}"
+            row.note = f"{row.note}; {note}" if row.note else note
+    report.groups = groups
+    return model, report
 
 
 def _sparsify_tp(

@@ -1,7 +1,8 @@
 """The end-to-end benchmark (python/benchmarks/e2e.py, issue 29) on the CPU with a 2-layer,
 hidden-64 Llama, so the script the GPU machine runs cannot rot: every case's code path runs
-(graph capture and torch.compile are CUDA-only and say so), results are resumable, and the
-profiler attribution puts SparseFlow's linears where they belong."""
+for the dense, sparse and projection-fused sparse models (graph capture and torch.compile are
+CUDA-only and say so), results are resumable, and the profiler attribution puts SparseFlow's
+linears where they belong."""
 
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ def test_e2e_smoke_resumes_and_attributes(e2e, tmp_path: pathlib.Path) -> None:
     # A first run stops after part of the plan (as a device visit that hit its time limit would) ...
     assert e2e.main(TINY + ["--cases", "ttft,decode_graph", "--out", str(out)]) == 0
     first = json.loads(out.read_text())
-    assert set(first["cases"]) == {"ttft/dense", "ttft/sparse"} | {
-        f"{p}decode_graph/{m}/batch2" for p in ("", "profile/") for m in ("dense", "sparse")
+    assert set(first["cases"]) == {"ttft/dense", "ttft/sparse", "ttft/sparse_fused"} | {
+        f"{p}decode_graph/{m}/batch2" for p in ("", "profile/") for m in ("dense", "sparse", "sparse_fused")
     }
     # ... and the next run does only what is left.
     assert e2e.main(TINY + ["--out", str(out)]) == 0
@@ -56,6 +57,12 @@ def test_e2e_smoke_resumes_and_attributes(e2e, tmp_path: pathlib.Path) -> None:
             assert r["tokens"] == 32 and r["tokens_per_s"] > 0
     # CPU stand-ins are not measurements: only prefill (and time to first token) form ratios.
     assert set(rep["summary"]["sparse_over_dense"]) == {"prefill/batch2", "ttft (time, < 1 = sparse sooner)"}
+    fused_ratios = set(rep["summary"]["sparse_fused_over_sparse"])
+    assert fused_ratios == {"prefill/batch2", "ttft (time, < 1 = sparse_fused sooner)"}
+    groups = rep["runs"][0]["fused_groups"]
+    assert [g["status"] for g in groups] == ["fused", "fused"] and groups[0]["out_features"] == 256
+    fusion = cases["fusion_check"]  # the same weights: the logits differ by rounding only
+    assert fusion["top1_agreement"] == 1.0 and fusion["logits_rel_error"] < 1e-2
     assert rep["cases"]["ttft/sparse"]["ttft_ms"] > 0
     agree = cases["agreement"]
     assert agree["positions"] == 16 and agree["top1_agreement"] > 0.9 and agree["logits_rel_error"] < 0.05
@@ -66,10 +73,10 @@ def test_e2e_smoke_resumes_and_attributes(e2e, tmp_path: pathlib.Path) -> None:
     assert targets["memory/converted_linear_weights"]["met"] and targets["agreement"]["target"] == 0.99
     assert not any(k.startswith("decode_graph/") for k in targets)
     # The module ranges put each op under the innermost category that ran it.
-    for name in ("dense", "sparse"):
+    for name in ("dense", "sparse", "sparse_fused"):
         prof = cases[f"profile/decode_graph/{name}/batch2"]["eager_module_ranges"]["per_step_us"]
         assert prof["dense_linear"] > 0 and prof["attention"] > 0 and prof["norm"] > 0
-        assert (prof["sparseflow_linear"] > 0) == (name == "sparse")
+        assert (prof["sparseflow_linear"] > 0) == (name != "dense")
     # Nothing left: a third run builds nothing.
     assert e2e.main(TINY + ["--out", str(out)]) == 0
     assert len(json.loads(out.read_text())["runs"]) == 2

@@ -143,6 +143,16 @@ def test_sparsify_llama_tensor_parallel(tp_results: dict) -> None:
     assert all("tensor-parallel shard" in r["save_error"] for r in ranks)  # never a file of one rank's slices
 
 
+def test_sparsify_tensor_parallel_fuses_projections_per_rank(tp_results: dict) -> None:
+    ranks = _ok(tp_results["llama_fused"])
+    for r in ranks:
+        _close(r["logits"])
+        assert r["groups"] == ["fused", "fused"] and r["mlp"] == "FusedGatedMLP"
+        assert r["down"] == "RowParallelSparseLinear"
+    # intermediate 200 split 104 / 96: each rank stacks its gate and up rows (and biases).
+    assert [r["local"] for r in ranks] == [[208, "bias"], [192, "bias"]]
+
+
 def test_sparsify_tensor_parallel_shards_excluded_layers_dense(tp_results: dict) -> None:
     for r in _ok(tp_results["llama_exclude"]):
         _close(r["logits"])

@@ -129,6 +129,23 @@ def llama_sparsify(rank: int, tmp: str) -> Dict[str, Any]:
     }
 
 
+def llama_fused(rank: int, tmp: str) -> Dict[str, Any]:
+    """sf.sparsify(model, tp_group=..., fuse_projections=True): each rank fuses its own gate/up
+    shards (with their biases) into one GEMM; the logits are the single-process model's."""
+    ref = _reference()
+    model, report = sf.sparsify(_llama(), tp_group=dist.group.WORLD, fuse_projections=True, progress=False)
+    with torch.no_grad():
+        out = model(_ids()).logits
+    mlp = model.model.layers[0].mlp
+    return {
+        "logits": _diff(out, ref),
+        "groups": [g.status for g in report.groups],
+        "mlp": type(mlp).__name__,
+        "local": [mlp.gate_up_proj.out_features, mlp.gate_up_proj.epilogue],
+        "down": type(mlp.down_proj).__name__,
+    }
+
+
 def llama_exclude(rank: int, tmp: str) -> Dict[str, Any]:
     """A planned layer left dense by exclude is sharded dense (its block stays consistent)."""
     exclude = ("lm_head", "o_proj")
@@ -227,7 +244,11 @@ def plan_styles(rank: int, tmp: str) -> Dict[str, Any]:
 
 
 SCENARIOS: Dict[str, Callable[[int, str], Dict[str, Any]]] = {
-    f.__name__: f for f in (column_odd_n, row_k200, row_k196, plan_styles, llama_sparsify, llama_exclude, load_sparseflow, load_tp_dir, load_hf)
+    f.__name__: f
+    for f in (
+        column_odd_n, row_k200, row_k196, plan_styles, llama_sparsify, llama_fused, llama_exclude,
+        load_sparseflow, load_tp_dir, load_hf,
+    )  # fmt: skip
 }
 
 

@@ -68,6 +68,7 @@ try:
 except (OSError, ValueError) as e:
     sys.exit(f"no results: {e}")
 print("cases finished:", len(d["cases"]), "| errors:", list(d.get("summary", {}).get("errors", {})))
-print(json.dumps(d.get("summary", {}).get("sparse_over_dense", {}), indent=1))
+for ratio in ("sparse_over_dense", "sparse_fused_over_sparse"):
+    print(ratio, json.dumps(d.get("summary", {}).get(ratio, {}), indent=1))
 PY
 exit "$rc"
