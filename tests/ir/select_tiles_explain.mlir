@@ -1,7 +1,8 @@
-// --explain prints the ranked candidates as comments before the IR.
+// --explain prints the source that chose (here the cost model) and the ranked candidates.
 // RUN: sparseflow opt %s --pass-pipeline=fuse-epilogue,select-tiles --target=sm_80 --explain
-// CHECK: // fuse-epilogue: @mlp_up: sparseflow.sparse_gemm at 12:8 + 2 elementwise op(s) -> epilogue 'bias_silu'
-// CHECK-NEXT: // select-tiles: @mlp_up: fused_sparse_gemm at 12:8: M=1 N=14336 K=4096 f16 on sm_80
+// CHECK: // fuse-epilogue: @mlp_up: sparseflow.sparse_gemm at 13:8 + 2 elementwise op(s) -> epilogue 'bias_silu'
+// CHECK-NEXT: // select-tiles: @mlp_up: fused_sparse_gemm at 13:8: M=1 N=14336 K=4096 f16 on sm_80
+// CHECK-NEXT: //   chosen by cost model (no tuning entry for sm_80 14336x4096 M bucket 1 f16 fused): decode tile 8x
 // CHECK-NEXT: //   #1 decode tile 8x
 // CHECK-NEXT: //   #2 decode
 // CHECK: //   #5 decode

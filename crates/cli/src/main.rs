@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod cmd;
+mod tune;
 
 /// SparseFlow: fast 2:4 structured sparsity for transformer inference on NVIDIA tensor cores.
 #[derive(Parser)]
@@ -29,6 +30,9 @@ enum Command {
     Compile(cmd::compile::Args),
     /// Time SparseFlow against cuBLAS dense and cuSPARSELt on the same shapes.
     Benchmark(cmd::benchmark::Args),
+    /// Measure the cost model's best configurations of every kernel family on this GPU and
+    /// write the winners to a tuning table that planning consults first.
+    Tune(cmd::tune::Args),
     /// Convert a Hugging Face checkpoint into a 2:4 SparseFlow model directory, with a
     /// per-layer report.
     Convert(cmd::convert::Args),
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         Command::Opt(args) => cmd::opt::run(args),
         Command::Compile(args) => cmd::compile::run(args),
         Command::Benchmark(args) => cmd::benchmark::run(args),
+        Command::Tune(args) => cmd::tune::run(args),
         Command::Convert(args) => cmd::convert::run(args),
         Command::Audit(args) => cmd::audit::run(args),
     };

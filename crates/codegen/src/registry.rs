@@ -7,7 +7,11 @@ use std::sync::OnceLock;
 use sparseflow_core::{DType, EpilogueKind};
 use sparseflow_ir::family::check;
 use sparseflow_ir::kernel_config::candidates;
-use sparseflow_ir::{plan_layer, FamilyModel, GemmShape, IrError, LayerPlan, LayerProblem, Target};
+use sparseflow_ir::select::m_bucket;
+use sparseflow_ir::{
+    plan_layer, FamilyModel, GemmShape, IrError, KernelConfig, LayerPlan, LayerProblem, Target,
+    Tuning, MAX_DIM,
+};
 
 use crate::error::CodegenError;
 use crate::families::{DECODE, SM80, SM90};
@@ -85,24 +89,79 @@ impl Registry {
     }
 
     /// Plans one layer call: `sparseflow_ir::plan_layer` (M at its bucket) over these
-    /// families, and the kernel spec for `target`'s architecture. The one function from
-    /// (shape, M, epilogue, dtype, target) to a kernel: the runtime, `sparseflow compile` and
-    /// the benchmark call it. Errors are planning errors (the IR's): selection only picks
+    /// families with the process's tuning tables ([`Tuning::active`]: `$SPARSEFLOW_TUNING`,
+    /// then the embedded tables, then the cost model), and the kernel spec for `target`'s
+    /// architecture. The one function from (shape, M, epilogue, dtype, target) to a kernel:
+    /// the runtime, `sparseflow compile` and the benchmark call it. Errors are planning errors
+    /// (the IR's, an unusable `$SPARSEFLOW_TUNING` file among them): selection only picks
     /// configurations the registry validates, so a spec it refuses is a bug in a family.
     pub fn plan(&self, p: &LayerProblem, target: &Target) -> Result<PlannedKernel, IrError> {
-        let plan = plan_layer(p, target, self.models())?;
-        let spec = KernelSpec {
-            config: plan.config,
-            dtype: p.dtype,
-            epilogue: p.epilogue,
-            target: target.arch.to_string(),
-        };
-        self.validate(&spec).map_err(|e| {
+        self.plan_with(p, target, Tuning::active()?)
+    }
+
+    /// [`Registry::plan`] with these tuning tables instead of the process's.
+    pub fn plan_with(
+        &self,
+        p: &LayerProblem,
+        target: &Target,
+        tuning: &Tuning,
+    ) -> Result<PlannedKernel, IrError> {
+        let plan = plan_layer(p, target, self.models(), tuning)?;
+        let spec = self.spec(plan.config, p, target).map_err(|e| {
             IrError::Plan(format!(
                 "the planned kernel is not valid (a family bug): {e}"
             ))
         })?;
         Ok(PlannedKernel { plan, spec })
+    }
+
+    /// The kernel of an explicit configuration for `p` (M at its bucket) on `target`, where
+    /// planning would choose one (`sparseflow tune` measures candidates this way): `Err` says
+    /// why `config` cannot serve the call (the legality check selection applies).
+    pub fn kernel_for(
+        &self,
+        p: &LayerProblem,
+        target: &Target,
+        config: KernelConfig,
+    ) -> Result<KernelSpec, IrError> {
+        let shape = GemmShape {
+            m: Some(m_bucket(p.m)?.min(MAX_DIM)),
+            n: p.n,
+            k: p.k,
+            dtype: p.dtype,
+        };
+        let refused = |why: String| {
+            IrError::Plan(format!(
+                "{} {} cannot serve M={} N={} K={} {} on {}: {why}",
+                config.family,
+                config.describe_tiles(),
+                p.m,
+                p.n,
+                p.k,
+                p.dtype,
+                target.name
+            ))
+        };
+        check(self.models(), &config, &shape, Some(target)).map_err(refused)?;
+        self.spec(config, p, target)
+            .map_err(|e| refused(e.to_string()))
+    }
+
+    /// The spec of `config` for `p` on `target`'s architecture, validated.
+    fn spec(
+        &self,
+        config: KernelConfig,
+        p: &LayerProblem,
+        target: &Target,
+    ) -> Result<KernelSpec, CodegenError> {
+        let spec = KernelSpec {
+            config,
+            dtype: p.dtype,
+            epilogue: p.epilogue,
+            target: target.arch.to_string(),
+        };
+        self.validate(&spec)?;
+        Ok(spec)
     }
 
     /// Checks a spec against its family (space, rules, architecture) and the dtype.

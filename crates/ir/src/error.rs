@@ -64,6 +64,10 @@ pub enum IrError {
 
     #[error("{0}")]
     Plan(String),
+
+    /// A tuning table that cannot be used (unreadable, malformed, another version).
+    #[error("{0}")]
+    Tuning(String),
 }
 
 impl IrError {

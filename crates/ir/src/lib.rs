@@ -12,7 +12,8 @@
 //!   runtime hold) and [`FamilyModel`], what selection knows of a kernel family. The families
 //!   themselves and their registry are `sparseflow_codegen`'s; selection takes them as a
 //!   [`Families`] slice;
-//! * [`plan_layer`]: the one call from (layer, M, target, families) to a kernel config.
+//! * [`plan_layer`]: the one call from (layer, M, target, families, tuning tables) to a kernel
+//!   config; [`tuning`]: the measured tables `select-tiles` consults before its cost model.
 
 pub mod attrs;
 pub mod builder;
@@ -32,6 +33,7 @@ pub mod plan;
 pub mod print;
 pub mod select;
 pub mod targets;
+pub mod tuning;
 pub mod types;
 pub mod verify;
 mod verify_ctx;
@@ -51,5 +53,6 @@ pub use plan::{plan_layer, LayerPlan, LayerProblem};
 pub use print::{print_function, print_module};
 pub use select::{m_bucket, select_for_m};
 pub use targets::{target, DeviceFacts, Target, TARGETS};
+pub use tuning::{PlanSource, Tuning, TuningKey, TuningTable};
 pub use types::{check_dim, Dim, Type, MAX_DIM};
 pub use verify::{verify_module, VerifyOptions};

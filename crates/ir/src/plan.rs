@@ -18,6 +18,7 @@ use crate::passes::PassContext;
 use crate::print::print_module;
 use crate::select::m_bucket;
 use crate::targets::Target;
+use crate::tuning::{PlanSource, Tuning};
 use crate::types::{check_dim, Dim, Type, MAX_DIM};
 
 /// One layer call: `Y[m×n] = epilogue(X[m×k] · Wᵀ [+ b])`, M the actual token count.
@@ -37,6 +38,8 @@ pub struct LayerPlan {
     pub epilogue: EpilogueKind,
     /// The M the plan was made for ([`m_bucket`] of the problem's M).
     pub bucket_m: u64,
+    /// Which source chose `config`: a tuning table's measurement or the cost model.
+    pub source: PlanSource,
     /// The optimized IR, for logs and `SPARSEFLOW_DUMP`-style debugging.
     pub ir_text: String,
 }
@@ -44,11 +47,14 @@ pub struct LayerPlan {
 pub const PLAN_PIPELINE: &str = "fuse-epilogue,select-tiles,canonicalize";
 
 /// Plans `p` on `target` among `families`: M is planned at its bucket ([`m_bucket`]), so two
-/// calls whose M share a bucket get the same kernel, whoever calls.
+/// calls whose M share a bucket get the same kernel, whoever calls. `tuning`'s measured winner
+/// for the call's key is taken before the cost model (select-tiles decides; see
+/// [`crate::tuning`]).
 pub fn plan_layer(
     p: &LayerProblem,
     target: &Target,
     families: &Families<'_>,
+    tuning: &Tuning,
 ) -> Result<LayerPlan, IrError> {
     let LayerProblem {
         n,
@@ -86,7 +92,9 @@ pub fn plan_layer(
         functions: vec![b.ret(&[y])],
     };
 
-    let mut cx = PassContext::new(Some(target)).with_families(families);
+    let mut cx = PassContext::new(Some(target))
+        .with_families(families)
+        .with_tuning(tuning);
     PassManager::parse_pipeline(PLAN_PIPELINE)?.run(&mut module, &mut cx)?;
 
     let f = &module.functions[0];
@@ -111,10 +119,17 @@ pub fn plan_layer(
             spec.name
         )));
     }
+    let [source] = &cx.tile_sources[..] else {
+        return Err(IrError::Plan(format!(
+            "plan_layer: select-tiles recorded {} sources for one op",
+            cx.tile_sources.len()
+        )));
+    };
     Ok(LayerPlan {
         config,
         epilogue,
         bucket_m,
+        source: source.clone(),
         ir_text: print_module(&module),
     })
 }

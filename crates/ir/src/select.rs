@@ -7,6 +7,8 @@
 //! every concrete M: `plan_layer` plans M at [`m_bucket`] and the runtime caches one plan per
 //! bucket.
 
+use std::cmp::Ordering;
+
 use crate::error::IrError;
 use crate::family::{check, Eligibility, Families, FamilyModel, TileChoice};
 use crate::kernel_config::{candidates, GemmShape};
@@ -56,8 +58,31 @@ pub fn families_for_m<'a>(
         .collect()
 }
 
-/// All legal candidates for this M, best first. Ties break on the config's
-/// field order so the result is deterministic.
+/// The cost model's order: estimate, ties broken on the config's field order so the result is
+/// deterministic.
+fn by_estimate(a: &TileChoice, b: &TileChoice) -> Ordering {
+    a.est_us
+        .total_cmp(&b.est_us)
+        .then_with(|| a.config.cmp(&b.config))
+}
+
+/// `family`'s legal candidates for `shape` (M concrete), best first.
+fn rank_family(
+    families: &Families<'_>,
+    family: &dyn FamilyModel,
+    shape: &GemmShape,
+    m: u64,
+    target: &Target,
+) -> Vec<TileChoice> {
+    let mut ranked: Vec<TileChoice> = candidates(family.name(), family.space())
+        .filter(|cfg| check(families, cfg, shape, Some(target)).is_ok())
+        .filter_map(|cfg| family.estimate(&cfg, shape, m, target))
+        .collect();
+    ranked.sort_by(by_estimate);
+    ranked
+}
+
+/// All legal candidates for this M, best first.
 pub fn rank(
     families: &Families<'_>,
     shape: &GemmShape,
@@ -70,19 +95,37 @@ pub fn rank(
     };
     let mut ranked: Vec<TileChoice> = families_for_m(families, m, &concrete, target)
         .into_iter()
-        .flat_map(|f| {
-            candidates(f.name(), f.space())
-                .filter(|cfg| check(families, cfg, &concrete, Some(target)).is_ok())
-                .filter_map(|cfg| f.estimate(&cfg, &concrete, m, target))
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|f| rank_family(families, f, &concrete, m, target))
         .collect();
-    ranked.sort_by(|a, b| {
-        a.est_us
-            .total_cmp(&b.est_us)
-            .then_with(|| a.config.cmp(&b.config))
-    });
+    ranked.sort_by(by_estimate);
     ranked
+}
+
+/// What `sparseflow tune` measures: the cost model's best `top_k` legal candidates of every
+/// family that can run `m` tokens on `target` (its `max_m` and architecture), in registry
+/// order, each family's best first. A family's [`Eligibility`] is not asked: it is the cost
+/// model's judgement of where a family is worth ranking (the decode/Hopper crossover among
+/// them), which measurement replaces. Legality is [`check`]'s, as for [`rank`].
+pub fn top_k_per_family(
+    families: &Families<'_>,
+    shape: &GemmShape,
+    m: u64,
+    target: &Target,
+    top_k: usize,
+) -> Vec<TileChoice> {
+    let concrete = GemmShape {
+        m: Some(m),
+        ..*shape
+    };
+    families
+        .iter()
+        .filter(|f| f.max_m().is_none_or(|max| m <= max) && f.supports_arch(&target.arch))
+        .flat_map(|&f| {
+            let mut ranked = rank_family(families, f, &concrete, m, target);
+            ranked.truncate(top_k);
+            ranked
+        })
+        .collect()
 }
 
 /// The best configuration for a concrete M.

@@ -9,7 +9,7 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr}
 use sparseflow_core::alloc::try_filled;
 use sparseflow_core::format::{meta_bytes_per_row, VALID_META_CODES};
 use sparseflow_core::{CoreError, DType, Element, EpilogueKind, Sparse24};
-use sparseflow_ir::LayerPlan;
+use sparseflow_ir::{KernelConfig, LayerPlan};
 
 use crate::context::Context;
 use crate::cpu_layer::{self, CpuLayer};
@@ -195,6 +195,15 @@ impl SparseGemm {
             epilogue: self.epilogue,
         };
         Ok(plan::plan(g, m, &desc)?.plan)
+    }
+
+    /// Runs the kernel of `config` for every M of `m`'s bucket from now on, instead of the
+    /// planned one (compiles, loads and uploads what it needs). For measuring candidates
+    /// (`sparseflow tune`) and experiments; `Err` when `config` cannot serve this layer at that
+    /// M on this GPU (the legality check planning applies). GPU only.
+    pub fn use_config(&self, m: usize, config: KernelConfig) -> Result<()> {
+        let layer = self.gpu().ok_or(RuntimeError::NeedsGpu("use_config"))?;
+        layer.use_config(&self.ctx, m, config)
     }
 
     /// Plans, compiles, loads and uploads everything `m` tokens need, without launching

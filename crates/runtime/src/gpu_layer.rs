@@ -8,8 +8,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use sparseflow_codegen::{upload_layout, CodegenError, LaunchInputs, UploadLayout, WeightLayout};
+use sparseflow_codegen::{
+    upload_layout, CodegenError, KernelSpec, LaunchInputs, UploadLayout, WeightLayout,
+};
 use sparseflow_core::{Element, EpilogueKind, Sparse24};
+use sparseflow_ir::KernelConfig;
 
 use crate::context::{Context, Device, GpuState};
 use crate::device_weights::{no_layout_for, DeviceBytes, DeviceWeights};
@@ -157,13 +160,28 @@ impl GpuLayer {
         let g = ctx.gpu().expect("GpuLayer lives on a GPU context");
         self.plans.get_or_try_init(&bucket(m)?, || {
             let planned = plan(g, m, &self.desc)?;
-            let kernel =
-                g.kernels
-                    .get(&g.ctx, registry(), &planned.spec, g.info.max_smem_per_block)?;
-            let family = kernel.generated.family;
-            let weights = self.weights(g, family.weight_layout(), family.name())?;
-            Ok(Planned { kernel, weights })
+            self.load(g, &planned.spec)
         })
+    }
+
+    /// Runs `config` for `m`'s bucket from now on instead of the planned kernel.
+    pub(crate) fn use_config(&self, ctx: &Context, m: usize, config: KernelConfig) -> Result<()> {
+        let g = ctx.gpu().expect("GpuLayer lives on a GPU context");
+        let b = bucket(m)?;
+        let spec = registry().kernel_for(&self.desc.problem(m), &g.target, config)?;
+        self.plans.set(&b, self.load(g, &spec)?);
+        Ok(())
+    }
+
+    /// The kernel of `spec` (compiled and loaded once per context) and the weight in its
+    /// family's layout.
+    fn load(&self, g: &GpuState, spec: &KernelSpec) -> Result<Planned> {
+        let kernel = g
+            .kernels
+            .get(&g.ctx, registry(), spec, g.info.max_smem_per_block)?;
+        let family = kernel.generated.family;
+        let weights = self.weights(g, family.weight_layout(), family.name())?;
+        Ok(Planned { kernel, weights })
     }
 
     pub(crate) fn kernel_info(&self, ctx: &Context, m: usize) -> Result<KernelInfo> {

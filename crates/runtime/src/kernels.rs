@@ -50,6 +50,15 @@ impl<K: Eq + Hash + Clone, V> OnceMap<K, V> {
         Ok(v)
     }
 
+    /// Sets `key`'s value, replacing a built one (waits for a build of that key in flight).
+    pub(crate) fn set(&self, key: &K, value: V) {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.entry(key.clone()).or_default().clone()
+        };
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(value));
+    }
+
     /// The built values (for reports).
     pub(crate) fn values(&self) -> Vec<Arc<V>> {
         let slots: Vec<Slot<V>> = {

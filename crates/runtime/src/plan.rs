@@ -20,7 +20,7 @@ pub(crate) struct LayerDesc {
 }
 
 impl LayerDesc {
-    fn problem(&self, m: usize) -> LayerProblem {
+    pub(crate) fn problem(&self, m: usize) -> LayerProblem {
         LayerProblem {
             m: m as u64,
             n: self.n as u64,

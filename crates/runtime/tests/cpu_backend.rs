@@ -139,6 +139,17 @@ fn bad_input_is_a_clear_error() {
     assert!(e.to_string().contains("overlaps"), "{e}");
     let e = g.plan(4).unwrap_err();
     assert!(matches!(e, RuntimeError::NeedsGpu(_)), "{e}");
+    let decode = sparseflow_ir::KernelConfig {
+        family: "decode",
+        tile_m: 8,
+        tile_n: 16,
+        tile_k: 256,
+        warps: 4,
+        stages: 2,
+        split_k: 1,
+    };
+    let e = g.use_config(4, decode).unwrap_err();
+    assert!(matches!(e, RuntimeError::NeedsGpu(_)), "{e}");
     assert!(g.upload_report().weights.is_empty());
     assert!(bucket(0).is_err());
     assert_eq!(

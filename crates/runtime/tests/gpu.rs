@@ -101,6 +101,50 @@ fn gpu_rejects_bad_input() {
     assert_eq!(plan.config.family, "decode");
 }
 
+/// `use_config` runs an explicit configuration in place of the plan (what `sparseflow tune`
+/// measures) and refuses one that cannot serve the M.
+#[test]
+fn an_explicit_configuration_replaces_the_plan() {
+    let Some(ctx) = gpu() else { return };
+    let (m, n, k, epi) = (33, 200, 264, EpilogueKind::BiasGelu);
+    let c = common::case::<f16>(5, m, n, k, epi);
+    let g = SparseGemm::new(&ctx, &c.w, c.bias.as_deref(), epi).unwrap();
+    let decode = sparseflow_ir::KernelConfig {
+        family: "decode",
+        tile_m: 16,
+        tile_n: 32,
+        tile_k: 256,
+        warps: 4,
+        stages: 2,
+        split_k: 2,
+    };
+    let registry = sparseflow_codegen::Registry::builtin();
+    let problem = sparseflow_ir::LayerProblem {
+        m: m as u64,
+        n: n as u64,
+        k: k as u64,
+        dtype: sparseflow_core::DType::F16,
+        epilogue: epi,
+    };
+    let target = ctx.target().unwrap();
+    let sm80 = registry
+        .enumerate("sm80", problem.dtype, epi, &target.arch)
+        .unwrap()
+        .into_iter()
+        .map(|spec| spec.config)
+        .find(|&config| registry.kernel_for(&problem, target, config).is_ok())
+        .expect("an sm80 configuration for the shape");
+    for config in [decode, sm80] {
+        g.use_config(m, config).unwrap();
+        assert_eq!(g.kernel_info(m).unwrap().config, config);
+        let got = g.forward_host(&c.x, m).unwrap();
+        let (bad, first) = common::compare(&c, m, epi, &got);
+        assert_eq!(bad, 0, "{config:?}: {first:?}");
+    }
+    let e = g.use_config(100, decode).unwrap_err();
+    assert!(e.to_string().contains("handles M <= 64"), "{e}");
+}
+
 /// A chain of launches where each layer reads the previous one's output, queued without a host
 /// sync, with programmatic dependent launch (sm_90+) on and off: each step is compared with the
 /// oracle applied to the step's actual input. Decode (M = 4) and sm80 (M = 96) plans. It

@@ -2,7 +2,8 @@
 //!
 //! For every (layer shape, M, dtype, epilogue) it asks the compiler which kernel it would run
 //! (`Registry::plan`, the runtime's own planning function: M at its bucket, fuse-epilogue +
-//! select-tiles over the registered families for the target), generates that kernel and
+//! select-tiles over the registered families for the target, a tuning table's measured winner
+//! before the cost model; the table's "chosen by" column says which), generates that kernel and
 //! compiles it with NVRTC into `$SPARSEFLOW_CACHE_DIR`, so a deployment's first request does
 //! not pay for compilation. Shapes that map to the same kernel are compiled once.
 //!
@@ -72,6 +73,9 @@ struct KernelRow {
     tiles: String,
     /// Layer shapes and M values served by this kernel.
     used_by: Vec<String>,
+    /// Which source chose it for them: `tuned` (a tuning table's measurement) and/or `cost
+    /// model`.
+    chosen_by: Vec<&'static str>,
     from_cache: bool,
     compile_ms: f64,
 }
@@ -111,7 +115,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let registry = Registry::builtin();
 
     // Plan every combination; identical kernels are compiled once.
-    let mut kernels: BTreeMap<String, (GeneratedKernel, Vec<String>)> = BTreeMap::new();
+    let mut kernels: BTreeMap<String, (GeneratedKernel, Vec<String>, Vec<&'static str>)> =
+        BTreeMap::new();
     for dtype in dtypes(&args.dtype) {
         for &epilogue in &epilogues {
             for layer in &layers {
@@ -128,11 +133,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
                         .with_context(|| format!("planning {} at M={m}", layer.name))?;
                     let kernel = registry.generate(&planned.spec)?;
                     let use_site = format!("{} {}×{} M={m}", layer.name, layer.n, layer.k);
-                    kernels
+                    let source = planned.plan.source.label();
+                    let (_, used_by, chosen_by) = kernels
                         .entry(kernel.name.clone())
-                        .or_insert_with(|| (kernel, Vec::new()))
-                        .1
-                        .push(use_site);
+                        .or_insert_with(|| (kernel, Vec::new(), Vec::new()));
+                    used_by.push(use_site);
+                    if !chosen_by.contains(&source) {
+                        chosen_by.push(source);
+                    }
                 }
             }
         }
@@ -162,11 +170,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         );
     }
     let start = Instant::now();
-    let kernels: Vec<(GeneratedKernel, Vec<String>)> = kernels.into_values().collect();
+    let kernels: Vec<_> = kernels.into_values().collect();
     // Ordered like the map (by name), whatever order the threads finish in.
     let rows = kernels
         .into_par_iter()
-        .map(|(kernel, used_by)| {
+        .map(|(kernel, used_by, chosen_by)| {
             let compiled = compiler.compile(&kernel)?;
             progress.set_message(kernel.name.clone());
             progress.inc(1);
@@ -181,6 +189,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 ),
                 kernel: kernel.name,
                 used_by,
+                chosen_by,
                 from_cache: compiled.from_cache,
                 compile_ms: compiled.compile_ms,
             })
@@ -218,6 +227,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         "family",
         "tiles (m×n×k, warps, stages, split-k)",
         "uses",
+        "chosen by",
         "source",
         "ms",
     ]);
@@ -227,6 +237,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             r.family.clone(),
             r.tiles.clone(),
             r.used_by.len().to_string(),
+            r.chosen_by.join(", "),
             if r.from_cache { "cache" } else { "nvrtc" }.into(),
             format!("{:.0}", r.compile_ms),
         ]);

@@ -7,3 +7,4 @@ pub mod convert;
 pub mod demo;
 pub mod opt;
 pub mod table;
+pub mod tune;

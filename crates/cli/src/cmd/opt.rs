@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use sparseflow_codegen::Registry;
 use sparseflow_ir::passes::PASSES;
-use sparseflow_ir::{parse_module_bytes, print_module, target, IrError, PassContext, PassManager};
+use sparseflow_ir::{
+    parse_module_bytes, print_module, target, IrError, PassContext, PassManager, Tuning,
+};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,7 +25,8 @@ pub struct Args {
     /// sm_90a, h200).
     #[arg(long)]
     target: Option<String>,
-    /// Print the passes' decisions (top tile candidates and scores) as comments.
+    /// Print the passes' decisions (which source chose the tiles, tuning table or cost model,
+    /// and the top candidates with their scores) as comments.
     #[arg(long)]
     explain: bool,
     /// List the available passes, one line each, and exit.
@@ -65,8 +68,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(m) => m,
         Err(err) => return Ok(report(&display, &err)),
     };
-    // The registered kernel families: the same candidates the runtime plans with.
-    let mut cx = PassContext::new(target).with_families(Registry::builtin().models());
+    // The registered kernel families and the tuning tables: what the runtime plans with.
+    let mut cx = PassContext::new(target)
+        .with_families(Registry::builtin().models())
+        .with_tuning(Tuning::active()?);
     cx.explain = args.explain;
     if let Err(err) = pipeline.run(&mut module, &mut cx) {
         return Ok(report(&display, &err));

@@ -7,6 +7,7 @@ use crate::error::IrError;
 use crate::family::Families;
 use crate::function::Module;
 use crate::targets::Target;
+use crate::tuning::{PlanSource, Tuning};
 use crate::verify::VerifyOptions;
 
 pub mod canonicalize;
@@ -21,6 +22,12 @@ pub struct PassContext<'a> {
     /// for form.
     pub families: &'a Families<'a>,
     pub epilogues: &'a [EpilogueSpec],
+    /// Tuning tables select-tiles consults before its cost model (none by default; the
+    /// runtime's and the CLI's planning pass [`Tuning::active`]).
+    pub tuning: &'a Tuning,
+    /// Which source chose each `fused_sparse_gemm`'s tiles, in the order select-tiles visited
+    /// them (`plan_layer` reads its one op's).
+    pub tile_sources: Vec<PlanSource>,
     /// When true, passes append human-readable reasoning to `notes` (`--explain`).
     pub explain: bool,
     pub notes: Vec<String>,
@@ -32,6 +39,8 @@ impl<'a> PassContext<'a> {
             target,
             families: &[],
             epilogues: sparseflow_core::EPILOGUES,
+            tuning: Tuning::none(),
+            tile_sources: Vec::new(),
             explain: false,
             notes: Vec::new(),
         }
@@ -40,6 +49,11 @@ impl<'a> PassContext<'a> {
     /// The same context choosing among `families`.
     pub fn with_families(self, families: &'a Families<'a>) -> Self {
         PassContext { families, ..self }
+    }
+
+    /// The same context consulting `tuning` before the cost model.
+    pub fn with_tuning(self, tuning: &'a Tuning) -> Self {
+        PassContext { tuning, ..self }
     }
 
     pub fn verify_options(&self) -> VerifyOptions<'a> {
@@ -73,7 +87,7 @@ pub static PASSES: &[PassInfo] = &[
     },
     PassInfo {
         name: "select-tiles",
-        summary: "choose kernel family and tile sizes for each fused_sparse_gemm with the target's occupancy model (needs --target; run fuse-epilogue first)",
+        summary: "choose kernel family and tile sizes for each fused_sparse_gemm: a tuning table's measured winner for the target's GPU, else the target's occupancy model (needs --target; run fuse-epilogue first)",
         run: select_tiles::run,
     },
     PassInfo {

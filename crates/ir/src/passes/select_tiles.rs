@@ -1,6 +1,8 @@
 //! `select-tiles`: writes `family, tile_m, tile_n, tile_k, warps, stages,
-//! split_k` on every `fused_sparse_gemm`, chosen by the cost model for the
-//! `--target`. Deterministic; re-running it gives the same attributes.
+//! split_k` on every `fused_sparse_gemm`: a tuning table's measured winner for the target's
+//! GPU (`PassContext::tuning`, precedence in `crate::tuning`) when one matches and is still
+//! legal, else the cost model's best for the `--target`. Deterministic; re-running it gives
+//! the same attributes. `--explain` says which source chose.
 //!
 //! Candidates come from the registered families (`PassContext::families`).
 //! Dynamic M (`?`): uses the op's `m_hint` integer attribute if present, else
@@ -10,8 +12,10 @@
 //! A bare `sparse_gemm` is an error naming fuse-epilogue: tiles belong on the fused op, so
 //! running select-tiles alone would otherwise silently change nothing.
 
+use sparseflow_core::EpilogueKind;
+
 use super::PassContext;
-use crate::attrs::Attr;
+use crate::attrs::{Attr, Attrs};
 use crate::error::{Diagnostic, IrError};
 use crate::family::names;
 use crate::function::{Function, Inst, Module};
@@ -19,6 +23,7 @@ use crate::kernel_config::GemmShape;
 use crate::ops::Opcode;
 use crate::select::{describe, first_unbounded_m, rank, DYNAMIC_M_DEFAULT};
 use crate::targets::Target;
+use crate::tuning::{gpu_name, PlanSource, TuningKey};
 use crate::types::{Dim, Type};
 
 /// Why select-tiles refuses a bare `sparse_gemm`.
@@ -92,13 +97,29 @@ fn select_one(
         _ => DYNAMIC_M_DEFAULT,
     };
     let ranked = rank(cx.families, &gemm, m, target);
-    let Some(best) = ranked.first().copied() else {
-        let loc = data.loc.map(|l| format!("{l}: ")).unwrap_or_default();
-        return Err(IrError::Plan(format!(
-            "{loc}select-tiles: no legal tile configuration for M={m} N={n} K={k} {dtype} on {} (families: {})",
-            target.name,
-            names(cx.families)
-        )));
+    let tuned = match (static_m, tuning_key(&data.attrs, target, &gemm, m)) {
+        (None, _) => Err(PlanSource::CostModel {
+            why: "M is dynamic; tuning tables hold concrete M buckets".into(),
+        }),
+        (_, None) => Err(PlanSource::CostModel {
+            why: "no tuning key (unknown epilogue, or M beyond the buckets)".into(),
+        }),
+        (Some(_), Some(key)) => {
+            let concrete = GemmShape { m: Some(m), ..gemm };
+            cx.tuning.choose(&key, cx.families, &concrete, target)
+        }
+    };
+    let (config, source) = match (tuned, ranked.first()) {
+        (Ok(tuned), _) => tuned,
+        (Err(source), Some(best)) => (best.config, source),
+        (Err(_), None) => {
+            let loc = data.loc.map(|l| format!("{l}: ")).unwrap_or_default();
+            return Err(IrError::Plan(format!(
+                "{loc}select-tiles: no legal tile configuration for M={m} N={n} K={k} {dtype} on {} (families: {})",
+                target.name,
+                names(cx.families)
+            )));
+        }
     };
     if cx.explain {
         let loc = data.loc.map(|l| format!(" at {l}")).unwrap_or_default();
@@ -108,12 +129,28 @@ fn select_one(
         };
         cx.notes.push(format!(
             "select-tiles: @{}: fused_sparse_gemm{loc}: M={m_text} N={n} K={k} {dtype} on {} ({}): {} legal candidates, family {}",
-            f.name, target.name, target.description, ranked.len(), best.config.family
+            f.name, target.name, target.description, ranked.len(), config.family
+        ));
+        cx.notes.push(format!(
+            "  chosen by {source}: {} {}",
+            config.family,
+            config.describe_tiles()
         ));
         for (i, c) in ranked.iter().take(EXPLAIN_TOP).enumerate() {
             cx.notes.push(format!("  #{} {}", i + 1, describe(c)));
         }
     }
-    best.config.write_attrs(&mut f.inst_mut(inst).attrs);
+    config.write_attrs(&mut f.inst_mut(inst).attrs);
+    cx.tile_sources.push(source);
     Ok(())
+}
+
+/// The tuning key of one op: the target's GPU, the shape, M's bucket, the dtype and the
+/// epilogue's class (`None` when the epilogue attribute or M's bucket cannot be read).
+fn tuning_key(attrs: &Attrs, target: &Target, gemm: &GemmShape, m: u64) -> Option<TuningKey> {
+    let epilogue = attrs
+        .get("epilogue")
+        .and_then(Attr::as_str)
+        .and_then(|name| EpilogueKind::from_name(name).ok())?;
+    TuningKey::new(gpu_name(target), gemm.n, gemm.k, m, gemm.dtype, epilogue).ok()
 }

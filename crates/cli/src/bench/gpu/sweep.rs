@@ -56,7 +56,7 @@ fn na(contender: &str, m_run: usize, note: impl Into<String>) -> Measurement {
 }
 
 /// Poisons `y` with NaN (0xFFFF is NaN in fp16 and bf16) so unwritten outputs fail the check.
-fn poison<T>(gpu: &Gpu, y: &CudaSlice<T>) -> Result<()> {
+pub fn poison<T>(gpu: &Gpu, y: &CudaSlice<T>) -> Result<()> {
     // SAFETY: y is a live device allocation of exactly this many bytes, used on this stream.
     unsafe {
         cudarc::driver::result::memset_d8_async(
@@ -70,7 +70,7 @@ fn poison<T>(gpu: &Gpu, y: &CudaSlice<T>) -> Result<()> {
 }
 
 /// Rows `rows` of a row-major `[.., n]` output, as f64 (`rows.len() × n`).
-fn read_rows<T: GpuElement>(
+pub fn read_rows<T: GpuElement>(
     gpu: &Gpu,
     y: &CudaSlice<T>,
     n: usize,
@@ -93,14 +93,15 @@ fn read<T: GpuElement>(gpu: &Gpu, y: &CudaSlice<T>) -> Result<Vec<f64>> {
         .collect())
 }
 
-/// Checks one launch's output, then times it; fills a measurement.
+/// Checks one launch's output, then times it; fills a measurement (`sparseflow tune` times
+/// its candidates with it too).
 #[allow(clippy::too_many_arguments)]
-fn measure(
+pub fn measure(
     gpu: &Gpu,
     g: &mut dyn Gemm,
     name: &str,
     m_run: usize,
-    cfg: &SweepCfg,
+    time: TimeCfg,
     out: impl FnOnce() -> Result<Vec<f64>>,
     judge: impl FnOnce(&[f64]) -> (f64, Option<f64>),
     note: String,
@@ -123,7 +124,7 @@ fn measure(
         m.rel_err_cross = cross;
         return (m, None);
     }
-    match time_gemm(gpu, g, cfg.time) {
+    match time_gemm(gpu, g, time) {
         Ok((t, launches)) => {
             let mut m = na(name, m_run, note);
             m.time = Some(t);
@@ -262,7 +263,7 @@ pub fn run<T: GpuElement>(
                             &mut g,
                             SPARSEFLOW,
                             m,
-                            cfg,
+                            cfg.time,
                             || read_rows(gpu, &y_sf, n, &srows),
                             |y| (rel_err_rows(y, n, &cpos, &oracle), None),
                             plan,
@@ -306,7 +307,7 @@ pub fn run<T: GpuElement>(
                             &mut g,
                             &name,
                             m,
-                            cfg,
+                            cfg.time,
                             || read_rows(gpu, &y_cb, n, &srows),
                             |y| {
                                 (
@@ -349,7 +350,7 @@ pub fn run<T: GpuElement>(
                                 &mut g,
                                 CUSPARSELT,
                                 m_pad,
-                                cfg,
+                                cfg.time,
                                 || Ok(untranspose_rows(&read(gpu, &y_lt)?, n, m_pad, &srows)),
                                 |y| {
                                     (

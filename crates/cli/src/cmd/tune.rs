@@ -1,0 +1,403 @@
+//! `sparseflow tune`: measures, on the GPU at hand, the cost model's best few configurations of
+//! every kernel family for each (shape, M bucket, dtype, epilogue class) and writes the winners
+//! to a tuning table that planning consults before its cost model (`sparseflow_ir::tuning`).
+//! Resumable: cases the table already holds for this GPU are skipped, and the table is
+//! rewritten (atomically) after every case. The logic is `crate::tune`'s; this file is
+//! arguments and orchestration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use cudarc::driver::sys;
+use half::{bf16, f16};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sparseflow_codegen::Compiler;
+use sparseflow_core::{DType, EpilogueKind};
+use sparseflow_ir::tuning::{ConfigRecord, TuningEntry};
+use sparseflow_ir::{check_dim, Target, TuningTable};
+use sparseflow_runtime::Context;
+
+use super::table::Table;
+use crate::bench::gpu::{self, Gpu, GpuElement, TimeCfg};
+use crate::bench::output;
+use crate::bench::shapes::{
+    block_config, block_layers, parse_m_list, parse_shape, unique_layers, Layer,
+};
+use crate::tune::gpu::{measure_case, precompile, Bench, Weights};
+use crate::tune::{candidates, cases, cost_model_pick, entry, pending, Case};
+
+const AFTER_HELP: &str = "\
+Each case is one layer shape at one M bucket (M is rounded up to the next power of two, the
+bucket planning uses), one dtype and one epilogue class (plain: no epilogue; fused: any other,
+measured with the one --epilogue names). Its candidates are the cost model's best --top-k
+configurations of every registered family that can run that M on this GPU, whatever the cost
+model thinks of the family there. Each is compiled (NVRTC, disk cache), run once and checked
+against a float64 CPU reference (a wrong or failing configuration is recorded, never a
+winner), then timed as `sparseflow benchmark` times SparseFlow: CUDA events around many
+launches (or graph replays with --graph), weight copies rotated past L2, median of --samples.
+The fastest correct configuration is the case's winner.
+
+--out is extended, never truncated: cases it holds for this GPU are skipped, and it is
+rewritten atomically after each case, so an interrupted or over-budget run resumes where it
+stopped. Use the table with SPARSEFLOW_TUNING=FILE, or check it in as crates/ir/tuning/<gpu>.json
+(docs/TOOLS.md, \"sparseflow tune\").
+
+Example:
+  sparseflow tune --model llama3-8b --m 16,32,64,128,256,512,1024,2048,4096,8192 \\
+      --dtype fp16,bf16 --budget-s 240 --out h200.json";
+
+#[derive(clap::Args, Debug)]
+#[command(after_long_help = AFTER_HELP)]
+pub struct Args {
+    /// Layer shapes of a model preset: llama3-8b, llama2-7b, mistral-7b, llama3-70b-tp8,
+    /// bert-base.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Layer shapes NxK (out_features x in_features), comma-separated, e.g. 4096x4096,1024x4096.
+    #[arg(long, value_name = "LIST")]
+    pub shapes: Option<String>,
+    /// Token counts, comma-separated; each is measured at its M bucket (next power of two).
+    #[arg(long, value_name = "LIST")]
+    pub m: String,
+    /// Dtypes, comma-separated: fp16, bf16.
+    #[arg(long, value_name = "LIST", default_value = "fp16")]
+    pub dtype: String,
+    /// Epilogues, comma-separated, at most one per class: `none` (plain) and one fused epilogue
+    /// (e.g. bias_silu) that stands for every fused one.
+    #[arg(long, value_name = "LIST", default_value = "none")]
+    pub epilogue: String,
+    /// Configurations measured per family: the cost model's best first.
+    #[arg(long, default_value_t = 8, value_name = "K")]
+    pub top_k: usize,
+    /// Start no new case after this many seconds; the case in progress finishes and is saved.
+    #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
+    pub budget_s: f64,
+    /// The tuning table to extend (created if missing).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Time CUDA-graph replays of each sample's launches instead of eager launches.
+    #[arg(long)]
+    pub graph: bool,
+    /// Samples per configuration (median, p10, p90 over them).
+    #[arg(long, default_value_t = 10)]
+    pub samples: usize,
+    /// Target duration of one sample, in ms.
+    #[arg(long, default_value_t = 2.0)]
+    pub sample_ms: f64,
+    #[arg(long, default_value_t = 30.0)]
+    pub warmup_ms: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Longest --sample-ms / --warmup-ms accepted (one minute), as for `sparseflow benchmark`.
+const MAX_MS: f64 = 60_000.0;
+
+fn layers(args: &Args) -> Result<Vec<Layer>> {
+    let mut layers = match &args.model {
+        Some(m) => unique_layers(&block_layers(&block_config(m)?)),
+        None => Vec::new(),
+    };
+    for s in args.shapes.iter().flat_map(|s| s.split(',')).map(str::trim) {
+        if !s.is_empty() {
+            layers
+                .push(parse_shape(s).with_context(|| "--shapes takes NxK items, comma-separated")?);
+        }
+    }
+    if layers.is_empty() {
+        bail!("nothing to tune: give --model PRESET and/or --shapes NxK,...");
+    }
+    for l in &layers {
+        for (name, v) in [("N", l.n), ("K", l.k)] {
+            check_dim(name, v as u64).map_err(|why| anyhow!("layer {}: {why}", l.name))?;
+        }
+    }
+    Ok(layers)
+}
+
+fn dtypes(arg: &str) -> Result<Vec<DType>> {
+    let mut out = Vec::new();
+    for d in arg.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let dtype = match d {
+            "fp16" | "f16" => DType::F16,
+            "bf16" => DType::BF16,
+            other => bail!("--dtype: `{other}` (valid: fp16, bf16)"),
+        };
+        if !out.contains(&dtype) {
+            out.push(dtype);
+        }
+    }
+    if out.is_empty() {
+        bail!("--dtype: give fp16 and/or bf16");
+    }
+    Ok(out)
+}
+
+fn epilogues(arg: &str) -> Result<Vec<EpilogueKind>> {
+    arg.split(',')
+        .map(|e| EpilogueKind::from_name(e.trim()).map_err(|e| anyhow!("--epilogue: {e}")))
+        .collect()
+}
+
+/// Everything checked before the GPU is touched: the cases and the table to extend.
+fn validate(args: &Args) -> Result<(Vec<Case>, TuningTable, TimeCfg)> {
+    if args.top_k == 0 {
+        bail!("--top-k must be at least 1");
+    }
+    if !(args.budget_s > 0.0 && args.budget_s.is_finite()) {
+        bail!(
+            "--budget-s must be a positive number of seconds, got {}",
+            args.budget_s
+        );
+    }
+    if args.samples == 0 {
+        bail!("--samples must be at least 1");
+    }
+    if !(args.sample_ms > 0.0 && args.sample_ms <= MAX_MS) {
+        bail!(
+            "--sample-ms must be > 0 and at most {MAX_MS} ms, got {}",
+            args.sample_ms
+        );
+    }
+    if !(args.warmup_ms >= 0.0 && args.warmup_ms <= MAX_MS) {
+        bail!(
+            "--warmup-ms must be between 0 and {MAX_MS} ms, got {}",
+            args.warmup_ms
+        );
+    }
+    let ms = parse_m_list(&args.m)?;
+    let cases = cases(
+        &layers(args)?,
+        &ms,
+        &dtypes(&args.dtype)?,
+        &epilogues(&args.epilogue)?,
+    )?;
+    output::check_writable(&args.out).with_context(|| format!("--out {}", args.out.display()))?;
+    // A file that is not a table of this version is refused, never overwritten.
+    let table = TuningTable::load_or_empty(&args.out)
+        .with_context(|| format!("--out {}", args.out.display()))?;
+    let time = TimeCfg {
+        samples: args.samples,
+        sample_ms: args.sample_ms,
+        warmup_ms: args.warmup_ms,
+        graph: args.graph,
+    };
+    Ok((cases, table, time))
+}
+
+/// The GPU, the runtime on it, and the name its table entries are keyed by.
+fn open_gpu() -> Result<(Gpu, Context, Target)> {
+    // SAFETY: only probes whether libcuda can be loaded; no CUDA call is made.
+    if !unsafe { sys::is_culib_present() } {
+        bail!("sparseflow tune measures kernels on a GPU, and no CUDA driver was found (libcuda.so could not be loaded): run it on the GPU the table is for");
+    }
+    let g = Gpu::open().context("sparseflow tune measures kernels on a GPU")?;
+    let ctx = gpu::sparseflow::open()?;
+    let target = ctx
+        .target()
+        .cloned()
+        .ok_or_else(|| anyhow!("the runtime opened no GPU"))?;
+    if target.name != ctx.info().name {
+        bail!(
+            "planning targets the preset {} instead of this GPU ({}): unset SPARSEFLOW_TARGET, the table is keyed by the GPU",
+            target.name,
+            ctx.info().name
+        );
+    }
+    Ok((g, ctx, target))
+}
+
+fn progress(total: u64) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} configs {wide_msg}")
+    {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb
+}
+
+/// A run in progress: the table it extends, its budget, what it measured.
+struct Run<'a> {
+    b: Bench<'a>,
+    compiler: Compiler,
+    top_k: usize,
+    out: PathBuf,
+    table: TuningTable,
+    method: String,
+    deadline: Instant,
+    pb: ProgressBar,
+    measured: Vec<Case>,
+}
+
+impl Run<'_> {
+    fn over_budget(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    /// The cases of one layer (one weight upload), until the budget runs out.
+    fn group<T: GpuElement>(&mut self, cases: &[&Case]) -> Result<()> {
+        let gpu_name = self.b.ctx.info().name.clone();
+        let weights = Weights::<T>::new(&self.b, cases[0])
+            .with_context(|| format!("uploading {}", cases[0].layer.name))?;
+        for &case in cases {
+            if self.over_budget() {
+                return Ok(());
+            }
+            let cands = candidates(case, self.b.target, self.top_k);
+            self.pb.set_message(format!(
+                "{}: compiling {} kernels",
+                case.label(),
+                cands.len()
+            ));
+            precompile(&self.compiler, case, self.b.target, &cands);
+            let measurements = measure_case(&self.b, &weights, case, &cands, &self.pb)?;
+            let pick = cost_model_pick(case, self.b.target);
+            let e = entry(case, &gpu_name, pick.as_ref(), measurements, &self.method);
+            let line = summary_line(case, &e);
+            // Printed even where the bar is hidden (stderr not a terminal: device logs).
+            self.pb.suspend(|| eprintln!("{line}"));
+            self.table.insert(e);
+            self.table
+                .save(&self.out)
+                .with_context(|| format!("saving {} after {}", self.out.display(), case.label()))?;
+            self.measured.push(case.clone());
+        }
+        Ok(())
+    }
+}
+
+/// The median of `config` in `e`, when it was measured correct.
+fn median(e: &TuningEntry, config: Option<&ConfigRecord>) -> Option<f64> {
+    e.measured(config?).and_then(|m| m.median_us)
+}
+
+fn summary_line(case: &Case, e: &TuningEntry) -> String {
+    let failed = e.measurements.iter().filter(|m| !m.ok()).count();
+    let winner = median(e, e.winner.as_ref());
+    let text = match (&e.winner, winner) {
+        (Some(w), Some(t)) => format!("{w}: {t:.1} us"),
+        _ => "no configuration ran correctly".into(),
+    };
+    let vs = match (winner, median(e, e.cost_model.as_ref())) {
+        (Some(w), Some(c)) => format!(", {:.2}x the cost model's pick", c / w),
+        _ => String::new(),
+    };
+    format!(
+        "{}: {text}{vs} ({} measured, {failed} failed)",
+        case.label(),
+        e.measurements.len()
+    )
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let start = Instant::now();
+    let (cases, table, time) = validate(&args)?;
+    let (g, ctx, target) = open_gpu()?;
+    let gpu_name = ctx.info().name.clone();
+    let todo = pending(&table, &cases, &gpu_name);
+    eprintln!(
+        "{} cases on {gpu_name}: {} already in {}, {} to measure (top {} per family, budget {} s)",
+        cases.len(),
+        cases.len() - todo.len(),
+        args.out.display(),
+        todo.len(),
+        args.top_k,
+        args.budget_s
+    );
+    let compiler = Compiler::new().context("sparseflow tune compiles the candidates")?;
+    let total: usize = todo
+        .iter()
+        .map(|c| candidates(c, &target, args.top_k).len())
+        .sum();
+    let method = format!(
+        "sparseflow benchmark's timing: {} of back-to-back launches, {} samples of {} ms after {} ms warm-up, median; weight copies rotated past 2x L2; output checked against a float64 CPU reference (first, middle, last row; rel. error <= 1e-2) before timing; top {} per family",
+        if args.graph { "CUDA graph replays" } else { "CUDA events around" },
+        args.samples,
+        args.sample_ms,
+        args.warmup_ms,
+        args.top_k
+    );
+    let mut run = Run {
+        b: Bench {
+            gpu: &g,
+            ctx: &ctx,
+            target: &target,
+            time,
+            seed: args.seed,
+        },
+        compiler,
+        top_k: args.top_k,
+        out: args.out.clone(),
+        table,
+        method,
+        deadline: start + Duration::from_secs_f64(args.budget_s),
+        pb: progress(total as u64),
+        measured: Vec::new(),
+    };
+    let same_layer =
+        |a: &&Case, b: &&Case| a.dtype == b.dtype && a.epilogue == b.epilogue && a.layer == b.layer;
+    for group in todo.chunk_by(same_layer) {
+        if run.over_budget() {
+            break;
+        }
+        match group[0].dtype {
+            DType::F16 => run.group::<f16>(group)?,
+            DType::BF16 => run.group::<bf16>(group)?,
+            other => bail!("dtype {other}: sparse kernels take f16 or bf16"),
+        }
+    }
+    run.pb.finish_and_clear();
+    print!("{}", report(&run.table, &run.measured, &gpu_name));
+    let left = todo.len() - run.measured.len();
+    eprintln!(
+        "{} cases measured in {:.0} s, written to {}",
+        run.measured.len(),
+        start.elapsed().as_secs_f64(),
+        args.out.display()
+    );
+    if left > 0 {
+        eprintln!(
+            "{left} cases remain (--budget-s {} reached): rerun the same command to measure them",
+            args.budget_s
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The measured cases as a table: winner, its time, and the cost model's pick for comparison.
+fn report(table: &TuningTable, measured: &[Case], gpu: &str) -> String {
+    let mut t = Table::new(&[
+        "case",
+        "winner",
+        "us",
+        "cost model's pick",
+        "us",
+        "configs",
+        "failed",
+    ]);
+    for case in measured {
+        let Some(e) = table.get(&case.key(gpu)) else {
+            continue;
+        };
+        let time =
+            |c: Option<&ConfigRecord>| median(e, c).map_or("-".into(), |t| format!("{t:.1}"));
+        let name = |c: Option<&ConfigRecord>| c.map_or("none".into(), ToString::to_string);
+        t.row(vec![
+            case.label(),
+            name(e.winner.as_ref()),
+            time(e.winner.as_ref()),
+            name(e.cost_model.as_ref()),
+            time(e.cost_model.as_ref()),
+            e.measurements.len().to_string(),
+            e.measurements
+                .iter()
+                .filter(|m| !m.ok())
+                .count()
+                .to_string(),
+        ]);
+    }
+    t.to_string()
+}

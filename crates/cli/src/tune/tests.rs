@@ -1,0 +1,174 @@
+//! The parts of `sparseflow tune` that need no GPU: cases, resuming, candidates, the winner.
+
+use sparseflow_core::{DType, EpilogueKind};
+use sparseflow_ir::target;
+use sparseflow_ir::tuning::{ConfigRecord, Measurement, TuningTable, STATUS_OK};
+
+use super::*;
+
+fn layer(n: usize, k: usize) -> Layer {
+    Layer {
+        name: format!("l{n}x{k}"),
+        n,
+        k,
+    }
+}
+
+fn measured(tile_m: u32, median_us: Option<f64>, status: &str) -> Measurement {
+    Measurement {
+        config: ConfigRecord {
+            family: "sm90".into(),
+            tile_m,
+            tile_n: 128,
+            tile_k: 64,
+            warps: 12,
+            stages: 4,
+            split_k: 1,
+        },
+        est_us: Some(1.0),
+        median_us,
+        p10_us: median_us,
+        p90_us: median_us,
+        samples: 10,
+        rel_err: Some(1e-4),
+        status: status.into(),
+    }
+}
+
+#[test]
+fn cases_take_m_at_its_bucket_once_grouped_by_layer() {
+    let layers = [layer(4096, 4096), layer(1024, 4096)];
+    let none = EpilogueKind::None;
+    let c = cases(
+        &layers,
+        &[16, 9, 100, 128, 3],
+        &[DType::F16, DType::BF16],
+        &[none],
+    )
+    .unwrap();
+    // Buckets 4, 16, 128 for each layer and dtype, M ascending within a layer.
+    assert_eq!(c.len(), 2 * 2 * 3);
+    let ms: Vec<usize> = c.iter().take(3).map(|c| c.m).collect();
+    assert_eq!(ms, [4, 16, 128]);
+    assert!(c[..3]
+        .iter()
+        .all(|c| c.layer.n == 4096 && c.dtype == DType::F16));
+    assert_eq!(c[6].dtype, DType::BF16);
+    assert_eq!(c[0].label(), "l4096x4096 4096×4096 M=4 f16 plain");
+
+    let fused = cases(
+        &layers,
+        &[16],
+        &[DType::F16],
+        &[none, EpilogueKind::BiasSilu],
+    )
+    .unwrap();
+    assert_eq!(fused.len(), 4);
+    let e = cases(
+        &layers,
+        &[16],
+        &[DType::F16],
+        &[EpilogueKind::Relu, EpilogueKind::BiasSilu],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("relu and bias_silu are both of class fused"),
+        "{e}"
+    );
+    assert!(cases(&layers, &[0], &[DType::F16], &[none]).is_err());
+}
+
+#[test]
+fn a_rerun_skips_the_cases_the_table_holds_for_this_gpu() {
+    let all = cases(
+        &[layer(4096, 4096)],
+        &[16, 32, 64],
+        &[DType::F16],
+        &[EpilogueKind::None],
+    )
+    .unwrap();
+    let mut table = TuningTable::default();
+    assert_eq!(pending(&table, &all, "NVIDIA H200").len(), 3);
+    let target = target("h200").unwrap();
+    let e = entry(
+        &all[1],
+        "NVIDIA H200",
+        cost_model_pick(&all[1], target).as_ref(),
+        vec![],
+        "test",
+    );
+    assert_eq!(e.winner, None);
+    table.insert(e);
+    let left = pending(&table, &all, "NVIDIA H200");
+    assert_eq!(left, [&all[0], &all[2]]);
+    // Another GPU's entries do not count, nor another dtype's.
+    assert_eq!(pending(&table, &all, "NVIDIA H100 80GB HBM3").len(), 3);
+    let bf16 = cases(
+        &[layer(4096, 4096)],
+        &[32],
+        &[DType::BF16],
+        &[EpilogueKind::None],
+    )
+    .unwrap();
+    assert_eq!(pending(&table, &bf16, "NVIDIA H200").len(), 1);
+    // The table as saved and read back resumes the same way.
+    let path = std::env::temp_dir().join(format!("sf-tune-resume-{}.json", std::process::id()));
+    table.save(&path).unwrap();
+    let again = TuningTable::load_or_empty(&path).unwrap();
+    assert_eq!(pending(&again, &all, "NVIDIA H200"), left);
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn the_winner_is_the_fastest_configuration_measured_correct() {
+    let ms = [
+        measured(64, None, "wrong result: rel err vs oracle 1.0e0"),
+        measured(128, Some(20.0), STATUS_OK),
+        measured(192, Some(15.0), STATUS_OK),
+        measured(256, Some(15.0), STATUS_OK),
+        measured(256, Some(1.0), "failed: launch"),
+    ];
+    assert_eq!(winner(&ms).unwrap().tile_m, 192, "fastest, first of equals");
+    assert_eq!(winner(&ms[..1]), None);
+    assert_eq!(winner(&[]), None);
+}
+
+#[test]
+fn an_entry_records_the_case_the_winner_and_the_cost_models_pick() {
+    let c = &cases(
+        &[layer(14336, 4096)],
+        &[512],
+        &[DType::BF16],
+        &[EpilogueKind::BiasSilu],
+    )
+    .unwrap()[0];
+    let target = target("h200").unwrap();
+    let cands = candidates(c, target, 2);
+    assert!(cands.len() <= 2 * 3 && !cands.is_empty());
+    let pick = cost_model_pick(c, target).unwrap();
+    assert!(
+        cands.iter().any(|t| t.config == pick),
+        "the cost model's pick is measured"
+    );
+    let e = entry(
+        c,
+        "NVIDIA H200",
+        Some(&pick),
+        vec![measured(128, Some(3.0), STATUS_OK)],
+        "m",
+    );
+    assert_eq!(
+        e.key.to_string(),
+        "NVIDIA H200 14336x4096 M bucket 512 bf16 fused"
+    );
+    assert_eq!(e.measured_epilogue, EpilogueKind::BiasSilu);
+    assert_eq!(e.winner.as_ref().unwrap().tile_m, 128);
+    assert_eq!(e.cost_model, Some(ConfigRecord::from(&pick)));
+    assert!(e.build.starts_with("sparseflow "));
+    // A table holding it parses back (the winner is among its correct measurements).
+    let mut t = TuningTable::default();
+    t.insert(e);
+    let text = serde_json::to_string(&t).unwrap();
+    assert_eq!(TuningTable::parse(&text, "x").unwrap(), t);
+}
