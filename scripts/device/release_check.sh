@@ -21,6 +21,9 @@
 #   pytest       python_check.sh --pytest-only (the Python suite with CUDA)
 #   memory       memory_check.sh (issue 23's memory table: layer set and full-depth model)
 #   tp           tp_check.sh (issue 28; needs two GPUs: kind nvidia-h200-x2)
+#   tune         tune.sh: `sparseflow tune` from the checked-in H200 table (resumable)
+#   prefill      the llama3-8b fp16 sweep M 32-16384, CUDA graphs, planned from the table that
+#                `tune` wrote earlier in the same visit (SPARSEFLOW_TUNING) when there is one
 #
 # Several groups run in order in one visit: `release_check.sh acceptance pytest`.
 #
@@ -124,6 +127,14 @@ case "$1" in
   tp)
     step tp bash scripts/device/tp_check.sh
     ;;
+  tune)
+    step tune bash scripts/device/tune.sh
+    ;;
+  prefill)
+    if [[ -f $WORK/tune/h200.json ]]; then export SPARSEFLOW_TUNING=$WORK/tune/h200.json; fi
+    step prefill-8b-fp16 bash scripts/device/bench.sh --model llama3-8b \
+        --m 32,64,128,256,512,1024,2048,4096,8192,16384 --dtype fp16 --graph
+    ;;
   *)
     echo "usage: $0 GROUP [GROUP...]; groups: $ALL_GROUPS" >&2
     exit 2
@@ -131,7 +142,7 @@ case "$1" in
 esac
 }
 
-ALL_GROUPS="correctness perf decode python baseline linear allm sm90 acceptance pytest memory tp"
+ALL_GROUPS="correctness perf decode python baseline linear allm sm90 acceptance pytest memory tp tune prefill"
 [[ $# -gt 0 ]] || { echo "usage: $0 GROUP [GROUP...]; groups: $ALL_GROUPS" >&2; exit 2; }
 for group in "$@"; do  # unknown names fail before any GPU time is spent
     [[ " $ALL_GROUPS " == *" $group "* ]] || { echo "unknown group $group; groups: $ALL_GROUPS" >&2; exit 2; }

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# GPU machine: `sparseflow tune` (issue 24 point 2) — times the cost model's top-k
+# configurations of every family per (shape, M bucket, dtype, epilogue class) and appends the
+# winners to the tuning table. Resumable: it starts from the checked-in table
+# (crates/ir/tuning/h200.json, carried with the work tree), skips measured cases, and stops
+# starting cases after BUDGET_S. Writes $OUT/h200.json (copy it over crates/ir/tuning/h200.json
+# and commit: the library embeds it) and $OUT/tune.log.
+#
+# Build here first: bash scripts/device/build_carry.sh --no-cache (or only .carry/bench), then
+#   run(command="bash scripts/device/tune.sh", carry=[".carry"])
+# MODEL, MS, DTYPES, EPILOGUES, TOP_K, BUDGET_S narrow or widen a visit.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/sparseflow-tune}
+mkdir -p "$OUT"
+BIN=${SPARSEFLOW_BIN:-.carry/bench/sparseflow}
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export SPARSEFLOW_CACHE_DIR=${SPARSEFLOW_CACHE_DIR:-/tmp/sparseflow-cache}
+export SPARSEFLOW_BUILD="$(tr '\n' ' ' <.carry/BUILT_FROM 2>/dev/null || git rev-parse --short HEAD 2>/dev/null)"
+table=$OUT/h200.json
+cp crates/ir/tuning/h200.json "$table"
+# The table being written must not steer the candidates' own planning mid-run.
+SPARSEFLOW_TUNING=off "$BIN" tune --model "${MODEL:-llama3-8b}" \
+    --m "${MS:-16,32,64,128,256,512,1024,2048,4096,8192}" --dtype "${DTYPES:-fp16}" \
+    --epilogue "${EPILOGUES:-none}" --top-k "${TOP_K:-8}" --graph --budget-s "${BUDGET_S:-240}" \
+    --out "$table" 2>&1 | tee "$OUT/tune.log"
+rc=${PIPESTATUS[0]}
+echo "tune exit code: $rc"
+exit $rc
