@@ -24,6 +24,8 @@
 #   tune         tune.sh: `sparseflow tune` from the checked-in H200 table (resumable)
 #   prefill      the llama3-8b fp16 sweep M 32-16384, CUDA graphs, planned from the table that
 #                `tune` wrote earlier in the same visit (SPARSEFLOW_TUNING) when there is one
+#   verify-tuned the correctness matrix at M 100, 256, 513 on 1024x4096 and 4096x4096 (the
+#                few-tile cases split-K serves), planned from that table as well
 #
 # Several groups run in order in one visit: `release_check.sh acceptance pytest`.
 #
@@ -130,8 +132,13 @@ case "$1" in
   tune)
     step tune bash scripts/device/tune.sh
     ;;
-  prefill)
+  prefill|verify-tuned)
     if [[ -f $WORK/tune/h200.json ]]; then export SPARSEFLOW_TUNING=$WORK/tune/h200.json; fi
+    ;;&
+  verify-tuned)
+    step verify-tuned bash scripts/device/verify.sh --ms 100,256,513 --shapes 1024x4096,4096x4096
+    ;;
+  prefill)
     step prefill-8b-fp16 bash scripts/device/bench.sh --model llama3-8b \
         --m 32,64,128,256,512,1024,2048,4096,8192,16384 --dtype fp16 --graph
     ;;
@@ -142,7 +149,7 @@ case "$1" in
 esac
 }
 
-ALL_GROUPS="correctness perf decode python baseline linear allm sm90 acceptance pytest memory tp tune prefill"
+ALL_GROUPS="correctness perf decode python baseline linear allm sm90 acceptance pytest memory tp tune prefill verify-tuned"
 [[ $# -gt 0 ]] || { echo "usage: $0 GROUP [GROUP...]; groups: $ALL_GROUPS" >&2; exit 2; }
 for group in "$@"; do  # unknown names fail before any GPU time is spent
     [[ " $ALL_GROUPS " == *" $group "* ]] || { echo "unknown group $group; groups: $ALL_GROUPS" >&2; exit 2; }

@@ -35,12 +35,11 @@ const SPACE: ConfigSpace = ConfigSpace {
     tile_k: &[64, 128],
     warps: &[THREADS / 32],
     stages: &[3, 4],
-    // Few output tiles (M up to a few hundred tokens) fill few SMs; the template can split K
-    // over several CTAs per tile (the last reducing its peers' fp32 partials, checked correct on
-    // the H200: 136/136 with every tested epilogue). Not offered to selection yet: its first
-    // reducer measured 0.23-0.67x of no split (a load-then-spin per word); the batched reducer
-    // that replaced it has not run on a GPU. Add 2, 4, 8 here once it measures faster.
-    split_k: &[1],
+    // Few output tiles (M up to a few hundred tokens, or few features: 1024x4096 is 8 feature
+    // tiles) fill few SMs: K is then split over 2-8 CTAs per tile, the last reducing its peers'
+    // fp32 partials in batches (kernels/README.md). The estimate splits only to fill one wave;
+    // `sparseflow tune` measures the splits against the unsplit tiles.
+    split_k: &[1, 2, 4, 8],
 };
 
 /// Bytes of one ring stage (X tile, weight values, metadata), rounded to the 1 KiB the
