@@ -31,6 +31,8 @@ SOURCES = [
     ("decode-llama3-70b-tp8-h200-fp16-graph.json", (1, 16)),
     ("decode-llama3-70b-tp8-h200-bf16-graph.json", (1, 16)),
     ("prefill-llama3-8b-h200-fp16-graph-sm90-v1.json", (17, 1 << 30)),
+    # The tuned sm90 family with split-K (replaces the rows above for the same shape and M).
+    ("prefill-llama3-8b-h200-fp16-graph-tuned.json", (17, 1 << 30)),
 ]
 DTYPES = {"f16": "float16", "fp16": "float16", "bf16": "bfloat16"}
 
