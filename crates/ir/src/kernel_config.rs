@@ -5,6 +5,7 @@
 //!
 //! GEMM naming: `Y[M×N] = X[M×K]·Wᵀ`, M = tokens, N = out features.
 
+use serde::{Deserialize, Serialize};
 use sparseflow_core::DType;
 
 use crate::attrs::{Attr, Attrs};
@@ -14,11 +15,15 @@ pub const TILE_ATTRS: [&str; 7] = [
     "family", "tile_m", "tile_n", "tile_k", "warps", "stages", "split_k",
 ];
 
-/// One point of a family's configuration space.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KernelConfig {
+/// One point of a family's configuration space, the family named by `F`: a registered
+/// family's `&'static str` ([`KernelConfig`]) or an owned name read from a file
+/// (`tuning::ConfigRecord`, resolved against the registry before use). One struct, so the tile
+/// fields are written once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelConfigOf<F> {
     /// The family's registry name (IR `family` attribute).
-    pub family: &'static str,
+    pub family: F,
     /// Tokens per block.
     pub tile_m: u32,
     /// Output features per block.
@@ -29,6 +34,44 @@ pub struct KernelConfig {
     /// Pipeline depth.
     pub stages: u32,
     pub split_k: u32,
+}
+
+/// A configuration of a registered family (the form planning, codegen and the runtime hold).
+pub type KernelConfig = KernelConfigOf<&'static str>;
+
+impl<F> KernelConfigOf<F> {
+    /// The same tiles with the family named differently (owned for a file, resolved from one).
+    pub fn with_family<G>(self, family: G) -> KernelConfigOf<G> {
+        KernelConfigOf {
+            family,
+            tile_m: self.tile_m,
+            tile_n: self.tile_n,
+            tile_k: self.tile_k,
+            warps: self.warps,
+            stages: self.stages,
+            split_k: self.split_k,
+        }
+    }
+
+    /// The numeric fields with their attribute names, in [`TILE_ATTRS`] order.
+    pub fn fields(&self) -> [(&'static str, u32); 6] {
+        [
+            ("tile_m", self.tile_m),
+            ("tile_n", self.tile_n),
+            ("tile_k", self.tile_k),
+            ("warps", self.warps),
+            ("stages", self.stages),
+            ("split_k", self.split_k),
+        ]
+    }
+
+    /// `tile 64x128x64 warps=4 stages=3 split_k=1`, for logs and `--explain`.
+    pub fn describe_tiles(&self) -> String {
+        format!(
+            "tile {}x{}x{} warps={} stages={} split_k={}",
+            self.tile_m, self.tile_n, self.tile_k, self.warps, self.stages, self.split_k
+        )
+    }
 }
 
 /// The values one family's template can be instantiated with: every combination is a
@@ -53,18 +96,6 @@ pub struct GemmShape {
 }
 
 impl KernelConfig {
-    /// The numeric fields with their attribute names, in [`TILE_ATTRS`] order.
-    pub fn fields(&self) -> [(&'static str, u32); 6] {
-        [
-            ("tile_m", self.tile_m),
-            ("tile_n", self.tile_n),
-            ("tile_k", self.tile_k),
-            ("warps", self.warps),
-            ("stages", self.stages),
-            ("split_k", self.split_k),
-        ]
-    }
-
     /// Sets the tile attributes on an op (replacing existing ones in place).
     pub fn write_attrs(&self, attrs: &mut Attrs) {
         attrs.set("family", Attr::Str(self.family.to_string()));
@@ -121,14 +152,6 @@ impl KernelConfig {
             }
         }
         Ok(())
-    }
-
-    /// `tile 64x128x64 warps=4 stages=3 split_k=1`, for logs and `--explain`.
-    pub fn describe_tiles(&self) -> String {
-        format!(
-            "tile {}x{}x{} warps={} stages={} split_k={}",
-            self.tile_m, self.tile_n, self.tile_k, self.warps, self.stages, self.split_k
-        )
     }
 }
 

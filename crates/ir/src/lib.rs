@@ -44,7 +44,7 @@ pub use builder::FunctionBuilder;
 pub use error::{Diagnostic, IrError, Loc};
 pub use family::{Eligibility, Families, FamilyModel, Resources, TileChoice};
 pub use function::{Function, Inst, InstData, Module, Value, ValueData, ValueDef};
-pub use kernel_config::{ConfigSpace, GemmShape, KernelConfig};
+pub use kernel_config::{ConfigSpace, GemmShape, KernelConfig, KernelConfigOf};
 pub use ops::Opcode;
 pub use parse::{parse_module, parse_module_bytes};
 pub use pass::PassManager;

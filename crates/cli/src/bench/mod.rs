@@ -9,6 +9,7 @@ pub mod report;
 pub mod shapes;
 pub mod stats;
 pub mod table;
+pub mod timing;
 
 /// The method, as `sparseflow benchmark --help` prints it (docs/PERFORMANCE.md has the long form).
 pub const METHOD: &str = "\

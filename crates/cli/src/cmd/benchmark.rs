@@ -14,6 +14,7 @@ use sparseflow_core::EpilogueKind;
 use crate::bench::gpu::{self, cublas::Cublas, cusparselt::Lt, sweep, Gpu, TimeCfg};
 use crate::bench::report::{self, Report, RunConfig};
 use crate::bench::shapes::{self, Layer};
+use crate::bench::timing::TimingArgs;
 use crate::bench::{cpu, now_utc, output, plot};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -39,14 +40,8 @@ pub struct Args {
     /// Epilogue SparseFlow fuses (baselines run the plain GEMM).
     #[arg(long, default_value = "none")]
     pub epilogue: String,
-    /// Samples per measurement (median, p10, p90 over them).
-    #[arg(long, default_value_t = 10)]
-    pub samples: usize,
-    /// Target duration of one sample, in ms (sets the launches per sample).
-    #[arg(long, default_value_t = 2.0)]
-    pub sample_ms: f64,
-    #[arg(long, default_value_t = 30.0)]
-    pub warmup_ms: f64,
+    #[command(flatten)]
+    pub timing: TimingArgs,
     /// Do not rotate weight copies (L2-resident weights when they fit).
     #[arg(long)]
     pub hot: bool,
@@ -118,9 +113,6 @@ fn layers(args: &Args) -> Result<(Vec<Layer>, Option<String>)> {
     Ok((v, model))
 }
 
-/// Longest --sample-ms / --warmup-ms accepted (one minute).
-const MAX_MS: f64 = 60_000.0;
-
 /// Validated arguments: layers, model preset, M list, epilogue.
 type Plan = (Vec<Layer>, Option<String>, Vec<usize>, EpilogueKind);
 
@@ -130,22 +122,7 @@ fn validate(args: &Args) -> Result<Plan> {
     if !(1..=32).contains(&args.lt_algos) {
         bail!("--lt-algos must be between 1 and 32, got {}", args.lt_algos);
     }
-    if args.samples == 0 {
-        bail!("--samples must be at least 1 (the method uses 10)");
-    }
-    // Finite and bounded: `inf` or a huge value would make one sample never end.
-    if !(args.sample_ms > 0.0 && args.sample_ms <= MAX_MS) {
-        bail!(
-            "--sample-ms must be > 0 and at most {MAX_MS} ms, got {}",
-            args.sample_ms
-        );
-    }
-    if !(args.warmup_ms >= 0.0 && args.warmup_ms <= MAX_MS) {
-        bail!(
-            "--warmup-ms must be between 0 and {MAX_MS} ms, got {}",
-            args.warmup_ms
-        );
-    }
+    args.timing.check()?;
     for (flag, path) in [
         ("--json", &args.json),
         ("--markdown", &args.markdown),
@@ -255,9 +232,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
             hot: args.hot,
             graph: args.graph,
             programmatic_launch: false,
-            samples: args.samples,
-            sample_ms: args.sample_ms,
-            warmup_ms: args.warmup_ms,
+            samples: args.timing.samples,
+            sample_ms: args.timing.sample_ms,
+            warmup_ms: args.timing.warmup_ms,
             rotation_bytes: 0,
             seed: args.seed,
         },
@@ -286,9 +263,9 @@ fn run_cpu(
     rep.device.cpu_threads = Some(rayon::current_num_threads());
     let pb = progress((layers.len() * ms.len() * 2) as u64);
     let cfg = cpu::CpuCfg {
-        samples: args.samples,
-        sample_ms: args.sample_ms,
-        warmup_ms: args.warmup_ms,
+        samples: args.timing.samples,
+        sample_ms: args.timing.sample_ms,
+        warmup_ms: args.timing.warmup_ms,
         seed: args.seed,
         epilogue: epi,
     };
@@ -402,9 +379,9 @@ fn run_gpu(
     let rotation = 2 * g.l2_bytes;
     rep.config.rotation_bytes = if args.hot { 0 } else { rotation as u64 };
     let time = TimeCfg {
-        samples: args.samples,
-        sample_ms: args.sample_ms,
-        warmup_ms: args.warmup_ms,
+        samples: args.timing.samples,
+        sample_ms: args.timing.sample_ms,
+        warmup_ms: args.timing.warmup_ms,
         graph: args.graph,
     };
     let cfg = sweep::SweepCfg {

@@ -25,6 +25,7 @@ use crate::bench::output;
 use crate::bench::shapes::{
     block_config, block_layers, parse_m_list, parse_shape, unique_layers, Layer,
 };
+use crate::bench::timing::TimingArgs;
 use crate::tune::gpu::{measure_case, precompile, Bench, Weights};
 use crate::tune::{candidates, cases, cost_model_pick, entry, pending, Case};
 
@@ -80,20 +81,11 @@ pub struct Args {
     /// Time CUDA-graph replays of each sample's launches instead of eager launches.
     #[arg(long)]
     pub graph: bool,
-    /// Samples per configuration (median, p10, p90 over them).
-    #[arg(long, default_value_t = 10)]
-    pub samples: usize,
-    /// Target duration of one sample, in ms.
-    #[arg(long, default_value_t = 2.0)]
-    pub sample_ms: f64,
-    #[arg(long, default_value_t = 30.0)]
-    pub warmup_ms: f64,
+    #[command(flatten)]
+    pub timing: TimingArgs,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
-
-/// Longest --sample-ms / --warmup-ms accepted (one minute), as for `sparseflow benchmark`.
-const MAX_MS: f64 = 60_000.0;
 
 fn layers(args: &Args) -> Result<Vec<Layer>> {
     let mut layers = match &args.model {
@@ -152,21 +144,7 @@ fn validate(args: &Args) -> Result<(Vec<Case>, TuningTable, TimeCfg)> {
             args.budget_s
         );
     }
-    if args.samples == 0 {
-        bail!("--samples must be at least 1");
-    }
-    if !(args.sample_ms > 0.0 && args.sample_ms <= MAX_MS) {
-        bail!(
-            "--sample-ms must be > 0 and at most {MAX_MS} ms, got {}",
-            args.sample_ms
-        );
-    }
-    if !(args.warmup_ms >= 0.0 && args.warmup_ms <= MAX_MS) {
-        bail!(
-            "--warmup-ms must be between 0 and {MAX_MS} ms, got {}",
-            args.warmup_ms
-        );
-    }
+    args.timing.check()?;
     let ms = parse_m_list(&args.m)?;
     let cases = cases(
         &layers(args)?,
@@ -179,9 +157,9 @@ fn validate(args: &Args) -> Result<(Vec<Case>, TuningTable, TimeCfg)> {
     let table = TuningTable::load_or_empty(&args.out)
         .with_context(|| format!("--out {}", args.out.display()))?;
     let time = TimeCfg {
-        samples: args.samples,
-        sample_ms: args.sample_ms,
-        warmup_ms: args.warmup_ms,
+        samples: args.timing.samples,
+        sample_ms: args.timing.sample_ms,
+        warmup_ms: args.timing.warmup_ms,
         graph: args.graph,
     };
     Ok((cases, table, time))
@@ -315,9 +293,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let method = format!(
         "sparseflow benchmark's timing: {} of back-to-back launches, {} samples of {} ms after {} ms warm-up, median; weight copies rotated past 2x L2; output checked against a float64 CPU reference (first, middle, last row; rel. error <= 1e-2) before timing; top {} per family",
         if args.graph { "CUDA graph replays" } else { "CUDA events around" },
-        args.samples,
-        args.sample_ms,
-        args.warmup_ms,
+        args.timing.samples,
+        args.timing.sample_ms,
+        args.timing.warmup_ms,
         args.top_k
     );
     let mut run = Run {

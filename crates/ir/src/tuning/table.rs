@@ -31,7 +31,7 @@ use sparseflow_core::{DType, EpilogueKind};
 
 use crate::error::IrError;
 use crate::family::{find, Families};
-use crate::kernel_config::KernelConfig;
+use crate::kernel_config::{KernelConfig, KernelConfigOf};
 use crate::select::m_bucket;
 
 /// The format version this build reads and writes.
@@ -134,29 +134,11 @@ impl fmt::Display for TuningKey {
 }
 
 /// A [`KernelConfig`] as the file spells it: the family by name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigRecord {
-    pub family: String,
-    pub tile_m: u32,
-    pub tile_n: u32,
-    pub tile_k: u32,
-    pub warps: u32,
-    pub stages: u32,
-    pub split_k: u32,
-}
+pub type ConfigRecord = KernelConfigOf<String>;
 
 impl From<&KernelConfig> for ConfigRecord {
     fn from(c: &KernelConfig) -> Self {
-        ConfigRecord {
-            family: c.family.to_string(),
-            tile_m: c.tile_m,
-            tile_n: c.tile_n,
-            tile_k: c.tile_k,
-            warps: c.warps,
-            stages: c.stages,
-            split_k: c.split_k,
-        }
+        c.with_family(c.family.to_string())
     }
 }
 
@@ -166,31 +148,13 @@ impl ConfigRecord {
     pub fn resolve(&self, families: &Families<'_>) -> Result<KernelConfig, String> {
         let family = find(families, &self.family)
             .ok_or_else(|| format!("family '{}' is not registered", self.family))?;
-        Ok(KernelConfig {
-            family: family.name(),
-            tile_m: self.tile_m,
-            tile_n: self.tile_n,
-            tile_k: self.tile_k,
-            warps: self.warps,
-            stages: self.stages,
-            split_k: self.split_k,
-        })
+        Ok(self.clone().with_family(family.name()))
     }
 }
 
 impl fmt::Display for ConfigRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} tile {}x{}x{} warps={} stages={} split_k={}",
-            self.family,
-            self.tile_m,
-            self.tile_n,
-            self.tile_k,
-            self.warps,
-            self.stages,
-            self.split_k
-        )
+        write!(f, "{} {}", self.family, self.describe_tiles())
     }
 }
 
