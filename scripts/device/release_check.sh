@@ -24,6 +24,8 @@
 #   tune         tune.sh: `sparseflow tune` from the checked-in H200 table (resumable)
 #   prefill      the llama3-8b fp16 sweep M 32-16384, CUDA graphs, planned from the table that
 #                `tune` wrote earlier in the same visit (SPARSEFLOW_TUNING) when there is one
+#   profile      sm90_profile.sh: Nsight Compute on the sm90 kernel, cuSPARSELt and cuBLAS at
+#                one large-M shape (needs .carry/sm90k)
 #   verify-tuned the correctness matrix at M 100, 256, 513 on 1024x4096 and 4096x4096 (the
 #                few-tile cases split-K serves), planned from that table as well
 #
@@ -132,6 +134,9 @@ case "$1" in
   tune)
     step tune bash scripts/device/tune.sh
     ;;
+  profile)
+    step sm90-profile bash scripts/device/sm90_profile.sh
+    ;;
   prefill|verify-tuned)
     if [[ -f $WORK/tune/h200.json ]]; then export SPARSEFLOW_TUNING=$WORK/tune/h200.json; fi
     ;;&
@@ -149,7 +154,7 @@ case "$1" in
 esac
 }
 
-ALL_GROUPS="correctness perf decode python baseline linear allm sm90 acceptance pytest memory tp tune prefill verify-tuned"
+ALL_GROUPS="correctness perf decode python baseline linear allm sm90 acceptance pytest memory tp tune prefill verify-tuned profile"
 [[ $# -gt 0 ]] || { echo "usage: $0 GROUP [GROUP...]; groups: $ALL_GROUPS" >&2; exit 2; }
 for group in "$@"; do  # unknown names fail before any GPU time is spent
     [[ " $ALL_GROUPS " == *" $group "* ]] || { echo "unknown group $group; groups: $ALL_GROUPS" >&2; exit 2; }
