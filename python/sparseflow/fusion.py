@@ -86,18 +86,25 @@ _FORWARD = re.compile(
 )
 
 
+def forward_source(module: nn.Module) -> Optional[str]:
+    """The source of ``type(module).forward`` without docstrings, comments and white space, for
+    recognising a module's computation; ``None`` when the source is not available."""
+    try:
+        source = inspect.getsource(type(module).forward)
+    except (OSError, TypeError):
+        return None
+    source = re.sub(r'(?s)""".*?"""', "", source)
+    source = re.sub(r"#[^\n]*", "", source)
+    return re.sub(r"\s+", "", source)
+
+
 def _forward_is_gated_mlp(module: nn.Module) -> bool:
     """Whether the class's whole ``forward`` is ``return down_proj(act_fn(gate_proj(x)) *
     up_proj(x))`` (optionally through one local variable): replacing the module is then exact."""
     if "forward" in module.__dict__:
         return False
-    try:
-        source = inspect.getsource(type(module).forward)
-    except (OSError, TypeError):
-        return False
-    source = re.sub(r'(?s)""".*?"""', "", source)
-    source = re.sub(r"#[^\n]*", "", source)
-    return _FORWARD.fullmatch(re.sub(r"\s+", "", source)) is not None
+    compact = forward_source(module)
+    return compact is not None and _FORWARD.fullmatch(compact) is not None
 
 
 def _sparse_member(mlp: nn.Module, name: str) -> Tuple[str, SparseLinear]:

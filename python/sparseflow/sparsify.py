@@ -33,18 +33,17 @@ to its :class:`SparseLinear`. A model that *is* one ``nn.Linear`` is returned co
 from __future__ import annotations
 
 import fnmatch
-import inspect
 import json
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-from .fusion import FusedGroup
+from .fusion import FusedGroup, forward_source
 from .linear import METHODS, SparseLinear
 from .ops import ACTIVATIONS, SUPPORTED_DTYPES, split_epilogue
 from .permutation import PermuteSite, apply_permutations, find_sites
@@ -76,10 +75,15 @@ class LayerReport:
 class SparsifyReport:
     """The per-layer report of :func:`sparsify`: prints as a table, converts to dicts / JSON."""
 
-    def __init__(self, rows: Sequence[LayerReport], groups: Sequence[FusedGroup] = ()) -> None:
+    def __init__(
+        self, rows: Sequence[LayerReport], groups: Sequence[FusedGroup] = (), device: Optional[str] = None
+    ) -> None:
         self.rows: List[LayerReport] = list(rows)
         #: Projection groups of ``sparsify(..., fuse_projections=True)``, fused or refused.
         self.groups: List[FusedGroup] = list(groups)
+        #: Where the model's tensors are when ``sparsify`` returns (``"cuda:0"``; several
+        #: devices comma-separated), ``None`` when not recorded.
+        self.device: Optional[str] = device
 
     def __iter__(self) -> Iterator[LayerReport]:
         return iter(self.rows)
@@ -123,6 +127,7 @@ class SparsifyReport:
             "bytes_dense": dense,
             "bytes_sparse": sparse,
             "compression": (dense / sparse) if sparse else None,
+            "device": self.device,
         }
 
     def to_list(self) -> List[Dict[str, Any]]:
@@ -176,6 +181,8 @@ class SparsifyReport:
             f"{s['sparsified']} of {s['layers']} linear layers sparsified ({s['fused']} with a fused activation), "
             f"{s['skipped']} skipped; weight bytes {s['bytes_dense']} -> {s['bytes_sparse']} ({ratio})"
         )
+        if self.device is not None:
+            out.append(f"model on {self.device}")
         for g in self.groups:
             members = " + ".join(m.rpartition(".")[2] for m in g.members)
             if g.status == "fused":
@@ -236,11 +243,9 @@ def _is_gated_mlp(module: nn.Module) -> bool:
     """A LLaMA-style MLP whose forward is ``down_proj(act_fn(gate_proj(x)) * up_proj(x))``."""
     if not all(isinstance(getattr(module, a, None), nn.Module) for a in ("gate_proj", "up_proj", "act_fn")):
         return False
-    try:
-        source = inspect.getsource(type(module).forward)
-    except (OSError, TypeError):
+    compact = forward_source(module)
+    if compact is None:
         return False
-    compact = re.sub(r"\s+", "", source)
     # Exactly one use of gate_proj and of act_fn: the gate's output feeds only the activation.
     return (
         bool(_GATED_MLP.search(compact)) and compact.count("self.gate_proj") == 1 and compact.count("self.act_fn") == 1
@@ -378,6 +383,61 @@ def _skip_reason(
 _NOT_FINITE = "weight contains NaN or Inf"
 
 
+def _target_device(model: nn.Module, device: Union[str, torch.device, None]) -> Optional[torch.device]:
+    """``sparsify(device=...)``, checked before the model is touched: the device to stream the
+    converted layers to, or ``None`` (convert where the model lives: ``device=None``, or every
+    tensor of the model is already on ``device``)."""
+    if device is None:
+        return None
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r} is not a device: pass 'cuda', 'cuda:N' or 'cpu'") from None
+    if target.type not in ("cuda", "cpu"):
+        raise ValueError(
+            f"device={device!r}: sparsify places models on a CUDA device or the CPU ('cuda', 'cuda:N', 'cpu')"
+        )
+    if target.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"device={device!r}: CUDA is not available here (torch.cuda.is_available() is False); "
+                "the model was not modified"
+            )
+        index = torch.cuda.current_device() if target.index is None else target.index
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r}: there are {torch.cuda.device_count()} CUDA devices")
+        target = torch.device("cuda", index)
+    tensors = [*model.parameters(), *model.buffers()]
+    if all(t.device == target for t in tensors):
+        return None
+    if any(t.device.type == "meta" for t in tensors):
+        raise ValueError(
+            f"device={device!r}: the model has tensors on the meta device, which hold no data to move; "
+            "materialize them (load the checkpoint) first"
+        )
+    return target
+
+
+def _check_streamable(
+    target: torch.device, jobs: Sequence[Tuple[LayerReport, nn.Linear, List[str], str, Optional[str]]]
+) -> None:
+    """float32 layers would be converted into layers that cannot run on CUDA: refused while the
+    model is still untouched rather than discovered at the first forward."""
+    fp32 = [job[0].name for job in jobs if job[1].weight.dtype == torch.float32]
+    if target.type == "cuda" and fp32:
+        raise TypeError(
+            f"sparsify(device={str(target)!r}): {len(fp32)} layers to convert are float32 ({fp32[0]}, ...), "
+            "which SparseFlow runs on the CPU only; cast the model to float16 or bfloat16 first "
+            "(model.half(), model.to(torch.bfloat16)) or leave them dense with exclude="
+        )
+
+
+def _devices(model: nn.Module) -> Optional[str]:
+    """The devices holding the model's tensors, for the report (``None``: no tensors)."""
+    found = sorted({str(t.device) for t in (*model.parameters(), *model.buffers())})
+    return ", ".join(found) if found else None
+
+
 @torch.no_grad()
 def sparsify(
     model: nn.Module,
@@ -394,6 +454,7 @@ def sparsify(
     permute: bool = False,
     tp_group: Any = None,
     fuse_projections: bool = False,
+    device: Union[str, torch.device, None] = None,
 ) -> Tuple[nn.Module, SparsifyReport]:
     """Replaces the ``nn.Linear`` layers of ``model`` (in place) by 2:4 :class:`SparseLinear`.
 
@@ -433,14 +494,29 @@ def sparsify(
     the GPU measurement (``python/benchmarks/e2e.py``, case ``sparse_fused``) shows it faster;
     ``sf.save`` writes the unfused form either way (docs/PYTHON.md, "Projection fusion").
 
+    ``device`` (``"cuda"``, ``"cuda:N"``, ``"cpu"``): where the model ends up, for a model too
+    large to be dense there first. Each converted layer is pruned where the model lives and
+    only its 2:4 form is placed on ``device``; the rest of the model (embeddings, norms, layers
+    left dense, buffers) follows at the end, so device memory only grows, up to the final
+    model (within issue 23's bound: final sparse footprint + largest dense layer + 256 MB).
+    Magnitude pruning only (calibrated pruning runs the model, which then has to be on one
+    device); not with ``tp_group``; float32 layers are refused for CUDA. ``None`` (default), or
+    a model already on ``device``: convert where the model lives. Checked before anything is
+    modified; ``report.device`` says where the model ended up.
+
     Returns ``(model, report)``; the report has one row per ``nn.Linear`` (a layer shared
     under several paths is reported and converted once, under its first path).
     """
+    target = _target_device(model, device)
+    if target is not None:
+        _refuse_with_device(target, method, calibration, max_rel_error, tp_group)
     if tp_group is not None:
         model, report = _sparsify_tp(
             model, tp_group, include, exclude, method, fuse, progress, calibration, max_rel_error, permute
         )
-        return _fuse_groups(model, report) if fuse_projections else (model, report)
+        model, report = _fuse_groups(model, report) if fuse_projections else (model, report)
+        report.device = _devices(model)
+        return model, report
     if method not in METHODS:
         raise ValueError(f"unknown pruning method {method!r}; available: {', '.join(METHODS)}")
     if method in CALIBRATED_METHODS and calibration is None:
@@ -496,6 +572,8 @@ def sparsify(
             if len(all_paths.get(id(act_module), [])) != 1:
                 activation, act_path = "none", None  # a shared activation module stays
         jobs.append((row, module, paths, activation, act_path))
+    if target is not None:
+        _check_streamable(target, jobs)
     # From here on only `jobs` refers to the layers being converted, so each dense weight is
     # freed as soon as its layer is replaced (streaming; see _install).
     del parents, module
@@ -512,6 +590,10 @@ def sparsify(
 
     # Pruning, compression and the report run in Rust without the GIL: prune layers in
     # parallel on worker threads (each holds one host copy of its weight, no device memory).
+    # With device=, a host model's layer is pruned where it is (no copy) and only its 2:4 form
+    # crosses to the device: 9/16 of the dense bytes over PCIe, none back. Moving the dense
+    # weight over to prune it there would cost a dense upload, and pruning runs on the host
+    # anyway (an upload, then a download to prune, then the sparse upload).
     def prune(job: Tuple[LayerReport, nn.Linear, List[str], str, Optional[str]]) -> Any:
         """The layer pruned on the host, or ``None`` when its weight is not finite (checked on
         the host copy, where it costs no device memory)."""
@@ -519,7 +601,7 @@ def sparsify(
         if not bool(torch.isfinite(host).all()):
             return None
         pruned = SparseLinear._prune_on_host(host, job[1].bias, method, None, None)
-        return pruned._replace(device=job[1].weight.device)
+        return pruned._replace(device=target or job[1].weight.device)
 
     def install(i: int, sparse: SparseLinear) -> SparseLinear:
         """Puts converted layer ``i`` into the model and drops the converter's last reference to
@@ -604,7 +686,34 @@ def sparsify(
         row.epilogue = sparse.epilogue
         row.diff = dict(sparse.diff or {})
     report = SparsifyReport(rows)
-    return _fuse_groups(model, report) if fuse_projections else (model, report)
+    if fuse_projections:
+        model, report = _fuse_groups(model, report)
+    if target is not None:
+        # The rest of the model last, after fusion (whose temporaries then sit beside the sparse
+        # layers only): tensor by tensor, so the peak is the final footprint.
+        model = model.to(target)
+    report.device = _devices(model)
+    return model, report
+
+
+def _refuse_with_device(
+    target: torch.device, method: str, calibration: Any, max_rel_error: Optional[float], tp_group: Any
+) -> None:
+    """``sparsify(device=...)`` with what it cannot stream: a clear error, nothing modified."""
+    if calibration is not None or max_rel_error is not None or method in CALIBRATED_METHODS:
+        raise NotImplementedError(
+            f"sparsify(device={str(target)!r}) streams magnitude pruning only: calibrated pruning "
+            f"({method!r}, calibration=, max_rel_error=) runs the whole model, which must be on one device. "
+            f"Either move the dense model first (model.to({str(target)!r}), then sparsify without device=) "
+            f"if it fits there, or calibrate where it is and move the sparse model after "
+            f"(sparsify(model, calibration=...), then model.to({str(target)!r}))"
+        )
+    if tp_group is not None:
+        raise NotImplementedError(
+            f"sparsify(tp_group=..., device={str(target)!r}): sharding runs where the model lives; call "
+            f"sparsify(model, tp_group=...) on the host model (each rank keeps only its shards), then "
+            f"model.to({str(target)!r})"
+        )
 
 
 def _fuse_groups(model: nn.Module, report: SparsifyReport) -> Tuple[nn.Module, SparsifyReport]:

@@ -76,3 +76,7 @@ def test_memory_benchmark_smoke(tmp_path):
         assert set(r) >= {"dense", "sparse", "sparse_after_m1", "sparse_after_m16", "peak_during_sparsify"}
         assert r["checks"]["sparse_over_dense_allocated"] < 0.66
         assert set(r["checks"]["attribution"]["outside_torch_growth_mb"]) >= {"dense", "sparse", "sparse_after_m16"}
+        # sparsify(host model, device=...): on the CPU the no-op path, same conversion.
+        host = r["from_cpu"]
+        assert host["model_device"] == "cpu" and host["sparsified_layers"] == r["sparsified_layers"]
+        assert host["sparse"]["allocated"] == r["sparse"]["allocated"]

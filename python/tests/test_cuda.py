@@ -306,3 +306,39 @@ def test_sparsify_streams_on_cuda():
     # saving is exact; anything the conversion left allocated would show up.
     assert torch.cuda.memory_allocated() <= start - (dense_bytes - sparse_bytes)
     assert model(x).logits.isfinite().all()
+
+
+@pytest.mark.parametrize("fuse_projections", [False, True])
+def test_sparsify_streams_a_host_model_into_cuda(fuse_projections):
+    """sparsify(host model, device="cuda"): the dense model is never on the GPU; each converted
+    layer arrives in its 2:4 form and the rest at the end. Same outputs as converting the model
+    on the GPU, and issue 23's bound on the peak: final footprint + largest dense layer + 256 MB
+    (by design the device only fills up, so the peak is the final footprint)."""
+    from conftest import tiny_llama
+
+    def build() -> torch.nn.Module:
+        return tiny_llama(
+            torch.float16, hidden_size=128, intermediate_size=256, num_attention_heads=2, num_key_value_heads=2
+        )
+
+    x = torch.randint(0, 128, (1, 8), device="cuda")
+    ref, _ = sf.sparsify(build().cuda(), progress=False, fuse_projections=fuse_projections)
+    want = ref(x).logits
+    del ref
+    model = build()
+    largest = max(m.weight.numel() * m.weight.element_size() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    start = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    model, report = sf.sparsify(model, device="cuda", progress=False, fuse_projections=fuse_projections)
+    torch.cuda.synchronize()
+    peak, end = torch.cuda.max_memory_allocated(), torch.cuda.memory_allocated()
+    assert report.device == f"cuda:{torch.cuda.current_device()}" and len(report.sparsified) == 14
+    assert all(t.is_cuda for t in (*model.parameters(), *model.buffers()))
+    assert peak <= end + largest + 256 * (1 << 20), (start, peak, end)
+    if not fuse_projections:  # fusion's temporaries (the stacked canonical pair) come and go
+        assert peak <= end + largest, (start, peak, end)  # tighter: no 256 MB of slack needed
+    else:
+        assert len([g for g in report.groups if g.status == "fused"]) == 2
+    torch.testing.assert_close(model(x).logits, want)

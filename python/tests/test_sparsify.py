@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -185,3 +186,95 @@ def test_non_finite_layer_is_skipped_and_the_rest_converted():
     for name in ("0", "2"):
         assert isinstance(model[int(name)], sf.SparseLinear) and rows[name].status == "sparsified"
         assert rows[name].epilogue == "bias" and rows[name].diff["sparsity"] == 0.5
+
+
+# sparsify(device=...) (issue 23): the host model streamed layer by layer onto the device.
+
+_SPARSIFY = sys.modules["sparseflow.sparsify"]  # the module; `sf.sparsify` is the function
+
+
+def _snapshot(model: nn.Module) -> dict:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _unchanged(model: nn.Module, before: dict) -> bool:
+    after = model.state_dict()
+    return after.keys() == before.keys() and all(torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_sparsify_device_cpu_on_a_cpu_model_is_the_in_place_path():
+    ids = torch.randint(0, 128, (2, 7))
+    want_model, want = sf.sparsify(tiny_llama(torch.float16), progress=False)
+    model, report = sf.sparsify(tiny_llama(torch.float16), device="cpu", progress=False)
+    assert report.to_list() == want.to_list() and report.device == "cpu" == want.device
+    assert "model on cpu" in str(report)
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, want_model(ids).logits)
+
+
+@pytest.mark.parametrize("device", ["gpu", "xla", "meta", "cuda:99" if torch.cuda.is_available() else "cuda"])
+def test_sparsify_device_is_checked_before_the_model_is_modified(device):
+    """A device that is not CUDA or the CPU, or a CUDA device that is not there (no CUDA on
+    this machine: "cuda"; with CUDA: an index past the last GPU), is an error before anything
+    is converted."""
+    model = tiny_llama(torch.float16)
+    before = _snapshot(model)
+    with pytest.raises((ValueError, RuntimeError), match=f"device={device!r}"):
+        sf.sparsify(model, device=device, progress=False)
+    assert _unchanged(model, before)
+    assert not any(isinstance(m, sf.SparseLinear) for m in model.modules())
+
+
+def test_sparsify_device_refuses_what_it_cannot_stream(monkeypatch):
+    """Calibrated pruning, tp_group and float32 layers bound for CUDA: clear errors naming the
+    alternative, the model untouched. (The target is patched to CUDA: no GPU here.)"""
+    monkeypatch.setattr(_SPARSIFY, "_target_device", lambda model, device: torch.device("cuda", 0))
+    model = tiny_llama(torch.float16)
+    before = _snapshot(model)
+    ids = torch.randint(0, 128, (1, 8))
+    with pytest.raises(NotImplementedError, match=r"magnitude pruning only.*model\.to\('cuda:0'\)"):
+        sf.sparsify(model, method="wanda", calibration=[ids], device="cuda", progress=False)
+    with pytest.raises(NotImplementedError, match="max_rel_error"):
+        sf.sparsify(model, calibration=[ids], max_rel_error=0.5, device="cuda", progress=False)
+    with pytest.raises(NotImplementedError, match=r"tp_group=.*then model\.to\('cuda:0'\)"):
+        sf.sparsify(model, tp_group=object(), device="cuda", progress=False)
+    assert _unchanged(model, before)
+    fp32 = tiny_llama(torch.float32)
+    before = _snapshot(fp32)
+    with pytest.raises(TypeError, match=r"14 layers to convert are float32 .*model\.half\(\)"):
+        sf.sparsify(fp32, device="cuda", progress=False)
+    assert _unchanged(fp32, before)
+    assert not any(isinstance(m, sf.SparseLinear) for m in fp32.modules())
+
+
+@pytest.mark.parametrize("fuse_projections", [False, True])
+def test_sparsify_device_streams_each_layer_then_the_rest(monkeypatch, fuse_projections):
+    """The moving path, with the meta device standing in for the GPU (no data, same moves):
+    each converted layer lands on the target on its own, while everything not yet converted
+    is still on the host, and the rest follows at the end. At every placement the target
+    holds only sparse layers, so its peak is the final model (the GPU test measures it)."""
+    want_model, want = sf.sparsify(tiny_llama(torch.float16), progress=False, fuse_projections=fuse_projections)
+    monkeypatch.setattr(_SPARSIFY, "_target_device", lambda model, device: torch.device("meta"))
+    place = sf.SparseLinear._place
+    seen = []
+
+    def spy(layer, values, meta, bias, device):
+        on_target = [t for t in (*model.parameters(), *model.buffers()) if t.device.type == "meta"]
+        seen.append((str(device), len(on_target), sum(isinstance(m, sf.SparseLinear) for m in model.modules())))
+        place(layer, values, meta, bias, device)
+
+    monkeypatch.setattr(sf.SparseLinear, "_place", spy)
+    model = tiny_llama(torch.float16)
+    model, report = sf.sparsify(model, device="cuda", progress=False, fuse_projections=fuse_projections)
+    n = len(report.sparsified)
+    assert n == 14 and [r.to_dict() for r in report] == [r.to_dict() for r in want]
+    assert [g.to_dict() for g in report.groups] == [g.to_dict() for g in want.groups]
+    assert report.device == "meta" and report.summary()["device"] == "meta"
+    # Layer i is placed when the only tensors on the target are the buffers of the i sparse
+    # layers before it and its own installed skeleton (values and meta: a Llama has no bias).
+    moved = [s for s in seen if s[0] == "meta"][:n]
+    assert [count for _, _, count in moved] == list(range(1, n + 1))
+    assert [on_target for _, on_target, _ in moved] == [2 * (i + 1) for i in range(n)]
+    assert all(t.device.type == "meta" for t in (*model.parameters(), *model.buffers()))
+    assert type(model.model.embed_tokens) is type(want_model.model.embed_tokens)
+    assert [type(m).__name__ for m in model.modules()] == [type(m).__name__ for m in want_model.modules()]
