@@ -337,3 +337,44 @@ fn tune_measures_the_best_few_of_every_family_that_can_run_the_m() {
     let sm80 = top_k_per_family(families, &shape, 512, target("sm_80").unwrap(), 8);
     assert!(sm80.iter().all(|c| c.config.family == "sm80"));
 }
+
+#[test]
+fn measured_only_configurations_run_only_from_a_table() {
+    // 1024x4096 (k_proj) at M = 256: few feature tiles, where the 64-feature sm90 CTA is offered.
+    let p = LayerProblem {
+        n: 1024,
+        ..problem(256)
+    };
+    let shape = GemmShape {
+        m: None,
+        n: p.n,
+        k: p.k,
+        dtype: p.dtype,
+    };
+    let models = Registry::builtin().models();
+    let narrow = |c: &KernelConfig| c.family == "sm90" && c.tile_n == 64;
+    // The cost model alone never ranks them, so planning without a table never picks them.
+    assert!(!rank(models, &shape, p.m, h200())
+        .iter()
+        .any(|c| narrow(&c.config)));
+    for m in [65, 128, 256, 512, 1024, 4096] {
+        let planned = plan(&LayerProblem { m, ..p }, h200(), Tuning::none());
+        assert!(
+            !narrow(&planned.plan.config),
+            "M={m}: {:?}",
+            planned.plan.config
+        );
+    }
+    // `tune` measures them, and a table that found one fastest is followed.
+    let offered = top_k_per_family(models, &shape, p.m, h200(), 64);
+    let measured = offered
+        .iter()
+        .map(|c| c.config)
+        .find(narrow)
+        .expect("tune offers the 64-feature CTA");
+    assert_eq!(measured.warps, 8);
+    let t = table_with(&p, ConfigRecord::from(&measured));
+    let planned = plan(&p, h200(), &tuning(&[("t", &t)]));
+    assert_eq!(planned.plan.config, measured);
+    assert_eq!(planned.spec.config.tile_n, 64);
+}

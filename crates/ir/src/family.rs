@@ -73,6 +73,14 @@ pub trait FamilyModel: Send + Sync + std::fmt::Debug {
     fn check(&self, _cfg: &KernelConfig, _shape: &GemmShape) -> Result<(), String> {
         Ok(())
     }
+    /// Whether `cfg` runs only where a tuning table measured it (checked against the float64
+    /// reference and timed on that GPU): configurations whose estimate has no measurement behind
+    /// it yet. Planning by the cost model alone ([`crate::select::rank`]) skips them; what
+    /// `sparseflow tune` measures ([`crate::select::top_k_per_family`]) and a table's winner
+    /// may include them.
+    fn measured_only(&self, _cfg: &KernelConfig) -> bool {
+        false
+    }
     /// Threads, dynamic shared memory and registers of one block.
     fn resources(&self, cfg: &KernelConfig, dtype: sparseflow_core::DType) -> Resources;
     /// Launch grid for `Y[m, n] = X[m, k]·Wᵀ` on `target` (persistent kernels size it from

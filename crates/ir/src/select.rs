@@ -66,6 +66,16 @@ fn by_estimate(a: &TileChoice, b: &TileChoice) -> Ordering {
         .then_with(|| a.config.cmp(&b.config))
 }
 
+/// Whether [`rank_family`] offers the family's measured-only configurations
+/// ([`FamilyModel::measured_only`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Offer {
+    /// Planning without a measurement: estimates alone.
+    Estimated,
+    /// Candidates for measurement (`sparseflow tune`).
+    ForTuning,
+}
+
 /// `family`'s legal candidates for `shape` (M concrete), best first.
 fn rank_family(
     families: &Families<'_>,
@@ -73,8 +83,10 @@ fn rank_family(
     shape: &GemmShape,
     m: u64,
     target: &Target,
+    offer: Offer,
 ) -> Vec<TileChoice> {
     let mut ranked: Vec<TileChoice> = candidates(family.name(), family.space())
+        .filter(|cfg| offer == Offer::ForTuning || !family.measured_only(cfg))
         .filter(|cfg| check(families, cfg, shape, Some(target)).is_ok())
         .filter_map(|cfg| family.estimate(&cfg, shape, m, target))
         .collect();
@@ -95,7 +107,7 @@ pub fn rank(
     };
     let mut ranked: Vec<TileChoice> = families_for_m(families, m, &concrete, target)
         .into_iter()
-        .flat_map(|f| rank_family(families, f, &concrete, m, target))
+        .flat_map(|f| rank_family(families, f, &concrete, m, target, Offer::Estimated))
         .collect();
     ranked.sort_by(by_estimate);
     ranked
@@ -121,7 +133,7 @@ pub fn top_k_per_family(
         .iter()
         .filter(|f| f.max_m().is_none_or(|max| m <= max) && f.supports_arch(&target.arch))
         .flat_map(|&f| {
-            let mut ranked = rank_family(families, f, &concrete, m, target);
+            let mut ranked = rank_family(families, f, &concrete, m, target, Offer::ForTuning);
             ranked.truncate(top_k);
             ranked
         })

@@ -22,18 +22,23 @@ pub const SM90: Sm90 = Sm90;
 #[derive(Debug, Clone, Copy)]
 pub struct Sm90;
 
-/// Features per CTA: two consumer warpgroups of 64 rows (the weight box is 8 row blocks).
-const TILE_N: u32 = 128;
-/// One producer warpgroup + two consumer warpgroups.
-const THREADS: u32 = 384;
 /// Feature tiles that walk the token tiles together (grouped raster, kept in L2).
 const GROUP_N: u32 = 8;
 
+/// Warps of a CTA of `tile_n` features: one producer warpgroup and one consumer warpgroup per
+/// 64 features (the template's `THREADS`).
+fn warps_for(tile_n: u32) -> u32 {
+    4 * (tile_n / 64 + 1)
+}
+
 const SPACE: ConfigSpace = ConfigSpace {
     tile_m: &[64, 128, 192, 256],
-    tile_n: &[TILE_N],
+    // 128 features = two consumer warpgroups (the measured default); 64 = one, twice the feature
+    // tiles for shapes with few of them (1024 features). The 64-feature CTA runs only where a
+    // tuning table measured it (`measured_only`).
+    tile_n: &[64, 128],
     tile_k: &[64, 128],
-    warps: &[THREADS / 32],
+    warps: &[8, 12],
     stages: &[3, 4],
     // Few output tiles (M up to a few hundred tokens, or few features: 1024x4096 is 8 feature
     // tiles) fill few SMs: K is then split over 2-8 CTAs per tile, the last reducing its peers'
@@ -106,6 +111,13 @@ impl FamilyModel for Sm90 {
                 shape.k
             ));
         }
+        if cfg.warps != warps_for(cfg.tile_n) {
+            return Err(format!(
+                "{} features take {} warps (a producer warpgroup and one consumer warpgroup per 64)",
+                cfg.tile_n,
+                warps_for(cfg.tile_n)
+            ));
+        }
         // 128 fp32 accumulators plus two register sets of 4 k32 steps exceed the 168
         // registers of a 384-thread block (ptxas spills).
         if cfg.tile_m == 256 && cfg.tile_k > 64 {
@@ -114,12 +126,21 @@ impl FamilyModel for Sm90 {
         Ok(())
     }
 
+    /// The 64-feature CTA has no measured fraction of the tensor-core peak behind its estimate:
+    /// planning without a table never picks it, a tuning table that measured it may.
+    fn measured_only(&self, cfg: &KernelConfig) -> bool {
+        cfg.tile_n == 64
+    }
+
     fn resources(&self, cfg: &KernelConfig, _dtype: DType) -> Resources {
+        let threads = 32 * cfg.warps;
         Resources {
-            threads: THREADS,
+            threads,
             // The ring, 1 KiB to align it for the swizzle, and its full/empty mbarriers.
             dynamic_smem: cfg.stages * stage_bytes(cfg) + 1024 + 16 * cfg.stages,
-            regs_per_thread: 168,
+            // Two consumer warpgroups share the register file through setmaxnreg (168 on
+            // average); one gets up to ptxas's 255.
+            regs_per_thread: (65536 / threads).min(255) & !7,
         }
     }
 
@@ -171,7 +192,12 @@ impl FamilyModel for Sm90 {
         let waves = (ctas / slots).ceil();
         // Three stages hide the copy latency less well than four (measured: 3-5% at large M).
         let depth = if cfg.stages >= 4 { 1.0 } else { 0.95 };
-        let per_sm = depth * measured_fraction(cfg, waves) * 2.0 * target.dense_tc_flops / slots;
+        // One consumer warpgroup keeps the tensor cores busy less of the time than two (a guess
+        // until measured: it only ranks candidates for `sparseflow tune`, see measured_only).
+        let warpgroups = if cfg.tile_n == 64 { 0.6 } else { 1.0 };
+        let per_sm =
+            warpgroups * depth * measured_fraction(cfg, waves) * 2.0 * target.dense_tc_flops
+                / slots;
         let cta_s = 2.0 * cfg.tile_m as f64 * cfg.tile_n as f64 * (kp / split) / per_sm;
         // The reducer reads split - 1 fp32 partial tiles at roughly 50 GB/s per SM.
         let reduce_s = (split - 1.0) * (cfg.tile_m * cfg.tile_n * 4) as f64 / 50e9;
