@@ -11,9 +11,11 @@ integration (crates/runtime's correctness matrix is the acceptance test).
 
   profile KERNEL_DIR NAME N K M               GPU machine: launches one kernel 3 times (for ncu).
 
-A config C is TILE_M x TILE_N x TILE_K x STAGES [x GROUP_N [x INFLIGHT [x DEV [x SPLIT_K]]]], e.g.
-256x128x64x4 or 128x128x128x4x8x1x0x4; DEV 1 = SF_DEV_SKIP_LOADS, 2 = SF_DEV_SKIP_MMA (timing
-experiments with wrong results; correctness skips them). Epilogue variants are built for the
+A config C is TILE_M x TILE_N x TILE_K x STAGES [x GROUP_N [x INFLIGHT [x DEV [x SPLIT_K [x ASYNC]]]]],
+e.g. 256x128x64x4 or 128x128x128x4x8x1x0x4x1; DEV 1 = SF_DEV_SKIP_LOADS, 2 = SF_DEV_SKIP_MMA (timing
+experiments with wrong results; correctness skips them); ASYNC 1 = SF_ASYNC_MAINLOOP (the loop shape
+ptxas keeps asynchronous; the name gets an "a1" suffix). `build` prints every ptxas "wgmma ...
+serialized" warning (C7512/C7514/C7520) it finds. Epilogue variants are built for the
 first config only. Env for `run`: SF_SHAPES=NxK,..., SF_MS=..., SF_BENCH_ONLY=substring.
 
 Kernel ABI: (CUtensorMap x_map, CUtensorMap w_map, CUtensorMap e_map, T* bias, T* y,
@@ -57,9 +59,9 @@ def smem_bytes(tm, tn, tk, st):
     return st * stage_bytes(tm, tn, tk) + 1024 + 16 * st
 
 
-def source(name, dtype, epi, tm, tn, tk, st, grp, infl, dev="", split=1):
+def source(name, dtype, epi, tm, tn, tk, st, grp, infl, dev="", split=1, asyn=0):
     defs = [f"#define SF_KERNEL_NAME {name}", f"#define SF_DTYPE_{dtype.upper()} 1", f"#define TILE_M {tm}",
-            f"#define TILE_N {tn}", f"#define TILE_K {tk}", f"#define STAGES {st}", f"#define SPLIT_K {split}", f"#define SF_GROUP_N {grp}", f"#define SF_WGMMA_INFLIGHT {infl}",
+            f"#define TILE_N {tn}", f"#define TILE_K {tk}", f"#define STAGES {st}", f"#define SPLIT_K {split}", f"#define SF_GROUP_N {grp}", f"#define SF_WGMMA_INFLIGHT {infl}", f"#define SF_ASYNC_MAINLOOP {asyn}",
             f"#define SF_USES_BIAS {1 if 'bias' in EPILOGUES[epi] else 0}",
             f"#define SF_EPILOGUE(acc, bias) ({EPILOGUES[epi]})", "#define SF_HANG_GUARD 1"] + ([f"#define {dev} 1"] if dev else [])
     parts = ["\n".join(defs), (KDIR / "mma_sp.cuh").read_text(), (KDIR / "epilogue.cuh").read_text(),
@@ -107,16 +109,19 @@ def build(out, configs):
                 infl = cfg[5] if len(cfg) > 5 else 1
                 dev = {0: "", 1: "SF_DEV_SKIP_LOADS", 2: "SF_DEV_SKIP_MMA"}[cfg[6] if len(cfg) > 6 else 0]
                 split = cfg[7] if len(cfg) > 7 else 1
+                asyn = cfg[8] if len(cfg) > 8 else 0
                 if epi != "none" and cfg != configs[0]:
                     continue
-                name = f"sf_sm90_{dtype}_{epi}_m{tm}n{tn}k{tk}s{st}g{grp}i{infl}sk{split}" + (f"_{dev.lower()[7:]}" if dev else "")
+                name = f"sf_sm90_{dtype}_{epi}_m{tm}n{tn}k{tk}s{st}g{grp}i{infl}sk{split}" + ("a1" if asyn else "") + (f"_{dev.lower()[7:]}" if dev else "")
                 t0 = time.time()
-                cub, log = compile_cubin(lib, source(name, dtype, epi, tm, tn, tk, st, grp, infl, dev, split), name)
+                cub, log = compile_cubin(lib, source(name, dtype, epi, tm, tn, tk, st, grp, infl, dev, split, asyn), name)
                 (out / f"{name}.cubin").write_bytes(cub)
                 (out / f"{name}.log").write_text(log)
                 spill = [l for l in log.splitlines() if "spill" in l and not " 0 bytes spill stores, 0 bytes spill loads" in l]
                 regs = [l.strip() for l in log.splitlines() if "registers" in l]
-                print(f"{name}: {time.time() - t0:.1f}s {regs[-1] if regs else ''}", flush=True)
+                serial = sorted({w for w in ("C7512", "C7514", "C7520") if w in log})
+                print(f"{name}: {time.time() - t0:.1f}s {regs[-1] if regs else ''}"
+                      + (f"  wgmma serialized ({', '.join(serial)})" if serial else ""), flush=True)
                 if spill:
                     raise SystemExit(f"{name} spills:\n{log}")
                 kernels.append(dict(name=name, dtype=dtype, epilogue=epi, tile_m=tm, tile_n=tn, tile_k=tk, stages=st,

@@ -44,6 +44,17 @@ static_assert(TILE_K == 64 || TILE_K == 128, "a stage is one or two 64-wide K pa
 #ifndef SF_WGMMA_INFLIGHT
 #define SF_WGMMA_INFLIGHT 1  // stages of wgmmas left in flight while the next is issued (0 or 1)
 #endif
+// SF_ASYNC_MAINLOOP 1: the consumer loop shaped so that ptxas keeps the wgmmas asynchronous.
+// With 0 (the default until it has run on a GPU) ptxas serializes every wgmma of the TILE_K 64
+// kernels (C7514: each HGMMA followed by WARPGROUP.DEPBAR.LE 0 in the SASS) and of the one-
+// consumer-warpgroup kernels (C7520); the TILE_K 128 kernels keep one stage in flight. 1 pairs
+// the stages without a conditional inside the loop, keeps the K-tail test a run-time one for
+// every TILE_K, and gives one consumer warpgroup setmaxnreg like two. TILE_M 256 with two
+// consumer warpgroups stays serialized either way (C7512: 128 accumulators and two A register
+// sets do not fit the 168 registers ptxas allocates at 384 threads).
+#ifndef SF_ASYNC_MAINLOOP
+#define SF_ASYNC_MAINLOOP 0
+#endif
 static_assert(SPLIT_K >= 1, "SPLIT_K counts the CTAs of one output tile");
 static_assert(TILE_M * Y_STRIDE * 2 <= STAGES * STAGE_BYTES, "the Y tile reuses the ring");
 
@@ -147,7 +158,11 @@ __device__ __forceinline__ void consume_stage(int j, int kt, int KS, u32 ring, u
 #pragma unroll
     for (int kk = 0; kk < KSTEPS; ++kk) {
         // Only a K tail shorter than TILE_K (K/64 odd with TILE_K 128) skips steps.
+#if SF_ASYNC_MAINLOOP
+        if (kk < nks) {  // always true but for a K tail; as a run-time test ptxas pipelines
+#else
         if (KSTEPS == 2 || kk < nks) {
+#endif
             const unsigned long long desc = sf_desc_sw128(st + (kk / 2) * X_HALF_BYTES + (kk % 2) * 64);
             const int scale_d = (j > 0 || kk > 0) ? 1 : 0;
             if (kk % 2 == 0)
@@ -219,7 +234,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
     sf_wait_prior_grid();
 
     if (wg == 0) {
-#if CWG == 2
+#if CWG == 2 || SF_ASYNC_MAINLOOP
         asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
 #endif
         if (warp != 0) return;
@@ -246,7 +261,10 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
         return;
     }
 
-#if CWG == 2
+#if CWG == 2 || SF_ASYNC_MAINLOOP
+    // Two consumer warpgroups: 168 at launch -> 232 (the producer's 128 spare registers per
+    // thread cover them). One: ptxas then allocates 232 at launch and this keeps them; its
+    // being warpgroup-aligned is what lets ptxas pipeline the wgmmas (C7520 without it).
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
 #endif
     const int c = wg - 1;             // consumer warpgroup: features n0 + 64c ..
@@ -261,11 +279,21 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
     // registers therefore alternate between two sets (the loop is unrolled by two so each set
     // is a fixed group of registers).
     u32 a0[KSTEPS][4], e0[KPS], a1[KSTEPS][4], e1[KPS];
+#if SF_ASYNC_MAINLOOP
+    // Whole pairs, then an odd last stage: no conditional stage inside the loop body.
+    int j = 0;
+    for (; j + 1 < nkt; j += 2) {
+        consume_stage(j, kt0 + j, KS, ring, bars, rbl, lane, d, a0, e0);
+        consume_stage(j + 1, kt0 + j + 1, KS, ring, bars, rbl, lane, d, a1, e1);
+    }
+    if (j < nkt) consume_stage(j, kt0 + j, KS, ring, bars, rbl, lane, d, a0, e0);
+#else
     if (nkt > 0) consume_stage(0, kt0, KS, ring, bars, rbl, lane, d, a0, e0);
     for (int j = 1; j < nkt; j += 2) {
         consume_stage(j, kt0 + j, KS, ring, bars, rbl, lane, d, a1, e1);
         if (j + 1 < nkt) consume_stage(j + 1, kt0 + j + 1, KS, ring, bars, rbl, lane, d, a0, e0);
     }
+#endif
     sf_wgmma_wait<0>();
     sf_fence_acc(d);
 
