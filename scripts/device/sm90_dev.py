@@ -2,9 +2,11 @@
 """Development harness of the sm90 (Hopper wgmma.sp) kernel family, before and beside its Rust
 integration (crates/runtime's correctness matrix is the acceptance test).
 
-  build OUT_DIR [--configs C,...]             dev machine: NVRTC-compiles the template
+  build OUT_DIR [--configs C,...] [--no-hang-guard]   dev machine: NVRTC-compiles the template
         (crates/codegen/kernels/sm90_sparse_gemm.cu) for sm_90a, writes cubins, ptxas logs and
-        kernels.json; fails on spills.
+        kernels.json; fails on spills. The hang guard (a trap after ~2^28 barrier polls) costs
+        registers: with it ptxas serializes 256x128 tiles that production (no guard) pipelines,
+        so time with --no-hang-guard.
   run KERNEL_DIR OUT_JSON [--no-bench]         GPU machine: checks every kernel against a
         float64 reference on random 2:4 data (odd shapes, NaN-filled outputs), then times them
         against F.linear (cuBLAS) in CUDA graphs with weights rotated past L2.
@@ -59,11 +61,12 @@ def smem_bytes(tm, tn, tk, st):
     return st * stage_bytes(tm, tn, tk) + 1024 + 16 * st
 
 
-def source(name, dtype, epi, tm, tn, tk, st, grp, infl, dev="", split=1, asyn=0):
+def source(name, dtype, epi, tm, tn, tk, st, grp, infl, dev="", split=1, asyn=0, guard=True):
     defs = [f"#define SF_KERNEL_NAME {name}", f"#define SF_DTYPE_{dtype.upper()} 1", f"#define TILE_M {tm}",
             f"#define TILE_N {tn}", f"#define TILE_K {tk}", f"#define STAGES {st}", f"#define SPLIT_K {split}", f"#define SF_GROUP_N {grp}", f"#define SF_WGMMA_INFLIGHT {infl}", f"#define SF_ASYNC_MAINLOOP {asyn}",
             f"#define SF_USES_BIAS {1 if 'bias' in EPILOGUES[epi] else 0}",
-            f"#define SF_EPILOGUE(acc, bias) ({EPILOGUES[epi]})", "#define SF_HANG_GUARD 1"] + ([f"#define {dev} 1"] if dev else [])
+            f"#define SF_EPILOGUE(acc, bias) ({EPILOGUES[epi]})"] + (["#define SF_HANG_GUARD 1"] if guard else [])
+    defs += [f"#define {dev} 1"] if dev else []
     parts = ["\n".join(defs), (KDIR / "mma_sp.cuh").read_text(), (KDIR / "epilogue.cuh").read_text(),
              wgmma_fn(tm), (KDIR / "sm90_sparse_gemm.cu").read_text()]
     return "\n".join(p.replace("#pragma once", "") for p in parts)
@@ -98,7 +101,7 @@ def compile_cubin(lib, src, name):
     return cub.raw, log.value.decode()
 
 
-def build(out, configs):
+def build(out, configs, guard=True):
     lib = nvrtc()
     out.mkdir(parents=True, exist_ok=True)
     kernels = []
@@ -114,7 +117,7 @@ def build(out, configs):
                     continue
                 name = f"sf_sm90_{dtype}_{epi}_m{tm}n{tn}k{tk}s{st}g{grp}i{infl}sk{split}" + ("a1" if asyn else "") + (f"_{dev.lower()[7:]}" if dev else "")
                 t0 = time.time()
-                cub, log = compile_cubin(lib, source(name, dtype, epi, tm, tn, tk, st, grp, infl, dev, split, asyn), name)
+                cub, log = compile_cubin(lib, source(name, dtype, epi, tm, tn, tk, st, grp, infl, dev, split, asyn, guard), name)
                 (out / f"{name}.cubin").write_bytes(cub)
                 (out / f"{name}.log").write_text(log)
                 spill = [l for l in log.splitlines() if "spill" in l and not " 0 bytes spill stores, 0 bytes spill loads" in l]
@@ -374,7 +377,7 @@ def main():
         if "--configs" in sys.argv:
             cfg = sys.argv[sys.argv.index("--configs") + 1]
         configs = [tuple(int(v) for v in c.split("x")) for c in cfg.split(",")]
-        build(Path(sys.argv[2]), configs)
+        build(Path(sys.argv[2]), configs, guard="--no-hang-guard" not in sys.argv)
     elif len(sys.argv) >= 4 and sys.argv[1] == "run":
         run(Path(sys.argv[2]), sys.argv[3], bench="--no-bench" not in sys.argv)
     else:

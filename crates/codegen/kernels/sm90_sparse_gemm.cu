@@ -49,9 +49,9 @@ static_assert(TILE_K == 64 || TILE_K == 128, "a stage is one or two 64-wide K pa
 // kernels (C7514: each HGMMA followed by WARPGROUP.DEPBAR.LE 0 in the SASS) and of the one-
 // consumer-warpgroup kernels (C7520); the TILE_K 128 kernels keep one stage in flight. 1 pairs
 // the stages without a conditional inside the loop, keeps the K-tail test a run-time one for
-// every TILE_K, and gives one consumer warpgroup setmaxnreg like two. TILE_M 256 with two
-// consumer warpgroups stays serialized either way (C7512: 128 accumulators and two A register
-// sets do not fit the 168 registers ptxas allocates at 384 threads).
+// every TILE_K, and gives one consumer warpgroup setmaxnreg like two; with it no configuration
+// comes out serialized (crates/codegen/tests/compile_all.rs checks every one). SF_HANG_GUARD's
+// poll counter costs the registers that 256 x 128 tiles lack (C7512), so time without it.
 #ifndef SF_ASYNC_MAINLOOP
 #define SF_ASYNC_MAINLOOP 0
 #endif

@@ -173,3 +173,42 @@ fn disk_cache_hits_and_recovers_from_corruption() {
     assert!(!c.compile(&k90).unwrap().from_cache);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// ptxas's "wgmma serialized" diagnostics (each wgmma waited for before the next issues).
+const SERIALIZED: [&str; 3] = ["C7512", "C7514", "C7520"];
+
+/// The sm90 template's `SF_ASYNC_MAINLOOP` shape (kernels/sm90_sparse_gemm.cu) is what keeps
+/// the wgmmas of a stage in flight. Compiled without it, ptxas serializes every wgmma of every
+/// one-split configuration (C7514 / C7520: each HGMMA waited for before the next issues);
+/// with it, no configuration of the space (f16, every split) and no epilogue or dtype of one
+/// configuration may come out serialized. A change that brings the serialization back fails
+/// here, without a GPU.
+#[test]
+fn the_async_mainloop_keeps_sm90_wgmmas_pipelined() {
+    let c = compiler();
+    let mut specs = enumerate("sm90", DType::F16, EpilogueKind::None, "sm_90a");
+    assert!(specs.len() >= 32, "{} sm90 configurations", specs.len());
+    for dtype in [DType::F16, DType::BF16] {
+        for epi in EpilogueKind::all() {
+            specs.extend(one_config("sm90", dtype, epi, "sm_90a"));
+        }
+    }
+    let serialized: Vec<String> = specs
+        .iter()
+        .filter_map(|spec| {
+            let mut k = generate(spec).unwrap();
+            k.source = format!("#define SF_ASYNC_MAINLOOP 1\n{}", k.source);
+            let out = c.compile(&k).unwrap_or_else(|e| panic!("{}: {e}", k.name));
+            let found: Vec<&str> = SERIALIZED
+                .into_iter()
+                .filter(|w| out.log.contains(w))
+                .collect();
+            (!found.is_empty()).then(|| format!("{}: {found:?}", k.name))
+        })
+        .collect();
+    assert!(
+        serialized.is_empty(),
+        "wgmma serialized:\n{}",
+        serialized.join("\n")
+    );
+}
