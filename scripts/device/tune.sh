@@ -8,7 +8,8 @@
 #
 # Build here first: bash scripts/device/build_carry.sh --no-cache (or only .carry/bench), then
 #   run(command="bash scripts/device/tune.sh", carry=[".carry"])
-# MODEL, MS, DTYPES, EPILOGUES, TOP_K, BUDGET_S narrow or widen a visit.
+# MODEL, MS, DTYPES, EPILOGUES, TOP_K, BUDGET_S narrow or widen a visit; FRESH=1 starts from an
+# empty table (after a kernel change that makes the checked-in timings stale).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/sparseflow-tune}
@@ -18,7 +19,7 @@ export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH
 export SPARSEFLOW_CACHE_DIR=${SPARSEFLOW_CACHE_DIR:-/tmp/sparseflow-cache}
 export SPARSEFLOW_BUILD="$(tr '\n' ' ' <.carry/BUILT_FROM 2>/dev/null || git rev-parse --short HEAD 2>/dev/null)"
 table=$OUT/h200.json
-cp crates/ir/tuning/h200.json "$table"
+if [[ "${FRESH:-0}" == 1 ]]; then rm -f "$table"; else cp crates/ir/tuning/h200.json "$table"; fi
 # The table being written must not steer the candidates' own planning mid-run.
 SPARSEFLOW_TUNING=off "$BIN" tune --model "${MODEL:-llama3-8b}" \
     --m "${MS:-16,32,64,128,256,512,1024,2048,4096,8192}" --dtype "${DTYPES:-fp16}" \
