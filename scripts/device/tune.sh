@@ -20,11 +20,22 @@ export SPARSEFLOW_CACHE_DIR=${SPARSEFLOW_CACHE_DIR:-/tmp/sparseflow-cache}
 export SPARSEFLOW_BUILD="$(tr '\n' ' ' <.carry/BUILT_FROM 2>/dev/null || git rev-parse --short HEAD 2>/dev/null)"
 table=$OUT/h200.json
 if [[ "${FRESH:-0}" == 1 ]]; then rm -f "$table"; else cp crates/ir/tuning/h200.json "$table"; fi
-# The table being written must not steer the candidates' own planning mid-run.
-SPARSEFLOW_TUNING=off "$BIN" tune --model "${MODEL:-llama3-8b}" \
-    --m "${MS:-16,32,64,128,256,512,1024,2048,4096,8192}" --dtype "${DTYPES:-fp16}" \
-    --epilogue "${EPILOGUES:-none}" --top-k "${TOP_K:-8}" --graph --budget-s "${BUDGET_S:-240}" \
-    --out "$table" 2>&1 | tee "$OUT/tune.log"
-rc=${PIPESTATUS[0]}
+# The table being written must not steer the candidates' own planning mid-run. A kernel that
+# hangs makes tune exit (its watchdog: code 75 after 90 s on one configuration; `timeout` is the
+# backstop) with the configuration named in $table.inflight, so the next attempt records it as
+# failed and goes on (at most 3 attempts, within the budget).
+budget=${BUDGET_S:-240}
+deadline=$((SECONDS + budget))
+for attempt in 1 2 3; do
+    left=$((deadline - SECONDS))
+    [[ $left -gt 10 ]] || break
+    SPARSEFLOW_TUNING=off timeout $((left + 90)) "$BIN" tune --model "${MODEL:-llama3-8b}" \
+        --m "${MS:-16,32,64,128,256,512,1024,2048,4096,8192}" --dtype "${DTYPES:-fp16}" \
+        --epilogue "${EPILOGUES:-none}" --top-k "${TOP_K:-8}" --graph --budget-s "$left" \
+        --out "$table" 2>&1 | tee -a "$OUT/tune.log"
+    rc=${PIPESTATUS[0]}
+    [[ ( $rc -eq 75 || $rc -eq 124 ) && -f $table.inflight ]] || break
+    echo "attempt $attempt stopped in $(cat "$table.inflight"); resuming without it" | tee -a "$OUT/tune.log"
+done
 echo "tune exit code: $rc"
 exit $rc

@@ -27,7 +27,10 @@ use crate::bench::shapes::{
 };
 use crate::bench::timing::TimingArgs;
 use crate::tune::gpu::{measure_case, precompile, Bench, Weights};
-use crate::tune::{candidates, cases, cost_model_pick, entry, pending, Case};
+use crate::tune::{
+    candidates, cases, cost_model_pick, entry, inflight_path, pending, read_inflight, Case,
+    Watchdog,
+};
 
 const AFTER_HELP: &str = "\
 Each case is one layer shape at one M bucket (M is rounded up to the next power of two, the
@@ -241,6 +244,14 @@ impl Run<'_> {
             self.table
                 .save(&self.out)
                 .with_context(|| format!("saving {} after {}", self.out.display(), case.label()))?;
+            // The case is saved: nothing of it is in flight any more (the marker is this
+            // command's own file).
+            match std::fs::remove_file(&self.b.marker) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(anyhow!("removing {}: {e}", self.b.marker.display())),
+            }
+            self.b.unfinished = None;
             self.measured.push(case.clone());
         }
         Ok(())
@@ -298,6 +309,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
         args.timing.warmup_ms,
         args.top_k
     );
+    let marker = inflight_path(&args.out);
+    let unfinished = read_inflight(&marker)?;
+    if let Some(m) = &unfinished {
+        eprintln!(
+            "an earlier run did not finish {} on {}: it is recorded as failed, not run again",
+            m.config, m.case
+        );
+    }
+    // Far above any one configuration's compile check and timing (seconds), far below a visit.
+    let watchdog = Watchdog::start(Duration::from_secs(90));
     let mut run = Run {
         b: Bench {
             gpu: &g,
@@ -305,6 +326,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
             target: &target,
             time,
             seed: args.seed,
+            marker,
+            unfinished,
+            watchdog: &watchdog,
         },
         compiler,
         top_k: args.top_k,

@@ -13,12 +13,13 @@ use sparseflow_ir::tuning::{ConfigRecord, Measurement, STATUS_OK};
 use sparseflow_ir::{Target, TileChoice};
 use sparseflow_runtime::{Context, SparseGemm};
 
-use super::Case;
+use super::{is_unfinished, Case, InFlight, Watchdog, STATUS_UNFINISHED};
 use crate::bench::gpu::check::rel_err_rows;
 use crate::bench::gpu::problem::{check_rows, oracle_rows, random, sample_rows, HostLayer};
 use crate::bench::gpu::sparseflow::{upload, SfGemm};
 use crate::bench::gpu::sweep::{measure, poison, read_rows};
 use crate::bench::gpu::{copies_for, dptr, Gpu, GpuElement, TimeCfg};
+use crate::bench::output::write_atomic;
 use crate::bench::report::SPARSEFLOW;
 
 /// What every measurement of a run shares.
@@ -28,6 +29,12 @@ pub struct Bench<'a> {
     pub target: &'a Target,
     pub time: TimeCfg,
     pub seed: u64,
+    /// Where the configuration being measured is named before it runs (`super::inflight_path`).
+    pub marker: std::path::PathBuf,
+    /// The configuration an earlier run left unfinished, not to be run again.
+    pub unfinished: Option<InFlight>,
+    /// Ends the process when one configuration never finishes.
+    pub watchdog: &'a Watchdog,
 }
 
 /// One layer's random 2:4 weight (as `sparseflow benchmark` makes it) on the host and, in
@@ -106,13 +113,27 @@ pub fn measure_case<T: GpuElement>(
     };
     let mut out = Vec::with_capacity(candidates.len());
     for c in candidates {
+        let config = ConfigRecord::from(&c.config);
+        if is_unfinished(b.unfinished.as_ref(), case, &config) {
+            out.push(unmeasured(c, STATUS_UNFINISHED));
+            pb.inc(1);
+            continue;
+        }
+        let marker = InFlight {
+            case: case.label(),
+            config,
+        };
+        write_atomic(&b.marker, &serde_json::to_string(&marker)?)
+            .with_context(|| format!("writing {}", b.marker.display()))?;
         pb.set_message(format!(
             "{}: {} {}",
             case.label(),
             c.config.family,
             c.config.describe_tiles()
         ));
+        b.watchdog.arm();
         let measured = measure_one(b, w, case, c, &inputs);
+        b.watchdog.disarm();
         if !measured.ok() {
             b.gpu.sync().with_context(|| {
                 format!(
@@ -136,16 +157,7 @@ fn measure_one<T: GpuElement>(
     c: &TileChoice,
     io: &Inputs<T>,
 ) -> Measurement {
-    let mut record = Measurement {
-        config: ConfigRecord::from(&c.config),
-        est_us: Some(c.est_us),
-        median_us: None,
-        p10_us: None,
-        p90_us: None,
-        samples: 0,
-        rel_err: None,
-        status: String::new(),
-    };
+    let mut record = unmeasured(c, "");
     let (gpu, m, n) = (b.gpu, case.m, case.layer.n);
     let ready = w
         .gemms
@@ -186,4 +198,18 @@ fn measure_one<T: GpuElement>(
         None => record.status = measured.note,
     }
     record
+}
+
+/// `c` with no timing, and why.
+fn unmeasured(c: &TileChoice, status: &str) -> Measurement {
+    Measurement {
+        config: ConfigRecord::from(&c.config),
+        est_us: Some(c.est_us),
+        median_us: None,
+        p10_us: None,
+        p90_us: None,
+        samples: 0,
+        rel_err: None,
+        status: status.into(),
+    }
 }

@@ -183,3 +183,97 @@ pub fn entry(
 
 #[cfg(test)]
 mod tests;
+
+/// The configuration being measured, written beside the table before it runs and removed once
+/// its case is saved. A run that hangs or crashes on a kernel (and is killed) leaves it behind;
+/// the rerun records that configuration as failed instead of running it again, so one bad
+/// kernel cannot stall resuming.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InFlight {
+    pub case: String,
+    pub config: ConfigRecord,
+}
+
+/// Where the in-flight marker of table `out` lives: `<out>.inflight`.
+pub fn inflight_path(out: &std::path::Path) -> std::path::PathBuf {
+    let mut name = out.as_os_str().to_owned();
+    name.push(".inflight");
+    name.into()
+}
+
+/// The marker an earlier run left, if any. An unreadable marker is an error naming the file
+/// (delete it to retry the configuration it named).
+pub fn read_inflight(path: &std::path::Path) -> Result<Option<InFlight>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: not an in-flight marker ({e}); delete it to measure every configuration again",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+    }
+}
+
+/// The status recorded for the configuration an earlier run did not finish.
+pub const STATUS_UNFINISHED: &str =
+    "failed: an earlier run did not finish measuring it (hang or crash); not run again";
+
+/// Whether `marker` names this candidate of `case`.
+pub fn is_unfinished(marker: Option<&InFlight>, case: &Case, config: &ConfigRecord) -> bool {
+    marker.is_some_and(|m| m.case == case.label() && &m.config == config)
+}
+
+/// Ends the process when one configuration runs longer than a limit: a kernel that never
+/// finishes leaves the GPU call blocked, and only leaving the process frees the GPU (the driver
+/// tears the context down). The in-flight marker names the configuration for the rerun.
+pub struct Watchdog {
+    /// Milliseconds since `start` after which the process exits; 0 = disarmed.
+    deadline_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    start: std::time::Instant,
+    limit: std::time::Duration,
+}
+
+/// The exit code of a run the watchdog ended (sysexits' EX_TEMPFAIL: rerun to resume).
+pub const WATCHDOG_EXIT: i32 = 75;
+
+impl Watchdog {
+    /// Starts the watching thread; nothing is watched until [`Watchdog::arm`].
+    pub fn start(limit: std::time::Duration) -> Watchdog {
+        use std::sync::atomic::Ordering;
+        let deadline_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let start = std::time::Instant::now();
+        let watched = deadline_ms.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let d = watched.load(Ordering::Relaxed);
+            if d != 0 && start.elapsed().as_millis() as u64 > d {
+                eprintln!(
+                    "sparseflow tune: one configuration ran longer than {} s (a hung kernel?); \
+                     exiting so the GPU is freed — rerun the same command: the configuration is \
+                     named in the table's .inflight file and recorded as failed",
+                    limit.as_secs()
+                );
+                std::process::exit(WATCHDOG_EXIT);
+            }
+        });
+        Watchdog {
+            deadline_ms,
+            start,
+            limit,
+        }
+    }
+
+    /// Watches from now for the configuration about to run.
+    pub fn arm(&self) {
+        let d = (self.start.elapsed() + self.limit).as_millis() as u64;
+        self.deadline_ms
+            .store(d.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn disarm(&self) {
+        self.deadline_ms
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+}

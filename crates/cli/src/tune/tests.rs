@@ -172,3 +172,69 @@ fn an_entry_records_the_case_the_winner_and_the_cost_models_pick() {
     let text = serde_json::to_string(&t).unwrap();
     assert_eq!(TuningTable::parse(&text, "x").unwrap(), t);
 }
+
+#[test]
+fn an_unfinished_configuration_is_named_beside_the_table_and_not_run_again() {
+    let dir = std::env::temp_dir().join(format!("sf-tune-inflight-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("h200.json");
+    let marker = inflight_path(&out);
+    assert_eq!(marker, dir.join("h200.json.inflight"));
+    assert_eq!(
+        read_inflight(&marker).unwrap(),
+        None,
+        "no marker: nothing unfinished"
+    );
+
+    let case = &cases(
+        &[layer(1024, 4096)],
+        &[256],
+        &[DType::F16],
+        &[EpilogueKind::None],
+    )
+    .unwrap()[0];
+    let config = measured(128, None, "").config;
+    let m = InFlight {
+        case: case.label(),
+        config: config.clone(),
+    };
+    std::fs::write(&marker, serde_json::to_string(&m).unwrap()).unwrap();
+    let read = read_inflight(&marker).unwrap();
+    assert_eq!(read.as_ref(), Some(&m));
+    assert!(is_unfinished(read.as_ref(), case, &config));
+    let other = measured(256, None, "").config;
+    assert!(
+        !is_unfinished(read.as_ref(), case, &other),
+        "only that configuration"
+    );
+    let other_case = &cases(
+        &[layer(1024, 4096)],
+        &[512],
+        &[DType::F16],
+        &[EpilogueKind::None],
+    )
+    .unwrap()[0];
+    assert!(
+        !is_unfinished(read.as_ref(), other_case, &config),
+        "only that case"
+    );
+
+    std::fs::write(&marker, "{ not json").unwrap();
+    let e = read_inflight(&marker).unwrap_err().to_string();
+    assert!(
+        e.contains("h200.json.inflight") && e.contains("delete it"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_disarmed_watchdog_lets_the_run_go_on() {
+    // Armed and disarmed around each configuration: past its limit with nothing armed, the
+    // process must still be here (an armed one past its limit exits; that path is the device
+    // script's retry, scripts/device/tune.sh).
+    let w = Watchdog::start(std::time::Duration::from_millis(100));
+    w.arm();
+    w.disarm();
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+}
