@@ -4,9 +4,7 @@
 use std::ffi::c_void;
 
 use sparseflow_core::format::meta_bytes_per_row;
-use sparseflow_core::{
-    dispatch_dtype, prune_magnitude, validate, CoreError, DType, Element, Sparse24,
-};
+use sparseflow_core::{dispatch_dtype, validate, CoreError, DType, Element, Sparse24};
 
 use crate::boundary::ffi_boundary;
 use crate::context::{check_out, write_out};
@@ -81,7 +79,7 @@ unsafe fn compress<T: Element>(
     // SAFETY: `dense` holds n*k elements (caller contract; size checked).
     let dense = unsafe { host_slice::<T>(dense, n * k, "dense")? };
     let sparse = if prune {
-        Sparse24::compress(&prune_magnitude(dense, n, k)?, n, k)?
+        Sparse24::prune_compress(dense, n, k)?
     } else {
         Sparse24::compress(dense, n, k)?
     };

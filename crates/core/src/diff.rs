@@ -1,5 +1,6 @@
 //! The diff report: what pruning a weight cost, in numbers a user can judge.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::shape::{check_weight, expect_len};
@@ -38,25 +39,21 @@ pub fn diff_report<T: Element>(
 ) -> Result<DiffReport> {
     let (n, k) = (sparse.n, sparse.k);
     check_weight(w.len(), n, k)?;
-    let ws = sparse.decompress();
-    let (mut max_err, mut sum_abs_err, mut sq_err, mut sq_w) = (0.0f64, 0.0, 0.0, 0.0);
-    let (mut l1_w, mut l1_ws, mut zeros) = (0.0f64, 0.0, 0usize);
-    for (a, b) in w.iter().zip(&ws) {
-        let (a, b) = (a.to_f64(), b.to_f64());
-        let e = (a - b).abs();
-        max_err = max_err.max(e);
-        sum_abs_err += e;
-        sq_err += e * e;
-        sq_w += a * a;
-        l1_w += a.abs();
-        l1_ws += b.abs();
-        zeros += usize::from(b == 0.0);
-    }
+    // Rows in parallel, each summed in column order, then the rows in row order: the same
+    // report on any thread count.
+    let per_row: Vec<Sums> = w
+        .par_chunks(k)
+        .enumerate()
+        .map(|(row, w_row)| row_sums(w_row, sparse, row))
+        .collect();
+    let t = per_row.iter().fold(Sums::default(), |a, b| a.add(b));
+    let (max_err, sum_abs_err, sq_err, sq_w) = (t.max_err, t.sum_abs_err, t.sq_err, t.sq_w);
+    let (l1_w, l1_ws, zeros) = (t.l1_w, t.l1_ws, t.zeros);
     let count = w.len() as f64;
     let (output_max_error, output_rel_error) = match x {
         None => (None, None),
         Some((x, m)) => {
-            let (max, rel) = output_error(x, m, w, &ws, n, k)?;
+            let (max, rel) = output_error(x, m, w, &sparse.decompress(), n, k)?;
             (Some(max), Some(rel))
         }
     };
@@ -71,6 +68,58 @@ pub fn diff_report<T: Element>(
         output_max_error,
         output_rel_error,
     })
+}
+
+/// One row's share of the weight-space report.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sums {
+    max_err: f64,
+    sum_abs_err: f64,
+    sq_err: f64,
+    sq_w: f64,
+    l1_w: f64,
+    l1_ws: f64,
+    zeros: usize,
+}
+
+impl Sums {
+    fn add(self, o: &Sums) -> Sums {
+        Sums {
+            max_err: self.max_err.max(o.max_err),
+            sum_abs_err: self.sum_abs_err + o.sum_abs_err,
+            sq_err: self.sq_err + o.sq_err,
+            sq_w: self.sq_w + o.sq_w,
+            l1_w: self.l1_w + o.l1_w,
+            l1_ws: self.l1_ws + o.l1_ws,
+            zeros: self.zeros + o.zeros,
+        }
+    }
+}
+
+/// Row `row` of `w` against the same row of `sparse`, without decompressing the matrix.
+fn row_sums<T: Element>(w_row: &[T], sparse: &Sparse24<T>, row: usize) -> Sums {
+    let mut s = Sums::default();
+    for (g, group) in w_row.chunks_exact(4).enumerate() {
+        let [i0, i1] = sparse.positions(row, g);
+        let v = row * sparse.k / 2 + 2 * g;
+        for (i, a) in group.iter().enumerate() {
+            let a = a.to_f64();
+            let b = match i {
+                _ if i == i0 => sparse.values[v].to_f64(),
+                _ if i == i1 => sparse.values[v + 1].to_f64(),
+                _ => 0.0,
+            };
+            let e = (a - b).abs();
+            s.max_err = s.max_err.max(e);
+            s.sum_abs_err += e;
+            s.sq_err += e * e;
+            s.sq_w += a * a;
+            s.l1_w += a.abs();
+            s.l1_ws += b.abs();
+            s.zeros += usize::from(b == 0.0);
+        }
+    }
+    s
 }
 
 fn ratio_or(num: f64, den: f64, if_zero: f64) -> f64 {

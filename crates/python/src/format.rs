@@ -5,8 +5,7 @@ use pyo3::types::PyDict;
 use sparseflow_core::alloc::try_copy;
 use sparseflow_core::format::meta_bytes_per_row;
 use sparseflow_core::{
-    diff_report, dispatch_dtype, prune_magnitude, CoreError, DiffReport, Element, EpilogueKind,
-    Sparse24, EPILOGUES,
+    diff_report, dispatch_dtype, CoreError, DiffReport, Element, EpilogueKind, Sparse24, EPILOGUES,
 };
 
 use crate::error::{core_err, runtime_err, value_err};
@@ -79,15 +78,8 @@ pub fn prune_compress(
                     slice_mut::<u8>(meta_ptr, n_meta, "meta")?,
                 )
             };
-            let sparse = if prune {
-                Sparse24::compress(&prune_magnitude(w, n, k).map_err(core_err)?, n, k)
-            } else {
-                Sparse24::compress(w, n, k)
-            }
-            .map_err(core_err)?;
-            values.copy_from_slice(&sparse.values);
-            meta.copy_from_slice(&sparse.meta);
-            Ok(())
+            // One parallel pass straight into the output tensors (no pruned dense copy).
+            Sparse24::compress_into(w, n, k, prune, values, meta).map_err(core_err)
         })
     })
 }

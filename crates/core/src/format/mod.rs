@@ -8,18 +8,28 @@ mod sparse24;
 mod validate;
 
 pub use prune::prune_magnitude;
-pub(crate) use prune::two_largest;
+pub(crate) use prune::{two_largest, two_largest_magnitudes};
 pub use sparse24::{meta_bytes_per_row, Sparse24, VALID_META_CODES};
 pub use validate::validate;
 
-/// Non-finite weights poison every output they touch; every entry point refuses them.
+/// Non-finite weights poison every output they touch; every entry point refuses them. Rows are
+/// scanned in parallel; the error names the first non-finite entry in row-major order.
 pub(crate) fn check_finite<T: crate::Element>(w: &[T], k: usize) -> crate::Result<()> {
-    match w.iter().position(|v| !v.to_f64().is_finite()) {
+    use rayon::prelude::*;
+    let first = w
+        .par_chunks(k.max(1))
+        .enumerate()
+        .find_map_first(|(row, r)| {
+            r.iter()
+                .position(|v| !v.to_f64().is_finite())
+                .map(|col| (row, col))
+        });
+    match first {
         None => Ok(()),
-        Some(i) => Err(crate::CoreError::NonFinite {
-            row: i / k,
-            col: i % k,
-            value: w[i].to_f64(),
+        Some((row, col)) => Err(crate::CoreError::NonFinite {
+            row,
+            col,
+            value: w[row * k + col].to_f64(),
         }),
     }
 }

@@ -22,7 +22,7 @@ pub fn prune_magnitude<T: Element>(w: &[T], n: usize, k: usize) -> Result<Vec<T>
 }
 
 /// Positions of the two largest magnitudes of a group, lower index first on ties.
-fn two_largest_magnitudes<T: Element>(group: &[T]) -> [usize; 2] {
+pub(crate) fn two_largest_magnitudes<T: Element>(group: &[T]) -> [usize; 2] {
     two_largest(std::array::from_fn(|i| group[i].to_f64().abs()))
 }
 

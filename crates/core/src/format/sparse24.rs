@@ -8,8 +8,7 @@
 //! encoding is deterministic. When K/4 is odd the last byte's high nibble is padding and holds
 //! the all-zero code `0b0100`.
 
-use crate::format::check_finite;
-use crate::format::validate;
+use crate::format::{check_finite, two_largest_magnitudes, validate};
 use crate::shape::{check_weight, expect_len};
 use crate::{CoreError, DType, Element, Result};
 
@@ -40,26 +39,66 @@ impl<T: Element> Sparse24<T> {
     /// silent prune: call [`crate::prune_magnitude`] first); so are NaN/Inf entries.
     pub fn compress(w: &[T], n: usize, k: usize) -> Result<Self> {
         check_weight(w.len(), n, k)?;
-        check_finite(w, k)?;
-        validate(w, n, k)?;
-        let mut values = crate::alloc::try_with_capacity(w.len() / 2, "values [n, k/2]")?;
+        let mut values = crate::alloc::try_filled(w.len() / 2, T::default(), "values [n, k/2]")?;
         let mut meta = crate::alloc::try_filled(n * meta_bytes_per_row(k), 0u8, "meta [n, k/8]")?;
-        let groups_per_row = k / 4;
-        for (w_row, meta_row) in w
-            .chunks_exact(k)
-            .zip(meta.chunks_exact_mut(meta_bytes_per_row(k)))
-        {
-            for (g, group) in w_row.chunks_exact(4).enumerate() {
-                let [i0, i1] = kept_positions(group);
-                values.push(group[i0]);
-                values.push(group[i1]);
-                meta_row[g / 2] |= ((i0 | (i1 << 2)) as u8) << (4 * (g % 2));
-            }
-            if groups_per_row % 2 == 1 {
-                meta_row[groups_per_row / 2] |= ZERO_GROUP_CODE << 4;
-            }
-        }
+        Self::compress_into(w, n, k, false, &mut values, &mut meta)?;
         Ok(Sparse24 { n, k, values, meta })
+    }
+
+    /// Magnitude-prunes the dense `[n, k]` `w` to 2:4 and compresses it, in one parallel pass
+    /// ([`Sparse24::compress_into`] with `prune`).
+    pub fn prune_compress(w: &[T], n: usize, k: usize) -> Result<Self> {
+        check_weight(w.len(), n, k)?;
+        let mut values = crate::alloc::try_filled(w.len() / 2, T::default(), "values [n, k/2]")?;
+        let mut meta = crate::alloc::try_filled(n * meta_bytes_per_row(k), 0u8, "meta [n, k/8]")?;
+        Self::compress_into(w, n, k, true, &mut values, &mut meta)?;
+        Ok(Sparse24 { n, k, values, meta })
+    }
+
+    /// Compresses the dense `[n, k]` `w` into caller buffers (`values [n, k/2]`, `meta
+    /// [n, k/8]`), rows in parallel. With `prune`, each group keeps its two largest magnitudes
+    /// (ties to the lower index) — the same result as [`crate::prune_magnitude`] then
+    /// [`Sparse24::compress`], in one pass and without the pruned dense copy; without, a
+    /// matrix that is not 2:4 is an error. NaN/Inf is an error either way (the first in
+    /// row-major order is named); the buffers are then unspecified.
+    pub fn compress_into(
+        w: &[T],
+        n: usize,
+        k: usize,
+        prune: bool,
+        values: &mut [T],
+        meta: &mut [u8],
+    ) -> Result<()> {
+        use rayon::prelude::*;
+        check_weight(w.len(), n, k)?;
+        expect_len(values.len(), n, k / 2, "values [N, K/2]")?;
+        expect_len(meta.len(), n, meta_bytes_per_row(k), "meta [N, K/8]")?;
+        check_finite(w, k)?;
+        if !prune {
+            validate(w, n, k)?;
+        }
+        let groups_per_row = k / 4;
+        values
+            .par_chunks_mut(k / 2)
+            .zip(meta.par_chunks_mut(meta_bytes_per_row(k)))
+            .zip(w.par_chunks(k))
+            .for_each(|((v_row, meta_row), w_row)| {
+                meta_row.fill(0);
+                for (g, group) in w_row.chunks_exact(4).enumerate() {
+                    let [i0, i1] = if prune {
+                        two_largest_magnitudes(group)
+                    } else {
+                        kept_positions(group)
+                    };
+                    v_row[2 * g] = group[i0];
+                    v_row[2 * g + 1] = group[i1];
+                    meta_row[g / 2] |= ((i0 | (i1 << 2)) as u8) << (4 * (g % 2));
+                }
+                if groups_per_row % 2 == 1 {
+                    meta_row[groups_per_row / 2] |= ZERO_GROUP_CODE << 4;
+                }
+            });
+        Ok(())
     }
 
     /// Builds from already-compressed parts, checking lengths, metadata codes and finiteness.
@@ -187,5 +226,67 @@ mod tests {
             matches!(err, CoreError::BadMeta { code: 0b0101, .. }),
             "{err}"
         );
+    }
+}
+
+#[cfg(test)]
+mod one_pass_tests {
+    use super::*;
+    use crate::prune_magnitude;
+    use half::bf16;
+
+    /// Random bf16 rows with many zeros and repeated magnitudes (ties), odd K/4 included.
+    fn awkward(n: usize, k: usize, seed: u64) -> Vec<bf16> {
+        let mut s = seed;
+        (0..n * k)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let r = (s >> 33) % 7;
+                bf16::from_f32(match r {
+                    0 | 1 => 0.0,
+                    2 => 1.0,
+                    3 => -1.0,
+                    4 => -0.0,
+                    _ => ((s >> 40) % 1000) as f32 / 100.0 - 5.0,
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_pass_prune_compress_equals_prune_then_compress() {
+        for (n, k, seed) in [
+            (1, 4, 1),
+            (3, 12, 2),
+            (17, 36, 3),
+            (64, 256, 4),
+            (5, 1028, 5),
+        ] {
+            let w = awkward(n, k, seed);
+            let two_step = Sparse24::compress(&prune_magnitude(&w, n, k).unwrap(), n, k).unwrap();
+            let one_pass = Sparse24::prune_compress(&w, n, k).unwrap();
+            assert_eq!(one_pass, two_step, "n={n} k={k}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_first_offender_in_row_major_order() {
+        let (n, k) = (40, 64);
+        let mut w = vec![0.0f32; n * k];
+        w[7 * k + 9] = f32::NAN;
+        w[30 * k + 1] = f32::INFINITY;
+        match Sparse24::prune_compress(&w, n, k).unwrap_err() {
+            CoreError::NonFinite { row, col, .. } => assert_eq!((row, col), (7, 9)),
+            e => panic!("{e}"),
+        }
+        let mut w = vec![0.0f32; n * k];
+        w[(20 * k + 8)..(20 * k + 11)].copy_from_slice(&[1.0, 2.0, 3.0]);
+        w[(3 * k + 4)..(3 * k + 7)].copy_from_slice(&[1.0, 2.0, 3.0]);
+        match Sparse24::compress(&w, n, k).unwrap_err() {
+            CoreError::Not24 { row, group, .. } => assert_eq!((row, group), (3, 1)),
+            e => panic!("{e}"),
+        }
     }
 }

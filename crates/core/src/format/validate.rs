@@ -1,5 +1,7 @@
 //! Checking that a dense matrix is 2:4.
 
+use rayon::prelude::*;
+
 use crate::shape::check_weight;
 use crate::{CoreError, Element, Result};
 
@@ -7,17 +9,17 @@ use crate::{CoreError, Element, Result};
 /// along K. The error names the first offending row, group and its values.
 pub fn validate<T: Element>(w: &[T], n: usize, k: usize) -> Result<()> {
     check_weight(w.len(), n, k)?;
-    let groups_per_row = k / 4;
-    for (i, group) in w.chunks_exact(4).enumerate() {
-        let nonzeros = group.iter().filter(|v| !v.is_zero()).count();
-        if nonzeros > 2 {
-            return Err(CoreError::Not24 {
-                row: i / groups_per_row,
-                group: i % groups_per_row,
+    // Rows in parallel; the error is the first offending group in row-major order.
+    let first = w.par_chunks(k).enumerate().find_map_first(|(row, r)| {
+        r.chunks_exact(4).enumerate().find_map(|(g, group)| {
+            let nonzeros = group.iter().filter(|v| !v.is_zero()).count();
+            (nonzeros > 2).then(|| CoreError::Not24 {
+                row,
+                group: g,
                 values: std::array::from_fn(|j| group[j].to_f64()),
                 nonzeros,
-            });
-        }
-    }
-    Ok(())
+            })
+        })
+    });
+    first.map_or(Ok(()), Err)
 }

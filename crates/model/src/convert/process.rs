@@ -8,8 +8,8 @@ use half::{bf16, f16};
 use safetensors::tensor::Dtype;
 use sparseflow_core::format::meta_bytes_per_row;
 use sparseflow_core::{
-    diff_report, prune, prune_magnitude, Calibration, DType, DiffReport, Element, PruneMethod,
-    PruneOptions, Sparse24,
+    diff_report, prune, Calibration, DType, DiffReport, Element, PruneMethod, PruneOptions,
+    Sparse24,
 };
 
 use crate::tensors::elements;
@@ -203,9 +203,7 @@ impl Pruner<'_> {
         k: usize,
     ) -> sparseflow_core::Result<Sparse24<T>> {
         match self {
-            Pruner::Magnitude => {
-                prune_magnitude(w, rows, k).and_then(|p| Sparse24::compress(&p, rows, k))
-            }
+            Pruner::Magnitude => Sparse24::prune_compress(w, rows, k),
             Pruner::Calibrated(method, cal) => {
                 prune(method, w, rows, k, Some(cal), &PruneOptions::default()).map(|(s, _)| s)
             }
