@@ -119,8 +119,10 @@ case "$1" in
   sm90)
     # The Hopper family straight from its cubins (build them here first:
     # python3 scripts/device/sm90_dev.py build .carry/sm90k --configs ...): float64 checks of
-    # every built variant, then timings against cuBLAS at M 128-8192.
-    step sm90-dev bash -c 'python3 scripts/device/sm90_dev.py run .carry/sm90k "$OUT/sm90.json"'
+    # every built variant, then timings against cuBLAS at M 128-8192; SM90_TIMEOUT (300 s)
+    # bounds it. For the SF_ASYNC_MAINLOOP A/B build the cubins with --no-hang-guard and
+    # config field 9 (sm90_dev.py's docstring); CONFIG=<kernel name> then points `profile` at one.
+    step sm90-dev bash -c 'timeout "${SM90_TIMEOUT:-300}" python3 scripts/device/sm90_dev.py run .carry/sm90k "$OUT/sm90.json"'
     ;;
   pytest)
     step pytest bash scripts/device/python_check.sh --pytest-only
