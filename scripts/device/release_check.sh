@@ -24,6 +24,9 @@
 #   tune         tune.sh: `sparseflow tune` from the checked-in H200 table (resumable)
 #   prefill      the llama3-8b fp16 sweep M 32-16384, CUDA graphs, planned from the table that
 #                `tune` wrote earlier in the same visit (SPARSEFLOW_TUNING) when there is one
+#   verify-llama the correctness matrix on the four Llama-3-8B shapes at every tuned M bucket
+#                (16-8192), every epilogue, fp16 and bf16: each winner of the tuning table (the
+#                one `tune` wrote in this visit when there is one) as the runtime plans it
 #   profile      sm90_profile.sh: Nsight Compute on the sm90 kernel, cuSPARSELt and cuBLAS at
 #                one large-M shape (needs .carry/sm90k)
 #   verify-tuned the correctness matrix at M 100, 256, 513 on 1024x4096 and 4096x4096 (the
@@ -139,11 +142,15 @@ case "$1" in
   profile)
     step sm90-profile bash scripts/device/sm90_profile.sh
     ;;
-  prefill|verify-tuned)
+  prefill|verify-tuned|verify-llama)
     if [[ -f $WORK/tune/h200.json ]]; then export SPARSEFLOW_TUNING=$WORK/tune/h200.json; fi
     ;;&
   verify-tuned)
     step verify-tuned bash scripts/device/verify.sh --ms 100,256,513 --shapes 1024x4096,4096x4096
+    ;;
+  verify-llama)
+    step verify-llama bash scripts/device/verify.sh --ms 16,32,64,128,256,512,1024,2048,4096,8192 \
+        --shapes 4096x4096,1024x4096,14336x4096,4096x14336
     ;;
   prefill)
     step prefill-8b-fp16 bash scripts/device/bench.sh --model llama3-8b \
@@ -156,7 +163,7 @@ case "$1" in
 esac
 }
 
-ALL_GROUPS="correctness perf decode python baseline linear allm sm90 acceptance pytest memory tp tune prefill verify-tuned profile"
+ALL_GROUPS="correctness perf decode python baseline linear allm sm90 acceptance pytest memory tp tune prefill verify-tuned verify-llama profile"
 [[ $# -gt 0 ]] || { echo "usage: $0 GROUP [GROUP...]; groups: $ALL_GROUPS" >&2; exit 2; }
 for group in "$@"; do  # unknown names fail before any GPU time is spent
     [[ " $ALL_GROUPS " == *" $group "* ]] || { echo "unknown group $group; groups: $ALL_GROUPS" >&2; exit 2; }
