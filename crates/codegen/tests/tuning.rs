@@ -312,9 +312,9 @@ fn tune_measures_the_best_few_of_every_family_that_can_run_the_m() {
         dtype: DType::BF16,
     };
     for (m, expect) in [
-        (16, &["sm80", "decode", "sm90"][..]),
-        (64, &["sm80", "decode", "sm90"]),
-        (128, &["sm80", "sm90"]),
+        (16, &["sm80", "decode", "sm90", "sm90a"][..]),
+        (64, &["sm80", "decode", "sm90", "sm90a"]),
+        (128, &["sm80", "sm90", "sm90a"]),
     ] {
         let picked = top_k_per_family(families, &shape, m, h200(), 3);
         let mut names: Vec<&str> = picked.iter().map(|c| c.config.family).collect();

@@ -17,10 +17,23 @@ use crate::params::{KernelParams, LaunchInputs};
 use crate::spec::KernelSpec;
 use crate::tensor_map::{encode_2d_sw128, encode_3d_blocks};
 
-pub const SM90: Sm90 = Sm90;
+pub const SM90: Sm90 = Sm90 {
+    async_mainloop: false,
+};
+
+/// The same family compiled with the template's `SF_ASYNC_MAINLOOP`: the consumer loop ptxas
+/// keeps asynchronous (the `sm90` kernels come out with every wgmma serialized, ptxas C7514 /
+/// C7520). Registered beside `sm90` as measured-only until it has run on a GPU: only a tuning
+/// table that checked it against float64 and timed it faster can select it, so one `sparseflow
+/// tune` run measures both loops per case. Once it has won, it becomes `sm90` itself.
+pub const SM90_ASYNC: Sm90 = Sm90 {
+    async_mainloop: true,
+};
 
 #[derive(Debug, Clone, Copy)]
-pub struct Sm90;
+pub struct Sm90 {
+    async_mainloop: bool,
+}
 
 /// Feature tiles that walk the token tiles together (grouped raster, kept in L2).
 const GROUP_N: u32 = 8;
@@ -78,11 +91,19 @@ fn measured_fraction(cfg: &KernelConfig, waves: f64) -> f64 {
 
 impl FamilyModel for Sm90 {
     fn name(&self) -> &'static str {
-        "sm90"
+        if self.async_mainloop {
+            "sm90a"
+        } else {
+            "sm90"
+        }
     }
 
     fn summary(&self) -> &'static str {
-        "wgmma.mma_async.sp + TMA + mbarrier ring, producer warp + 2 consumer warpgroups; M > 64; sm_90a"
+        if self.async_mainloop {
+            "sm90 with the asynchronous consumer loop (SF_ASYNC_MAINLOOP); measured-only: tuning tables select it"
+        } else {
+            "wgmma.mma_async.sp + TMA + mbarrier ring, producer warp + 1-2 consumer warpgroups; M > 64; sm_90a"
+        }
     }
 
     fn space(&self) -> &ConfigSpace {
@@ -126,10 +147,10 @@ impl FamilyModel for Sm90 {
         Ok(())
     }
 
-    /// The 64-feature CTA has no measured fraction of the tensor-core peak behind its estimate:
-    /// planning without a table never picks it, a tuning table that measured it may.
+    /// The 64-feature CTA and the asynchronous loop have no measurement behind their estimates:
+    /// planning without a table never picks them, a tuning table that measured them may.
     fn measured_only(&self, cfg: &KernelConfig) -> bool {
-        cfg.tile_n == 64
+        self.async_mainloop || cfg.tile_n == 64
     }
 
     fn resources(&self, cfg: &KernelConfig, _dtype: DType) -> Resources {
@@ -267,7 +288,12 @@ impl Family for Sm90 {
     }
 
     fn extra_source(&self, spec: &KernelSpec) -> String {
-        wgmma_sp_fn(spec.config.tile_m, spec.dtype)
+        let mainloop = if self.async_mainloop {
+            "#define SF_ASYNC_MAINLOOP 1\n"
+        } else {
+            ""
+        };
+        format!("{mainloop}{}", wgmma_sp_fn(spec.config.tile_m, spec.dtype))
     }
 
     /// `(CUtensorMap x_map, CUtensorMap w_map, CUtensorMap e_map, const T* bias, T* y,
