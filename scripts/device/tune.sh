@@ -8,7 +8,8 @@
 #
 # Build here first: bash scripts/device/build_carry.sh --no-cache (or only .carry/bench), then
 #   run(command="bash scripts/device/tune.sh", carry=[".carry"])
-# MODEL, MS, DTYPES, EPILOGUES, TOP_K, BUDGET_S narrow or widen a visit; FRESH=1 starts from an
+# MODEL, MS, DTYPES, EPILOGUES, TOP_K, FAMILIES (e.g. sm90,sm90a), BUDGET_S narrow or widen a
+# visit; FRESH=1 starts from an
 # empty table (after a kernel change that makes the checked-in timings stale).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,7 +32,8 @@ for attempt in 1 2 3; do
     [[ $left -gt 10 ]] || break
     SPARSEFLOW_TUNING=off timeout $((left + 90)) "$BIN" tune --model "${MODEL:-llama3-8b}" \
         --m "${MS:-16,32,64,128,256,512,1024,2048,4096,8192}" --dtype "${DTYPES:-fp16}" \
-        --epilogue "${EPILOGUES:-none}" --top-k "${TOP_K:-8}" --graph --budget-s "$left" \
+        --epilogue "${EPILOGUES:-none}" --top-k "${TOP_K:-8}" ${FAMILIES:+--families "$FAMILIES"} \
+        --graph --budget-s "$left" \
         --out "$table" 2>&1 | tee -a "$OUT/tune.log"
     rc=${PIPESTATUS[0]}
     [[ ( $rc -eq 75 || $rc -eq 124 ) && -f $table.inflight ]] || break

@@ -28,8 +28,8 @@ use crate::bench::shapes::{
 use crate::bench::timing::TimingArgs;
 use crate::tune::gpu::{measure_case, precompile, Bench, Weights};
 use crate::tune::{
-    candidates, cases, cost_model_pick, entry, inflight_path, pending, read_inflight, Case,
-    Watchdog,
+    candidates, cases, cost_model_pick, entry, families as tune_families, inflight_path, pending,
+    read_inflight, Case, Watchdog,
 };
 
 const AFTER_HELP: &str = "\
@@ -75,6 +75,9 @@ pub struct Args {
     /// Configurations measured per family: the cost model's best first.
     #[arg(long, default_value_t = 8, value_name = "K")]
     pub top_k: usize,
+    /// Only these families' configurations (comma-separated, e.g. sm90,sm90a); default all.
+    #[arg(long, value_name = "LIST")]
+    pub families: Option<String>,
     /// Start no new case after this many seconds; the case in progress finishes and is saved.
     #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
     pub budget_s: f64,
@@ -205,6 +208,7 @@ struct Run<'a> {
     b: Bench<'a>,
     compiler: Compiler,
     top_k: usize,
+    families: Vec<&'static str>,
     out: PathBuf,
     table: TuningTable,
     method: String,
@@ -227,7 +231,7 @@ impl Run<'_> {
             if self.over_budget() {
                 return Ok(());
             }
-            let cands = candidates(case, self.b.target, self.top_k);
+            let cands = candidates(case, self.b.target, self.top_k, &self.families);
             self.pb.set_message(format!(
                 "{}: compiling {} kernels",
                 case.label(),
@@ -284,6 +288,7 @@ fn summary_line(case: &Case, e: &TuningEntry) -> String {
 pub fn run(args: Args) -> Result<ExitCode> {
     let start = Instant::now();
     let (cases, table, time) = validate(&args)?;
+    let families = tune_families(args.families.as_deref())?;
     let (g, ctx, target) = open_gpu()?;
     let gpu_name = ctx.info().name.clone();
     let todo = pending(&table, &cases, &gpu_name);
@@ -299,7 +304,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let compiler = Compiler::new().context("sparseflow tune compiles the candidates")?;
     let total: usize = todo
         .iter()
-        .map(|c| candidates(c, &target, args.top_k).len())
+        .map(|c| candidates(c, &target, args.top_k, &families).len())
         .sum();
     let method = format!(
         "sparseflow benchmark's timing: {} of back-to-back launches, {} samples of {} ms after {} ms warm-up, median; weight copies rotated past 2x L2; output checked against a float64 CPU reference (first, middle, last row; rel. error <= 1e-2) before timing; top {} per family",
@@ -332,6 +337,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         },
         compiler,
         top_k: args.top_k,
+        families: families.clone(),
         out: args.out.clone(),
         table,
         method,

@@ -123,11 +123,47 @@ pub fn pending<'a>(table: &TuningTable, cases: &'a [Case], gpu: &str) -> Vec<&'a
         .collect()
 }
 
-/// The configurations measured for `case`: the cost model's best `top_k` of every family that
-/// can run it on `target` (`sparseflow_ir::select::top_k_per_family`).
-pub fn candidates(case: &Case, target: &Target, top_k: usize) -> Vec<TileChoice> {
-    let families = Registry::builtin().models();
-    top_k_per_family(families, &case.shape(), case.m as u64, target, top_k)
+/// The configurations measured for `case`: the cost model's best `top_k` of every family in
+/// `families` that can run it on `target` (`sparseflow_ir::select::top_k_per_family`).
+pub fn candidates(
+    case: &Case,
+    target: &Target,
+    top_k: usize,
+    families: &[&str],
+) -> Vec<TileChoice> {
+    let all = Registry::builtin().models();
+    top_k_per_family(all, &case.shape(), case.m as u64, target, top_k)
+        .into_iter()
+        .filter(|c| families.contains(&c.config.family))
+        .collect()
+}
+
+/// `--families`: the registered families named in `list` (comma-separated), or all of them.
+/// An unknown name is an error listing the registered ones.
+pub fn families(list: Option<&str>) -> Result<Vec<&'static str>> {
+    let registry = Registry::builtin();
+    let all: Vec<&'static str> = registry.families().iter().map(|f| f.name()).collect();
+    let Some(list) = list else {
+        return Ok(all);
+    };
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|name| {
+            all.iter().copied().find(|f| *f == name).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--families: no family {name:?} (registered: {})",
+                    all.join(", ")
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()
+        .and_then(|v| {
+            if v.is_empty() {
+                bail!("--families: the list is empty")
+            }
+            Ok(v)
+        })
 }
 
 /// What the cost model alone plans for `case` (no table).

@@ -144,7 +144,7 @@ fn an_entry_records_the_case_the_winner_and_the_cost_models_pick() {
     )
     .unwrap()[0];
     let target = target("h200").unwrap();
-    let cands = candidates(c, target, 2);
+    let cands = candidates(c, target, 2, &families(None).unwrap());
     assert!(cands.len() <= 2 * 3 && !cands.is_empty());
     let pick = cost_model_pick(c, target).unwrap();
     assert!(
@@ -237,4 +237,27 @@ fn a_disarmed_watchdog_lets_the_run_go_on() {
     w.arm();
     w.disarm();
     std::thread::sleep(std::time::Duration::from_millis(1200));
+}
+
+#[test]
+fn families_narrow_the_candidates_and_unknown_names_are_errors() {
+    let all = families(None).unwrap();
+    assert!(all.contains(&"sm90") && all.contains(&"sm90a") && all.contains(&"decode"));
+    assert_eq!(
+        families(Some("sm90a, sm90")).unwrap(),
+        vec!["sm90a", "sm90"]
+    );
+    let e = families(Some("sm90,nope")).unwrap_err().to_string();
+    assert!(e.contains("\"nope\"") && e.contains("registered: "), "{e}");
+    assert!(families(Some(" , ")).is_err());
+    let c = &cases(
+        &[layer(4096, 4096)],
+        &[256],
+        &[DType::F16],
+        &[EpilogueKind::None],
+    )
+    .unwrap()[0];
+    let target = target("h200").unwrap();
+    let only = candidates(c, target, 4, &["sm90a"]);
+    assert!(!only.is_empty() && only.iter().all(|t| t.config.family == "sm90a"));
 }
