@@ -11,7 +11,7 @@ use sparseflow_ir::{
     ConfigSpace, Eligibility, FamilyModel, GemmShape, KernelConfig, Resources, Target, TileChoice,
 };
 
-use super::blocks;
+use super::{blocks, split_k_workspace_bytes};
 use crate::family::{Family, Source};
 
 /// The family value registered in [`Registry::builtin`](crate::Registry::builtin).
@@ -93,11 +93,7 @@ impl FamilyModel for Decode {
     /// fp32 split-K hand-off slots: split_k - 1 partial tiles of tile_m × tile_n per output
     /// tile (the reducer keeps its own in registers).
     fn workspace_bytes(&self, cfg: &KernelConfig, m: u32, n: u32, _k: u32) -> usize {
-        if cfg.split_k <= 1 {
-            return 0;
-        }
-        let tiles = blocks(n, cfg.tile_n) as usize * blocks(m, cfg.tile_m) as usize;
-        tiles * ((cfg.split_k - 1) * cfg.tile_m * cfg.tile_n) as usize * 4
+        split_k_workspace_bytes(cfg, m, n)
     }
 
     fn estimate(

@@ -12,6 +12,16 @@ pub use decode::DECODE;
 pub use sm80::SM80;
 pub use sm90::{SM90, SM90_ASYNC};
 
+/// Bytes of the split-K hand-off both split families use (kernels/README.md): per output tile,
+/// `split_k - 1` peers' fp32 partial tiles; none without a split.
+pub(crate) fn split_k_workspace_bytes(cfg: &sparseflow_ir::KernelConfig, m: u32, n: u32) -> usize {
+    if cfg.split_k <= 1 {
+        return 0;
+    }
+    let tiles = blocks(n, cfg.tile_n) as usize * blocks(m, cfg.tile_m) as usize;
+    tiles * (cfg.split_k - 1) as usize * (cfg.tile_m * cfg.tile_n) as usize * 4
+}
+
 /// `ceil(a / b)`, at least 1 (a grid dimension).
 pub(crate) fn blocks(a: u32, b: u32) -> u32 {
     a.div_ceil(b).max(1)

@@ -10,7 +10,7 @@ use sparseflow_ir::{
     ConfigSpace, Eligibility, FamilyModel, GemmShape, KernelConfig, Resources, Target, TileChoice,
 };
 
-use super::blocks;
+use super::{blocks, split_k_workspace_bytes};
 use crate::error::CodegenError;
 use crate::family::{Family, Source};
 use crate::params::{KernelParams, LaunchInputs};
@@ -177,11 +177,7 @@ impl FamilyModel for Sm90 {
 
     /// fp32 hand-off slots: split_k - 1 partial tiles per output tile.
     fn workspace_bytes(&self, cfg: &KernelConfig, m: u32, n: u32, _k: u32) -> usize {
-        if cfg.split_k <= 1 {
-            return 0;
-        }
-        let tiles = blocks(n, cfg.tile_n) as usize * blocks(m, cfg.tile_m) as usize;
-        tiles * (cfg.split_k - 1) as usize * (cfg.tile_m * cfg.tile_n) as usize * 4
+        split_k_workspace_bytes(cfg, m, n)
     }
 
     fn estimate(
