@@ -104,10 +104,12 @@ fn row_sums<T: Element>(w_row: &[T], sparse: &Sparse24<T>, row: usize) -> Sums {
         let v = row * sparse.k / 2 + 2 * g;
         for (i, a) in group.iter().enumerate() {
             let a = a.to_f64();
-            let b = match i {
-                _ if i == i0 => sparse.values[v].to_f64(),
-                _ if i == i1 => sparse.values[v + 1].to_f64(),
-                _ => 0.0,
+            let b = if i == i0 {
+                sparse.values[v].to_f64()
+            } else if i == i1 {
+                sparse.values[v + 1].to_f64()
+            } else {
+                0.0
             };
             let e = (a - b).abs();
             s.max_err = s.max_err.max(e);

@@ -93,6 +93,28 @@ impl SparseGemmHandle {
     }
 }
 
+impl SparseGemmHandle {
+    /// A handle around a built `gemm`, no M bucket prepared yet.
+    fn wrap(
+        n: usize,
+        k: usize,
+        dtype: DType,
+        epilogue: EpilogueKind,
+        device: Option<usize>,
+        gemm: SparseGemm,
+    ) -> Self {
+        SparseGemmHandle {
+            n,
+            k,
+            dtype,
+            epilogue,
+            device,
+            gemm,
+            prepared: Mutex::default(),
+        }
+    }
+}
+
 #[pymethods]
 impl SparseGemmHandle {
     /// Builds a handle from host (CPU) tensors: `values [n, k/2]`, `meta [n, k/8]` (u8) and an
@@ -143,15 +165,7 @@ impl SparseGemmHandle {
                 SparseGemm::new(&ctx, &w, bias.as_deref(), epilogue).map_err(runtime_err)
             })
         })?;
-        Ok(SparseGemmHandle {
-            n,
-            k,
-            dtype,
-            epilogue,
-            device,
-            gemm,
-            prepared: Mutex::default(),
-        })
+        Ok(Self::wrap(n, k, dtype, epilogue, device, gemm))
     }
 
     /// Adopts a weight that already lives on CUDA device `device` in the fragment layout
@@ -185,15 +199,7 @@ impl SparseGemmHandle {
         // (SparseLinear holds both).
         let gemm = unsafe { SparseGemm::from_device_layout(&ctx, dtype, n, k, w, epilogue) }
             .map_err(runtime_err)?;
-        Ok(SparseGemmHandle {
-            n,
-            k,
-            dtype,
-            epilogue,
-            device: Some(device),
-            gemm,
-            prepared: Mutex::default(),
-        })
+        Ok(Self::wrap(n, k, dtype, epilogue, Some(device), gemm))
     }
 
     /// Runs `y[m, n] = epilogue(x[m, k] · Wᵀ [+ b])`. CPU handle: host addresses, computed

@@ -146,7 +146,8 @@ pub fn families(list: Option<&str>) -> Result<Vec<&'static str>> {
     let Some(list) = list else {
         return Ok(all);
     };
-    list.split(',')
+    let named = list
+        .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|name| {
@@ -157,13 +158,11 @@ pub fn families(list: Option<&str>) -> Result<Vec<&'static str>> {
                 )
             })
         })
-        .collect::<Result<Vec<_>>>()
-        .and_then(|v| {
-            if v.is_empty() {
-                bail!("--families: the list is empty")
-            }
-            Ok(v)
-        })
+        .collect::<Result<Vec<_>>>()?;
+    if named.is_empty() {
+        bail!("--families: the list is empty");
+    }
+    Ok(named)
 }
 
 /// What the cost model alone plans for `case` (no table).
