@@ -27,8 +27,8 @@
 #   verify-llama the correctness matrix on the four Llama-3-8B shapes at every tuned M bucket
 #                (16-8192), every epilogue, fp16 and bf16: each winner of the tuning table (the
 #                one `tune` wrote in this visit when there is one) as the runtime plans it
-#   profile      sm90_profile.sh: Nsight Compute on the sm90 kernel, cuSPARSELt and cuBLAS at
-#                one large-M shape (needs .carry/sm90k)
+#   profile      sm90_profile.sh: Nsight Compute on the kernels `sparseflow benchmark` times
+#                (SparseFlow as planned, cuBLAS, cuSPARSELt) at one large-M shape
 #   verify-tuned the correctness matrix at M 100, 256, 513 on 1024x4096 and 4096x4096 (the
 #                few-tile cases split-K serves), planned from that table as well
 #
@@ -124,7 +124,7 @@ case "$1" in
     # python3 scripts/device/sm90_dev.py build .carry/sm90k --configs ...): float64 checks of
     # every built variant, then timings against cuBLAS at M 128-8192; SM90_TIMEOUT (300 s)
     # bounds it. For the SF_ASYNC_MAINLOOP A/B build the cubins with --no-hang-guard and
-    # config field 9 (sm90_dev.py's docstring); CONFIG=<kernel name> then points `profile` at one.
+    # config field 9 (sm90_dev.py's docstring).
     step sm90-dev bash -c 'timeout "${SM90_TIMEOUT:-300}" python3 scripts/device/sm90_dev.py run .carry/sm90k "$OUT/sm90.json"'
     ;;
   pytest)

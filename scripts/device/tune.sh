@@ -8,7 +8,7 @@
 #
 # Build here first: bash scripts/device/build_carry.sh --no-cache (or only .carry/bench), then
 #   run(command="bash scripts/device/tune.sh", carry=[".carry"])
-# MODEL, MS, DTYPES, EPILOGUES, TOP_K, FAMILIES (e.g. sm90,sm90a), BUDGET_S narrow or widen a
+# MODEL (or SHAPES, e.g. 28672x8192), MS, DTYPES, EPILOGUES, TOP_K, FAMILIES (e.g. sm90,sm90a), BUDGET_S narrow or widen a
 # visit; FRESH=1 starts from an
 # empty table (after a kernel change that makes the checked-in timings stale).
 set -uo pipefail
@@ -25,12 +25,14 @@ if [[ "${FRESH:-0}" == 1 ]]; then rm -f "$table"; else cp crates/ir/tuning/h200.
 # hangs makes tune exit (its watchdog: code 75 after 90 s on one configuration; `timeout` is the
 # backstop) with the configuration named in $table.inflight, so the next attempt records it as
 # failed and goes on (at most 3 attempts, within the budget).
+layers=(--model "${MODEL:-llama3-8b}")
+if [[ -n ${SHAPES:-} ]]; then layers=(--shapes "$SHAPES"); fi
 budget=${BUDGET_S:-240}
 deadline=$((SECONDS + budget))
 for attempt in 1 2 3; do
     left=$((deadline - SECONDS))
     [[ $left -gt 10 ]] || break
-    SPARSEFLOW_TUNING=off timeout $((left + 90)) "$BIN" tune --model "${MODEL:-llama3-8b}" \
+    SPARSEFLOW_TUNING=off timeout $((left + 90)) "$BIN" tune "${layers[@]}" \
         --m "${MS:-16,32,64,128,256,512,1024,2048,4096,8192}" --dtype "${DTYPES:-fp16}" \
         --epilogue "${EPILOGUES:-none}" --top-k "${TOP_K:-8}" ${FAMILIES:+--families "$FAMILIES"} \
         --graph --budget-s "$left" \
