@@ -19,6 +19,11 @@
 //    not specified).
 //  * Epilogue: accumulators → SF_EPILOGUE in fp32 → a [token][feature] tile in shared memory
 //    (reusing the ring) → 16-byte stores of Y, predicated on M and N.
+//  * SF_ASYNC_MAINLOOP kernels (family sm90a) are persistent when SPLIT_K is 1: the grid is at
+//    most one CTA per SM and each CTA walks the output tiles grid-stride, its producer loading
+//    the next tile's stages while the consumers finish the last one. Their epilogue is per
+//    warp — stmatrix.trans into a 2 KiB staging buffer of its own, then 16-byte stores — so
+//    it needs neither the ring nor a CTA barrier.
 //
 // Spliced by crates/codegen: SF_KERNEL_NAME, SF_DTYPE_*, TILE_M, TILE_N, TILE_K, STAGES,
 // SPLIT_K, SF_USES_BIAS, SF_EPILOGUE(acc, bias), and sf_wgmma_sp<SEL>() for wgmma N = TILE_M
@@ -56,6 +61,12 @@ static_assert(TILE_K == 64 || TILE_K == 128, "a stage is one or two 64-wide K pa
 #define SF_ASYNC_MAINLOOP 0
 #endif
 static_assert(SPLIT_K >= 1, "SPLIT_K counts the CTAs of one output tile");
+#define SF_PERSISTENT (SF_ASYNC_MAINLOOP && SPLIT_K == 1)
+// The per-warp epilogue stages 64 tokens x 16 features (2 KiB) per consumer warp after the
+// barriers (crates/codegen/src/families/sm90.rs sizes it: resources()).
+#define EPI_TOKENS 64
+#define EPI_WARP_BYTES (EPI_TOKENS * 32)
+static_assert(!SF_ASYNC_MAINLOOP || TILE_M % EPI_TOKENS == 0, "the per-warp epilogue takes 64 tokens at a time");
 static_assert(TILE_M * Y_STRIDE * 2 <= STAGES * STAGE_BYTES, "the Y tile reuses the ring");
 
 // The 128-byte CUtensorMap (NVRTC has no cuda.h), passed by value as a __grid_constant__.
@@ -131,12 +142,85 @@ __device__ __forceinline__ unsigned long long sf_desc_sw128(u32 addr) {
            (1ull << 62);
 }
 
+// Four 8x8 b16 matrices stored transposed: lane i gives the address of stored row (i & 7) of
+// matrix (i >> 3), which receives column (i & 7) of that matrix's fragment.
+__device__ __forceinline__ void sf_stmatrix_x4_trans(u32 addr, const u32 (&r)[4]) {
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(r[0]),
+                 "r"(r[1]), "r"(r[2]), "r"(r[3])
+                 : "memory");
+}
+__device__ __forceinline__ u32 sf_pack2(float lo, float hi) {
+    return (u32)sf_from_float(lo).bits | ((u32)sf_from_float(hi).bits << 16);
+}
+
+// Grouped raster: SF_GROUP_N feature tiles walk down every token tile together, so the CTAs
+// running at once read a few weight tiles and a few X tiles — both stay in L2 — instead of the
+// whole weight once per token tile.
+__device__ __forceinline__ void sf_tile_coords(int tile, int M, int N, int& n_tile, int& m_tile) {
+    const int tiles_n = (N + TILE_N - 1) / TILE_N, tiles_m = (M + TILE_M - 1) / TILE_M;
+    const int per_group = SF_GROUP_N * tiles_m;
+    const int group = tile / per_group, in = tile % per_group;
+    const int width = min(SF_GROUP_N, tiles_n - group * SF_GROUP_N);
+    n_tile = group * SF_GROUP_N + in % width;
+    m_tile = in / width;
+}
+
+// Per-warp epilogue: this warp's 16 features x TILE_M tokens, 64 tokens at a time. Accumulator
+// d[4j + 2h + e] is feature g + 8h, token 8j + 2t + e: for fixed (j, h) the warp's registers
+// are an mma fragment with features as rows, so stmatrix.trans stores it token-major — 16
+// bytes (8 features) per token row. A token row is 32 bytes (both 8-feature halves); the halves
+// swap every 4 rows so neither the stmatrix nor the 16-byte reads conflict on banks.
+__device__ __forceinline__ void sf_epilogue_warp(const float (&d)[NACC], u32 stg, const sf_t* __restrict__ bias,
+                                                 sf_t* __restrict__ y, int m0, int nw, int M, int N, int lane) {
+    const int g = lane >> 2;
+    float bv[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) bv[h] = nw + g + 8 * h < N ? sf_load_bias(bias, nw + g + 8 * h) : 0.0f;
+    const int q = lane >> 3, i = lane & 7;  // stmatrix: this lane addresses row i of matrix q
+    const bool vec_ok = (N & 7) == 0;
+#pragma unroll
+    for (int c = 0; c < TILE_M; c += EPI_TOKENS) {
+#pragma unroll
+        for (int jj = 0; jj < EPI_TOKENS / 8; jj += 2) {
+            const int j = c / 8 + jj;
+            u32 r[4];
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {  // matrices (j, h0), (j, h1), (j + 1, h0), (j + 1, h1)
+                const int jx = j + (x >> 1), h = x & 1;
+                r[x] = sf_pack2(SF_EPILOGUE(d[4 * jx + 2 * h], bv[h]), SF_EPILOGUE(d[4 * jx + 2 * h + 1], bv[h]));
+            }
+            const int row = (jj + (q >> 1)) * 8 + i;
+            sf_stmatrix_x4_trans(stg + row * 32 + (((q & 1) ^ ((row >> 2) & 1)) << 4), r);
+        }
+        __syncwarp();
+#pragma unroll
+        for (int p = 0; p < EPI_TOKENS * 2 / 32; ++p) {
+            const int piece = lane + 32 * p, row = piece >> 1, half = piece & 1;
+            const uint4 v = sf_lds128(stg + row * 32 + ((half ^ ((row >> 2) & 1)) << 4));
+            const int m = m0 + c + row, n = nw + 8 * half;
+            if (m >= M || n >= N) continue;
+            sf_t* dst = y + (size_t)m * N + n;
+            if (vec_ok && n + 8 <= N) {
+                *reinterpret_cast<uint4*>(dst) = v;
+            } else {
+                const u32 w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll  // constant indices keep w in registers
+                for (int e = 0; e < 8; ++e)
+                    if (n + e < N) dst[e].bits = (unsigned short)(w[e >> 1] >> (16 * (e & 1)));
+            }
+        }
+        __syncwarp();  // the next chunk's stmatrix overwrites what these reads took
+    }
+}
+
 // Consumer side of K stage `kt`: waits for its copies, loads this warp's A and metadata
 // registers (into the set `a`/`e` the previous stage is not using), issues its wgmmas, then
 // waits for the previous stage's wgmmas and releases that stage to the producer.
-__device__ __forceinline__ void consume_stage(int j, int kt, int KS, u32 ring, u32 bars, int rbl, int lane,
-                                              float (&d)[NACC], u32 (&a)[KSTEPS][4], u32 (&e)[KPS]) {
-    // j: this CTA's stage count (ring slot and phase); kt: the K stage it holds.
+__device__ __forceinline__ void consume_stage(int j, bool first, int kt, int KS, u32 ring, u32 bars, int rbl,
+                                              int lane, float (&d)[NACC], u32 (&a)[KSTEPS][4], u32 (&e)[KPS]) {
+    // j: this CTA's stage count (ring slot and phase); first: the tile's first stage (the
+    // accumulators start from zero, no previous stage of this tile to release); kt: the K
+    // stage it holds.
     const int s = j % STAGES;
     const int nks = min(KSTEPS, KS - kt * KSTEPS);
     sf_mbar_wait(bars + 8 * s, (j / STAGES) & 1);
@@ -164,7 +248,7 @@ __device__ __forceinline__ void consume_stage(int j, int kt, int KS, u32 ring, u
         if (KSTEPS == 2 || kk < nks) {
 #endif
             const unsigned long long desc = sf_desc_sw128(st + (kk / 2) * X_HALF_BYTES + (kk % 2) * 64);
-            const int scale_d = (j > 0 || kk > 0) ? 1 : 0;
+            const int scale_d = (!first || kk > 0) ? 1 : 0;
             if (kk % 2 == 0)
                 sf_wgmma_sp<0>(d, a[kk], desc, e[kk / 2], scale_d);
             else
@@ -178,7 +262,7 @@ __device__ __forceinline__ void consume_stage(int j, int kt, int KS, u32 ring, u
     __syncwarp();
     if (lane == 0) sf_mbar_arrive(bars + 8 * (STAGES + s));
 #else
-    if (j > 0) {
+    if (!first) {
         // Stage j-1 is done: its shared memory and registers are free. (No accumulator fence
         // here: stage j is still in flight, and touching d would make ptxas serialize.)
         sf_wgmma_wait<1>();
@@ -202,21 +286,11 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int wg = threadIdx.x >> 7;
-    // Grouped raster (1-D grid): SF_GROUP_N feature tiles walk down every token tile together,
-    // so a wave of CTAs reads a few weight tiles and a few X tiles — both stay in L2 — instead of
-    // the whole weight once per token tile.
-    int n_tile, m_tile;
-    {
-        const int tiles_n = (N + TILE_N - 1) / TILE_N, tiles_m = (M + TILE_M - 1) / TILE_M;
-        const int tile = blockIdx.x / SPLIT_K;  // a tile's splits are adjacent, its reducer last
-        const int per_group = SF_GROUP_N * tiles_m;
-        const int group = tile / per_group, in = tile % per_group;
-        const int width = min(SF_GROUP_N, tiles_n - group * SF_GROUP_N);
-        n_tile = group * SF_GROUP_N + in % width;
-        m_tile = in / width;
-    }
-    const int n0 = n_tile * TILE_N, m0 = m_tile * TILE_M;
-    const int rb0 = n0 / 16;
+    const int tiles = ((N + TILE_N - 1) / TILE_N) * ((M + TILE_M - 1) / TILE_M);
+    // Persistent: tiles blockIdx.x, + gridDim.x, ...; otherwise the one tile of this CTA (a
+    // tile's split_k CTAs are adjacent, its reducer last) and a step past the end.
+    const int first_tile = SF_PERSISTENT ? blockIdx.x : blockIdx.x / SPLIT_K;
+    const int tile_step = SF_PERSISTENT ? gridDim.x : tiles;
     const int KP = (K + 63) / 64, KS = 2 * KP;
     const int KT = (KS + KSTEPS - 1) / KSTEPS;  // stages of K
     // Split-K: this CTA's K stages [kt0, kt1) (possibly none when SPLIT_K does not divide KT).
@@ -238,24 +312,31 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
         asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
 #endif
         if (warp != 0) return;
-        for (int j = 0; j < nkt; ++j) {
-            const int kt = kt0 + j, s = j % STAGES;
-            if (j >= STAGES) sf_mbar_wait(bars + 8 * (STAGES + s), ((j / STAGES) - 1) & 1);
-            const int ks0 = kt * KSTEPS, kp0 = ks0 / 2;
-            const u32 full = bars + 8 * s;
-            const u32 st = ring + s * STAGE_BYTES;
+        // g counts this CTA's stages over all its tiles: ring slot and phase.
+        int g = 0;
+        for (int tile = first_tile; tile < tiles; tile += tile_step) {
+            int n_tile, m_tile;
+            sf_tile_coords(tile, M, N, n_tile, m_tile);
+            const int m0 = m_tile * TILE_M, rb0 = n_tile * TILE_N / 16;
+            for (int j = 0; j < nkt; ++j, ++g) {
+                const int kt = kt0 + j, s = g % STAGES;
+                if (g >= STAGES) sf_mbar_wait(bars + 8 * (STAGES + s), ((g / STAGES) - 1) & 1);
+                const int ks0 = kt * KSTEPS, kp0 = ks0 / 2;
+                const u32 full = bars + 8 * s;
+                const u32 st = ring + s * STAGE_BYTES;
 #ifdef SF_DEV_SKIP_LOADS  // development only: times the consumers without memory traffic
-            if (lane == 0) sf_mbar_arrive(full);
-            continue;
+                if (lane == 0) sf_mbar_arrive(full);
+                continue;
 #endif
-            // Three tensor copies per stage (a bulk copy per 16-row block measured the load
-            // pipeline at ~1 us per stage whatever its size: the copy count, not the bytes, set
-            // the pace). The box is always whole: K past the end arrives as zeros.
-            if (lane == 0) {
-                sf_mbar_expect_tx(full, X_BYTES + A_BYTES + E_BYTES);
-                for (int h = 0; h < KPS; ++h) sf_tma_load_x(st + h * X_HALF_BYTES, &x_map, full, (kp0 + h) * 64, m0);
-                sf_tma_load_3d(st + X_BYTES, &w_map, full, 0, ks0, rb0);
-                sf_tma_load_3d(st + X_BYTES + A_BYTES, &e_map, full, 0, kp0, rb0);
+                // Three tensor copies per stage (a bulk copy per 16-row block measured the load
+                // pipeline at ~1 us per stage whatever its size: the copy count, not the bytes,
+                // set the pace). The box is always whole: K past the end arrives as zeros.
+                if (lane == 0) {
+                    sf_mbar_expect_tx(full, X_BYTES + A_BYTES + E_BYTES);
+                    for (int h = 0; h < KPS; ++h) sf_tma_load_x(st + h * X_HALF_BYTES, &x_map, full, (kp0 + h) * 64, m0);
+                    sf_tma_load_3d(st + X_BYTES, &w_map, full, 0, ks0, rb0);
+                    sf_tma_load_3d(st + X_BYTES + A_BYTES, &e_map, full, 0, kp0, rb0);
+                }
             }
         }
         return;
@@ -279,91 +360,111 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
     // registers therefore alternate between two sets (the loop is unrolled by two so each set
     // is a fixed group of registers).
     u32 a0[KSTEPS][4], e0[KPS], a1[KSTEPS][4], e1[KPS];
+    int g = 0;  // as the producer's
+    for (int tile = first_tile; tile < tiles; tile += tile_step) {
+        int n_tile, m_tile;
+        sf_tile_coords(tile, M, N, n_tile, m_tile);
+        const int n0 = n_tile * TILE_N, m0 = m_tile * TILE_M;
 #if SF_ASYNC_MAINLOOP
-    // Whole pairs, then an odd last stage: no conditional stage inside the loop body.
-    int j = 0;
-    for (; j + 1 < nkt; j += 2) {
-        consume_stage(j, kt0 + j, KS, ring, bars, rbl, lane, d, a0, e0);
-        consume_stage(j + 1, kt0 + j + 1, KS, ring, bars, rbl, lane, d, a1, e1);
-    }
-    if (j < nkt) consume_stage(j, kt0 + j, KS, ring, bars, rbl, lane, d, a0, e0);
+        // Whole pairs, then an odd last stage: no conditional stage inside the loop body.
+        int j = 0;
+        for (; j + 1 < nkt; j += 2) {
+            consume_stage(g + j, j == 0, kt0 + j, KS, ring, bars, rbl, lane, d, a0, e0);
+            consume_stage(g + j + 1, false, kt0 + j + 1, KS, ring, bars, rbl, lane, d, a1, e1);
+        }
+        if (j < nkt) consume_stage(g + j, j == 0, kt0 + j, KS, ring, bars, rbl, lane, d, a0, e0);
 #else
-    if (nkt > 0) consume_stage(0, kt0, KS, ring, bars, rbl, lane, d, a0, e0);
-    for (int j = 1; j < nkt; j += 2) {
-        consume_stage(j, kt0 + j, KS, ring, bars, rbl, lane, d, a1, e1);
-        if (j + 1 < nkt) consume_stage(j + 1, kt0 + j + 1, KS, ring, bars, rbl, lane, d, a0, e0);
-    }
+        if (nkt > 0) consume_stage(g, true, kt0, KS, ring, bars, rbl, lane, d, a0, e0);
+        for (int j = 1; j < nkt; j += 2) {
+            consume_stage(g + j, false, kt0 + j, KS, ring, bars, rbl, lane, d, a1, e1);
+            if (j + 1 < nkt) consume_stage(g + j + 1, false, kt0 + j + 1, KS, ring, bars, rbl, lane, d, a0, e0);
+        }
 #endif
-    sf_wgmma_wait<0>();
-    sf_fence_acc(d);
+        g += nkt;
+        sf_wgmma_wait<0>();
+        sf_fence_acc(d);
+#if SF_PERSISTENT
+        // The tile's last stage is done too: hand it back for the next tile's loads.
+        __syncwarp();
+        if (lane == 0 && nkt > 0) sf_mbar_arrive(bars + 8 * (STAGES + (g - 1) % STAGES));
+#endif
 
 #if SPLIT_K > 1
-    // Split-K hand-off, the decode family's protocol (kernels/README.md): a peer stores its fp32
-    // partial with relaxed gpu-scope stores into slots that hold SF_WS_EMPTY and exits; the
-    // tile's last split (highest block id, so its peers were dispatched first) waits for each
-    // word, adds it in split order and empties the slot for the next launch. Layout
-    // [tile][peer][accumulator][consumer thread]: coalesced per accumulator.
-    {
-        const int ct = threadIdx.x - 128;
-        float* ws = workspace + (size_t)(blockIdx.x / SPLIT_K) * (SPLIT_K - 1) * NACC * (CWG * 128);
-        if (split != SPLIT_K - 1) {
-            float* mine = ws + (size_t)split * NACC * (CWG * 128) + ct;
+        // Split-K hand-off, the decode family's protocol (kernels/README.md): a peer stores its fp32
+        // partial with relaxed gpu-scope stores into slots that hold SF_WS_EMPTY and exits; the
+        // tile's last split (highest block id, so its peers were dispatched first) waits for each
+        // word, adds it in split order and empties the slot for the next launch. Layout
+        // [tile][peer][accumulator][consumer thread]: coalesced per accumulator.
+        {
+            const int ct = threadIdx.x - 128;
+            float* ws = workspace + (size_t)(blockIdx.x / SPLIT_K) * (SPLIT_K - 1) * NACC * (CWG * 128);
+            if (split != SPLIT_K - 1) {
+                float* mine = ws + (size_t)split * NACC * (CWG * 128) + ct;
 #pragma unroll
-            for (int i = 0; i < NACC; ++i) sf_st_relaxed_f32(mine + i * (CWG * 128), d[i] != d[i] ? __int_as_float(0x7fffffff) : d[i]);
-            return;
-        }
-        // Per peer, in chunks of 32 accumulators: issue every load, then re-read only the words
-        // still empty, all of them per round trip (a load-then-spin per word serialised ~NACC
-        // L2 round trips per peer: split-K measured 3-8x slower than no split).
-        for (int p = 0; p < SPLIT_K - 1; ++p) {
-            float* peer = ws + (size_t)p * NACC * (CWG * 128) + ct;
+                for (int i = 0; i < NACC; ++i) sf_st_relaxed_f32(mine + i * (CWG * 128), d[i] != d[i] ? __int_as_float(0x7fffffff) : d[i]);
+                return;
+            }
+            // Per peer, in chunks of 32 accumulators: issue every load, then re-read only the words
+            // still empty, all of them per round trip (a load-then-spin per word serialised ~NACC
+            // L2 round trips per peer: split-K measured 3-8x slower than no split).
+            for (int p = 0; p < SPLIT_K - 1; ++p) {
+                float* peer = ws + (size_t)p * NACC * (CWG * 128) + ct;
 #pragma unroll
-            for (int c0 = 0; c0 < NACC; c0 += 32) {
-                constexpr int CH = NACC < 32 ? NACC : 32;
-                float v[CH];
+                for (int c0 = 0; c0 < NACC; c0 += 32) {
+                    constexpr int CH = NACC < 32 ? NACC : 32;
+                    float v[CH];
 #pragma unroll
-                for (int i = 0; i < CH; ++i) v[i] = sf_ld_relaxed_f32(peer + (c0 + i) * (CWG * 128));
-                bool pending = true;
-                while (pending) {
-                    pending = false;
+                    for (int i = 0; i < CH; ++i) v[i] = sf_ld_relaxed_f32(peer + (c0 + i) * (CWG * 128));
+                    bool pending = true;
+                    while (pending) {
+                        pending = false;
 #pragma unroll
-                    for (int i = 0; i < CH; ++i) {
-                        if (__float_as_uint(v[i]) == SF_WS_EMPTY) {
-                            v[i] = sf_ld_relaxed_f32(peer + (c0 + i) * (CWG * 128));
-                            pending = true;
+                        for (int i = 0; i < CH; ++i) {
+                            if (__float_as_uint(v[i]) == SF_WS_EMPTY) {
+                                v[i] = sf_ld_relaxed_f32(peer + (c0 + i) * (CWG * 128));
+                                pending = true;
+                            }
                         }
                     }
-                }
 #pragma unroll
-                for (int i = 0; i < CH; ++i) {
-                    d[c0 + i] += v[i];
-                    peer[(c0 + i) * (CWG * 128)] = __uint_as_float(SF_WS_EMPTY);
+                    for (int i = 0; i < CH; ++i) {
+                        d[c0 + i] += v[i];
+                        peer[(c0 + i) * (CWG * 128)] = __uint_as_float(SF_WS_EMPTY);
+                    }
                 }
             }
         }
-    }
 #else
-    (void)workspace;
+        (void)workspace;
 #endif
 
-    // Every consumer is past the ring (the producer issued nothing beyond the last stage, and
-    // every stage was waited for): reuse it for the Y tile. Named barrier 1 = consumers only.
-    asm volatile("bar.sync 1, %0;\n" ::"n"(CWG * 128) : "memory");
-    sf_t* ys = reinterpret_cast<sf_t*>(ring_ptr);
-    const int g = lane >> 2, t = lane & 3;
+#if SF_ASYNC_MAINLOOP
+        // Per warp, from its own staging buffer after the barriers (16-byte aligned): the ring
+        // may already hold the next tile's stages.
+        const u32 epi = ((bars + 16 * STAGES + 127) & ~127u) + rbl * EPI_WARP_BYTES;
+        sf_epilogue_warp(d, epi, bias, y, m0, n0 + rbl * 16, M, N, lane);
+        (void)ring_ptr;
+#else
+        // Every consumer is past the ring (the producer issued nothing beyond the last stage,
+        // and every stage was waited for): reuse it for the Y tile. Named barrier 1 = consumers.
+        asm volatile("bar.sync 1, %0;\n" ::"n"(CWG * 128) : "memory");
+        sf_t* ys = reinterpret_cast<sf_t*>(ring_ptr);
+        const int g4 = lane >> 2, t = lane & 3;
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        const int nl = rbl * 16 + g + 8 * h;
-        const float bv = n0 + nl < N ? sf_load_bias(bias, n0 + nl) : 0.0f;
+        for (int h = 0; h < 2; ++h) {
+            const int nl = rbl * 16 + g4 + 8 * h;
+            const float bv = n0 + nl < N ? sf_load_bias(bias, n0 + nl) : 0.0f;
 #pragma unroll
-        for (int j = 0; j < TILE_M / 8; ++j) {
+            for (int jm = 0; jm < TILE_M / 8; ++jm) {
 #pragma unroll
-            for (int e = 0; e < 2; ++e) {
-                const int ml = j * 8 + 2 * t + e;
-                ys[ml * Y_STRIDE + nl] = sf_from_float(SF_EPILOGUE(d[4 * j + 2 * h + e], bv));
+                for (int e = 0; e < 2; ++e) {
+                    const int ml = jm * 8 + 2 * t + e;
+                    ys[ml * Y_STRIDE + nl] = sf_from_float(SF_EPILOGUE(d[4 * jm + 2 * h + e], bv));
+                }
             }
         }
+        asm volatile("bar.sync 1, %0;\n" ::"n"(CWG * 128) : "memory");
+        sf_store_y_tile<TILE_M, TILE_N, Y_STRIDE, CWG * 128>(y, ys, m0, n0, M, N, threadIdx.x - 128);
+#endif
     }
-    asm volatile("bar.sync 1, %0;\n" ::"n"(CWG * 128) : "memory");
-    sf_store_y_tile<TILE_M, TILE_N, Y_STRIDE, CWG * 128>(y, ys, m0, n0, M, N, threadIdx.x - 128);
 }

@@ -35,6 +35,20 @@ pub struct Sm90 {
     async_mainloop: bool,
 }
 
+impl Sm90 {
+    /// The template's `SF_PERSISTENT`: the asynchronous kernels without split-K walk the output
+    /// tiles grid-stride from at most one CTA per SM.
+    fn persistent(&self, cfg: &KernelConfig) -> bool {
+        self.async_mainloop && cfg.split_k == 1
+    }
+}
+
+/// Shared memory of the asynchronous kernels' per-warp epilogue: 128 bytes of alignment and
+/// 2 KiB (64 tokens x 16 features) per consumer warp — the template's `EPI_WARP_BYTES`.
+fn epilogue_staging_bytes(cfg: &KernelConfig) -> u32 {
+    128 + (cfg.tile_n / 16) * 2048
+}
+
 /// Feature tiles that walk the token tiles together (grouped raster, kept in L2).
 const GROUP_N: u32 = 8;
 
@@ -52,7 +66,10 @@ const SPACE: ConfigSpace = ConfigSpace {
     tile_n: &[64, 128],
     tile_k: &[64, 128],
     warps: &[8, 12],
-    stages: &[3, 4],
+    // 5 stages fit only the 64-wide K stages of 256 tokens (205 KiB): a deeper ring for the
+    // consumers' waits on data (17% of their stall samples at 4 stages, Nsight Compute on the
+    // H200 at 14336x4096, M = 8192); measured-only.
+    stages: &[3, 4, 5],
     // Few output tiles (M up to a few hundred tokens, or few features: 1024x4096 is 8 feature
     // tiles) fill few SMs: K is then split over 2-8 CTAs per tile, the last reducing its peers'
     // fp32 partials in batches (kernels/README.md). The estimate splits only to fill one wave;
@@ -150,29 +167,38 @@ impl FamilyModel for Sm90 {
     /// The 64-feature CTA and the asynchronous loop have no measurement behind their estimates:
     /// planning without a table never picks them, a tuning table that measured them may.
     fn measured_only(&self, cfg: &KernelConfig) -> bool {
-        self.async_mainloop || cfg.tile_n == 64
+        self.async_mainloop || cfg.tile_n == 64 || cfg.stages > 4
     }
 
     fn resources(&self, cfg: &KernelConfig, _dtype: DType) -> Resources {
         let threads = 32 * cfg.warps;
         Resources {
             threads,
-            // The ring, 1 KiB to align it for the swizzle, and its full/empty mbarriers.
-            dynamic_smem: cfg.stages * stage_bytes(cfg) + 1024 + 16 * cfg.stages,
+            // The ring, 1 KiB to align it for the swizzle, its full/empty mbarriers and (the
+            // asynchronous kernels) the per-warp epilogue buffers.
+            dynamic_smem: cfg.stages * stage_bytes(cfg)
+                + 1024
+                + 16 * cfg.stages
+                + if self.async_mainloop {
+                    epilogue_staging_bytes(cfg)
+                } else {
+                    0
+                },
             // Two consumer warpgroups share the register file through setmaxnreg (168 on
             // average); one gets up to ptxas's 255.
             regs_per_thread: (65536 / threads).min(255) & !7,
         }
     }
 
-    fn grid(&self, cfg: &KernelConfig, m: u32, n: u32, _k: u32, _t: &Target) -> (u32, u32, u32) {
+    fn grid(&self, cfg: &KernelConfig, m: u32, n: u32, _k: u32, t: &Target) -> (u32, u32, u32) {
         // 1-D: the template maps block ids to (feature, token) tiles in groups of GROUP_N, a
-        // tile's split_k CTAs adjacent.
-        (
-            blocks(n, cfg.tile_n) * blocks(m, cfg.tile_m) * cfg.split_k,
-            1,
-            1,
-        )
+        // tile's split_k CTAs adjacent; a persistent kernel's CTAs stride over the tiles.
+        let ctas = blocks(n, cfg.tile_n) * blocks(m, cfg.tile_m) * cfg.split_k;
+        if self.persistent(cfg) {
+            (ctas.min(t.sm_count.max(1)), 1, 1)
+        } else {
+            (ctas, 1, 1)
+        }
     }
 
     /// fp32 hand-off slots: split_k - 1 partial tiles per output tile.
@@ -207,8 +233,13 @@ impl FamilyModel for Sm90 {
             return None;
         }
         let waves = (ctas / slots).ceil();
-        // Three stages hide the copy latency less well than four (measured: 3-5% at large M).
-        let depth = if cfg.stages >= 4 { 1.0 } else { 0.95 };
+        // Three stages hide the copy latency less well than four (measured: 3-5% at large M);
+        // five only ranks ahead for `sparseflow tune` (measured-only).
+        let depth = match cfg.stages {
+            0..=3 => 0.95,
+            4 => 1.0,
+            _ => 1.02,
+        };
         // One consumer warpgroup keeps the tensor cores busy less of the time than two (a guess
         // until measured: it only ranks candidates for `sparseflow tune`, see measured_only).
         let warpgroups = if cfg.tile_n == 64 { 0.6 } else { 1.0 };
@@ -228,7 +259,11 @@ impl FamilyModel for Sm90 {
             dram_us: 0.0,
             l2_us: reduce_s * 1e6,
             blocks_per_sm: 1,
-            grid: ctas as u64,
+            grid: if self.persistent(cfg) {
+                ctas.min(slots) as u64
+            } else {
+                ctas as u64
+            },
             waves: ctas / slots,
             wave_efficiency: ctas / (waves * slots),
         })
