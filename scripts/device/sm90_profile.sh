@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # GPU machine: Nsight Compute on the kernels `sparseflow benchmark` times at one large-M shape —
-# SparseFlow's (as the runtime plans it, tuning table included), cuBLAS's and cuSPARSELt's — to
-# see what limits prefill (issue 24): the tensor pipe, shared memory, L2, DRAM, or stalls. SM
-# clocks are left alone (--clock-control none, as the benchmarks run). Writes $OUT/ncu.csv (every
-# metric of the sections below, one block per kernel launch) and $OUT/summary.txt (the few that
-# decide, per kernel).
+# SparseFlow's (as the runtime plans it, tuning table included) and cuSPARSELt's — to see what
+# limits prefill (issue 24): the tensor pipe, shared memory, L2, DRAM, or stalls. SM clocks are
+# left alone (--clock-control none, as the benchmarks run). Writes $OUT/ncu-<who>.csv (every
+# metric of the sections below), $OUT/summary.txt (the few that decide) and
+# $OUT/tensor-metrics.txt (the tensor-pipe metric names this ncu knows), $OUT/sparseflow.ncu-rep
+# and $OUT/source-sparseflow.csv (warp stall samples per SASS instruction of SparseFlow's kernel).
 #
 # Build here first: bash scripts/device/build_carry.sh --no-cache (or only .carry/bench), then
 #   run(command="bash scripts/device/sm90_profile.sh", carry=[".carry"])
-# SHAPE="N,K" (default 14336,4096: gate/up), M (default 8192), DTYPE (fp16), NCU_TIMEOUT (420 s), LAUNCHES (kernels
-# profiled, default 40: enough to reach every contender; the summary keeps the first launch of
-# each kernel; helper kernels are skipped by name).
+# SHAPE="N,K" (default 14336,4096: gate/up), M (default 8192), DTYPE (fp16), NCU_TIMEOUT (150 s
+# per kernel).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/sm90-profile}
@@ -21,45 +21,59 @@ export SPARSEFLOW_CACHE_DIR=${SPARSEFLOW_CACHE_DIR:-/tmp/sparseflow-cache}
 SECTIONS=(--section SpeedOfLight --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis
           --section WarpStateStats --section SchedulerStats --section Occupancy --section LaunchStats)
 # Named metrics for the summary (Hopper): tensor pipe, shared memory, L2, DRAM, L2 traffic.
-METRICS=sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_elapsed,l1tex__data_pipe_lsu_wavefronts_mem_shared.avg.pct_of_peak_sustained_elapsed,lts__throughput.avg.pct_of_peak_sustained_elapsed,lts__t_bytes.sum,lts__t_sector_hit_rate.pct,dram__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum,gpu__time_duration.sum,sm__cycles_elapsed.avg.per_second
+METRICS=sm__inst_executed_pipe_tensor_op_gmma.sum,sm__pipe_tensor_cycles_active_realtime.avg.pct_of_peak_sustained_elapsed,l1tex__data_pipe_lsu_wavefronts_mem_shared.avg.pct_of_peak_sustained_elapsed,lts__throughput.avg.pct_of_peak_sustained_elapsed,lts__t_bytes.sum,lts__t_sector_hit_rate.pct,dram__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum,gpu__time_duration.sum,sm__cycles_elapsed.avg.per_second
 
-# The GEMM kernels of every contender; not the benchmark's weight-rotation copies or fills.
-# Eager launches, no graph: ncu replays each profiled launch once per pass.
-timeout "${NCU_TIMEOUT:-420}" ncu --clock-control none -k "regex:sf_|gemm|nvjet|xmma|sparse|cutlass" -c "${LAUNCHES:-40}" \
-    "${SECTIONS[@]}" --metrics "$METRICS" --csv --page details \
+LT_DIR=$(python3 -c "import nvidia.cusparselt as m, os; print(os.path.join(list(m.__path__)[0], 'lib'))" 2>/dev/null || true)
+if [[ -n $LT_DIR ]]; then export SPARSEFLOW_CUSPARSELT=$LT_DIR; fi
+
+profile() {  # profile WHO KERNEL_REGEX: the first launch of a matching kernel, eager, no graph
+    local who=$1 regex=$2
+    timeout "${NCU_TIMEOUT:-150}" ncu --clock-control none -k "regex:$regex" -c 1 \
+        "${SECTIONS[@]}" --metrics "$METRICS" --csv --page details \
+        "$BIN" benchmark --shape "${SHAPE:-14336,4096}" --m "${M:-8192}" --dtype "${DTYPE:-fp16}" \
+        --samples 1 --sample-ms 0.01 --warmup-ms 0 >"$OUT/ncu-$who.csv" 2>"$OUT/ncu-$who.err"
+    echo "$who: exit $? ($(wc -l <"$OUT/ncu-$who.csv") csv lines)"
+}
+# cuBLAS is left out: the benchmark's dense-peak calibration GEMM (another shape) runs first
+# and would be the kernel caught; cuSPARSELt's compression kernel is skipped by name.
+profile sparseflow '^sparseflow_'
+profile cusparselt '^(?!sparseflow_)(?!.*compress).*(sparse|sp_gemm|spgemm)'
+# Where SparseFlow's warps stall, per SASS instruction (PC sampling of one launch).
+timeout "${NCU_TIMEOUT:-150}" ncu --clock-control none -k "regex:^sparseflow_" -c 1 --section SourceCounters \
+    --section WarpStateStats -o "$OUT/sparseflow" -f \
     "$BIN" benchmark --shape "${SHAPE:-14336,4096}" --m "${M:-8192}" --dtype "${DTYPE:-fp16}" \
-    --samples 1 --sample-ms 0.01 --warmup-ms 0 >"$OUT/ncu.csv" 2>"$OUT/ncu.err"
-echo "ncu: exit $? ($(wc -l <"$OUT/ncu.csv") csv lines)"
+    --samples 1 --sample-ms 0.01 --warmup-ms 0 >"$OUT/ncu-source.log" 2>&1 &&
+    ncu -i "$OUT/sparseflow.ncu-rep" --page source --csv --print-source sass >"$OUT/source-sparseflow.csv" 2>>"$OUT/ncu-source.log"
+echo "source page: exit $? ($(wc -l <"$OUT/source-sparseflow.csv" 2>/dev/null || echo 0) lines)"
+ncu --query-metrics --chip gh100 2>/dev/null | grep -i -E "tensor|gmma" >"$OUT/tensor-metrics.txt" || true
 
 python3 - "$OUT" <<'PY' | tee "$OUT/summary.txt"
 import csv, sys, pathlib
 out = pathlib.Path(sys.argv[1])
-text = (out / "ncu.csv").read_text(errors="replace").splitlines()
-rows = list(csv.DictReader(l for l in text if l.startswith('"')))
-keys = {"gpu__time_duration.sum": "time", "sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_elapsed": "tensor pipe %",
+rows = []
+for path in sorted(out.glob("ncu-*.csv")):
+    text = path.read_text(errors="replace").splitlines()
+    rows += [dict(r, ID=f"{path.stem}:{r.get('ID')}") for r in csv.DictReader(l for l in text if l.startswith('"'))]
+keys = {"gpu__time_duration.sum": "time", "sm__pipe_tensor_cycles_active_realtime.avg.pct_of_peak_sustained_elapsed": "tensor pipe %",
+        "sm__inst_executed_pipe_tensor_op_gmma.sum": "gmma insts",
         "l1tex__data_pipe_lsu_wavefronts_mem_shared.avg.pct_of_peak_sustained_elapsed": "smem lsu %",
         "lts__throughput.avg.pct_of_peak_sustained_elapsed": "L2 %", "lts__t_bytes.sum": "L2 bytes",
         "lts__t_sector_hit_rate.pct": "L2 hit %", "dram__throughput.avg.pct_of_peak_sustained_elapsed": "DRAM %",
         "dram__bytes_read.sum": "DRAM read", "sm__cycles_elapsed.avg.per_second": "SM clock"}
-stall_prefix = "smsp__pcsamp_warps_issue_stalled_"
 by_launch = {}
 for r in rows:
     by_launch.setdefault(r.get("ID"), []).append(r)
 if not by_launch:
-    print("no kernels profiled: see ncu.err")
-seen = set()
+    print("no kernels profiled: see ncu-*.err")
 for launch, rs in by_launch.items():
     name = rs[0].get("Kernel Name", "")
-    if name in seen:  # the first launch of each kernel is enough
-        continue
-    seen.add(name)
     print(f"[{launch}] {name[:150]}")
     print(f"  grid {rs[0].get('Grid Size', '')} block {rs[0].get('Block Size', '')}")
     for r in rs:
         m = r.get("Metric Name", "")
         if m in keys:
             print(f"  {keys[m]:14} {r.get('Metric Value', '')} {r.get('Metric Unit', '')}")
-        elif r.get("Section Name", "").startswith("GPU Speed Of Light") or m in (
+        elif r.get("Section Name", "").startswith(("GPU Speed Of Light", "Memory Workload", "Warp State", "Compute Workload")) or m in (
                 "Registers Per Thread", "Dynamic Shared Memory Per Block", "Achieved Occupancy",
                 "Issue Slots Busy", "Warp Cycles Per Issued Instruction"):
             print(f"  {m[:60]:60} {r.get('Metric Value', '')} {r.get('Metric Unit', '')}")
