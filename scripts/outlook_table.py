@@ -33,6 +33,9 @@ SOURCES = [
     ("prefill-llama3-8b-h200-fp16-graph-sm90-v1.json", (17, 1 << 30)),
     # The tuned sm90 family with split-K (replaces the rows above for the same shape and M).
     ("prefill-llama3-8b-h200-fp16-graph-tuned.json", (17, 1 << 30)),
+    # The table re-tuned with the pipelined sm90a family, then its persistent kernels (M 256+).
+    ("prefill-llama3-8b-h200-fp16-graph-async.json", (17, 1 << 30)),
+    ("prefill-llama3-8b-h200-fp16-graph-persistent.json", (17, 1 << 30)),
 ]
 DTYPES = {"f16": "float16", "fp16": "float16", "bf16": "bfloat16"}
 

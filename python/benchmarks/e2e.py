@@ -491,12 +491,20 @@ def case_fusion_check(sparse: nn.Module, fused: nn.Module, a: argparse.Namespace
 
 def case_agreement(dense: nn.Module, sparse: nn.Module, a: argparse.Namespace) -> Dict[str, Any]:
     """Teacher-forced: both models read the same random sequence; top-1 per position compared.
-    Greedy: both generate from the same prompt; the first position where their tokens differ."""
+    Greedy: both generate from the same prompt; the first position where their tokens differ.
+    The noise floor beside it: the same pruned dense model in float32 (a temporary copy) as the
+    reference both are compared with — random weights give flat logits, and how often the
+    half-precision dense model itself picks another top-1 than float32 says what agreement its
+    rounding alone allows."""
     ids = random_ids(dense, 1, a.agreement_positions, seed=5)
     with torch.no_grad():
         d = dense(ids, use_cache=False).logits[0].float()
         s = sparse(ids, use_cache=False).logits[0].float()
-    top_d, top_s = d.argmax(-1), s.argmax(-1)
+        exact = copy.deepcopy(dense).float()
+        r = exact(ids, use_cache=False).logits[0].float()
+        del exact
+        gc.collect()
+    top_d, top_s, top_r = d.argmax(-1), s.argmax(-1), r.argmax(-1)
     top2 = d.topk(2, dim=-1).values
     prompt = ids[:, : a.greedy_prompt]
     decode.DEVICE = a.device
@@ -508,6 +516,10 @@ def case_agreement(dense: nn.Module, sparse: nn.Module, a: argparse.Namespace) -
         "positions": a.agreement_positions,
         "top1_agreement": float((top_d == top_s).float().mean()),
         "logits_rel_error": float((d - s).norm() / d.norm()),
+        "dense_top1_agreement_with_fp32": float((top_d == top_r).float().mean()),
+        "sparse_top1_agreement_with_fp32": float((top_s == top_r).float().mean()),
+        "dense_logits_rel_error_vs_fp32": float((d - r).norm() / r.norm()),
+        "sparse_logits_rel_error_vs_fp32": float((s - r).norm() / r.norm()),
         "median_dense_top1_margin": float((top2[:, 0] - top2[:, 1]).median()),
         "greedy_tokens": a.greedy_tokens,
         "greedy_first_divergence": int(differ[0, 0]) if len(differ) else None,
