@@ -24,6 +24,13 @@
 //    the next tile's stages while the consumers finish the last one. Their epilogue is per
 //    warp — stmatrix.trans into a 2 KiB staging buffer of its own, then 16-byte stores — so
 //    it needs neither the ring nor a CTA barrier.
+//  * SF_CLUSTER_N 2 or 4 (family sm90c2 / sm90c4, persistent only): clusters of that many CTAs
+//    on adjacent feature tiles of one token tile. Each CTA loads 1/SF_CLUSTER_N of the X tile
+//    and multicasts it to the whole cluster, so X — 32 of the 41 KiB a 256-token stage loads —
+//    crosses from L2 once per cluster instead of once per CTA (what cuSPARSELt's sm90 kernels
+//    do, with clusters of 4). A CTA overwrites its peers' ring slots, so a slot is free only
+//    when every consumer warp of the cluster has released it: consumers arrive on the empty
+//    barrier of every CTA of the cluster, and the CTAs leave together (a cluster barrier).
 //
 // Spliced by crates/codegen: SF_KERNEL_NAME, SF_DTYPE_*, TILE_M, TILE_N, TILE_K, STAGES,
 // SPLIT_K, SF_USES_BIAS, SF_EPILOGUE(acc, bias), and sf_wgmma_sp<SEL>() for wgmma N = TILE_M
@@ -62,6 +69,13 @@ static_assert(TILE_K == 64 || TILE_K == 128, "a stage is one or two 64-wide K pa
 #endif
 static_assert(SPLIT_K >= 1, "SPLIT_K counts the CTAs of one output tile");
 #define SF_PERSISTENT (SF_ASYNC_MAINLOOP && SPLIT_K == 1)
+#ifndef SF_CLUSTER_N
+#define SF_CLUSTER_N 1
+#endif
+static_assert(SF_CLUSTER_N == 1 || SF_PERSISTENT, "clusters only in the persistent kernels");
+static_assert(SF_CLUSTER_N == 1 || SF_CLUSTER_N == 2 || SF_CLUSTER_N == 4, "clusters of 1, 2 or 4 CTAs");
+static_assert(TILE_M % (8 * SF_CLUSTER_N) == 0, "each CTA's X slice is whole 8-row swizzle atoms");
+#define X_SLICE_ROWS (TILE_M / SF_CLUSTER_N)  // the X tile rows one CTA loads and multicasts
 // The per-warp epilogue stages 64 tokens x 16 features (2 KiB) per consumer warp after the
 // barriers (crates/codegen/src/families/sm90.rs sizes it: resources()).
 #define EPI_TOKENS 64
@@ -113,6 +127,40 @@ __device__ __forceinline__ void sf_tma_load_x(u32 dst, const sf_tensor_map* map,
         "l"(map), "r"(bar), "r"(k), "r"(m)
         : "memory");
 }
+// This CTA's slice of the X tile (box 64 x X_SLICE_ROWS at (k, m)) into the same offset of the
+// shared memory of every CTA in `mask`, completing on the barrier at the same offset in each.
+__device__ __forceinline__ void sf_tma_load_x_multicast(u32 dst, const sf_tensor_map* map, u32 bar, int k, int m,
+                                                        unsigned short mask) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1, {%3, "
+        "%4}], [%2], %5;\n" ::"r"(dst),
+        "l"(map), "r"(bar), "r"(k), "r"(m), "h"(mask)
+        : "memory");
+}
+__device__ __forceinline__ u32 sf_cluster_rank() {
+    u32 r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+    return r;
+}
+// Every thread of every CTA of the cluster: release what this thread wrote, acquire the others'.
+__device__ __forceinline__ void sf_cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+// Releases ring slot `empty` (a local barrier address) to the producers: with clusters, lanes
+// 0..SF_CLUSTER_N-1 arrive on the barrier at that offset in CTA `lane` of the cluster.
+__device__ __forceinline__ void sf_release_slot(u32 empty, int lane) {
+#if SF_CLUSTER_N > 1
+    if (lane < SF_CLUSTER_N)
+        asm volatile(
+            "{\n.reg .b32 remote;\nmapa.shared::cluster.u32 remote, %0, %1;\n"
+            "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n}\n" ::"r"(empty),
+            "r"(lane)
+            : "memory");
+#else
+    if (lane == 0) sf_mbar_arrive(empty);
+#endif
+}
+
 // A box of a 3-D weight map (values: [row block][K step][512 bytes]; metadata: [row block][K
 // pair][128 bytes]) at (0, k, rb) into shared memory, completing on `bar`.
 __device__ __forceinline__ void sf_tma_load_3d(u32 dst, const sf_tensor_map* map, u32 bar, int c0, int c1, int c2) {
@@ -156,12 +204,14 @@ __device__ __forceinline__ u32 sf_pack2(float lo, float hi) {
 // Grouped raster: SF_GROUP_N feature tiles walk down every token tile together, so the CTAs
 // running at once read a few weight tiles and a few X tiles — both stay in L2 — instead of the
 // whole weight once per token tile.
+// With clusters a "tile" here is SF_CLUSTER_N adjacent feature tiles (one per CTA of the
+// cluster, the last ones possibly past N) and n_tile is the first of them.
 __device__ __forceinline__ void sf_tile_coords(int tile, int M, int N, int& n_tile, int& m_tile) {
-    const int tiles_n = (N + TILE_N - 1) / TILE_N, tiles_m = (M + TILE_M - 1) / TILE_M;
+    const int tiles_n = (N + TILE_N * SF_CLUSTER_N - 1) / (TILE_N * SF_CLUSTER_N), tiles_m = (M + TILE_M - 1) / TILE_M;
     const int per_group = SF_GROUP_N * tiles_m;
     const int group = tile / per_group, in = tile % per_group;
     const int width = min(SF_GROUP_N, tiles_n - group * SF_GROUP_N);
-    n_tile = group * SF_GROUP_N + in % width;
+    n_tile = (group * SF_GROUP_N + in % width) * SF_CLUSTER_N;
     m_tile = in / width;
 }
 
@@ -260,14 +310,14 @@ __device__ __forceinline__ void consume_stage(int j, bool first, int kt, int KS,
 #if SF_WGMMA_INFLIGHT == 0
     sf_wgmma_wait<0>();
     __syncwarp();
-    if (lane == 0) sf_mbar_arrive(bars + 8 * (STAGES + s));
+    sf_release_slot(bars + 8 * (STAGES + s), lane);
 #else
     if (!first) {
         // Stage j-1 is done: its shared memory and registers are free. (No accumulator fence
         // here: stage j is still in flight, and touching d would make ptxas serialize.)
         sf_wgmma_wait<1>();
         __syncwarp();
-        if (lane == 0) sf_mbar_arrive(bars + 8 * (STAGES + (j - 1) % STAGES));
+        sf_release_slot(bars + 8 * (STAGES + (j - 1) % STAGES), lane);
     }
 #endif
 }
@@ -286,11 +336,13 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int wg = threadIdx.x >> 7;
-    const int tiles = ((N + TILE_N - 1) / TILE_N) * ((M + TILE_M - 1) / TILE_M);
-    // Persistent: tiles blockIdx.x, + gridDim.x, ...; otherwise the one tile of this CTA (a
-    // tile's split_k CTAs are adjacent, its reducer last) and a step past the end.
-    const int first_tile = SF_PERSISTENT ? blockIdx.x : blockIdx.x / SPLIT_K;
-    const int tile_step = SF_PERSISTENT ? gridDim.x : tiles;
+    const int tiles = ((N + TILE_N * SF_CLUSTER_N - 1) / (TILE_N * SF_CLUSTER_N)) * ((M + TILE_M - 1) / TILE_M);
+    // Persistent: tiles blockIdx.x, + gridDim.x, ... (with clusters, per cluster: the CTAs of a
+    // cluster are adjacent block ids and share each tile); otherwise the one tile of this CTA
+    // (a tile's split_k CTAs are adjacent, its reducer last) and a step past the end.
+    const int first_tile = SF_PERSISTENT ? blockIdx.x / SF_CLUSTER_N : blockIdx.x / SPLIT_K;
+    const int tile_step = SF_PERSISTENT ? gridDim.x / SF_CLUSTER_N : tiles;
+    const int rank = SF_CLUSTER_N > 1 ? (int)sf_cluster_rank() : 0;  // this CTA's feature tile in a tile
     const int KP = (K + 63) / 64, KS = 2 * KP;
     const int KT = (KS + KSTEPS - 1) / KSTEPS;  // stages of K
     // Split-K: this CTA's K stages [kt0, kt1) (possibly none when SPLIT_K does not divide KT).
@@ -300,23 +352,35 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
     if (threadIdx.x == 0) {
         for (int s = 0; s < STAGES; ++s) {
             sf_mbar_init(bars + 8 * s, 1);                     // the producer's arrive + bytes
-            sf_mbar_init(bars + 8 * (STAGES + s), 4 * CWG);    // one arrive per consumer warp
+            sf_mbar_init(bars + 8 * (STAGES + s), 4 * CWG * SF_CLUSTER_N);  // each consumer warp of the cluster
         }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
+#if SF_CLUSTER_N > 1
+    sf_cluster_sync();  // every barrier of the cluster is initialised before any copy or arrive
+#else
     __syncthreads();
+#endif
     sf_wait_prior_grid();
 
     if (wg == 0) {
 #if CWG == 2 || SF_ASYNC_MAINLOOP
         asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
 #endif
+#if SF_CLUSTER_N > 1
+        if (warp != 0) {
+            sf_cluster_sync();  // peers may still arrive on this CTA's barriers until then
+            return;
+        }
+#else
         if (warp != 0) return;
+#endif
         // g counts this CTA's stages over all its tiles: ring slot and phase.
         int g = 0;
         for (int tile = first_tile; tile < tiles; tile += tile_step) {
             int n_tile, m_tile;
             sf_tile_coords(tile, M, N, n_tile, m_tile);
+            n_tile += rank;
             const int m0 = m_tile * TILE_M, rb0 = n_tile * TILE_N / 16;
             for (int j = 0; j < nkt; ++j, ++g) {
                 const int kt = kt0 + j, s = g % STAGES;
@@ -332,13 +396,23 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
                 // pipeline at ~1 us per stage whatever its size: the copy count, not the bytes,
                 // set the pace). The box is always whole: K past the end arrives as zeros.
                 if (lane == 0) {
+                    // The whole X tile arrives (each CTA's slice from its own multicast).
                     sf_mbar_expect_tx(full, X_BYTES + A_BYTES + E_BYTES);
+#if SF_CLUSTER_N > 1
+                    for (int h = 0; h < KPS; ++h)
+                        sf_tma_load_x_multicast(st + h * X_HALF_BYTES + rank * X_SLICE_ROWS * 128, &x_map, full,
+                                                (kp0 + h) * 64, m0 + rank * X_SLICE_ROWS, (1 << SF_CLUSTER_N) - 1);
+#else
                     for (int h = 0; h < KPS; ++h) sf_tma_load_x(st + h * X_HALF_BYTES, &x_map, full, (kp0 + h) * 64, m0);
+#endif
                     sf_tma_load_3d(st + X_BYTES, &w_map, full, 0, ks0, rb0);
                     sf_tma_load_3d(st + X_BYTES + A_BYTES, &e_map, full, 0, kp0, rb0);
                 }
             }
         }
+#if SF_CLUSTER_N > 1
+        sf_cluster_sync();
+#endif
         return;
     }
 
@@ -364,6 +438,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
     for (int tile = first_tile; tile < tiles; tile += tile_step) {
         int n_tile, m_tile;
         sf_tile_coords(tile, M, N, n_tile, m_tile);
+        n_tile += rank;
         const int n0 = n_tile * TILE_N, m0 = m_tile * TILE_M;
 #if SF_ASYNC_MAINLOOP
         // Whole pairs, then an odd last stage: no conditional stage inside the loop body.
@@ -386,7 +461,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
 #if SF_PERSISTENT
         // The tile's last stage is done too: hand it back for the next tile's loads.
         __syncwarp();
-        if (lane == 0 && nkt > 0) sf_mbar_arrive(bars + 8 * (STAGES + (g - 1) % STAGES));
+        if (nkt > 0) sf_release_slot(bars + 8 * (STAGES + (g - 1) % STAGES), lane);
 #endif
 
 #if SPLIT_K > 1
@@ -467,4 +542,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
         sf_store_y_tile<TILE_M, TILE_N, Y_STRIDE, CWG * 128>(y, ys, m0, n0, M, N, threadIdx.x - 128);
 #endif
     }
+#if SF_CLUSTER_N > 1
+    sf_cluster_sync();  // no CTA leaves while a peer may still release a slot on its barriers
+#endif
 }

@@ -14,7 +14,7 @@ use sparseflow_ir::{
 };
 
 use crate::error::CodegenError;
-use crate::families::{DECODE, SM80, SM90, SM90_ASYNC};
+use crate::families::{DECODE, SM80, SM90, SM90_ASYNC, SM90_CLUSTER2};
 use crate::family::Family;
 use crate::generate::{generate_with, GeneratedKernel};
 use crate::spec::{parse_target, KernelSpec};
@@ -35,11 +35,12 @@ pub struct PlannedKernel {
 }
 
 impl Registry {
-    /// The library's families: `sm80` (any M), `decode` (M ≤ 64), `sm90` (M > 64, sm_90a) and
-    /// `sm90a` (sm90's asynchronous loop, measured-only: selected by tuning tables alone).
+    /// The library's families: `sm80` (any M), `decode` (M ≤ 64), `sm90` (M > 64, sm_90a),
+    /// `sm90a` (sm90's asynchronous, persistent loop) and `sm90c2` (sm90a in 2-CTA multicast
+    /// clusters) — the last two measured-only: selected by tuning tables alone.
     pub fn builtin() -> &'static Registry {
         static BUILTIN: OnceLock<Registry> = OnceLock::new();
-        BUILTIN.get_or_init(|| Registry::new(&[&SM80, &DECODE, &SM90, &SM90_ASYNC]))
+        BUILTIN.get_or_init(|| Registry::new(&[&SM80, &DECODE, &SM90, &SM90_ASYNC, &SM90_CLUSTER2]))
     }
 
     /// A registry of exactly these families. Panics on a repeated name (a programming error).

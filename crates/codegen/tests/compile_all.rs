@@ -180,17 +180,25 @@ const SERIALIZED: [&str; 3] = ["C7512", "C7514", "C7520"];
 /// The `sm90a` family (the sm90 template with `SF_ASYNC_MAINLOOP`, kernels/sm90_sparse_gemm.cu)
 /// exists to keep the wgmmas of a stage in flight: `sm90` itself comes out with every wgmma of
 /// every one-split configuration serialized (ptxas C7514 / C7520: each HGMMA waited for before
-/// the next issues). No configuration of `sm90a`'s space (f16, every split) and no epilogue or
-/// dtype of one configuration may come out serialized. A change that brings the serialization
-/// back fails here, without a GPU.
+/// the next issues). No configuration of `sm90a`'s space (f16, every split) or of `sm90c2`'s
+/// (the same loop in multicast clusters), and no epilogue or dtype of one configuration, may
+/// come out serialized. A change that brings the serialization back fails here, without a GPU.
 #[test]
 fn the_async_family_keeps_its_wgmmas_pipelined() {
     let c = compiler();
-    let mut specs = enumerate("sm90a", DType::F16, EpilogueKind::None, "sm_90a");
-    assert!(specs.len() >= 32, "{} sm90a configurations", specs.len());
-    for dtype in [DType::F16, DType::BF16] {
-        for epi in EpilogueKind::all() {
-            specs.extend(one_config("sm90a", dtype, epi, "sm_90a"));
+    let mut specs = Vec::new();
+    for (family, at_least) in [("sm90a", 32), ("sm90c2", 8)] {
+        let space = enumerate(family, DType::F16, EpilogueKind::None, "sm_90a");
+        assert!(
+            space.len() >= at_least,
+            "{} {family} configurations",
+            space.len()
+        );
+        specs.extend(space);
+        for dtype in [DType::F16, DType::BF16] {
+            for epi in EpilogueKind::all() {
+                specs.extend(one_config(family, dtype, epi, "sm_90a"));
+            }
         }
     }
     let serialized: Vec<String> = specs
@@ -199,6 +207,12 @@ fn the_async_family_keeps_its_wgmmas_pipelined() {
             let k = generate(spec).unwrap();
             assert!(
                 k.source.contains("#define SF_ASYNC_MAINLOOP 1"),
+                "{}",
+                k.name
+            );
+            assert_eq!(
+                k.source.contains("#define SF_CLUSTER_N 2"),
+                spec.config.family == "sm90c2",
                 "{}",
                 k.name
             );

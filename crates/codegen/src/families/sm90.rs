@@ -10,7 +10,7 @@ use sparseflow_ir::{
     ConfigSpace, Eligibility, FamilyModel, GemmShape, KernelConfig, Resources, Target, TileChoice,
 };
 
-use super::{blocks, split_k_workspace_bytes};
+use super::split_k_workspace_bytes;
 use crate::error::CodegenError;
 use crate::family::{Family, Source};
 use crate::params::{KernelParams, LaunchInputs};
@@ -19,6 +19,7 @@ use crate::tensor_map::{encode_2d_sw128, encode_3d_blocks};
 
 pub const SM90: Sm90 = Sm90 {
     async_mainloop: false,
+    cluster_n: 1,
 };
 
 /// The same family compiled with the template's `SF_ASYNC_MAINLOOP`: the consumer loop ptxas
@@ -28,11 +29,26 @@ pub const SM90: Sm90 = Sm90 {
 /// tune` run measures both loops per case. Once it has won, it becomes `sm90` itself.
 pub const SM90_ASYNC: Sm90 = Sm90 {
     async_mainloop: true,
+    cluster_n: 1,
+};
+
+/// `sm90a` in clusters of two CTAs on adjacent feature tiles that multicast the token tile
+/// (`SF_CLUSTER_N`): X crosses from L2 once per pair. cuSPARSELt 0.8's sm90 kernel at the same
+/// tile runs in clusters of 4 with 46% L2 throughput where `sm90a` needs 63% (Nsight Compute,
+/// docs/PERFORMANCE.md). Persistent, no split-K; measured-only until a tuning table times it.
+/// Clusters of 2 because every H100/H200 GPC holds an even number of SMs, so 66 of them are
+/// co-resident on 132 SMs; clusters of 4 (the template takes them) need the driver's count of
+/// co-resident clusters to size a persistent grid.
+pub const SM90_CLUSTER2: Sm90 = Sm90 {
+    async_mainloop: true,
+    cluster_n: 2,
 };
 
 #[derive(Debug, Clone, Copy)]
 pub struct Sm90 {
     async_mainloop: bool,
+    /// CTAs per cluster sharing the X tile (1: no cluster).
+    cluster_n: u32,
 }
 
 impl Sm90 {
@@ -40,6 +56,20 @@ impl Sm90 {
     /// tiles grid-stride from at most one CTA per SM.
     fn persistent(&self, cfg: &KernelConfig) -> bool {
         self.async_mainloop && cfg.split_k == 1
+    }
+
+    /// CTAs of a launch: one per tile (times split_k), or for the persistent kernels at most
+    /// one per SM, in whole clusters of `cluster_n` CTAs that each cover `cluster_n` adjacent
+    /// feature tiles.
+    fn ctas(&self, cfg: &KernelConfig, m: u64, n: u64, sm_count: u64) -> u64 {
+        let tiles = n.div_ceil(cfg.tile_n as u64) * m.div_ceil(cfg.tile_m as u64);
+        if !self.persistent(cfg) {
+            return tiles * cfg.split_k as u64;
+        }
+        let c = self.cluster_n as u64;
+        let cluster_tiles =
+            n.div_ceil((cfg.tile_n * self.cluster_n) as u64) * m.div_ceil(cfg.tile_m as u64);
+        cluster_tiles.min((sm_count / c).max(1)) * c
     }
 }
 
@@ -108,18 +138,18 @@ fn measured_fraction(cfg: &KernelConfig, waves: f64) -> f64 {
 
 impl FamilyModel for Sm90 {
     fn name(&self) -> &'static str {
-        if self.async_mainloop {
-            "sm90a"
-        } else {
-            "sm90"
+        match (self.async_mainloop, self.cluster_n) {
+            (false, _) => "sm90",
+            (true, 1) => "sm90a",
+            _ => "sm90c2",
         }
     }
 
     fn summary(&self) -> &'static str {
-        if self.async_mainloop {
-            "sm90 with the asynchronous consumer loop (SF_ASYNC_MAINLOOP); measured-only: tuning tables select it"
-        } else {
-            "wgmma.mma_async.sp + TMA + mbarrier ring, producer warp + 1-2 consumer warpgroups; M > 64; sm_90a"
+        match (self.async_mainloop, self.cluster_n) {
+            (false, _) => "wgmma.mma_async.sp + TMA + mbarrier ring, producer warp + 1-2 consumer warpgroups; M > 64; sm_90a",
+            (true, 1) => "sm90 with the asynchronous consumer loop (SF_ASYNC_MAINLOOP), persistent unless split; measured-only: tuning tables select it",
+            _ => "sm90a in 2-CTA clusters multicasting the token tile (SF_CLUSTER_N); persistent; measured-only: tuning tables select it",
         }
     }
 
@@ -155,6 +185,17 @@ impl FamilyModel for Sm90 {
                 cfg.tile_n,
                 warps_for(cfg.tile_n)
             ));
+        }
+        if self.cluster_n > 1 {
+            if cfg.split_k != 1 {
+                return Err("clusters run persistent kernels only: no split-K".into());
+            }
+            if !cfg.tile_m.is_multiple_of(8 * self.cluster_n) {
+                return Err(format!(
+                    "tile_m {} does not split into {} X slices of whole 8-row swizzle atoms",
+                    cfg.tile_m, self.cluster_n
+                ));
+            }
         }
         // 128 fp32 accumulators plus two register sets of 4 k32 steps exceed the 168
         // registers of a 384-thread block (ptxas spills).
@@ -193,12 +234,8 @@ impl FamilyModel for Sm90 {
     fn grid(&self, cfg: &KernelConfig, m: u32, n: u32, _k: u32, t: &Target) -> (u32, u32, u32) {
         // 1-D: the template maps block ids to (feature, token) tiles in groups of GROUP_N, a
         // tile's split_k CTAs adjacent; a persistent kernel's CTAs stride over the tiles.
-        let ctas = blocks(n, cfg.tile_n) * blocks(m, cfg.tile_m) * cfg.split_k;
-        if self.persistent(cfg) {
-            (ctas.min(t.sm_count.max(1)), 1, 1)
-        } else {
-            (ctas, 1, 1)
-        }
+        let ctas = self.ctas(cfg, m as u64, n as u64, t.sm_count as u64);
+        (u32::try_from(ctas).unwrap_or(u32::MAX), 1, 1)
     }
 
     /// fp32 hand-off slots: split_k - 1 partial tiles per output tile.
@@ -259,11 +296,7 @@ impl FamilyModel for Sm90 {
             dram_us: 0.0,
             l2_us: reduce_s * 1e6,
             blocks_per_sm: 1,
-            grid: if self.persistent(cfg) {
-                ctas.min(slots) as u64
-            } else {
-                ctas as u64
-            },
+            grid: self.ctas(cfg, m, shape.n, target.sm_count as u64),
             waves: ctas / slots,
             wave_efficiency: ctas / (waves * slots),
         })
@@ -324,7 +357,19 @@ impl Family for Sm90 {
         } else {
             ""
         };
-        format!("{mainloop}{}", wgmma_sp_fn(spec.config.tile_m, spec.dtype))
+        let cluster = if self.cluster_n > 1 {
+            format!("#define SF_CLUSTER_N {}\n", self.cluster_n)
+        } else {
+            String::new()
+        };
+        format!(
+            "{mainloop}{cluster}{}",
+            wgmma_sp_fn(spec.config.tile_m, spec.dtype)
+        )
+    }
+
+    fn cluster(&self, _spec: &KernelSpec) -> Option<(u32, u32, u32)> {
+        (self.cluster_n > 1).then_some((self.cluster_n, 1, 1))
     }
 
     /// `(CUtensorMap x_map, CUtensorMap w_map, CUtensorMap e_map, const T* bias, T* y,
@@ -339,7 +384,8 @@ impl Family for Sm90 {
         let cfg = &spec.config;
         let (np, kp) = crate::layout::padded_dims(i.n as usize, i.k as usize);
         let rbs = cfg.tile_n / 16;
-        let x_map = encode_2d_sw128(i.x, i.m as u64, i.k as u64, 64, cfg.tile_m)?;
+        // Each CTA of a cluster loads (and multicasts) 1/cluster_n of the X tile's rows.
+        let x_map = encode_2d_sw128(i.x, i.m as u64, i.k as u64, 64, cfg.tile_m / self.cluster_n)?;
         let w_map = encode_3d_blocks(
             i.wvals,
             [256, (kp / 32) as u64, (np / 16) as u64],
@@ -385,7 +431,8 @@ mod tests {
 
     #[test]
     fn planned_for_prefill_on_hopper_only() {
-        assert_eq!(family_for(2048, 14336, 4096, "h200"), "sm90");
+        // On the H200 the checked-in tuning table decides between the Hopper registrations.
+        assert!(family_for(2048, 14336, 4096, "h200").starts_with("sm90"));
         assert_eq!(family_for(8192, 4096, 14336, "sm_90a"), "sm90");
         assert_eq!(family_for(4, 14336, 4096, "h200"), "decode");
         assert_ne!(family_for(2048, 14336, 4096, "sm_80"), "sm90");
