@@ -435,7 +435,14 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
     // is a fixed group of registers).
     u32 a0[KSTEPS][4], e0[KPS], a1[KSTEPS][4], e1[KPS];
     int g = 0;  // as the producer's
+#if SF_PERSISTENT
     for (int tile = first_tile; tile < tiles; tile += tile_step) {
+#else
+    // One tile: no loop, so ptxas keeps nothing of one live across the split-K hand-off (the
+    // loop form spilled the 256-token split-2 kernels).
+    {
+        const int tile = first_tile;
+#endif
         int n_tile, m_tile;
         sf_tile_coords(tile, M, N, n_tile, m_tile);
         n_tile += rank;
