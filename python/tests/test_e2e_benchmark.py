@@ -47,6 +47,8 @@ def test_e2e_smoke_resumes_and_attributes(e2e, tmp_path: pathlib.Path) -> None:
         f"profile/{k}" for k in cases if k.startswith(("prefill/", "decode_graph/", "decode_generate/"))
     }
     assert not rep["summary"]["errors"], rep["summary"]["errors"]
+    # Decode steps attend over the grouped KV heads in place (the tiny model has 4 heads on 2).
+    assert rep["config"]["attention"] == e2e.PACKED_GQA
     for key, r in cases.items():
         if key.startswith("decode_graph/"):
             assert r["check_rel_error"] < 1e-2, (key, r)  # the cached step computes the uncached logits
