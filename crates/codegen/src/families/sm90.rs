@@ -458,4 +458,81 @@ mod tests {
             4 * 41 * 1024 + 1024 + 64
         );
     }
+
+    fn cfg(family: &'static str, tile_m: u32, split_k: u32) -> KernelConfig {
+        KernelConfig {
+            family,
+            tile_m,
+            tile_n: 128,
+            tile_k: 64,
+            warps: 12,
+            stages: 4,
+            split_k,
+        }
+    }
+
+    #[test]
+    fn one_tile_kernels_launch_a_cta_per_tile_and_split() {
+        let h200 = target("h200").unwrap();
+        // 14336 features = 112 tiles of 128; 8192 tokens = 32 tiles of 256.
+        assert_eq!(
+            SM90.grid(&cfg("sm90", 256, 1), 8192, 14336, 4096, h200),
+            (112 * 32, 1, 1)
+        );
+        // Split-K kernels are never persistent, sm90a's included.
+        assert_eq!(
+            SM90_ASYNC.grid(&cfg("sm90a", 128, 4), 256, 1024, 4096, h200),
+            (8 * 2 * 4, 1, 1)
+        );
+    }
+
+    #[test]
+    fn persistent_kernels_launch_at_most_one_cta_per_sm() {
+        let h200 = target("h200").unwrap();
+        assert_eq!(
+            SM90_ASYNC.grid(&cfg("sm90a", 256, 1), 8192, 14336, 4096, h200),
+            (h200.sm_count, 1, 1)
+        );
+        // Fewer tiles than SMs: one CTA per tile.
+        assert_eq!(
+            SM90_ASYNC.grid(&cfg("sm90a", 256, 1), 256, 4096, 4096, h200),
+            (32, 1, 1)
+        );
+        assert_eq!(SM90_ASYNC.cluster(&spec("sm90a")), None);
+    }
+
+    #[test]
+    fn clusters_launch_whole_pairs_over_pairs_of_feature_tiles() {
+        let h200 = target("h200").unwrap();
+        let c = cfg("sm90c2", 256, 1);
+        // Many pairs: 66 clusters of 2 on the H200's 132 SMs.
+        assert_eq!(SM90_CLUSTER2.grid(&c, 8192, 14336, 4096, h200), (132, 1, 1));
+        // 4100 features = 33 tiles = 17 pairs (the last half past N), one token tile.
+        assert_eq!(SM90_CLUSTER2.grid(&c, 200, 4100, 4104, h200), (34, 1, 1));
+        assert_eq!(SM90_CLUSTER2.cluster(&spec("sm90c2")), Some((2, 1, 1)));
+        let shape = GemmShape {
+            m: None,
+            n: 4096,
+            k: 4096,
+            dtype: DType::F16,
+        };
+        assert!(SM90_CLUSTER2.check(&c, &shape).is_ok());
+        assert!(SM90_CLUSTER2
+            .check(&cfg("sm90c2", 256, 2), &shape)
+            .unwrap_err()
+            .contains("split-K"));
+        assert!(SM90_CLUSTER2.measured_only(&c));
+    }
+
+    fn spec(family: &str) -> KernelSpec {
+        crate::Registry::builtin()
+            .enumerate(
+                family,
+                DType::F16,
+                sparseflow_core::EpilogueKind::None,
+                "sm_90a",
+            )
+            .unwrap()
+            .remove(0)
+    }
 }
