@@ -69,8 +69,9 @@ pub struct Args {
     #[arg(long, value_name = "LIST", default_value = "fp16")]
     pub dtype: String,
     /// Epilogues, comma-separated, at most one per class: `none` (plain) and one fused epilogue
-    /// (e.g. bias_silu) that stands for every fused one.
-    #[arg(long, value_name = "LIST", default_value = "none")]
+    /// (e.g. bias_silu) that stands for every fused one. Both classes by default: a table without
+    /// the fused class leaves every fused epilogue to the cost model.
+    #[arg(long, value_name = "LIST", default_value = "none,silu")]
     pub epilogue: String,
     /// Configurations measured per family: the cost model's best first.
     #[arg(long, default_value_t = 8, value_name = "K")]
