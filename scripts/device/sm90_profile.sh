@@ -15,23 +15,21 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/sm90-profile}
 mkdir -p "$OUT"
-BIN=${SPARSEFLOW_BIN:-.carry/bench/sparseflow}
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export SPARSEFLOW_CACHE_DIR=${SPARSEFLOW_CACHE_DIR:-/tmp/sparseflow-cache}
+source scripts/device/cli_env.sh
 SECTIONS=(--section SpeedOfLight --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis
           --section WarpStateStats --section SchedulerStats --section Occupancy --section LaunchStats)
 # Named metrics for the summary (Hopper): tensor pipe, shared memory, L2, DRAM, L2 traffic.
 METRICS=sm__inst_executed_pipe_tensor_op_gmma.sum,sm__pipe_tensor_cycles_active_realtime.avg.pct_of_peak_sustained_elapsed,l1tex__data_pipe_lsu_wavefronts_mem_shared.avg.pct_of_peak_sustained_elapsed,lts__throughput.avg.pct_of_peak_sustained_elapsed,lts__t_bytes.sum,lts__t_sector_hit_rate.pct,dram__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum,gpu__time_duration.sum,sm__cycles_elapsed.avg.per_second
 
-LT_DIR=$(python3 -c "import nvidia.cusparselt as m, os; print(os.path.join(list(m.__path__)[0], 'lib'))" 2>/dev/null || true)
-if [[ -n $LT_DIR ]]; then export SPARSEFLOW_CUSPARSELT=$LT_DIR; fi
+# One sample of each contender at the shape: ncu replays the launch it profiles once per pass.
+BENCH=("$BIN" benchmark --shape "${SHAPE:-14336,4096}" --m "${M:-8192}" --dtype "${DTYPE:-fp16}"
+       --samples 1 --sample-ms 0.01 --warmup-ms 0)
 
 profile() {  # profile WHO KERNEL_REGEX: the first launch of a matching kernel, eager, no graph
     local who=$1 regex=$2
     timeout "${NCU_TIMEOUT:-150}" ncu --clock-control none -k "regex:$regex" -c 1 \
         "${SECTIONS[@]}" --metrics "$METRICS" --csv --page details \
-        "$BIN" benchmark --shape "${SHAPE:-14336,4096}" --m "${M:-8192}" --dtype "${DTYPE:-fp16}" \
-        --samples 1 --sample-ms 0.01 --warmup-ms 0 >"$OUT/ncu-$who.csv" 2>"$OUT/ncu-$who.err"
+        "${BENCH[@]}" >"$OUT/ncu-$who.csv" 2>"$OUT/ncu-$who.err"
     echo "$who: exit $? ($(wc -l <"$OUT/ncu-$who.csv") csv lines)"
 }
 # cuBLAS is left out: the benchmark's dense-peak calibration GEMM (another shape) runs first
@@ -40,9 +38,7 @@ profile sparseflow '^sparseflow_'
 profile cusparselt '^(?!sparseflow_)(?!.*compress).*(sparse|sp_gemm|spgemm)'
 # Where SparseFlow's warps stall, per SASS instruction (PC sampling of one launch).
 timeout "${NCU_TIMEOUT:-150}" ncu --clock-control none -k "regex:^sparseflow_" -c 1 --section SourceCounters \
-    --section WarpStateStats -o "$OUT/sparseflow" -f \
-    "$BIN" benchmark --shape "${SHAPE:-14336,4096}" --m "${M:-8192}" --dtype "${DTYPE:-fp16}" \
-    --samples 1 --sample-ms 0.01 --warmup-ms 0 >"$OUT/ncu-source.log" 2>&1 &&
+    --section WarpStateStats -o "$OUT/sparseflow" -f "${BENCH[@]}" >"$OUT/ncu-source.log" 2>&1 &&
     ncu -i "$OUT/sparseflow.ncu-rep" --page source --csv --print-source sass >"$OUT/source-sparseflow.csv" 2>>"$OUT/ncu-source.log"
 echo "source page: exit $? ($(wc -l <"$OUT/source-sparseflow.csv" 2>/dev/null || echo 0) lines)"
 ncu --query-metrics --chip gh100 2>/dev/null | grep -i -E "tensor|gmma" >"$OUT/tensor-metrics.txt" || true

@@ -18,9 +18,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/sparseflow-tune}
 mkdir -p "$OUT"
-BIN=${SPARSEFLOW_BIN:-.carry/bench/sparseflow}
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export SPARSEFLOW_CACHE_DIR=${SPARSEFLOW_CACHE_DIR:-/tmp/sparseflow-cache}
+source scripts/device/cli_env.sh
 export SPARSEFLOW_BUILD="$(tr '\n' ' ' <.carry/BUILT_FROM 2>/dev/null || git rev-parse --short HEAD 2>/dev/null)"
 table=$OUT/h200.json
 if [[ "${FRESH:-0}" == 1 ]]; then rm -f "$table"; else cp crates/ir/tuning/h200.json "$table"; fi
