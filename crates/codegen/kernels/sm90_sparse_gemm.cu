@@ -332,7 +332,6 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
     const u32 raw0 = sf_smem_addr(smem_raw);
     const u32 ring = (raw0 + 1023) & ~1023u;
     const u32 bars = ring + STAGES * STAGE_BYTES;  // full[STAGES], empty[STAGES]
-    u8* ring_ptr = smem_raw + (ring - raw0);
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int wg = threadIdx.x >> 7;
@@ -525,12 +524,11 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
         // may already hold the next tile's stages.
         const u32 epi = ((bars + 16 * STAGES + 127) & ~127u) + rbl * EPI_WARP_BYTES;
         sf_epilogue_warp(d, epi, bias, y, m0, n0 + rbl * 16, M, N, lane);
-        (void)ring_ptr;
 #else
         // Every consumer is past the ring (the producer issued nothing beyond the last stage,
         // and every stage was waited for): reuse it for the Y tile. Named barrier 1 = consumers.
         asm volatile("bar.sync 1, %0;\n" ::"n"(CWG * 128) : "memory");
-        sf_t* ys = reinterpret_cast<sf_t*>(ring_ptr);
+        sf_t* ys = reinterpret_cast<sf_t*>(smem_raw + (ring - raw0));
         const int g4 = lane >> 2, t = lane & 3;
 #pragma unroll
         for (int h = 0; h < 2; ++h) {

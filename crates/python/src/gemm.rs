@@ -91,9 +91,7 @@ impl SparseGemmHandle {
                 .insert(b);
         }
     }
-}
 
-impl SparseGemmHandle {
     /// A handle around a built `gemm`, no M bucket prepared yet.
     fn wrap(
         n: usize,
