@@ -57,6 +57,10 @@ pub struct LaunchGeometry {
     pub dynamic_smem: u32,
     /// Thread-block cluster dimensions (sm_90+), `None` = no cluster launch.
     pub cluster: Option<(u32, u32, u32)>,
+    /// The kernel walks its tiles grid-stride (persistent): any grid of whole clusters covers
+    /// the work, so the runtime launches no more clusters than the device holds at once (the
+    /// driver's count depends on how its SMs group into GPCs, which no preset knows).
+    pub grid_stride: bool,
 }
 
 /// A kernel family. Implement it in `families/<name>.rs` (or anywhere, e.g. a test) and add
@@ -85,6 +89,11 @@ pub trait Family: FamilyModel {
     /// Thread-block cluster of a launch (`None`: plain launch).
     fn cluster(&self, _spec: &KernelSpec) -> Option<(u32, u32, u32)> {
         None
+    }
+
+    /// Whether the kernel covers its work from any grid ([`LaunchGeometry::grid_stride`]).
+    fn grid_stride(&self, _spec: &KernelSpec) -> bool {
+        false
     }
 
     /// The kernel parameters of one launch, in the template's parameter order. The default

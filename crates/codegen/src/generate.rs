@@ -28,6 +28,7 @@ impl GeneratedKernel {
             block: res.threads,
             dynamic_smem: res.dynamic_smem,
             cluster: self.family.cluster(&self.spec),
+            grid_stride: self.family.grid_stride(&self.spec),
         }
     }
 

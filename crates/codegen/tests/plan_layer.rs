@@ -39,7 +39,7 @@ fn plans_every_epilogue_on_every_target() {
                 assert_eq!(p.spec.config, p.plan.config);
                 assert_eq!(p.spec.target, t.arch);
                 // Past 16 tokens: a wgmma.sp registration where the target has it (sm_90a; the
-                // H200's tuning table picks among sm90, sm90a and sm90c2), else sm80.
+                // H200's tuning table picks among the sm90 registrations), else sm80.
                 let family = p.plan.config.family;
                 if m <= 16 {
                     assert_eq!(family, "decode");

@@ -190,7 +190,7 @@ impl GpuLayer {
         let k = &p.kernel;
         let gen = &k.generated;
         let (m32, n32, k32) = self.dims(m);
-        let geometry = gen.geometry(m32, n32, k32, &g.target);
+        let geometry = k.geometry(m32, n32, k32, &g.target);
         Ok(KernelInfo {
             name: gen.name.clone(),
             config: gen.spec.config,
@@ -271,7 +271,7 @@ impl GpuLayer {
         launch::launch_kernel(
             &g.ctx,
             &planned.kernel.func,
-            &gen.geometry(m32, n32, k32, &g.target),
+            &planned.kernel.geometry(m32, n32, k32, &g.target),
             stream,
             &mut params,
             programmatic,

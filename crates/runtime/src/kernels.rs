@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use cudarc::driver::{CudaContext, CudaFunction};
 use cudarc::nvrtc::Ptx;
-use sparseflow_codegen::{Compiler, GeneratedKernel, KernelSpec, Registry};
+use sparseflow_codegen::{Compiler, GeneratedKernel, KernelSpec, LaunchGeometry, Registry};
+use sparseflow_ir::Target;
 
 use crate::error::{Result, RuntimeError};
 use crate::launch;
@@ -93,6 +94,24 @@ pub(crate) struct LoadedKernel {
     /// Local memory per thread (stack frame, spills): a kernel with any makes the driver
     /// reserve it for every thread the GPU can hold, outside any allocation.
     pub(crate) local_bytes: usize,
+    /// Clusters of this kernel the device holds at once (cluster kernels only; the driver's
+    /// `cuOccupancyMaxActiveClusters`).
+    pub(crate) max_active_clusters: Option<u32>,
+}
+
+impl LoadedKernel {
+    /// The launch geometry for (m, n, k). A grid-stride cluster kernel gets no more clusters
+    /// than are co-resident: a cluster beyond them would start only when another finished
+    /// and double the time of its share of the tiles.
+    pub(crate) fn geometry(&self, m: u32, n: u32, k: u32, target: &Target) -> LaunchGeometry {
+        let mut g = self.generated.geometry(m, n, k, target);
+        if let (true, Some((cx, _, _)), Some(resident)) =
+            (g.grid_stride, g.cluster, self.max_active_clusters)
+        {
+            g.grid.0 = g.grid.0.min(resident.max(1) * cx);
+        }
+        g
+    }
 }
 
 #[derive(Default)]
@@ -160,7 +179,18 @@ impl KernelCache {
             let local_bytes = func
                 .local_size_bytes()
                 .map_err(|e| RuntimeError::cuda("cuFuncGetAttribute(LOCAL_SIZE_BYTES)", e))?;
+            let max_active_clusters = match generated.family.cluster(spec) {
+                Some(dims) => Some(launch::max_active_clusters(
+                    ctx,
+                    &func,
+                    dims,
+                    generated.family.resources(&spec.config, spec.dtype).threads,
+                    smem,
+                )?),
+                None => None,
+            };
             Ok(LoadedKernel {
+                max_active_clusters,
                 code_bytes: compiled.cubin.len(),
                 local_bytes: usize::try_from(local_bytes).unwrap_or(0),
                 func,

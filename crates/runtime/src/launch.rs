@@ -375,6 +375,48 @@ pub(crate) fn set_max_dynamic_smem(f: &CudaFunction, bytes: u32) -> Result<()> {
     .map_err(cuda("cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)"))
 }
 
+/// How many clusters of `dims` CTAs of `f` (`threads` per CTA, `smem` dynamic bytes) the device
+/// runs at once (`cuOccupancyMaxActiveClusters`).
+pub(crate) fn max_active_clusters(
+    ctx: &Arc<CudaContext>,
+    f: &CudaFunction,
+    dims: (u32, u32, u32),
+    threads: u32,
+    smem: u32,
+) -> Result<u32> {
+    ctx.bind_to_thread().map_err(cuda("cuCtxSetCurrent"))?;
+    // SAFETY: an all-zero CUlaunchAttribute is valid plain data (an id and a union of PODs).
+    let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+    attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+    attr.value.clusterDim.x = dims.0;
+    attr.value.clusterDim.y = dims.1;
+    attr.value.clusterDim.z = dims.2;
+    let config = sys::CUlaunchConfig {
+        gridDimX: dims.0,
+        gridDimY: dims.1,
+        gridDimZ: dims.2,
+        blockDimX: threads,
+        blockDimY: 1,
+        blockDimZ: 1,
+        sharedMemBytes: smem,
+        hStream: std::ptr::null_mut(),
+        attrs: &mut attr,
+        numAttrs: 1,
+    };
+    let mut n: std::ffi::c_int = 0;
+    // SAFETY: `config` and the attribute it points to live across the call; `f` is a loaded
+    // function of the current context; `n` is a valid out pointer.
+    unsafe { sys::cuOccupancyMaxActiveClusters(&mut n, f.cu_function(), &config) }
+        .result()
+        .map_err(cuda("cuOccupancyMaxActiveClusters"))?;
+    if n <= 0 {
+        return Err(RuntimeError::Shape(format!(
+            "the device holds no cluster of {dims:?} CTAs of {threads} threads and {smem} bytes of shared memory"
+        )));
+    }
+    Ok(n as u32)
+}
+
 /// Queues one kernel on `stream` with the parameters its family laid out; with
 /// `programmatic`, as a programmatic dependent launch (sm_90+: the kernel may start before the
 /// previous one on the stream has finished and waits for it with `griddepcontrol.wait` before

@@ -36,12 +36,20 @@ pub const SM90_ASYNC: Sm90 = Sm90 {
 /// (`SF_CLUSTER_N`): X crosses from L2 once per pair. cuSPARSELt 0.8's sm90 kernel at the same
 /// tile runs in clusters of 4 with 46% L2 throughput where `sm90a` needs 63% (Nsight Compute,
 /// docs/PERFORMANCE.md). Persistent, no split-K; measured-only until a tuning table times it.
-/// Clusters of 2 because every H100/H200 GPC holds an even number of SMs, so 66 of them are
-/// co-resident on 132 SMs; clusters of 4 (the template takes them) need the driver's count of
-/// co-resident clusters to size a persistent grid.
+/// Every H100/H200 GPC holds an even number of SMs, so 66 clusters of 2 are co-resident on 132
+/// SMs (Nsight Compute on the H200: 66).
 pub const SM90_CLUSTER2: Sm90 = Sm90 {
     async_mainloop: true,
     cluster_n: 2,
+};
+
+/// `sm90c2` in clusters of four, as cuSPARSELt 0.8 runs its sm90 kernels: X crosses from L2
+/// once per four feature tiles. How many clusters of four are co-resident depends on how the
+/// GPU's SMs group into GPCs, so the grid here assumes every SM and the runtime shrinks it to
+/// the driver's count (`grid_stride`). Measured-only.
+pub const SM90_CLUSTER4: Sm90 = Sm90 {
+    async_mainloop: true,
+    cluster_n: 4,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -141,7 +149,8 @@ impl FamilyModel for Sm90 {
         match (self.async_mainloop, self.cluster_n) {
             (false, _) => "sm90",
             (true, 1) => "sm90a",
-            _ => "sm90c2",
+            (true, 2) => "sm90c2",
+            _ => "sm90c4",
         }
     }
 
@@ -149,7 +158,8 @@ impl FamilyModel for Sm90 {
         match (self.async_mainloop, self.cluster_n) {
             (false, _) => "wgmma.mma_async.sp + TMA + mbarrier ring, producer warp + 1-2 consumer warpgroups; M > 64; sm_90a",
             (true, 1) => "sm90 with the asynchronous consumer loop (SF_ASYNC_MAINLOOP), persistent unless split; measured-only: tuning tables select it",
-            _ => "sm90a in 2-CTA clusters multicasting the token tile (SF_CLUSTER_N); persistent; measured-only: tuning tables select it",
+            (true, 2) => "sm90a in 2-CTA clusters multicasting the token tile (SF_CLUSTER_N); persistent; measured-only: tuning tables select it",
+            _ => "sm90a in 4-CTA clusters multicasting the token tile (SF_CLUSTER_N); persistent; measured-only: tuning tables select it",
         }
     }
 
@@ -372,6 +382,10 @@ impl Family for Sm90 {
         (self.cluster_n > 1).then_some((self.cluster_n, 1, 1))
     }
 
+    fn grid_stride(&self, spec: &KernelSpec) -> bool {
+        self.persistent(&spec.config)
+    }
+
     /// `(CUtensorMap x_map, CUtensorMap w_map, CUtensorMap e_map, const T* bias, T* y,
     /// float* workspace, int M, int N, int K)`. The maps are encoded on the host per launch (a few microseconds; a CUDA
     /// graph captures them once).
@@ -522,6 +536,39 @@ mod tests {
             .unwrap_err()
             .contains("split-K"));
         assert!(SM90_CLUSTER2.measured_only(&c));
+    }
+
+    #[test]
+    fn persistent_kernels_let_the_runtime_shrink_their_grid() {
+        let h200 = target("h200").unwrap();
+        // Clusters of four: 33 on 132 SMs before the runtime asks the driver how many fit.
+        let c = cfg("sm90c4", 256, 1);
+        assert_eq!(SM90_CLUSTER4.grid(&c, 8192, 14336, 4096, h200), (132, 1, 1));
+        assert_eq!(SM90_CLUSTER4.cluster(&spec("sm90c4")), Some((4, 1, 1)));
+        assert!(SM90_CLUSTER4
+            .check(
+                &cfg("sm90c4", 192, 1),
+                &GemmShape {
+                    m: None,
+                    n: 4096,
+                    k: 4096,
+                    dtype: DType::F16
+                }
+            )
+            .is_ok());
+        // Grid-stride: the persistent kernels; one CTA per tile (and split) otherwise.
+        let geometry = |family: &str, split_k| {
+            let mut s = spec(family);
+            s.config.split_k = split_k;
+            crate::Registry::builtin()
+                .generate(&s)
+                .unwrap()
+                .geometry(8192, 14336, 4096, h200)
+        };
+        assert!(geometry("sm90c4", 1).grid_stride);
+        assert!(geometry("sm90a", 1).grid_stride);
+        assert!(!geometry("sm90a", 2).grid_stride);
+        assert!(!geometry("sm90", 1).grid_stride);
     }
 
     fn spec(family: &str) -> KernelSpec {
