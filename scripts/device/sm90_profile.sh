@@ -10,7 +10,8 @@
 # Build here first: bash scripts/device/build_carry.sh --no-cache (or only .carry/bench), then
 #   run(command="bash scripts/device/sm90_profile.sh", carry=[".carry"])
 # SHAPE="N,K" (default 14336,4096: gate/up), M (default 8192), DTYPE (fp16), NCU_TIMEOUT (150 s
-# per kernel).
+# per kernel); NO_CUSPARSELT=1 profiles SparseFlow's kernel alone (e.g. a second configuration
+# chosen through SPARSEFLOW_TUNING).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/sm90-profile}
@@ -35,7 +36,7 @@ profile() {  # profile WHO KERNEL_REGEX: the first launch of a matching kernel, 
 # cuBLAS is left out: the benchmark's dense-peak calibration GEMM (another shape) runs first
 # and would be the kernel caught; cuSPARSELt's compression kernel is skipped by name.
 profile sparseflow '^sparseflow_'
-profile cusparselt '^(?!sparseflow_)(?!.*compress).*(sparse|sp_gemm|spgemm)'
+[[ ${NO_CUSPARSELT:-0} == 1 ]] || profile cusparselt '^(?!sparseflow_)(?!.*compress).*(sparse|sp_gemm|spgemm)'
 # Where SparseFlow's warps stall, per SASS instruction (PC sampling of one launch).
 timeout "${NCU_TIMEOUT:-150}" ncu --clock-control none -k "regex:^sparseflow_" -c 1 --section SourceCounters \
     --section WarpStateStats -o "$OUT/sparseflow" -f "${BENCH[@]}" >"$OUT/ncu-source.log" 2>&1 &&

@@ -13,7 +13,8 @@
 # H200 end to end: the fused-SiLU gate projection at batch 64 fell to the sm80 family, 2.0 ms per
 # step). MODEL (or SHAPES, e.g. 28672x8192), MS, DTYPES, EPILOGUES, TOP_K, FAMILIES (e.g. sm90,sm90a), BUDGET_S narrow or widen a
 # visit; FRESH=1 starts from an
-# empty table (after a kernel change that makes the checked-in timings stale).
+# empty table (after a kernel change that makes the checked-in timings stale), START=FILE from
+# another table (an earlier visit's output).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/sparseflow-tune}
@@ -21,7 +22,7 @@ mkdir -p "$OUT"
 source scripts/device/cli_env.sh
 export SPARSEFLOW_BUILD="$(tr '\n' ' ' <.carry/BUILT_FROM 2>/dev/null || git rev-parse --short HEAD 2>/dev/null)"
 table=$OUT/h200.json
-if [[ "${FRESH:-0}" == 1 ]]; then rm -f "$table"; else cp crates/ir/tuning/h200.json "$table"; fi
+if [[ "${FRESH:-0}" == 1 ]]; then rm -f "$table"; else cp "${START:-crates/ir/tuning/h200.json}" "$table"; fi
 # The table being written must not steer the candidates' own planning mid-run. A kernel that
 # hangs makes tune exit (its watchdog: code 75 after 90 s on one configuration; `timeout` is the
 # backstop) with the configuration named in $table.inflight, so the next attempt records it as

@@ -29,7 +29,7 @@ use crate::bench::timing::TimingArgs;
 use crate::tune::gpu::{measure_case, precompile, Bench, Weights};
 use crate::tune::{
     candidates, cases, cost_model_pick, entry, families as tune_families, inflight_path, pending,
-    read_inflight, Case, Watchdog,
+    read_inflight, with_sibling_winner, Case, Watchdog,
 };
 
 const AFTER_HELP: &str = "\
@@ -92,6 +92,11 @@ pub struct Args {
     pub timing: TimingArgs,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Compile every case's candidates for this target preset (e.g. h200) into the kernel disk
+    /// cache and exit, without a GPU: a build machine fills SPARSEFLOW_CACHE_DIR ahead so the
+    /// GPU's time goes to timing, not NVRTC. --out is only validated.
+    #[arg(long, value_name = "TARGET")]
+    pub precompile_for: Option<String>,
 }
 
 fn layers(args: &Args) -> Result<Vec<Layer>> {
@@ -232,7 +237,14 @@ impl Run<'_> {
             if self.over_budget() {
                 return Ok(());
             }
-            let cands = candidates(case, self.b.target, self.top_k, &self.families);
+            let cands = with_sibling_winner(
+                candidates(case, self.b.target, self.top_k, &self.families),
+                case,
+                &self.table,
+                &gpu_name,
+                self.b.target,
+                &self.families,
+            );
             self.pb.set_message(format!(
                 "{}: compiling {} kernels",
                 case.label(),
@@ -286,10 +298,43 @@ fn summary_line(case: &Case, e: &TuningEntry) -> String {
     )
 }
 
+/// `--precompile-for`: every case's candidates for the preset `target`, compiled into the disk
+/// cache (the cache key is the kernel source and NVRTC version, so a GPU with the same NVRTC
+/// finds them). Every case, not only those --out lacks: the table is keyed by the GPU's own
+/// name, which a preset does not know.
+fn precompile_only(
+    target: &str,
+    cases: &[Case],
+    families: &[&str],
+    top_k: usize,
+) -> Result<ExitCode> {
+    let target = sparseflow_ir::target(target).map_err(|e| anyhow!("--precompile-for: {e}"))?;
+    let compiler = Compiler::new().context("--precompile-for compiles with NVRTC")?;
+    let pb = progress(cases.len() as u64);
+    let mut kernels = 0;
+    for case in cases {
+        let cands = candidates(case, target, top_k, families);
+        pb.set_message(format!("{}: {} kernels", case.label(), cands.len()));
+        precompile(&compiler, case, target, &cands);
+        kernels += cands.len();
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    eprintln!(
+        "compiled the candidates of {} cases ({kernels} configurations) for {} into the kernel cache",
+        cases.len(),
+        target.name
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
     let start = Instant::now();
     let (cases, table, time) = validate(&args)?;
     let families = tune_families(args.families.as_deref())?;
+    if let Some(t) = &args.precompile_for {
+        return precompile_only(t, &cases, &families, args.top_k);
+    }
     let (g, ctx, target) = open_gpu()?;
     let gpu_name = ctx.info().name.clone();
     let todo = pending(&table, &cases, &gpu_name);
@@ -305,7 +350,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let compiler = Compiler::new().context("sparseflow tune compiles the candidates")?;
     let total: usize = todo
         .iter()
-        .map(|c| candidates(c, &target, args.top_k, &families).len())
+        .map(|c| {
+            let cands = candidates(c, &target, args.top_k, &families);
+            with_sibling_winner(cands, c, &table, &gpu_name, &target, &families).len()
+        })
         .sum();
     let method = format!(
         "sparseflow benchmark's timing: {} of back-to-back launches, {} samples of {} ms after {} ms warm-up, median; weight copies rotated past 2x L2; output checked against a float64 CPU reference (first, middle, last row; rel. error <= 1e-2) before timing; top {} per family",

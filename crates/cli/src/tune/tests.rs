@@ -262,3 +262,44 @@ fn families_narrow_the_candidates_and_unknown_names_are_errors() {
     let only = candidates(c, target, 4, &["sm90a"]);
     assert!(!only.is_empty() && only.iter().all(|t| t.config.family == "sm90a"));
 }
+
+#[test]
+fn the_other_epilogue_class_winner_joins_the_candidates() {
+    let target = target("h200").unwrap();
+    let gpu = "NVIDIA H200";
+    let both = cases(
+        &[layer(14336, 4096)],
+        &[64],
+        &[DType::BF16],
+        &[EpilogueKind::None, EpilogueKind::Silu],
+    )
+    .unwrap();
+    let (plain, fused) = (&both[0], &both[1]);
+    // The plain class's winner: a 64-token sm90 tile with 128-wide K stages (the H200's).
+    let mut winner = measured(64, Some(20.0), STATUS_OK);
+    winner.config.tile_k = 128;
+    let mut table = TuningTable::default();
+    table.insert(entry(plain, gpu, None, vec![winner.clone()], "test"));
+    let cfg = winner.config.resolve(Registry::builtin().models()).unwrap();
+    let offered = candidates(fused, target, 1, &["sm90"]);
+    assert!(
+        !offered.iter().any(|c| c.config == cfg),
+        "the cost model's top 1 is another tile"
+    );
+    let with = with_sibling_winner(offered.clone(), fused, &table, gpu, target, &["sm90"]);
+    assert_eq!(with.len(), offered.len() + 1);
+    assert_eq!(with.last().unwrap().config, cfg);
+    // Not for a family the run leaves out, another GPU, or when already offered.
+    assert_eq!(
+        with_sibling_winner(offered.clone(), fused, &table, gpu, target, &["sm90a"]),
+        offered
+    );
+    assert_eq!(
+        with_sibling_winner(offered.clone(), fused, &table, "other", target, &["sm90"]),
+        offered
+    );
+    assert_eq!(
+        with_sibling_winner(with.clone(), fused, &table, gpu, target, &["sm90"]),
+        with
+    );
+}
