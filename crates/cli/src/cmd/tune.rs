@@ -28,8 +28,8 @@ use crate::bench::shapes::{
 use crate::bench::timing::TimingArgs;
 use crate::tune::gpu::{measure_case, precompile, Bench, Weights};
 use crate::tune::{
-    candidates, cases, cost_model_pick, entry, families as tune_families, inflight_path, pending,
-    read_inflight, with_sibling_winner, Case, Watchdog,
+    candidates, cases, cost_model_pick, entry, families as tune_families, inflight_path,
+    merge_faster, pending, read_inflight, with_sibling_winner, Case, Watchdog,
 };
 
 const AFTER_HELP: &str = "\
@@ -63,8 +63,8 @@ pub struct Args {
     #[arg(long, value_name = "LIST")]
     pub shapes: Option<String>,
     /// Token counts, comma-separated; each is measured at its M bucket (next power of two).
-    #[arg(long, value_name = "LIST")]
-    pub m: String,
+    #[arg(long, value_name = "LIST", required_unless_present = "merge")]
+    pub m: Option<String>,
     /// Dtypes, comma-separated: fp16, bf16.
     #[arg(long, value_name = "LIST", default_value = "fp16")]
     pub dtype: String,
@@ -97,6 +97,10 @@ pub struct Args {
     /// GPU's time goes to timing, not NVRTC. --out is only validated.
     #[arg(long, value_name = "TARGET")]
     pub precompile_for: Option<String>,
+    /// Merge these tables (comma-separated files) into --out and exit, without a GPU: per case
+    /// the entry whose winner measured faster stays, e.g. to combine the runs of several visits.
+    #[arg(long, value_name = "FILES", conflicts_with_all = ["m", "precompile_for"])]
+    pub merge: Option<String>,
 }
 
 fn layers(args: &Args) -> Result<Vec<Layer>> {
@@ -157,7 +161,7 @@ fn validate(args: &Args) -> Result<(Vec<Case>, TuningTable, TimeCfg)> {
         );
     }
     args.timing.check()?;
-    let ms = parse_m_list(&args.m)?;
+    let ms = parse_m_list(args.m.as_deref().unwrap_or_default())?;
     let cases = cases(
         &layers(args)?,
         &ms,
@@ -328,7 +332,28 @@ fn precompile_only(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--merge`: the tables named, merged into --out (created if missing) case by case.
+fn merge(files: &str, out: &std::path::Path) -> Result<ExitCode> {
+    output::check_writable(out).with_context(|| format!("--out {}", out.display()))?;
+    let mut table =
+        TuningTable::load_or_empty(out).with_context(|| format!("--out {}", out.display()))?;
+    for f in files.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        let from =
+            TuningTable::load(std::path::Path::new(f)).with_context(|| format!("--merge {f}"))?;
+        let (added, replaced) = merge_faster(&mut table, from);
+        eprintln!("{f}: {added} cases added, {replaced} replaced by a faster winner");
+    }
+    table
+        .save(out)
+        .with_context(|| format!("saving {}", out.display()))?;
+    eprintln!("{} cases in {}", table.entries.len(), out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
+    if let Some(files) = &args.merge {
+        return merge(files, &args.out);
+    }
     let start = Instant::now();
     let (cases, table, time) = validate(&args)?;
     let families = tune_families(args.families.as_deref())?;

@@ -172,6 +172,27 @@ pub fn with_sibling_winner(
     cands
 }
 
+/// Merges `from` into `into`, case by case: an entry `into` lacks is added; of two entries for
+/// one case the one whose winner measured faster stays (each entry remains one run's record,
+/// its build and date with it). Returns (added, replaced).
+pub fn merge_faster(into: &mut TuningTable, from: TuningTable) -> (usize, usize) {
+    let winner_us = |e: &TuningEntry| {
+        e.winner_measurement()
+            .and_then(|m| m.median_us)
+            .unwrap_or(f64::INFINITY)
+    };
+    let (mut added, mut replaced) = (0, 0);
+    for e in from.entries {
+        match into.get(&e.key) {
+            None => added += 1,
+            Some(old) if winner_us(&e) < winner_us(old) => replaced += 1,
+            Some(_) => continue,
+        }
+        into.insert(e);
+    }
+    (added, replaced)
+}
+
 /// `--families`: the registered families named in `list` (comma-separated), or all of them.
 /// An unknown name is an error listing the registered ones.
 pub fn families(list: Option<&str>) -> Result<Vec<&'static str>> {
