@@ -36,6 +36,8 @@ SOURCES = [
     # The table re-tuned with the pipelined sm90a family, then its persistent kernels (M 256+).
     ("prefill-llama3-8b-h200-fp16-graph-async.json", (17, 1 << 30)),
     ("prefill-llama3-8b-h200-fp16-graph-persistent.json", (17, 1 << 30)),
+    # Re-tuned with every Hopper registration (sm90, sm90a and the multicast sm90c2 / sm90c4).
+    ("prefill-llama3-8b-h200-fp16-graph-clusters.json", (17, 1 << 30)),
 ]
 DTYPES = {"f16": "float16", "fp16": "float16", "bf16": "bfloat16"}
 
