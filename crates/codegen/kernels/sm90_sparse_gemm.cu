@@ -24,6 +24,8 @@
 //    the next tile's stages while the consumers finish the last one. Their epilogue is per
 //    warp — stmatrix.trans into a 2 KiB staging buffer of its own, then 16-byte stores — so
 //    it needs neither the ring nor a CTA barrier.
+//  * SF_WGMMA_INFLIGHT 2 (family sm90d2): two stages of wgmmas stay in flight while the next is
+//    issued instead of one — three A/metadata register sets, slots released two stages late.
 //  * SF_CLUSTER_N 2 or 4 (family sm90c2 / sm90c4, persistent only): clusters of that many CTAs
 //    on adjacent feature tiles of one token tile. Each CTA loads 1/SF_CLUSTER_N of the X tile
 //    and multicasts it to the whole cluster, so X — 32 of the 41 KiB a 256-token stage loads —
@@ -54,8 +56,13 @@ static_assert(128 % TILE_N == 0, "upload pads N to 128; TILE_N must divide it");
 static_assert(TILE_M % 8 == 0 && TILE_M >= 8 && TILE_M <= 256, "wgmma N is 8..256 in steps of 8");
 static_assert(TILE_K == 64 || TILE_K == 128, "a stage is one or two 64-wide K pairs");
 #ifndef SF_WGMMA_INFLIGHT
-#define SF_WGMMA_INFLIGHT 1  // stages of wgmmas left in flight while the next is issued (0 or 1)
+#define SF_WGMMA_INFLIGHT 1  // stages of wgmmas left in flight while the next is issued (0, 1 or 2)
 #endif
+// Two stages in flight (family sm90d2): a stage's A/metadata registers are reloaded three stages
+// later, so the loop rotates three register sets, and a ring slot is released two stages after
+// its wgmmas were issued — the ring needs the depth for it.
+static_assert(SF_WGMMA_INFLIGHT <= 1 || (SF_ASYNC_MAINLOOP && STAGES >= 4),
+              "two stages in flight: the asynchronous loop and at least 4 stages");
 // SF_ASYNC_MAINLOOP 1: the consumer loop shaped so that ptxas keeps the wgmmas asynchronous.
 // With 0 (the default until it has run on a GPU) ptxas serializes every wgmma of the TILE_K 64
 // kernels (C7514: each HGMMA followed by WARPGROUP.DEPBAR.LE 0 in the SASS) and of the one-
@@ -268,13 +275,14 @@ __device__ __forceinline__ void sf_epilogue_warp(const float (&d)[NACC], u32 stg
 }
 
 // Consumer side of K stage `kt`: waits for its copies, loads this warp's A and metadata
-// registers (into the set `a`/`e` the previous stage is not using), issues its wgmmas, then
-// waits for the previous stage's wgmmas and releases that stage to the producer.
-__device__ __forceinline__ void consume_stage(int j, bool first, int kt, int KS, u32 ring, u32 bars, int rbl,
+// registers (into the set `a`/`e` no stage in flight is using), issues its wgmmas, then waits
+// for the stage SF_WGMMA_INFLIGHT before it and releases that stage to the producer.
+__device__ __forceinline__ void consume_stage(int j, int local, int kt, int KS, u32 ring, u32 bars, int rbl,
                                               int lane, float (&d)[NACC], u32 (&a)[KSTEPS][4], u32 (&e)[KPS]) {
-    // j: this CTA's stage count (ring slot and phase); first: the tile's first stage (the
-    // accumulators start from zero, no previous stage of this tile to release); kt: the K
-    // stage it holds.
+    // j: this CTA's stage count (ring slot and phase); local: the stage's index in its tile (0:
+    // the accumulators start from zero; below SF_WGMMA_INFLIGHT no earlier stage of this tile to
+    // release); kt: the K stage it holds.
+    const bool first = local == 0;
     const int s = j % STAGES;
     const int nks = min(KSTEPS, KS - kt * KSTEPS);
     sf_mbar_wait(bars + 8 * s, (j / STAGES) & 1);
@@ -316,12 +324,13 @@ __device__ __forceinline__ void consume_stage(int j, bool first, int kt, int KS,
     __syncwarp();
     sf_release_slot(bars + 8 * (STAGES + s), lane);
 #else
-    if (!first) {
-        // Stage j-1 is done: its shared memory and registers are free. (No accumulator fence
-        // here: stage j is still in flight, and touching d would make ptxas serialize.)
-        sf_wgmma_wait<1>();
+    if (local >= SF_WGMMA_INFLIGHT) {
+        // Stage j-SF_WGMMA_INFLIGHT is done: its shared memory and registers are free. (No
+        // accumulator fence here: later stages are still in flight, and touching d would make
+        // ptxas serialize.)
+        sf_wgmma_wait<SF_WGMMA_INFLIGHT>();
         __syncwarp();
-        sf_release_slot(bars + 8 * (STAGES + (j - 1) % STAGES), lane);
+        sf_release_slot(bars + 8 * (STAGES + (j - SF_WGMMA_INFLIGHT) % STAGES), lane);
     }
 #endif
 }
@@ -437,6 +446,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
     // registers therefore alternate between two sets (the loop is unrolled by two so each set
     // is a fixed group of registers).
     u32 a0[KSTEPS][4], e0[KPS], a1[KSTEPS][4], e1[KPS];
+#if SF_WGMMA_INFLIGHT == 2
+    u32 a2[KSTEPS][4], e2[KPS];
+#endif
     int g = 0;  // as the producer's
 #if SF_PERSISTENT
     for (int tile = first_tile; tile < tiles; tile += tile_step) {
@@ -450,28 +462,39 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
         sf_tile_coords(tile, M, N, n_tile, m_tile);
         n_tile += rank;
         const int n0 = n_tile * TILE_N, m0 = m_tile * TILE_M;
-#if SF_ASYNC_MAINLOOP
+#if SF_ASYNC_MAINLOOP && SF_WGMMA_INFLIGHT == 2
+        // Whole triples (one per register set), then the one or two stages left.
+        int j = 0;
+        for (; j + 2 < nkt; j += 3) {
+            consume_stage(g + j, j, kt0 + j, KS, ring, bars, rbl, lane, d, a0, e0);
+            consume_stage(g + j + 1, j + 1, kt0 + j + 1, KS, ring, bars, rbl, lane, d, a1, e1);
+            consume_stage(g + j + 2, j + 2, kt0 + j + 2, KS, ring, bars, rbl, lane, d, a2, e2);
+        }
+        if (j < nkt) consume_stage(g + j, j, kt0 + j, KS, ring, bars, rbl, lane, d, a0, e0);
+        if (j + 1 < nkt) consume_stage(g + j + 1, j + 1, kt0 + j + 1, KS, ring, bars, rbl, lane, d, a1, e1);
+#elif SF_ASYNC_MAINLOOP
         // Whole pairs, then an odd last stage: no conditional stage inside the loop body.
         int j = 0;
         for (; j + 1 < nkt; j += 2) {
-            consume_stage(g + j, j == 0, kt0 + j, KS, ring, bars, rbl, lane, d, a0, e0);
-            consume_stage(g + j + 1, false, kt0 + j + 1, KS, ring, bars, rbl, lane, d, a1, e1);
+            consume_stage(g + j, j, kt0 + j, KS, ring, bars, rbl, lane, d, a0, e0);
+            consume_stage(g + j + 1, j + 1, kt0 + j + 1, KS, ring, bars, rbl, lane, d, a1, e1);
         }
-        if (j < nkt) consume_stage(g + j, j == 0, kt0 + j, KS, ring, bars, rbl, lane, d, a0, e0);
+        if (j < nkt) consume_stage(g + j, j, kt0 + j, KS, ring, bars, rbl, lane, d, a0, e0);
 #else
-        if (nkt > 0) consume_stage(g, true, kt0, KS, ring, bars, rbl, lane, d, a0, e0);
+        if (nkt > 0) consume_stage(g, 0, kt0, KS, ring, bars, rbl, lane, d, a0, e0);
         for (int j = 1; j < nkt; j += 2) {
-            consume_stage(g + j, false, kt0 + j, KS, ring, bars, rbl, lane, d, a1, e1);
-            if (j + 1 < nkt) consume_stage(g + j + 1, false, kt0 + j + 1, KS, ring, bars, rbl, lane, d, a0, e0);
+            consume_stage(g + j, j, kt0 + j, KS, ring, bars, rbl, lane, d, a1, e1);
+            if (j + 1 < nkt) consume_stage(g + j + 1, j + 1, kt0 + j + 1, KS, ring, bars, rbl, lane, d, a0, e0);
         }
 #endif
         g += nkt;
         sf_wgmma_wait<0>();
         sf_fence_acc(d);
 #if SF_PERSISTENT
-        // The tile's last stage is done too: hand it back for the next tile's loads.
+        // The tile's last stages are done too: hand them back for the next tile's loads.
         __syncwarp();
-        if (nkt > 0) sf_release_slot(bars + 8 * (STAGES + (g - 1) % STAGES), lane);
+        for (int r = nkt > SF_WGMMA_INFLIGHT ? nkt - SF_WGMMA_INFLIGHT : 0; r < nkt; ++r)
+            sf_release_slot(bars + 8 * (STAGES + (g - nkt + r) % STAGES), lane);
 #endif
 
 #if SPLIT_K > 1

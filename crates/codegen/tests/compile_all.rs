@@ -180,14 +180,15 @@ const SERIALIZED: [&str; 3] = ["C7512", "C7514", "C7520"];
 /// The `sm90a` family (the sm90 template with `SF_ASYNC_MAINLOOP`, kernels/sm90_sparse_gemm.cu)
 /// exists to keep the wgmmas of a stage in flight: `sm90` itself comes out with every wgmma of
 /// every one-split configuration serialized (ptxas C7514 / C7520: each HGMMA waited for before
-/// the next issues). No configuration of `sm90a`'s space (f16, every split) or of `sm90c2`'s and
-/// `sm90c4`'s (the same loop in multicast clusters), and no epilogue or dtype of one configuration, may
+/// the next issues). No configuration of `sm90a`'s space (f16, every split), of `sm90d2`'s (two
+/// stages in flight) or of `sm90c2`'s and `sm90c4`'s (the same loop in multicast clusters), and no
+/// epilogue or dtype of one configuration, may
 /// come out serialized. A change that brings the serialization back fails here, without a GPU.
 #[test]
 fn the_async_family_keeps_its_wgmmas_pipelined() {
     let c = compiler();
     let mut specs = Vec::new();
-    for (family, at_least) in [("sm90a", 32), ("sm90c2", 8), ("sm90c4", 8)] {
+    for (family, at_least) in [("sm90a", 32), ("sm90d2", 16), ("sm90c2", 8), ("sm90c4", 8)] {
         let space = enumerate(family, DType::F16, EpilogueKind::None, "sm_90a");
         assert!(
             space.len() >= at_least,
@@ -210,17 +211,26 @@ fn the_async_family_keeps_its_wgmmas_pipelined() {
                 "{}",
                 k.name
             );
-            // The spliced define comes first; the template's own fallback is 1.
-            let cluster = spec.config.family.strip_prefix("sm90c").unwrap_or("1");
-            assert_eq!(
-                k.source
-                    .lines()
-                    .find(|l| l.trim_start().starts_with("#define SF_CLUSTER_N"))
-                    .map(str::trim),
-                Some(format!("#define SF_CLUSTER_N {cluster}").as_str()),
-                "{}",
-                k.name
-            );
+            // The spliced defines come first; the template's own fallbacks are 1.
+            let family = spec.config.family;
+            for (name, value) in [
+                ("SF_CLUSTER_N", family.strip_prefix("sm90c").unwrap_or("1")),
+                (
+                    "SF_WGMMA_INFLIGHT",
+                    family.strip_prefix("sm90d").unwrap_or("1"),
+                ),
+            ] {
+                let define = format!("#define {name} ");
+                assert_eq!(
+                    k.source
+                        .lines()
+                        .find(|l| l.trim_start().starts_with(&define))
+                        .and_then(|l| l.split_whitespace().nth(2)),
+                    Some(value),
+                    "{} {name}",
+                    k.name
+                );
+            }
             let out = c.compile(&k).unwrap_or_else(|e| panic!("{}: {e}", k.name));
             let found: Vec<&str> = SERIALIZED
                 .into_iter()

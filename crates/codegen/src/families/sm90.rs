@@ -20,6 +20,7 @@ use crate::tensor_map::{encode_2d_sw128, encode_3d_blocks};
 pub const SM90: Sm90 = Sm90 {
     async_mainloop: false,
     cluster_n: 1,
+    inflight: 1,
 };
 
 /// The same family compiled with the template's `SF_ASYNC_MAINLOOP`: the consumer loop ptxas
@@ -30,6 +31,19 @@ pub const SM90: Sm90 = Sm90 {
 pub const SM90_ASYNC: Sm90 = Sm90 {
     async_mainloop: true,
     cluster_n: 1,
+    inflight: 1,
+};
+
+/// `sm90a` with two stages of wgmmas in flight instead of one (`SF_WGMMA_INFLIGHT` 2: three
+/// A/metadata register sets, ring slots released two stages late). Nsight Compute on the H200
+/// found sm90a's consumer warps waiting for their previous stage's wgmmas (`WARPGROUP.DEPBAR`,
+/// ~29% of stall samples) and on `wgmma.fence` after the A loads (~12%) while the tensor pipe
+/// was idle a third of the time: a second stage queued behind the first keeps it fed across that
+/// wait. Measured-only, 4 or 5 stages.
+pub const SM90_DEEP: Sm90 = Sm90 {
+    async_mainloop: true,
+    cluster_n: 1,
+    inflight: 2,
 };
 
 /// `sm90a` in clusters of two CTAs on adjacent feature tiles that multicast the token tile
@@ -41,6 +55,7 @@ pub const SM90_ASYNC: Sm90 = Sm90 {
 pub const SM90_CLUSTER2: Sm90 = Sm90 {
     async_mainloop: true,
     cluster_n: 2,
+    inflight: 1,
 };
 
 /// `sm90c2` in clusters of four, as cuSPARSELt 0.8 runs its sm90 kernels: X crosses from L2
@@ -50,6 +65,7 @@ pub const SM90_CLUSTER2: Sm90 = Sm90 {
 pub const SM90_CLUSTER4: Sm90 = Sm90 {
     async_mainloop: true,
     cluster_n: 4,
+    inflight: 1,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +73,8 @@ pub struct Sm90 {
     async_mainloop: bool,
     /// CTAs per cluster sharing the X tile (1: no cluster).
     cluster_n: u32,
+    /// Stages of wgmmas left in flight while the next is issued (`SF_WGMMA_INFLIGHT`).
+    inflight: u32,
 }
 
 impl Sm90 {
@@ -146,19 +164,21 @@ fn measured_fraction(cfg: &KernelConfig, waves: f64) -> f64 {
 
 impl FamilyModel for Sm90 {
     fn name(&self) -> &'static str {
-        match (self.async_mainloop, self.cluster_n) {
-            (false, _) => "sm90",
-            (true, 1) => "sm90a",
-            (true, 2) => "sm90c2",
+        match (self.async_mainloop, self.cluster_n, self.inflight) {
+            (false, _, _) => "sm90",
+            (true, 1, 2) => "sm90d2",
+            (true, 1, _) => "sm90a",
+            (true, 2, _) => "sm90c2",
             _ => "sm90c4",
         }
     }
 
     fn summary(&self) -> &'static str {
-        match (self.async_mainloop, self.cluster_n) {
-            (false, _) => "wgmma.mma_async.sp + TMA + mbarrier ring, producer warp + 1-2 consumer warpgroups; M > 64; sm_90a",
-            (true, 1) => "sm90 with the asynchronous consumer loop (SF_ASYNC_MAINLOOP), persistent unless split; measured-only: tuning tables select it",
-            (true, 2) => "sm90a in 2-CTA clusters multicasting the token tile (SF_CLUSTER_N); persistent; measured-only: tuning tables select it",
+        match (self.async_mainloop, self.cluster_n, self.inflight) {
+            (false, _, _) => "wgmma.mma_async.sp + TMA + mbarrier ring, producer warp + 1-2 consumer warpgroups; M > 64; sm_90a",
+            (true, 1, 2) => "sm90a with two stages of wgmmas in flight (SF_WGMMA_INFLIGHT 2); measured-only: tuning tables select it",
+            (true, 1, _) => "sm90 with the asynchronous consumer loop (SF_ASYNC_MAINLOOP), persistent unless split; measured-only: tuning tables select it",
+            (true, 2, _) => "sm90a in 2-CTA clusters multicasting the token tile (SF_CLUSTER_N); persistent; measured-only: tuning tables select it",
             _ => "sm90a in 4-CTA clusters multicasting the token tile (SF_CLUSTER_N); persistent; measured-only: tuning tables select it",
         }
     }
@@ -194,6 +214,12 @@ impl FamilyModel for Sm90 {
                 "{} features take {} warps (a producer warpgroup and one consumer warpgroup per 64)",
                 cfg.tile_n,
                 warps_for(cfg.tile_n)
+            ));
+        }
+        if self.inflight > 1 && cfg.stages < 4 {
+            return Err(format!(
+                "{} stages: two stages of wgmmas in flight release a slot two stages late and need at least 4",
+                cfg.stages
             ));
         }
         if self.cluster_n > 1 {
@@ -372,8 +398,13 @@ impl Family for Sm90 {
         } else {
             String::new()
         };
+        let inflight = if self.inflight != 1 {
+            format!("#define SF_WGMMA_INFLIGHT {}\n", self.inflight)
+        } else {
+            String::new()
+        };
         format!(
-            "{mainloop}{cluster}{}",
+            "{mainloop}{cluster}{inflight}{}",
             wgmma_sp_fn(spec.config.tile_m, spec.dtype)
         )
     }
@@ -536,6 +567,32 @@ mod tests {
             .unwrap_err()
             .contains("split-K"));
         assert!(SM90_CLUSTER2.measured_only(&c));
+    }
+
+    #[test]
+    fn two_stages_in_flight_need_a_deeper_ring() {
+        let shape = GemmShape {
+            m: None,
+            n: 4096,
+            k: 4096,
+            dtype: DType::F16,
+        };
+        let mut c = cfg("sm90d2", 256, 1);
+        assert!(SM90_DEEP.check(&c, &shape).is_ok());
+        c.stages = 3;
+        assert!(SM90_DEEP
+            .check(&c, &shape)
+            .unwrap_err()
+            .contains("at least 4"));
+        // sm90a itself keeps one stage in flight and takes 3 stages.
+        assert!(SM90_ASYNC.check(&cfg("sm90a", 256, 1), &shape).is_ok());
+        assert!(SM90_DEEP
+            .extra_source(&spec("sm90d2"))
+            .contains("#define SF_WGMMA_INFLIGHT 2"));
+        assert!(!SM90_ASYNC
+            .extra_source(&spec("sm90a"))
+            .contains("SF_WGMMA_INFLIGHT"));
+        assert!(SM90_DEEP.measured_only(&c));
     }
 
     #[test]
