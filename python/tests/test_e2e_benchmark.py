@@ -104,3 +104,16 @@ def test_e2e_refuses_another_configuration(e2e, tmp_path: pathlib.Path) -> None:
 )
 def test_kernel_category(e2e, name: str, category: str) -> None:
     assert e2e.kernel_category(name) == category
+
+
+def test_ttft_that_compiled_kernels_says_so(e2e) -> None:
+    cases = {
+        "ttft/dense": {"ttft_ms": 1300.0, "kernel_cache_files_before": 40, "kernel_cache_files_after": 40},
+        "ttft/sparse": {"ttft_ms": 13100.0, "prepare_ms": 13050.0,
+                        "kernel_cache_files_before": 40, "kernel_cache_files_after": 61},
+        "ttft/sparse_fused": {"ttft_ms": 1170.0, "kernel_cache_files_before": 61, "kernel_cache_files_after": 61},
+    }  # fmt: skip
+    summary = e2e.summarize({"cases": cases})
+    assert list(summary["ttft_includes_compile"]) == ["ttft/sparse"]
+    assert "21 kernel files" in summary["ttft_includes_compile"]["ttft/sparse"]
+    assert "ttft_includes_compile" not in e2e.summarize({"cases": {"ttft/dense": cases["ttft/dense"]}})
