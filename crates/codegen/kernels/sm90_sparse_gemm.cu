@@ -58,11 +58,6 @@ static_assert(TILE_K == 64 || TILE_K == 128, "a stage is one or two 64-wide K pa
 #ifndef SF_WGMMA_INFLIGHT
 #define SF_WGMMA_INFLIGHT 1  // stages of wgmmas left in flight while the next is issued (0, 1 or 2)
 #endif
-// Two stages in flight (family sm90d2): a stage's A/metadata registers are reloaded three stages
-// later, so the loop rotates three register sets, and a ring slot is released two stages after
-// its wgmmas were issued — the ring needs the depth for it.
-static_assert(SF_WGMMA_INFLIGHT <= 1 || (SF_ASYNC_MAINLOOP && STAGES >= 4),
-              "two stages in flight: the asynchronous loop and at least 4 stages");
 // SF_ASYNC_MAINLOOP 1: the consumer loop shaped so that ptxas keeps the wgmmas asynchronous.
 // With 0 (the default until it has run on a GPU) ptxas serializes every wgmma of the TILE_K 64
 // kernels (C7514: each HGMMA followed by WARPGROUP.DEPBAR.LE 0 in the SASS) and of the one-
@@ -74,6 +69,11 @@ static_assert(SF_WGMMA_INFLIGHT <= 1 || (SF_ASYNC_MAINLOOP && STAGES >= 4),
 #ifndef SF_ASYNC_MAINLOOP
 #define SF_ASYNC_MAINLOOP 0
 #endif
+// Two stages in flight (family sm90d2): a stage's A/metadata registers are reloaded three stages
+// later, so the loop rotates three register sets, and a ring slot is released two stages after
+// its wgmmas were issued — the ring needs the depth for it.
+static_assert(SF_WGMMA_INFLIGHT <= 1 || (SF_ASYNC_MAINLOOP && STAGES >= 4),
+              "two stages in flight: the asynchronous loop and at least 4 stages");
 static_assert(SPLIT_K >= 1, "SPLIT_K counts the CTAs of one output tile");
 #define SF_PERSISTENT (SF_ASYNC_MAINLOOP && SPLIT_K == 1)
 #ifndef SF_CLUSTER_N
