@@ -37,8 +37,8 @@ pub const SM90_ASYNC: Sm90 = Sm90 {
 /// `sm90a` with two stages of wgmmas in flight instead of one (`SF_WGMMA_INFLIGHT` 2: three
 /// A/metadata register sets, ring slots released two stages late). Nsight Compute on the H200
 /// found sm90a's consumer warps waiting for their previous stage's wgmmas (`WARPGROUP.DEPBAR`,
-/// ~29% of stall samples) and on `wgmma.fence` after the A loads (~12%) while the tensor pipe
-/// was idle a third of the time: a second stage queued behind the first keeps it fed across that
+/// ~29% of stall samples) and on `wgmma.fence` after the A loads (~12%), the tensor pipe busy
+/// about 55% of the time: a second stage queued behind the first should keep it fed across that
 /// wait. Measured-only, 4 or 5 stages.
 pub const SM90_DEEP: Sm90 = Sm90 {
     async_mainloop: true,
