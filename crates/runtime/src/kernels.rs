@@ -94,8 +94,8 @@ pub(crate) struct LoadedKernel {
     /// Local memory per thread (stack frame, spills): a kernel with any makes the driver
     /// reserve it for every thread the GPU can hold, outside any allocation.
     pub(crate) local_bytes: usize,
-    /// Clusters of this kernel the device holds at once (cluster kernels only; the driver's
-    /// `cuOccupancyMaxActiveClusters`).
+    /// Clusters of this kernel the device holds at once, at least 1 (cluster kernels only; the
+    /// driver's `cuOccupancyMaxActiveClusters`, which loading refuses when it is 0).
     pub(crate) max_active_clusters: Option<u32>,
 }
 
@@ -108,7 +108,7 @@ impl LoadedKernel {
         if let (true, Some((cx, _, _)), Some(resident)) =
             (g.grid_stride, g.cluster, self.max_active_clusters)
         {
-            g.grid.0 = g.grid.0.min(resident.max(1) * cx);
+            g.grid.0 = g.grid.0.min(resident * cx);
         }
         g
     }

@@ -375,6 +375,17 @@ pub(crate) fn set_max_dynamic_smem(f: &CudaFunction, bytes: u32) -> Result<()> {
     .map_err(cuda("cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)"))
 }
 
+/// The launch attribute asking for thread-block clusters of `dims` CTAs.
+fn cluster_dimension(dims: (u32, u32, u32)) -> sys::CUlaunchAttribute {
+    // SAFETY: an all-zero CUlaunchAttribute is valid plain data (an id and a union of PODs).
+    let mut a: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+    a.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+    a.value.clusterDim.x = dims.0;
+    a.value.clusterDim.y = dims.1;
+    a.value.clusterDim.z = dims.2;
+    a
+}
+
 /// How many clusters of `dims` CTAs of `f` (`threads` per CTA, `smem` dynamic bytes) the device
 /// runs at once (`cuOccupancyMaxActiveClusters`).
 pub(crate) fn max_active_clusters(
@@ -385,12 +396,7 @@ pub(crate) fn max_active_clusters(
     smem: u32,
 ) -> Result<u32> {
     ctx.bind_to_thread().map_err(cuda("cuCtxSetCurrent"))?;
-    // SAFETY: an all-zero CUlaunchAttribute is valid plain data (an id and a union of PODs).
-    let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
-    attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-    attr.value.clusterDim.x = dims.0;
-    attr.value.clusterDim.y = dims.1;
-    attr.value.clusterDim.z = dims.2;
+    let mut attr = cluster_dimension(dims);
     let config = sys::CUlaunchConfig {
         gridDimX: dims.0,
         gridDimY: dims.1,
@@ -446,12 +452,8 @@ pub(crate) fn launch_kernel(
         a.value.programmaticStreamSerializationAllowed = 1;
         count += 1;
     }
-    if let Some((x, y, z)) = geometry.cluster {
-        let a = &mut attrs[count];
-        a.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-        a.value.clusterDim.x = x;
-        a.value.clusterDim.y = y;
-        a.value.clusterDim.z = z;
+    if let Some(dims) = geometry.cluster {
+        attrs[count] = cluster_dimension(dims);
         count += 1;
     }
     let config = sys::CUlaunchConfig {

@@ -7,7 +7,7 @@ pub mod gpu;
 use anyhow::{bail, Result};
 use sparseflow_codegen::Registry;
 use sparseflow_core::{DType, EpilogueKind};
-use sparseflow_ir::family::check;
+use sparseflow_ir::family::{check, find};
 use sparseflow_ir::select::{m_bucket, rank, top_k_per_family};
 use sparseflow_ir::tuning::{ConfigRecord, EpilogueClass, Measurement, TuningEntry, TuningKey};
 use sparseflow_ir::{GemmShape, KernelConfig, LayerProblem, Target, TileChoice, TuningTable};
@@ -140,9 +140,10 @@ pub fn candidates(
 }
 
 /// `cands` plus the winner `table` holds for the same case in the other epilogue class, when it
-/// is of one of `families`, legal here, not offered yet and estimated by its family's model. An epilogue changes a kernel's time
-/// little, so the other class's measured best is a likely winner the cost model may not rank
-/// (on the H200 the fused class at M = 64 missed the plain class's 64-token tile, 1.7x faster).
+/// is of one of `families`, legal here, not offered yet and estimated by its family's model. An
+/// epilogue changes a kernel's time little, so the other class's measured best is a likely
+/// winner the cost model may not rank (on the H200 the fused class at M = 64 missed the plain
+/// class's 64-token tile, 1.7x faster).
 pub fn with_sibling_winner(
     mut cands: Vec<TileChoice>,
     case: &Case,
@@ -165,8 +166,7 @@ pub fn with_sibling_winner(
         .filter(|cfg| !cands.iter().any(|c| c.config == *cfg))
         .filter(|cfg| check(models, cfg, &case.shape(), Some(target)).is_ok())
         .and_then(|cfg| {
-            let model = models.iter().find(|f| f.name() == cfg.family)?;
-            model.estimate(&cfg, &case.shape(), case.m as u64, target)
+            find(models, cfg.family)?.estimate(&cfg, &case.shape(), case.m as u64, target)
         });
     cands.extend(sibling);
     cands

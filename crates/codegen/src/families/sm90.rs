@@ -78,6 +78,17 @@ pub struct Sm90 {
 }
 
 impl Sm90 {
+    /// The registration's name and summary, one line per variant.
+    fn describe(&self) -> (&'static str, &'static str) {
+        match (self.async_mainloop, self.cluster_n, self.inflight) {
+            (false, _, _) => ("sm90", "wgmma.mma_async.sp + TMA + mbarrier ring, producer warp + 1-2 consumer warpgroups; M > 64; sm_90a"),
+            (true, 1, 2) => ("sm90d2", "sm90a with two stages of wgmmas in flight (SF_WGMMA_INFLIGHT 2); measured-only: tuning tables select it"),
+            (true, 1, _) => ("sm90a", "sm90 with the asynchronous consumer loop (SF_ASYNC_MAINLOOP), persistent unless split; measured-only: tuning tables select it"),
+            (true, 2, _) => ("sm90c2", "sm90a in 2-CTA clusters multicasting the token tile (SF_CLUSTER_N); persistent; measured-only: tuning tables select it"),
+            _ => ("sm90c4", "sm90a in 4-CTA clusters multicasting the token tile (SF_CLUSTER_N); persistent; measured-only: tuning tables select it"),
+        }
+    }
+
     /// The template's `SF_PERSISTENT`: the asynchronous kernels without split-K walk the output
     /// tiles grid-stride from at most one CTA per SM.
     fn persistent(&self, cfg: &KernelConfig) -> bool {
@@ -164,23 +175,11 @@ fn measured_fraction(cfg: &KernelConfig, waves: f64) -> f64 {
 
 impl FamilyModel for Sm90 {
     fn name(&self) -> &'static str {
-        match (self.async_mainloop, self.cluster_n, self.inflight) {
-            (false, _, _) => "sm90",
-            (true, 1, 2) => "sm90d2",
-            (true, 1, _) => "sm90a",
-            (true, 2, _) => "sm90c2",
-            _ => "sm90c4",
-        }
+        self.describe().0
     }
 
     fn summary(&self) -> &'static str {
-        match (self.async_mainloop, self.cluster_n, self.inflight) {
-            (false, _, _) => "wgmma.mma_async.sp + TMA + mbarrier ring, producer warp + 1-2 consumer warpgroups; M > 64; sm_90a",
-            (true, 1, 2) => "sm90a with two stages of wgmmas in flight (SF_WGMMA_INFLIGHT 2); measured-only: tuning tables select it",
-            (true, 1, _) => "sm90 with the asynchronous consumer loop (SF_ASYNC_MAINLOOP), persistent unless split; measured-only: tuning tables select it",
-            (true, 2, _) => "sm90a in 2-CTA clusters multicasting the token tile (SF_CLUSTER_N); persistent; measured-only: tuning tables select it",
-            _ => "sm90a in 4-CTA clusters multicasting the token tile (SF_CLUSTER_N); persistent; measured-only: tuning tables select it",
-        }
+        self.describe().1
     }
 
     fn space(&self) -> &ConfigSpace {
@@ -388,25 +387,19 @@ impl Family for Sm90 {
     }
 
     fn extra_source(&self, spec: &KernelSpec) -> String {
-        let mainloop = if self.async_mainloop {
-            "#define SF_ASYNC_MAINLOOP 1\n"
-        } else {
-            ""
-        };
-        let cluster = if self.cluster_n > 1 {
-            format!("#define SF_CLUSTER_N {}\n", self.cluster_n)
-        } else {
-            String::new()
-        };
-        let inflight = if self.inflight != 1 {
-            format!("#define SF_WGMMA_INFLIGHT {}\n", self.inflight)
-        } else {
-            String::new()
-        };
-        format!(
-            "{mainloop}{cluster}{inflight}{}",
-            wgmma_sp_fn(spec.config.tile_m, spec.dtype)
-        )
+        // The variant's switches, each only where it differs from the template's default.
+        let switches = [
+            ("SF_ASYNC_MAINLOOP", u32::from(self.async_mainloop), 0),
+            ("SF_CLUSTER_N", self.cluster_n, 1),
+            ("SF_WGMMA_INFLIGHT", self.inflight, 1),
+        ];
+        let mut out: String = switches
+            .iter()
+            .filter(|(_, value, default)| value != default)
+            .map(|(name, value, _)| format!("#define {name} {value}\n"))
+            .collect();
+        out.push_str(&wgmma_sp_fn(spec.config.tile_m, spec.dtype));
+        out
     }
 
     fn cluster(&self, _spec: &KernelSpec) -> Option<(u32, u32, u32)> {
