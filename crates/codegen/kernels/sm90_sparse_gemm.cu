@@ -26,6 +26,10 @@
 //    it needs neither the ring nor a CTA barrier.
 //  * SF_WGMMA_INFLIGHT 2 (family sm90d2): two stages of wgmmas stay in flight while the next is
 //    issued instead of one — three A/metadata register sets, slots released two stages late.
+//  * SF_STREAM_K 1 (family sm90sk, persistent only): the tiles' K stages laid end to end and cut
+//    into one equal range per CTA, so a launch with fewer tiles than SMs, or a last wave only
+//    partly full, still keeps every SM on the weight stream. A tile cut between CTAs is finished
+//    by the CTA holding its first K stages; the others hand it fp32 partials (split-K's slots).
 //  * SF_CLUSTER_N 2 or 4 (family sm90c2 / sm90c4, persistent only): clusters of that many CTAs
 //    on adjacent feature tiles of one token tile. Each CTA loads 1/SF_CLUSTER_N of the X tile
 //    and multicasts it to the whole cluster, so X — 32 of the 41 KiB a 256-token stage loads —
@@ -76,10 +80,14 @@ static_assert(SF_WGMMA_INFLIGHT <= 1 || (SF_ASYNC_MAINLOOP && STAGES >= 4),
               "two stages in flight: the asynchronous loop and at least 4 stages");
 static_assert(SPLIT_K >= 1, "SPLIT_K counts the CTAs of one output tile");
 #define SF_PERSISTENT (SF_ASYNC_MAINLOOP && SPLIT_K == 1)
+#ifndef SF_STREAM_K
+#define SF_STREAM_K 0
+#endif
 #ifndef SF_CLUSTER_N
 #define SF_CLUSTER_N 1
 #endif
 static_assert(SF_CLUSTER_N == 1 || SF_PERSISTENT, "clusters only in the persistent kernels");
+static_assert(!SF_STREAM_K || (SF_PERSISTENT && SF_CLUSTER_N == 1), "stream-K: persistent, no clusters");
 static_assert(SF_CLUSTER_N == 1 || SF_CLUSTER_N == 2 || SF_CLUSTER_N == 4, "clusters of 1, 2 or 4 CTAs");
 static_assert(TILE_M % (8 * SF_CLUSTER_N) == 0, "each CTA's X slice is whole 8-row swizzle atoms");
 #define X_SLICE_ROWS (TILE_M / SF_CLUSTER_N)  // the X tile rows one CTA loads and multicasts
@@ -274,6 +282,91 @@ __device__ __forceinline__ void sf_epilogue_warp(const float (&d)[NACC], u32 stg
     }
 }
 
+// A CTA's work, in order, as units of (output tile, K stages [kb, ke)):
+//  * persistent: whole tiles first_tile, first_tile + step, ...;
+//  * SF_STREAM_K: the tiles' K stages end to end, tiles x KT of them, CTA c taking
+//    [c * I / P, (c + 1) * I / P) — every CTA the same work to within one stage;
+//  * otherwise the CTA's one tile, its split's K stages (step = tiles ends it after one).
+// Producer and consumers walk the same units, so they agree on every ring slot.
+struct sf_unit {
+    int tile, kb, ke;
+};
+struct sf_sched {
+    long long pos, end;  // stream-K: K-stage iterations; otherwise tile indices
+    int step, KT, kb, ke;
+};
+// First K-stage iteration of CTA `cta` (stream-K): 64-bit, as tiles x KT x P can pass 2^31.
+__device__ __forceinline__ long long sf_sk_start(int cta, long long iters) {
+    return iters * cta / gridDim.x;
+}
+__device__ __forceinline__ sf_sched sf_sched_begin(int first_tile, int step, int tiles, int KT, int kb, int ke) {
+#if SF_STREAM_K
+    (void)first_tile, (void)step, (void)kb, (void)ke;
+    const long long iters = (long long)tiles * KT;
+    return {sf_sk_start(blockIdx.x, iters), sf_sk_start(blockIdx.x + 1, iters), 0, KT, 0, KT};
+#else
+    return {first_tile, tiles, step, KT, kb, ke};
+#endif
+}
+__device__ __forceinline__ bool sf_sched_next(sf_sched& s, sf_unit& u) {
+    if (s.pos >= s.end) return false;
+#if SF_STREAM_K
+    u.tile = (int)(s.pos / s.KT);
+    const long long tile_start = (long long)u.tile * s.KT;
+    u.kb = (int)(s.pos - tile_start);
+    u.ke = (int)min((long long)s.KT, s.end - tile_start);
+    s.pos = tile_start + u.ke;
+#else
+    u.tile = (int)s.pos;
+    u.kb = s.kb;
+    u.ke = s.ke;
+    s.pos += s.step;
+#endif
+    return true;
+}
+
+// fp32 partial tiles between CTAs (split-K and stream-K; the decode family's protocol,
+// kernels/README.md): [accumulator][consumer thread], coalesced per accumulator. A writer stores
+// into words that hold SF_WS_EMPTY with relaxed gpu-scope stores (a NaN as the canonical one,
+// never the sentinel); the one reader waits for each word and empties it for the next launch.
+#define PART_STRIDE (CWG * 128)
+#define PART_FLOATS (NACC * PART_STRIDE)
+__device__ __forceinline__ void sf_store_partial(const float (&d)[NACC], float* slot) {
+#pragma unroll
+    for (int i = 0; i < NACC; ++i)
+        sf_st_relaxed_f32(slot + i * PART_STRIDE, d[i] != d[i] ? __int_as_float(0x7fffffff) : d[i]);
+}
+// d += the partial in `slot`, in chunks of 32 accumulators: issue every load, then re-read only
+// the words still empty, all of them per round trip (a load-then-spin per word serialised ~NACC
+// L2 round trips per peer: split-K measured 3-8x slower than no split). The wait is warp-uniform
+// (the warp leaves it together): accumulators written after a per-thread exit made ptxas
+// serialize every wgmma of the persistent stream-K loop (C7520).
+__device__ __forceinline__ void sf_add_partial(float (&d)[NACC], float* slot) {
+#pragma unroll
+    for (int c0 = 0; c0 < NACC; c0 += 32) {
+        constexpr int CH = NACC < 32 ? NACC : 32;
+        float v[CH];
+#pragma unroll
+        for (int i = 0; i < CH; ++i) v[i] = sf_ld_relaxed_f32(slot + (c0 + i) * PART_STRIDE);
+        bool pending = true;
+        while (__any_sync(0xffffffffu, pending)) {
+            pending = false;
+#pragma unroll
+            for (int i = 0; i < CH; ++i) {
+                if (__float_as_uint(v[i]) == SF_WS_EMPTY) {
+                    v[i] = sf_ld_relaxed_f32(slot + (c0 + i) * PART_STRIDE);
+                    pending = true;
+                }
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < CH; ++i) {
+            d[c0 + i] += v[i];
+            slot[(c0 + i) * PART_STRIDE] = __uint_as_float(SF_WS_EMPTY);
+        }
+    }
+}
+
 // Consumer side of K stage `kt`: waits for its copies, loads this warp's A and metadata
 // registers (into the set `a`/`e` no stage in flight is using), issues its wgmmas, then waits
 // for the stage SF_WGMMA_INFLIGHT before it and releases that stage to the producer.
@@ -357,9 +450,10 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
     const int rank = SF_CLUSTER_N > 1 ? (int)sf_cluster_rank() : 0;  // this CTA's feature tile in a tile
     const int KP = (K + 63) / 64, KS = 2 * KP;
     const int KT = (KS + KSTEPS - 1) / KSTEPS;  // stages of K
-    // Split-K: this CTA's K stages [kt0, kt1) (possibly none when SPLIT_K does not divide KT).
+    // Split-K: this CTA's K stages [split_kb, split_ke) (possibly none when SPLIT_K does not
+    // divide KT).
     const int split = blockIdx.x % SPLIT_K, per = (KT + SPLIT_K - 1) / SPLIT_K;
-    const int kt0 = min(KT, split * per), kt1 = min(KT, kt0 + per), nkt = kt1 - kt0;
+    const int split_kb = min(KT, split * per), split_ke = min(KT, split_kb + per);
 
     if (threadIdx.x == 0) {
         for (int s = 0; s < STAGES; ++s) {
@@ -389,13 +483,15 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
 #endif
         // g counts this CTA's stages over all its tiles: ring slot and phase.
         int g = 0;
-        for (int tile = first_tile; tile < tiles; tile += tile_step) {
+        sf_sched sched = sf_sched_begin(first_tile, tile_step, tiles, KT, split_kb, split_ke);
+        sf_unit u;
+        while (sf_sched_next(sched, u)) {
             int n_tile, m_tile;
-            sf_tile_coords(tile, M, N, n_tile, m_tile);
+            sf_tile_coords(u.tile, M, N, n_tile, m_tile);
             n_tile += rank;
             const int m0 = m_tile * TILE_M, rb0 = n_tile * TILE_N / 16;
-            for (int j = 0; j < nkt; ++j, ++g) {
-                const int kt = kt0 + j, s = g % STAGES;
+            for (int kt = u.kb; kt < u.ke; ++kt, ++g) {
+                const int s = g % STAGES;
                 if (g >= STAGES) sf_mbar_wait(bars + 8 * (STAGES + s), ((g / STAGES) - 1) & 1);
                 const int ks0 = kt * KSTEPS, kp0 = ks0 / 2;
                 const u32 full = bars + 8 * s;
@@ -451,12 +547,15 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
 #endif
     int g = 0;  // as the producer's
 #if SF_PERSISTENT
-    for (int tile = first_tile; tile < tiles; tile += tile_step) {
+    sf_sched sched = sf_sched_begin(first_tile, tile_step, tiles, KT, split_kb, split_ke);
+    sf_unit u;
+    while (sf_sched_next(sched, u)) {
+        const int tile = u.tile, kt0 = u.kb, nkt = u.ke - u.kb;
 #else
     // One tile: no loop, so ptxas keeps nothing of one live across the split-K hand-off (the
     // loop form spilled the 256-token split-2 kernels).
     {
-        const int tile = first_tile;
+        const int tile = first_tile, kt0 = split_kb, nkt = split_ke - split_kb;
 #endif
         int n_tile, m_tile;
         sf_tile_coords(tile, M, N, n_tile, m_tile);
@@ -498,48 +597,34 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
 #endif
 
 #if SPLIT_K > 1
-        // Split-K hand-off, the decode family's protocol (kernels/README.md): a peer stores its fp32
-        // partial with relaxed gpu-scope stores into slots that hold SF_WS_EMPTY and exits; the
-        // tile's last split (highest block id, so its peers were dispatched first) waits for each
-        // word, adds it in split order and empties the slot for the next launch. Layout
-        // [tile][peer][accumulator][consumer thread]: coalesced per accumulator.
+        // Split-K hand-off: a peer hands its partial to the tile's last split (highest block id,
+        // so its peers were dispatched first), which adds them in split order. Slots:
+        // [tile][peer].
         {
-            const int ct = threadIdx.x - 128;
-            float* ws = workspace + (size_t)(blockIdx.x / SPLIT_K) * (SPLIT_K - 1) * NACC * (CWG * 128);
+            float* ws = workspace + (size_t)(blockIdx.x / SPLIT_K) * (SPLIT_K - 1) * PART_FLOATS + (threadIdx.x - 128);
             if (split != SPLIT_K - 1) {
-                float* mine = ws + (size_t)split * NACC * (CWG * 128) + ct;
-#pragma unroll
-                for (int i = 0; i < NACC; ++i) sf_st_relaxed_f32(mine + i * (CWG * 128), d[i] != d[i] ? __int_as_float(0x7fffffff) : d[i]);
+                sf_store_partial(d, ws + (size_t)split * PART_FLOATS);
                 return;
             }
-            // Per peer, in chunks of 32 accumulators: issue every load, then re-read only the words
-            // still empty, all of them per round trip (a load-then-spin per word serialised ~NACC
-            // L2 round trips per peer: split-K measured 3-8x slower than no split).
-            for (int p = 0; p < SPLIT_K - 1; ++p) {
-                float* peer = ws + (size_t)p * NACC * (CWG * 128) + ct;
-#pragma unroll
-                for (int c0 = 0; c0 < NACC; c0 += 32) {
-                    constexpr int CH = NACC < 32 ? NACC : 32;
-                    float v[CH];
-#pragma unroll
-                    for (int i = 0; i < CH; ++i) v[i] = sf_ld_relaxed_f32(peer + (c0 + i) * (CWG * 128));
-                    bool pending = true;
-                    while (pending) {
-                        pending = false;
-#pragma unroll
-                        for (int i = 0; i < CH; ++i) {
-                            if (__float_as_uint(v[i]) == SF_WS_EMPTY) {
-                                v[i] = sf_ld_relaxed_f32(peer + (c0 + i) * (CWG * 128));
-                                pending = true;
-                            }
-                        }
-                    }
-#pragma unroll
-                    for (int i = 0; i < CH; ++i) {
-                        d[c0 + i] += v[i];
-                        peer[(c0 + i) * (CWG * 128)] = __uint_as_float(SF_WS_EMPTY);
-                    }
-                }
+            for (int p = 0; p < SPLIT_K - 1; ++p) sf_add_partial(d, ws + (size_t)p * PART_FLOATS);
+        }
+#elif SF_STREAM_K
+        // A tile cut between CTAs: the CTAs after the first hold its later K stages at the start
+        // of their ranges and hand those partials (one slot per CTA: only a range's first unit
+        // can start inside a tile) to the CTA holding its first stages, at the end of its range
+        // — by then they are long written. The CTAs waited for have higher block ids and run:
+        // the grid is at most one CTA per SM, and a CTA only waits on later ones, the last of
+        // which waits on none.
+        {
+            float* ws = workspace + (threadIdx.x - 128);
+            if (kt0 > 0) {
+                sf_store_partial(d, ws + (size_t)blockIdx.x * PART_FLOATS);
+                continue;
+            }
+            if (nkt < KT) {
+                const long long iters = (long long)tiles * KT, tile_end = (long long)(tile + 1) * KT;
+                for (int p = blockIdx.x + 1; p < (int)gridDim.x && sf_sk_start(p, iters) < tile_end; ++p)
+                    sf_add_partial(d, ws + (size_t)p * PART_FLOATS);
             }
         }
 #else

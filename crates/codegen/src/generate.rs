@@ -41,8 +41,9 @@ impl GeneratedKernel {
 
     /// Bytes of split-K (or other) workspace one launch needs. Every word must hold the empty
     /// sentinel ([`WORKSPACE_EMPTY`]) before the first launch; each launch leaves it so.
-    pub fn workspace_bytes(&self, m: u32, n: u32, k: u32) -> usize {
-        self.family.workspace_bytes(&self.spec.config, m, n, k)
+    pub fn workspace_bytes(&self, m: u32, n: u32, k: u32, target: &Target) -> usize {
+        self.family
+            .workspace_bytes(&self.spec.config, m, n, k, target)
     }
 
     /// The kernel parameters of one launch.

@@ -14,7 +14,9 @@ use sparseflow_ir::{
 };
 
 use crate::error::CodegenError;
-use crate::families::{DECODE, SM80, SM90, SM90_ASYNC, SM90_CLUSTER2, SM90_CLUSTER4, SM90_DEEP};
+use crate::families::{
+    DECODE, SM80, SM90, SM90_ASYNC, SM90_CLUSTER2, SM90_CLUSTER4, SM90_DEEP, SM90_STREAMK,
+};
 use crate::family::Family;
 use crate::generate::{generate_with, GeneratedKernel};
 use crate::spec::{parse_target, KernelSpec};
@@ -37,8 +39,9 @@ pub struct PlannedKernel {
 impl Registry {
     /// The library's families: `sm80` (any M), `decode` (M ≤ 64), `sm90` (M > 64, sm_90a),
     /// `sm90a` (sm90's asynchronous, persistent loop), `sm90d2` (sm90a with two stages of wgmmas
-    /// in flight), `sm90c2` and `sm90c4` (sm90a in 2- and 4-CTA multicast clusters) — the last
-    /// four measured-only: selected by tuning tables alone.
+    /// in flight), `sm90sk` (sm90a with a stream-K schedule), `sm90c2` and `sm90c4` (sm90a in 2-
+    /// and 4-CTA multicast clusters) — the last five measured-only: selected by tuning tables
+    /// alone.
     pub fn builtin() -> &'static Registry {
         static BUILTIN: OnceLock<Registry> = OnceLock::new();
         BUILTIN.get_or_init(|| {
@@ -48,6 +51,7 @@ impl Registry {
                 &SM90,
                 &SM90_ASYNC,
                 &SM90_DEEP,
+                &SM90_STREAMK,
                 &SM90_CLUSTER2,
                 &SM90_CLUSTER4,
             ])

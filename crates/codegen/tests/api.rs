@@ -46,7 +46,7 @@ fn sm80_geometry() {
     assert_eq!(g.block, 128);
     assert_eq!(g.dynamic_smem, k.smem_bytes());
     assert_eq!(k.smem_bytes(), 3 * (128 * 72 + 64 * 128));
-    assert_eq!(k.workspace_bytes(100, 300, 4096), 0);
+    assert_eq!(k.workspace_bytes(100, 300, 4096, h100), 0);
     assert!(k
         .source
         .contains("#define SF_EPILOGUE(acc, bias) (sf_silu(acc + bias))"));
@@ -62,7 +62,7 @@ fn decode_geometry() {
     assert_eq!(k.geometry(20, 1000, 4096, a100).grid, (16, 4, 2));
     assert_eq!(k.smem_bytes(), 0);
     // 16 output tiles, split 4: three peers hand over a 16x64 fp32 partial each.
-    assert_eq!(k.workspace_bytes(5, 1000, 4096), 16 * 3 * 16 * 64 * 4);
+    assert_eq!(k.workspace_bytes(5, 1000, 4096, a100), 16 * 3 * 16 * 64 * 4);
     // The runtime fills the workspace with the sentinel the kernel polls for: one value.
     assert!(
         k.source
@@ -72,7 +72,7 @@ fn decode_geometry() {
     let mut s = spec("decode");
     s.config.split_k = 1;
     let k1 = generate(&s).unwrap();
-    assert_eq!(k1.workspace_bytes(5, 1000, 4096), 0);
+    assert_eq!(k1.workspace_bytes(5, 1000, 4096, a100), 0);
 }
 
 #[test]

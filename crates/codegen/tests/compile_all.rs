@@ -181,14 +181,21 @@ const SERIALIZED: [&str; 3] = ["C7512", "C7514", "C7520"];
 /// exists to keep the wgmmas of a stage in flight: `sm90` itself comes out with every wgmma of
 /// every one-split configuration serialized (ptxas C7514 / C7520: each HGMMA waited for before
 /// the next issues). No configuration of `sm90a`'s space (f16, every split), of `sm90d2`'s (two
-/// stages in flight) or of `sm90c2`'s and `sm90c4`'s (the same loop in multicast clusters), and no
+/// stages in flight), `sm90sk`'s (stream-K) or of `sm90c2`'s and `sm90c4`'s (the same loop in
+/// multicast clusters), and no
 /// epilogue or dtype of one configuration, may
 /// come out serialized. A change that brings the serialization back fails here, without a GPU.
 #[test]
 fn the_async_family_keeps_its_wgmmas_pipelined() {
     let c = compiler();
     let mut specs = Vec::new();
-    for (family, at_least) in [("sm90a", 32), ("sm90d2", 16), ("sm90c2", 8), ("sm90c4", 8)] {
+    for (family, at_least) in [
+        ("sm90a", 32),
+        ("sm90d2", 16),
+        ("sm90sk", 8),
+        ("sm90c2", 8),
+        ("sm90c4", 8),
+    ] {
         let space = enumerate(family, DType::F16, EpilogueKind::None, "sm_90a");
         assert!(
             space.len() >= at_least,

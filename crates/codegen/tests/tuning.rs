@@ -315,18 +315,20 @@ fn tune_measures_the_best_few_of_every_family_that_can_run_the_m() {
         (
             16,
             &[
-                "sm80", "decode", "sm90", "sm90a", "sm90d2", "sm90c2", "sm90c4",
+                "sm80", "decode", "sm90", "sm90a", "sm90d2", "sm90sk", "sm90c2", "sm90c4",
             ][..],
         ),
         (
             64,
             &[
-                "sm80", "decode", "sm90", "sm90a", "sm90d2", "sm90c2", "sm90c4",
+                "sm80", "decode", "sm90", "sm90a", "sm90d2", "sm90sk", "sm90c2", "sm90c4",
             ],
         ),
         (
             128,
-            &["sm80", "sm90", "sm90a", "sm90d2", "sm90c2", "sm90c4"],
+            &[
+                "sm80", "sm90", "sm90a", "sm90d2", "sm90sk", "sm90c2", "sm90c4",
+            ],
         ),
     ] {
         let picked = top_k_per_family(families, &shape, m, h200(), 3);
@@ -366,10 +368,10 @@ fn measured_only_configurations_run_only_from_a_table() {
     };
     let models = Registry::builtin().models();
     // The 64-feature and 5-stage sm90 CTAs and every sm90a (asynchronous loop), sm90d2 (two
-    // stages in flight), sm90c2 and sm90c4 (multicast cluster) configuration.
+    // stages in flight), sm90sk (stream-K), sm90c2 and sm90c4 (multicast cluster) configuration.
     let narrow = |c: &KernelConfig| {
         (c.family == "sm90" && (c.tile_n == 64 || c.stages > 4))
-            || ["sm90a", "sm90d2", "sm90c2", "sm90c4"].contains(&c.family)
+            || ["sm90a", "sm90d2", "sm90sk", "sm90c2", "sm90c4"].contains(&c.family)
     };
     // The cost model alone never ranks them, so planning without a table never picks them.
     assert!(!rank(models, &shape, p.m, h200())

@@ -86,8 +86,16 @@ pub trait FamilyModel: Send + Sync + std::fmt::Debug {
     /// Launch grid for `Y[m, n] = X[m, k]·Wᵀ` on `target` (persistent kernels size it from
     /// the SM count).
     fn grid(&self, cfg: &KernelConfig, m: u32, n: u32, k: u32, target: &Target) -> (u32, u32, u32);
-    /// Device scratch one launch needs (the runtime fills it with `WORKSPACE_EMPTY` once).
-    fn workspace_bytes(&self, _cfg: &KernelConfig, _m: u32, _n: u32, _k: u32) -> usize {
+    /// Device scratch one launch on `target` needs (the runtime fills it with `WORKSPACE_EMPTY`
+    /// once); a kernel whose grid follows the SM count sizes it from the same grid.
+    fn workspace_bytes(
+        &self,
+        _cfg: &KernelConfig,
+        _m: u32,
+        _n: u32,
+        _k: u32,
+        _target: &Target,
+    ) -> usize {
         0
     }
     /// Time estimate for a concrete `m`; `None` when the configuration cannot run well

@@ -198,7 +198,7 @@ impl GpuLayer {
             grid: geometry.grid,
             block_threads: geometry.block,
             smem_bytes: geometry.dynamic_smem,
-            workspace_bytes: gen.workspace_bytes(m32, n32, k32),
+            workspace_bytes: gen.workspace_bytes(m32, n32, k32, &g.target),
             from_disk_cache: k.from_disk_cache,
             compile_ms: k.compile_ms,
             load_ms: k.load_ms,
@@ -254,7 +254,7 @@ impl GpuLayer {
         let (m32, n32, k32) = self.dims(m);
         let workspace = g
             .workspaces
-            .get(stream, gen.workspace_bytes(m32, n32, k32))?;
+            .get(stream, gen.workspace_bytes(m32, n32, k32, &g.target))?;
         let inputs = LaunchInputs {
             x: x as usize as u64,
             wvals: planned.weights.values.ptr(),

@@ -92,7 +92,14 @@ impl FamilyModel for Decode {
 
     /// fp32 split-K hand-off slots: split_k - 1 partial tiles of tile_m × tile_n per output
     /// tile (the reducer keeps its own in registers).
-    fn workspace_bytes(&self, cfg: &KernelConfig, m: u32, n: u32, _k: u32) -> usize {
+    fn workspace_bytes(
+        &self,
+        cfg: &KernelConfig,
+        m: u32,
+        n: u32,
+        _k: u32,
+        _target: &Target,
+    ) -> usize {
         split_k_workspace_bytes(cfg, m, n)
     }
 

@@ -1,9 +1,9 @@
 //! The built-in kernel families, one file each beside its template in `kernels/`:
 //! [`sm80`] (`kernels/sm80_sparse_gemm.cu`), [`decode`] (`kernels/decode_sparse_gemm.cu`) and
-//! [`sm90`] (`kernels/sm90_sparse_gemm.cu`, sm_90a; registered five times: `sm90` and, all
+//! [`sm90`] (`kernels/sm90_sparse_gemm.cu`, sm_90a; registered six times: `sm90` and, all
 //! measured-only, `sm90a` with the asynchronous, persistent consumer loop, `sm90d2` with two
-//! stages of its wgmmas in flight, and `sm90c2` / `sm90c4`, sm90a in 2- / 4-CTA clusters
-//! multicasting the token tile).
+//! stages of its wgmmas in flight, `sm90sk` with a stream-K schedule, and `sm90c2` / `sm90c4`,
+//! sm90a in 2- / 4-CTA clusters multicasting the token tile).
 //! They are listed once, in [`Registry::builtin`](crate::Registry::builtin).
 
 pub mod decode;
@@ -12,7 +12,7 @@ pub mod sm90;
 
 pub use decode::DECODE;
 pub use sm80::SM80;
-pub use sm90::{SM90, SM90_ASYNC, SM90_CLUSTER2, SM90_CLUSTER4, SM90_DEEP};
+pub use sm90::{SM90, SM90_ASYNC, SM90_CLUSTER2, SM90_CLUSTER4, SM90_DEEP, SM90_STREAMK};
 
 /// Bytes of the split-K hand-off both split families use (kernels/README.md): per output tile,
 /// `split_k - 1` peers' fp32 partial tiles; none without a split.

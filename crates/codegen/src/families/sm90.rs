@@ -21,6 +21,7 @@ pub const SM90: Sm90 = Sm90 {
     async_mainloop: false,
     cluster_n: 1,
     inflight: 1,
+    stream_k: false,
 };
 
 /// The same family compiled with the template's `SF_ASYNC_MAINLOOP`: the consumer loop ptxas
@@ -32,6 +33,7 @@ pub const SM90_ASYNC: Sm90 = Sm90 {
     async_mainloop: true,
     cluster_n: 1,
     inflight: 1,
+    stream_k: false,
 };
 
 /// `sm90a` with two stages of wgmmas in flight instead of one (`SF_WGMMA_INFLIGHT` 2: three
@@ -44,6 +46,7 @@ pub const SM90_DEEP: Sm90 = Sm90 {
     async_mainloop: true,
     cluster_n: 1,
     inflight: 2,
+    stream_k: false,
 };
 
 /// `sm90a` in clusters of two CTAs on adjacent feature tiles that multicast the token tile
@@ -56,6 +59,7 @@ pub const SM90_CLUSTER2: Sm90 = Sm90 {
     async_mainloop: true,
     cluster_n: 2,
     inflight: 1,
+    stream_k: false,
 };
 
 /// `sm90c2` in clusters of four, as cuSPARSELt 0.8 runs its sm90 kernels: X crosses from L2
@@ -66,6 +70,21 @@ pub const SM90_CLUSTER4: Sm90 = Sm90 {
     async_mainloop: true,
     cluster_n: 4,
     inflight: 1,
+    stream_k: false,
+};
+
+/// `sm90a` with a stream-K schedule (`SF_STREAM_K`): the output tiles' K stages laid end to end
+/// and cut into one equal range per SM, so every SM streams the same share of the weight however
+/// few the tiles. At M 32-128 the tiles are few: 112 for 14336 features (15% of the H200's SMs
+/// idle), 224 for the fused 28672-feature gate/up (a second wave 70% full), where sm90a leaves
+/// SMs idle and split-K overshoots to whole extra waves. A tile cut between CTAs is finished by
+/// the one holding its first K stages, from the others' fp32 partials (one slot per CTA).
+/// Measured-only.
+pub const SM90_STREAMK: Sm90 = Sm90 {
+    async_mainloop: true,
+    cluster_n: 1,
+    inflight: 1,
+    stream_k: true,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -75,11 +94,16 @@ pub struct Sm90 {
     cluster_n: u32,
     /// Stages of wgmmas left in flight while the next is issued (`SF_WGMMA_INFLIGHT`).
     inflight: u32,
+    /// Equal K-stage ranges per CTA instead of whole tiles (`SF_STREAM_K`).
+    stream_k: bool,
 }
 
 impl Sm90 {
     /// The registration's name and summary, one line per variant.
     fn describe(&self) -> (&'static str, &'static str) {
+        if self.stream_k {
+            return ("sm90sk", "sm90a with a stream-K schedule (SF_STREAM_K): equal K-stage ranges per SM; measured-only: tuning tables select it");
+        }
         match (self.async_mainloop, self.cluster_n, self.inflight) {
             (false, _, _) => ("sm90", "wgmma.mma_async.sp + TMA + mbarrier ring, producer warp + 1-2 consumer warpgroups; M > 64; sm_90a"),
             (true, 1, 2) => ("sm90d2", "sm90a with two stages of wgmmas in flight (SF_WGMMA_INFLIGHT 2); measured-only: tuning tables select it"),
@@ -97,11 +121,14 @@ impl Sm90 {
 
     /// CTAs of a launch: one per tile (times split_k), or for the persistent kernels at most
     /// one per SM, in whole clusters of `cluster_n` CTAs that each cover `cluster_n` adjacent
-    /// feature tiles.
-    fn ctas(&self, cfg: &KernelConfig, m: u64, n: u64, sm_count: u64) -> u64 {
+    /// feature tiles; stream-K one per SM unless there are fewer K stages in all.
+    fn ctas(&self, cfg: &KernelConfig, m: u64, n: u64, k: u64, sm_count: u64) -> u64 {
         let tiles = n.div_ceil(cfg.tile_n as u64) * m.div_ceil(cfg.tile_m as u64);
         if !self.persistent(cfg) {
             return tiles * cfg.split_k as u64;
+        }
+        if self.stream_k {
+            return (tiles * k_stages(cfg, k)).min(sm_count).max(1);
         }
         let c = self.cluster_n as u64;
         let cluster_tiles =
@@ -114,6 +141,12 @@ impl Sm90 {
 /// 2 KiB (64 tokens x 16 features) per consumer warp — the template's `EPI_WARP_BYTES`.
 fn epilogue_staging_bytes(cfg: &KernelConfig) -> u32 {
     128 + (cfg.tile_n / 16) * 2048
+}
+
+/// K stages of one output tile: K padded to the 64-wide metadata atom, `tile_k` per stage (the
+/// template's `KT`).
+fn k_stages(cfg: &KernelConfig, k: u64) -> u64 {
+    (k.div_ceil(64) * 64).div_ceil(cfg.tile_k as u64)
 }
 
 /// Feature tiles that walk the token tiles together (grouped raster, kept in L2).
@@ -221,6 +254,9 @@ impl FamilyModel for Sm90 {
                 cfg.stages
             ));
         }
+        if self.stream_k && cfg.split_k != 1 {
+            return Err("stream-K divides K itself: no split-K".into());
+        }
         if self.cluster_n > 1 {
             if cfg.split_k != 1 {
                 return Err("clusters run persistent kernels only: no split-K".into());
@@ -266,15 +302,20 @@ impl FamilyModel for Sm90 {
         }
     }
 
-    fn grid(&self, cfg: &KernelConfig, m: u32, n: u32, _k: u32, t: &Target) -> (u32, u32, u32) {
+    fn grid(&self, cfg: &KernelConfig, m: u32, n: u32, k: u32, t: &Target) -> (u32, u32, u32) {
         // 1-D: the template maps block ids to (feature, token) tiles in groups of GROUP_N, a
         // tile's split_k CTAs adjacent; a persistent kernel's CTAs stride over the tiles.
-        let ctas = self.ctas(cfg, m as u64, n as u64, t.sm_count as u64);
+        let ctas = self.ctas(cfg, m as u64, n as u64, k as u64, t.sm_count as u64);
         (u32::try_from(ctas).unwrap_or(u32::MAX), 1, 1)
     }
 
-    /// fp32 hand-off slots: split_k - 1 partial tiles per output tile.
-    fn workspace_bytes(&self, cfg: &KernelConfig, m: u32, n: u32, _k: u32) -> usize {
+    /// fp32 hand-off slots: split_k - 1 partial tiles per output tile; stream-K one per CTA
+    /// (a CTA hands over at most its first unit).
+    fn workspace_bytes(&self, cfg: &KernelConfig, m: u32, n: u32, k: u32, t: &Target) -> usize {
+        if self.stream_k {
+            let ctas = self.ctas(cfg, m as u64, n as u64, k as u64, t.sm_count as u64);
+            return ctas as usize * (cfg.tile_m * cfg.tile_n) as usize * 4;
+        }
         split_k_workspace_bytes(cfg, m, n)
     }
 
@@ -304,7 +345,12 @@ impl FamilyModel for Sm90 {
         if split > 1.0 && ctas > slots {
             return None;
         }
-        let waves = (ctas / slots).ceil();
+        // Stream-K spreads the tiles' K stages evenly: no partly-filled last wave.
+        let waves = if self.stream_k {
+            ctas / slots
+        } else {
+            (ctas / slots).ceil()
+        };
         // Three stages hide the copy latency less well than four (measured: 3-5% at large M);
         // five only ranks ahead for `sparseflow tune` (measured-only).
         let depth = match cfg.stages {
@@ -319,8 +365,14 @@ impl FamilyModel for Sm90 {
             warpgroups * depth * measured_fraction(cfg, waves) * 2.0 * target.dense_tc_flops
                 / slots;
         let cta_s = 2.0 * cfg.tile_m as f64 * cfg.tile_n as f64 * (kp / split) / per_sm;
-        // The reducer reads split - 1 fp32 partial tiles at roughly 50 GB/s per SM.
-        let reduce_s = (split - 1.0) * (cfg.tile_m * cfg.tile_n * 4) as f64 / 50e9;
+        // The reducer reads split - 1 fp32 partial tiles at roughly 50 GB/s per SM; a stream-K
+        // CTA writes at most one and reads about one.
+        let handoffs = if self.stream_k && waves.fract() != 0.0 {
+            2.0
+        } else {
+            split - 1.0
+        };
+        let reduce_s = handoffs * (cfg.tile_m * cfg.tile_n * 4) as f64 / 50e9;
         // Launch, pipeline fill and the epilogue of the last wave.
         let fixed_s = 4e-6;
         let compute_us = waves * cta_s * 1e6;
@@ -331,7 +383,7 @@ impl FamilyModel for Sm90 {
             dram_us: 0.0,
             l2_us: reduce_s * 1e6,
             blocks_per_sm: 1,
-            grid: self.ctas(cfg, m, shape.n, target.sm_count as u64),
+            grid: self.ctas(cfg, m, shape.n, shape.k, target.sm_count as u64),
             waves: ctas / slots,
             wave_efficiency: ctas / (waves * slots),
         })
@@ -392,6 +444,7 @@ impl Family for Sm90 {
             ("SF_ASYNC_MAINLOOP", u32::from(self.async_mainloop), 0),
             ("SF_CLUSTER_N", self.cluster_n, 1),
             ("SF_WGMMA_INFLIGHT", self.inflight, 1),
+            ("SF_STREAM_K", u32::from(self.stream_k), 0),
         ];
         let mut out: String = switches
             .iter()
@@ -497,6 +550,16 @@ mod tests {
         );
     }
 
+    /// 4096 x 4096, fp16, M left open: a shape every configuration can run.
+    fn shape_4096() -> GemmShape {
+        GemmShape {
+            m: None,
+            n: 4096,
+            k: 4096,
+            dtype: DType::F16,
+        }
+    }
+
     fn cfg(family: &'static str, tile_m: u32, split_k: u32) -> KernelConfig {
         KernelConfig {
             family,
@@ -548,12 +611,7 @@ mod tests {
         // 4100 features = 33 tiles = 17 pairs (the last half past N), one token tile.
         assert_eq!(SM90_CLUSTER2.grid(&c, 200, 4100, 4104, h200), (34, 1, 1));
         assert_eq!(SM90_CLUSTER2.cluster(&spec("sm90c2")), Some((2, 1, 1)));
-        let shape = GemmShape {
-            m: None,
-            n: 4096,
-            k: 4096,
-            dtype: DType::F16,
-        };
+        let shape = shape_4096();
         assert!(SM90_CLUSTER2.check(&c, &shape).is_ok());
         assert!(SM90_CLUSTER2
             .check(&cfg("sm90c2", 256, 2), &shape)
@@ -564,12 +622,7 @@ mod tests {
 
     #[test]
     fn two_stages_in_flight_need_a_deeper_ring() {
-        let shape = GemmShape {
-            m: None,
-            n: 4096,
-            k: 4096,
-            dtype: DType::F16,
-        };
+        let shape = shape_4096();
         let mut c = cfg("sm90d2", 256, 1);
         assert!(SM90_DEEP.check(&c, &shape).is_ok());
         c.stages = 3;
@@ -579,12 +632,8 @@ mod tests {
             .contains("at least 4"));
         // sm90a itself keeps one stage in flight and takes 3 stages.
         assert!(SM90_ASYNC.check(&cfg("sm90a", 256, 1), &shape).is_ok());
-        assert!(SM90_DEEP
-            .extra_source(&spec("sm90d2"))
-            .contains("#define SF_WGMMA_INFLIGHT 2"));
-        assert!(!SM90_ASYNC
-            .extra_source(&spec("sm90a"))
-            .contains("SF_WGMMA_INFLIGHT"));
+        assert_eq!(switch(&SM90_DEEP, "SF_WGMMA_INFLIGHT"), Some("2".into()));
+        assert_eq!(switch(&SM90_ASYNC, "SF_WGMMA_INFLIGHT"), None);
         assert!(SM90_DEEP.measured_only(&c));
     }
 
@@ -596,15 +645,7 @@ mod tests {
         assert_eq!(SM90_CLUSTER4.grid(&c, 8192, 14336, 4096, h200), (132, 1, 1));
         assert_eq!(SM90_CLUSTER4.cluster(&spec("sm90c4")), Some((4, 1, 1)));
         assert!(SM90_CLUSTER4
-            .check(
-                &cfg("sm90c4", 192, 1),
-                &GemmShape {
-                    m: None,
-                    n: 4096,
-                    k: 4096,
-                    dtype: DType::F16
-                }
-            )
+            .check(&cfg("sm90c4", 192, 1), &shape_4096())
             .is_ok());
         // Grid-stride: the persistent kernels; one CTA per tile (and split) otherwise.
         let geometry = |family: &str, split_k| {
@@ -619,6 +660,103 @@ mod tests {
         assert!(geometry("sm90a", 1).grid_stride);
         assert!(!geometry("sm90a", 2).grid_stride);
         assert!(!geometry("sm90", 1).grid_stride);
+    }
+
+    #[test]
+    fn stream_k_launches_one_cta_per_sm_with_a_slot_each() {
+        let h200 = target("h200").unwrap();
+        let mut c = cfg("sm90sk", 64, 1);
+        c.tile_k = 128;
+        // M = 64 on 14336 features: 112 tiles of 32 K stages, spread over all 132 SMs.
+        assert_eq!(SM90_STREAMK.grid(&c, 64, 14336, 4096, h200), (132, 1, 1));
+        assert_eq!(
+            SM90_STREAMK.workspace_bytes(&c, 64, 14336, 4096, h200),
+            132 * 64 * 128 * 4
+        );
+        // Fewer K stages than SMs in all: one CTA per stage.
+        assert_eq!(SM90_STREAMK.grid(&c, 64, 128, 256, h200), (2, 1, 1));
+        let shape = shape_4096();
+        assert!(SM90_STREAMK.check(&c, &shape).is_ok());
+        c.split_k = 2;
+        assert!(SM90_STREAMK
+            .check(&c, &shape)
+            .unwrap_err()
+            .contains("no split-K"));
+        assert_eq!(switch(&SM90_STREAMK, "SF_STREAM_K"), Some("1".into()));
+        assert_eq!(switch(&SM90_ASYNC, "SF_STREAM_K"), None);
+        assert!(SM90_STREAMK.measured_only(&c));
+        // The other persistent kernels need no workspace.
+        assert_eq!(
+            SM90_ASYNC.workspace_bytes(&cfg("sm90a", 64, 1), 64, 14336, 4096, h200),
+            0
+        );
+    }
+
+    /// The template's stream-K schedule (`sf_sched_next`, `sf_sk_start`) replayed on the host:
+    /// CTA c takes K-stage iterations [c·I/P, (c+1)·I/P). The hand-off protocol relies on every
+    /// CTA handing over at most one partial (its first unit, when it starts inside a tile) and on
+    /// each tile's finisher — the unit holding its first stages — finding exactly those partials
+    /// in the CTAs after it whose ranges start before the tile's end.
+    #[test]
+    fn stream_k_units_cover_every_stage_once_and_hand_off_at_most_one_partial() {
+        for (tiles, kt, ctas) in [
+            (112u64, 32u64, 132u64),
+            (224, 32, 132),
+            (5, 7, 132),
+            (1, 64, 3),
+            (300, 1, 132),
+            (17, 9, 16),
+        ] {
+            let iters = tiles * kt;
+            let p = ctas.min(iters);
+            let start = |c: u64| iters * c / p;
+            let mut covered = vec![0u32; iters as usize];
+            let mut partials = vec![None; p as usize]; // tile each CTA hands over
+            let mut finishers = Vec::new(); // (cta, tile) of units with kb == 0 and ke < kt
+            for c in 0..p {
+                let (mut pos, end) = (start(c), start(c + 1));
+                let mut first = true;
+                while pos < end {
+                    let tile = pos / kt;
+                    let (kb, ke) = (pos - tile * kt, kt.min(end - tile * kt));
+                    for it in tile * kt + kb..tile * kt + ke {
+                        covered[it as usize] += 1;
+                    }
+                    if kb > 0 {
+                        assert!(first, "only a range's first unit starts inside a tile");
+                        assert!(partials[c as usize].replace(tile).is_none());
+                    } else if ke < kt {
+                        finishers.push((c, tile));
+                    }
+                    first = false;
+                    pos = tile * kt + ke;
+                }
+            }
+            assert!(covered.iter().all(|&n| n == 1), "{tiles}x{kt} on {p}");
+            for (c, tile) in finishers {
+                let peers: Vec<u64> = (c + 1..p)
+                    .take_while(|&q| start(q) < (tile + 1) * kt)
+                    .collect();
+                assert!(!peers.is_empty());
+                assert!(peers.iter().all(|&q| partials[q as usize] == Some(tile)));
+                for q in peers {
+                    partials[q as usize] = None;
+                }
+            }
+            assert!(
+                partials.iter().all(Option::is_none),
+                "every partial is read"
+            );
+        }
+    }
+
+    /// The value `variant` defines for the template switch `name` (None: the template default).
+    fn switch(variant: &Sm90, name: &str) -> Option<String> {
+        let define = format!("#define {name} ");
+        variant
+            .extra_source(&spec(variant.name()))
+            .lines()
+            .find_map(|l| l.strip_prefix(&define).map(str::to_owned))
     }
 
     fn spec(family: &str) -> KernelSpec {
