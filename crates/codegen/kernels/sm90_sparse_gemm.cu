@@ -349,7 +349,13 @@ __device__ __forceinline__ void sf_add_partial(float (&d)[NACC], float* slot) {
 #pragma unroll
         for (int i = 0; i < CH; ++i) v[i] = sf_ld_relaxed_f32(slot + (c0 + i) * PART_STRIDE);
         bool pending = true;
+#ifdef SF_HANG_GUARD
+        u32 polls = 0;
+#endif
         while (__any_sync(0xffffffffu, pending)) {
+#ifdef SF_HANG_GUARD
+            if (++polls == (1u << 28)) __trap();
+#endif
             pending = false;
 #pragma unroll
             for (int i = 0; i < CH; ++i) {
@@ -612,9 +618,10 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
         // A tile cut between CTAs: the CTAs after the first hold its later K stages at the start
         // of their ranges and hand those partials (one slot per CTA: only a range's first unit
         // can start inside a tile) to the CTA holding its first stages, at the end of its range
-        // — by then they are long written. The CTAs waited for have higher block ids and run:
-        // the grid is at most one CTA per SM, and a CTA only waits on later ones, the last of
-        // which waits on none.
+        // — by then they are long written. A CTA only waits on later ones, which wait on none
+        // before their hand-off; with blocks dispatched in order (the grid is at most one CTA
+        // per SM, so normally all are resident at once) every wait ends. A CTA whose range is
+        // empty (a grid above tiles x KT) hands over nothing and is not waited for.
         {
             float* ws = workspace + (threadIdx.x - 128);
             if (kt0 > 0) {
@@ -624,7 +631,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
             if (nkt < KT) {
                 const long long iters = (long long)tiles * KT, tile_end = (long long)(tile + 1) * KT;
                 for (int p = blockIdx.x + 1; p < (int)gridDim.x && sf_sk_start(p, iters) < tile_end; ++p)
-                    sf_add_partial(d, ws + (size_t)p * PART_FLOATS);
+                    if (sf_sk_start(p + 1, iters) > sf_sk_start(p, iters)) sf_add_partial(d, ws + (size_t)p * PART_FLOATS);
             }
         }
 #else

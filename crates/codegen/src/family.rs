@@ -57,9 +57,10 @@ pub struct LaunchGeometry {
     pub dynamic_smem: u32,
     /// Thread-block cluster dimensions (sm_90+), `None` = no cluster launch.
     pub cluster: Option<(u32, u32, u32)>,
-    /// The kernel walks its tiles grid-stride (persistent): any grid of whole clusters covers
-    /// the work, so the runtime launches no more clusters than the device holds at once (the
-    /// driver's count depends on how its SMs group into GPCs, which no preset knows).
+    /// The kernel walks its tiles grid-stride (persistent): any smaller grid of whole clusters
+    /// covers the work too (and needs no more workspace), so the runtime launches no more
+    /// clusters than the device holds at once (the driver's count depends on how its SMs group
+    /// into GPCs, which no preset knows).
     pub grid_stride: bool,
 }
 
@@ -91,7 +92,8 @@ pub trait Family: FamilyModel {
         None
     }
 
-    /// Whether the kernel covers its work from any grid ([`LaunchGeometry::grid_stride`]).
+    /// Whether the kernel covers its work from any grid up to the planned one
+    /// ([`LaunchGeometry::grid_stride`]).
     fn grid_stride(&self, _spec: &KernelSpec) -> bool {
         false
     }

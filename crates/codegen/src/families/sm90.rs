@@ -345,9 +345,10 @@ impl FamilyModel for Sm90 {
         if split > 1.0 && ctas > slots {
             return None;
         }
-        // Stream-K spreads the tiles' K stages evenly: no partly-filled last wave.
+        // Stream-K spreads the tiles' K stages evenly over its CTAs (one per SM, fewer only when
+        // there are fewer K stages in all): no partly-filled last wave.
         let waves = if self.stream_k {
-            ctas / slots
+            tiles / slots.min(tiles * k_stages)
         } else {
             (ctas / slots).ceil()
         };
@@ -696,7 +697,8 @@ mod tests {
     /// CTA c takes K-stage iterations [c·I/P, (c+1)·I/P). The hand-off protocol relies on every
     /// CTA handing over at most one partial (its first unit, when it starts inside a tile) and on
     /// each tile's finisher — the unit holding its first stages — finding exactly those partials
-    /// in the CTAs after it whose ranges start before the tile's end.
+    /// in the CTAs after it whose ranges start before the tile's end and are not empty (a grid
+    /// above tiles x KT: the host never plans one, the kernel still finishes).
     #[test]
     fn stream_k_units_cover_every_stage_once_and_hand_off_at_most_one_partial() {
         for (tiles, kt, ctas) in [
@@ -706,9 +708,10 @@ mod tests {
             (1, 64, 3),
             (300, 1, 132),
             (17, 9, 16),
+            (3, 1, 5),
         ] {
             let iters = tiles * kt;
-            let p = ctas.min(iters);
+            let p = ctas;
             let start = |c: u64| iters * c / p;
             let mut covered = vec![0u32; iters as usize];
             let mut partials = vec![None; p as usize]; // tile each CTA hands over
@@ -736,6 +739,7 @@ mod tests {
             for (c, tile) in finishers {
                 let peers: Vec<u64> = (c + 1..p)
                     .take_while(|&q| start(q) < (tile + 1) * kt)
+                    .filter(|&q| start(q + 1) > start(q))
                     .collect();
                 assert!(!peers.is_empty());
                 assert!(peers.iter().all(|&q| partials[q as usize] == Some(tile)));
