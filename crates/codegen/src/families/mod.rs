@@ -21,7 +21,12 @@ pub(crate) fn split_k_workspace_bytes(cfg: &sparseflow_ir::KernelConfig, m: u32,
         return 0;
     }
     let tiles = blocks(n, cfg.tile_n) as usize * blocks(m, cfg.tile_m) as usize;
-    tiles * (cfg.split_k - 1) as usize * (cfg.tile_m * cfg.tile_n) as usize * 4
+    tiles * (cfg.split_k - 1) as usize * partial_tile_bytes(cfg)
+}
+
+/// Bytes of one fp32 partial output tile handed between CTAs (split-K and stream-K slots).
+pub(crate) fn partial_tile_bytes(cfg: &sparseflow_ir::KernelConfig) -> usize {
+    (cfg.tile_m * cfg.tile_n) as usize * 4
 }
 
 /// `ceil(a / b)`, at least 1 (a grid dimension).

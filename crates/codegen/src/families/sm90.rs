@@ -10,7 +10,7 @@ use sparseflow_ir::{
     ConfigSpace, Eligibility, FamilyModel, GemmShape, KernelConfig, Resources, Target, TileChoice,
 };
 
-use super::split_k_workspace_bytes;
+use super::{partial_tile_bytes, split_k_workspace_bytes};
 use crate::error::CodegenError;
 use crate::family::{Family, Source};
 use crate::params::{KernelParams, LaunchInputs};
@@ -314,7 +314,7 @@ impl FamilyModel for Sm90 {
     fn workspace_bytes(&self, cfg: &KernelConfig, m: u32, n: u32, k: u32, t: &Target) -> usize {
         if self.stream_k {
             let ctas = self.ctas(cfg, m as u64, n as u64, k as u64, t.sm_count as u64);
-            return ctas as usize * (cfg.tile_m * cfg.tile_n) as usize * 4;
+            return ctas as usize * partial_tile_bytes(cfg);
         }
         split_k_workspace_bytes(cfg, m, n)
     }
@@ -332,8 +332,8 @@ impl FamilyModel for Sm90 {
         }
         let split = cfg.split_k as f64;
         let kp = shape.k.next_multiple_of(64) as f64;
-        let k_stages = (kp / cfg.tile_k as f64).ceil();
-        if split > k_stages {
+        let kt = k_stages(cfg, shape.k) as f64;
+        if split > kt {
             return None; // a split with no K stage
         }
         let tiles = (shape.n.div_ceil(cfg.tile_n as u64) * m.div_ceil(cfg.tile_m as u64)) as f64;
@@ -348,7 +348,7 @@ impl FamilyModel for Sm90 {
         // Stream-K spreads the tiles' K stages evenly over its CTAs (one per SM, fewer only when
         // there are fewer K stages in all): no partly-filled last wave.
         let waves = if self.stream_k {
-            tiles / slots.min(tiles * k_stages)
+            tiles / slots.min(tiles * kt)
         } else {
             (ctas / slots).ceil()
         };
@@ -373,7 +373,7 @@ impl FamilyModel for Sm90 {
         } else {
             split - 1.0
         };
-        let reduce_s = handoffs * (cfg.tile_m * cfg.tile_n * 4) as f64 / 50e9;
+        let reduce_s = handoffs * partial_tile_bytes(cfg) as f64 / 50e9;
         // Launch, pipeline fill and the epilogue of the last wave.
         let fixed_s = 4e-6;
         let compute_us = waves * cta_s * 1e6;
