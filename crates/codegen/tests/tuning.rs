@@ -8,7 +8,7 @@ use sparseflow_ir::select::{rank, top_k_per_family};
 use sparseflow_ir::tuning::{ConfigRecord, Measurement, TuningEntry, TuningKey, STATUS_OK};
 use sparseflow_ir::{
     parse_module, target, DeviceFacts, GemmShape, KernelConfig, LayerProblem, PassContext,
-    PassManager, PlanSource, Target, Tuning, TuningTable,
+    PassManager, PlanSource, Target, TileChoice, Tuning, TuningTable,
 };
 
 fn problem(m: u64) -> LayerProblem {
@@ -336,13 +336,28 @@ fn tune_measures_the_best_few_of_every_family_that_can_run_the_m() {
         names.dedup();
         assert_eq!(names, expect, "M = {m}");
         for f in expect {
-            let of: Vec<f64> = picked
-                .iter()
-                .filter(|c| c.config.family == *f)
-                .map(|c| c.est_us)
-                .collect();
-            assert!(!of.is_empty() && of.len() <= 3, "{f} at M = {m}");
-            assert!(of.windows(2).all(|w| w[0] <= w[1]), "{f} best first");
+            let of: Vec<&TileChoice> = picked.iter().filter(|c| c.config.family == *f).collect();
+            let (top, extra) = of.split_at(of.len().min(3));
+            assert!(!top.is_empty(), "{f} at M = {m}");
+            assert!(
+                of.windows(2).all(|w| w[0].est_us <= w[1].est_us),
+                "{f} best first"
+            );
+            // Past its top 3, a family adds only token-tile heights the top 3 lacks, one each.
+            let mut heights: Vec<u32> = top.iter().map(|c| c.config.tile_m).collect();
+            for c in extra {
+                assert!(!heights.contains(&c.config.tile_m), "{f} at M = {m}");
+                heights.push(c.config.tile_m);
+            }
+            // ...so every height the family can run here is measured.
+            let every = top_k_per_family(families, &shape, m, h200(), usize::MAX);
+            assert!(
+                every
+                    .iter()
+                    .filter(|c| c.config.family == *f)
+                    .all(|c| heights.contains(&c.config.tile_m)),
+                "{f} at M = {m}"
+            );
         }
         // The cost model's own pick is among them.
         let best = rank(families, &shape, m, h200())[0].config;

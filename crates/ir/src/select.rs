@@ -118,6 +118,12 @@ pub fn rank(
 /// order, each family's best first. A family's [`Eligibility`] is not asked: it is the cost
 /// model's judgement of where a family is worth ranking (the decode/Hopper crossover among
 /// them), which measurement replaces. Legality is [`check`]'s, as for [`rank`].
+///
+/// Beside its top `top_k`, each family offers its best candidate of every token-tile height
+/// (`tile_m`) the top `top_k` lacks: the estimate ranks token tiles by compute, while at a few
+/// dozen tokens the weight stream decides — on the H200 at M = 64 (14336x4096) the 64-token
+/// tile ran 22 us and the 128-token tiles the estimate put first 37 us, and a top 3 held only
+/// the latter.
 pub fn top_k_per_family(
     families: &Families<'_>,
     shape: &GemmShape,
@@ -133,9 +139,14 @@ pub fn top_k_per_family(
         .iter()
         .filter(|f| f.max_m().is_none_or(|max| m <= max) && f.supports_arch(&target.arch))
         .flat_map(|&f| {
-            let mut ranked = rank_family(families, f, &concrete, m, target, Offer::ForTuning);
-            ranked.truncate(top_k);
-            ranked
+            let ranked = rank_family(families, f, &concrete, m, target, Offer::ForTuning);
+            let mut kept: Vec<TileChoice> = ranked.iter().take(top_k).cloned().collect();
+            for choice in ranked.into_iter().skip(top_k) {
+                if kept.iter().all(|k| k.config.tile_m != choice.config.tile_m) {
+                    kept.push(choice);
+                }
+            }
+            kept
         })
         .collect()
 }

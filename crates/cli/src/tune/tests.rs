@@ -146,7 +146,15 @@ fn an_entry_records_the_case_the_winner_and_the_cost_models_pick() {
     let target = target("h200").unwrap();
     let all = families(None).unwrap();
     let cands = candidates(c, target, 2, &all);
-    assert!(cands.len() <= 2 * all.len() && !cands.is_empty());
+    // The top 2 of every family, plus each family's best of every token-tile height they lack.
+    assert!(!cands.is_empty());
+    for f in &all {
+        let of: Vec<_> = cands.iter().filter(|t| t.config.family == *f).collect();
+        let extra = &of[of.len().min(2)..];
+        assert!(extra
+            .iter()
+            .all(|t| of[..2].iter().all(|k| k.config.tile_m != t.config.tile_m)));
+    }
     let pick = cost_model_pick(c, target).unwrap();
     assert!(
         cands.iter().any(|t| t.config == pick),
