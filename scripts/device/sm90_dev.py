@@ -12,11 +12,15 @@ integration (crates/runtime's correctness matrix is the acceptance test).
         against F.linear (cuBLAS) in CUDA graphs with weights rotated past L2.
 
   profile KERNEL_DIR NAME N K M               GPU machine: launches one kernel 3 times (for ncu).
+  soak KERNEL_DIR N K M SECONDS OUT_JSON NAME...   GPU machine: cuBLAS and each kernel for SECONDS
+        each under nvidia-smi sampling (SM clock, power, clock-event reasons): sustained clocks.
 
-A config C is TILE_M x TILE_N x TILE_K x STAGES [x GROUP_N [x INFLIGHT [x DEV [x SPLIT_K [x ASYNC]]]]],
+A config C is TILE_M x TILE_N x TILE_K x STAGES [x GROUP_N [x INFLIGHT [x DEV [x SPLIT_K [x ASYNC [x ASMEM]]]]]],
 e.g. 256x128x64x4 or 128x128x128x4x8x1x0x4x1; DEV 1 = SF_DEV_SKIP_LOADS, 2 = SF_DEV_SKIP_MMA (timing
 experiments with wrong results; correctness skips them); ASYNC 1 = SF_ASYNC_MAINLOOP (the loop shape
-ptxas keeps asynchronous; the name gets an "a1" suffix). `build` prints every ptxas "wgmma ...
+ptxas keeps asynchronous; the name gets an "a1" suffix; with SPLIT_K 1 launched persistent, one CTA
+per SM at most); ASMEM 1 = SF_A_SMEM (A from shared memory through a descriptor, the weight
+row-major compressed; suffix "ss"). `build` prints every ptxas "wgmma ...
 serialized" warning (C7512/C7514/C7520) it finds. Epilogue variants are built for the
 first config only. Env for `run`: SF_SHAPES=NxK,..., SF_MS=..., SF_BENCH_ONLY=substring.
 
@@ -32,20 +36,29 @@ KDIR = HERE.parent.parent / "crates" / "codegen" / "kernels"
 EPILOGUES = {"none": "acc", "bias": "acc + bias", "bias_silu": "sf_silu(acc + bias)", "gelu": "sf_gelu(acc)"}
 
 
-def wgmma_fn(tile_m):
-    """sf_wgmma_sp<SEL>(d, a, desc_b, meta, scale_d) for wgmma N = tile_m (A from registers)."""
+def wgmma_fn(tile_m, a_smem=False):
+    """sf_wgmma_sp<SEL>(d, a, desc_b, meta, scale_d) for wgmma N = tile_m, A from registers; with
+    a_smem, sf_wgmma_sp_ss<SEL>(d, desc_a, desc_b, meta, scale_d), A from shared memory
+    (SF_A_SMEM: one more immediate, A's transpose)."""
     nacc = tile_m // 2
     dl = ", ".join(f"%{i}" for i in range(nacc))
     a0 = nacc
     outs = ", ".join(f'"+f"(d[{i}])' for i in range(nacc))
+    if a_smem:
+        name, a_param, a_ops, a_ins, trans = "sf_wgmma_sp_ss", "unsigned long long desc_a", f"%{a0}", '"l"(desc_a)', "0, 0"
+        n_a = 1
+    else:
+        name, a_param, trans = "sf_wgmma_sp", "const u32 (&a)[4]", "0"
+        a_ops, a_ins, n_a = f"{{%{a0}, %{a0 + 1}, %{a0 + 2}, %{a0 + 3}}}", '"r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3])', 4
+    b = a0 + n_a  # desc_b, then meta, SEL, scale_d
     return f"""
 template <int SEL>
-__device__ __forceinline__ void sf_wgmma_sp(float (&d)[{nacc}], const u32 (&a)[4], unsigned long long desc_b, u32 meta, int scale_d) {{
-    asm volatile("{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{a0 + 7}, 0;\\n"
+__device__ __forceinline__ void {name}(float (&d)[{nacc}], {a_param}, unsigned long long desc_b, u32 meta, int scale_d) {{
+    asm volatile("{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{b + 3}, 0;\\n"
                  "wgmma.mma_async.sp.sync.aligned.m64n{tile_m}k32.f32." SF_MMA_TYPE "." SF_MMA_TYPE " "
-                 "{{{dl}}}, {{%{a0}, %{a0 + 1}, %{a0 + 2}, %{a0 + 3}}}, %{a0 + 4}, %{a0 + 5}, %{a0 + 6}, p, 1, 1, 0;\\n}}\\n"
+                 "{{{dl}}}, {a_ops}, %{b}, %{b + 1}, %{b + 2}, p, 1, 1, {trans};\\n}}\\n"
                  : {outs}
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(meta), "n"(SEL), "r"(scale_d));
+                 : {a_ins}, "l"(desc_b), "r"(meta), "n"(SEL), "r"(scale_d));
 }}
 """
 
@@ -57,18 +70,20 @@ def stage_bytes(tm, tn, tk):
     return (x + a + e + 1023) // 1024 * 1024
 
 
-def smem_bytes(tm, tn, tk, st):
-    return st * stage_bytes(tm, tn, tk) + 1024 + 16 * st
+def smem_bytes(tm, tn, tk, st, asyn=0):
+    """As crates/codegen/src/families/sm90.rs resources(): the ring, 1 KiB of alignment, the
+    barriers and, for the asynchronous (a1) kernels, the per-warp epilogue staging buffers."""
+    return st * stage_bytes(tm, tn, tk) + 1024 + 16 * st + (128 + (tn // 16) * 2048 if asyn else 0)
 
 
-def source(name, dtype, epi, tm, tn, tk, st, grp, infl, dev="", split=1, asyn=0, guard=True):
+def source(name, dtype, epi, tm, tn, tk, st, grp, infl, dev="", split=1, asyn=0, guard=True, asmem=0):
     defs = [f"#define SF_KERNEL_NAME {name}", f"#define SF_DTYPE_{dtype.upper()} 1", f"#define TILE_M {tm}",
-            f"#define TILE_N {tn}", f"#define TILE_K {tk}", f"#define STAGES {st}", f"#define SPLIT_K {split}", f"#define SF_GROUP_N {grp}", f"#define SF_WGMMA_INFLIGHT {infl}", f"#define SF_ASYNC_MAINLOOP {asyn}",
+            f"#define TILE_N {tn}", f"#define TILE_K {tk}", f"#define STAGES {st}", f"#define SPLIT_K {split}", f"#define SF_GROUP_N {grp}", f"#define SF_WGMMA_INFLIGHT {infl}", f"#define SF_ASYNC_MAINLOOP {asyn}", f"#define SF_A_SMEM {asmem}",
             f"#define SF_USES_BIAS {1 if 'bias' in EPILOGUES[epi] else 0}",
             f"#define SF_EPILOGUE(acc, bias) ({EPILOGUES[epi]})"] + (["#define SF_HANG_GUARD 1"] if guard else [])
     defs += [f"#define {dev} 1"] if dev else []
     parts = ["\n".join(defs), (KDIR / "mma_sp.cuh").read_text(), (KDIR / "epilogue.cuh").read_text(),
-             wgmma_fn(tm), (KDIR / "sm90_sparse_gemm.cu").read_text()]
+             wgmma_fn(tm), wgmma_fn(tm, a_smem=True), (KDIR / "sm90_sparse_gemm.cu").read_text()]
     return "\n".join(p.replace("#pragma once", "") for p in parts)
 
 
@@ -113,11 +128,13 @@ def build(out, configs, guard=True):
                 dev = {0: "", 1: "SF_DEV_SKIP_LOADS", 2: "SF_DEV_SKIP_MMA"}[cfg[6] if len(cfg) > 6 else 0]
                 split = cfg[7] if len(cfg) > 7 else 1
                 asyn = cfg[8] if len(cfg) > 8 else 0
+                asmem = cfg[9] if len(cfg) > 9 else 0
                 if epi != "none" and cfg != configs[0]:
                     continue
-                name = f"sf_sm90_{dtype}_{epi}_m{tm}n{tn}k{tk}s{st}g{grp}i{infl}sk{split}" + ("a1" if asyn else "") + (f"_{dev.lower()[7:]}" if dev else "")
+                name = (f"sf_sm90_{dtype}_{epi}_m{tm}n{tn}k{tk}s{st}g{grp}i{infl}sk{split}" + ("a1" if asyn else "")
+                        + ("ss" if asmem else "") + (f"_{dev.lower()[7:]}" if dev else ""))
                 t0 = time.time()
-                cub, log = compile_cubin(lib, source(name, dtype, epi, tm, tn, tk, st, grp, infl, dev, split, asyn, guard), name)
+                cub, log = compile_cubin(lib, source(name, dtype, epi, tm, tn, tk, st, grp, infl, dev, split, asyn, guard, asmem), name)
                 (out / f"{name}.cubin").write_bytes(cub)
                 (out / f"{name}.log").write_text(log)
                 spill = [l for l in log.splitlines() if "spill" in l and not " 0 bytes spill stores, 0 bytes spill loads" in l]
@@ -128,7 +145,8 @@ def build(out, configs, guard=True):
                 if spill:
                     raise SystemExit(f"{name} spills:\n{log}")
                 kernels.append(dict(name=name, dtype=dtype, epilogue=epi, tile_m=tm, tile_n=tn, tile_k=tk, stages=st,
-                                    smem=smem_bytes(tm, tn, tk, st), threads=128 * (tn // 64 + 1), split=split))
+                                    smem=smem_bytes(tm, tn, tk, st, asyn), threads=128 * (tn // 64 + 1), split=split,
+                                    a_smem=asmem, persistent=bool(asyn and split == 1)))
     (out / "kernels.json").write_text(json.dumps(kernels, indent=1))
 
 
@@ -162,6 +180,18 @@ class Driver:
                                                0, 3, 3, 0), "cuTensorMapEncodeTiled")
         return m
 
+    def tmap_a_rowmajor(self, t, N, kc, tile_n, tile_k):
+        """Row-major compressed values [N][kc] (kc a multiple of 8), box (tile_k / 2, tile_n),
+        swizzled across the box row: 128 bytes (3) for tile_k 128, 64 bytes (2) for 64."""
+        m = (ctypes.c_uint64 * 16)()
+        dims = (ctypes.c_uint64 * 2)(kc, N)
+        strides = (ctypes.c_uint64 * 1)(kc * 2)
+        box = (ctypes.c_uint32 * 2)(tile_k // 2, tile_n)
+        es = (ctypes.c_uint32 * 2)(1, 1)
+        self.ok(self.cu.cuTensorMapEncodeTiled(m, 1, 2, ctypes.c_void_p(t.data_ptr()), dims, strides, box, es,
+                                               0, 3 if tile_k == 128 else 2, 3, 0), "cuTensorMapEncodeTiled A")
+        return m
+
     def tmap_3d(self, t, d0, d1, d2, b1):
         """[d2][d1][d0] 16-bit elements, box (d0, b1, 8 row blocks), no swizzle."""
         m = (ctypes.c_uint64 * 16)()
@@ -192,13 +222,21 @@ class Sm90Kernel:
         split = m.get("split", 1)
         tiles = -(-N // m["tile_n"]) * -(-M // m["tile_m"])
         grid = (tiles * split, 1)
+        if m.get("persistent"):  # as the runtime launches them: at most one CTA per SM
+            import torch
+            grid = (min(tiles, torch.cuda.get_device_properties(0).multi_processor_count), 1)
         ws_words = tiles * (split - 1) * m["tile_m"] * m["tile_n"]
         if ws_words and (self.ws is None or self.ws.numel() < ws_words):
             # Every word the empty sentinel (all bits set), as the runtime hands it over.
             self.ws = torch.full((ws_words,), -1, device="cuda", dtype=torch.int32)
         np_, kp = -(-N // 128) * 128, -(-K // 64) * 64
         assert m["tile_n"] == 128, "the 3-D weight box is 8 row blocks"
-        wmap = self.drv.tmap_3d(wv, 256, kp // 32, np_ // 16, m["tile_k"] // 32)
+        if m.get("a_smem"):
+            rm = wv[1]  # (fragment values, row-major compressed values)
+            wmap = self.drv.tmap_a_rowmajor(rm, N, rm.shape[1], m["tile_n"], m["tile_k"])
+        else:
+            wv = wv[0] if isinstance(wv, tuple) else wv
+            wmap = self.drv.tmap_3d(wv, 256, kp // 32, np_ // 16, m["tile_k"] // 32)
         emap = self.drv.tmap_3d(wm, 64, kp // 64, np_ // 16, m["tile_k"] // 64)
         args = [tmap, wmap, emap,
                 ctypes.c_uint64(b.data_ptr() if b is not None else 0), ctypes.c_uint64(y.data_ptr()),
@@ -231,8 +269,12 @@ def torch_weight(N, K, dt, gen, device="cuda"):
     if codes.shape[1] % 2:
         codes = torch.cat((codes, torch.full_like(codes[:, :1], 4)), dim=1)
     meta = codes[:, 0::2] | (codes[:, 1::2] << 4)
-    values, meta = _layout().to_fragment(vals.reshape(N, K // 2), meta)
-    return dense, values.view(torch.uint8), meta
+    rowmajor = vals.reshape(N, K // 2)
+    values, meta = _layout().to_fragment(rowmajor, meta)
+    # SF_A_SMEM kernels read the values row-major, rows padded with zeros to 16 bytes (TMA).
+    pad = -(K // 2) % 8
+    rowmajor = torch.nn.functional.pad(rowmajor, (0, pad)).contiguous()
+    return dense, (values.view(torch.uint8), rowmajor), meta
 
 
 def run(kdir, out_json, bench=True):
@@ -369,9 +411,75 @@ def profile(kdir, name, N, K, M, reps=3):
     torch.cuda.synchronize()
 
 
+def soak(kdir, N, K, M, seconds, names, out_json):
+    """Runs cuBLAS (torch.mm) and each named kernel back to back for `seconds` each (graph replays,
+    weights rotated past L2) while nvidia-smi samples the SM clock, power and the clock-event
+    reasons every 50 ms: whether sustained tensor work runs at the clock a single launch sees, and
+    what holds the clock down."""
+    import subprocess, statistics, torch
+    torch.zeros(1, device="cuda")
+    drv = Driver()
+    kernels = {k["name"]: k for k in json.loads((kdir / "kernels.json").read_text())}
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    ncopies = max(1, math.ceil(2 * 60e6 / (N * K * 2 * 0.5625)))
+    ws = [torch_weight(N, K, torch.float16, gen) for _ in range(ncopies)]
+    x = torch.randn(M, K, device="cuda", generator=gen).half()
+    y = torch.empty(M, N, device="cuda", dtype=torch.float16)
+    steps = {"cublas": lambda i: torch.mm(x, ws[i % ncopies][0].T, out=y)}
+    for name in names:
+        kern = Sm90Kernel(drv, kdir, kernels[name])
+        steps[name] = (lambda kern: lambda i: kern.launch(x, ws[i % ncopies][1], ws[i % ncopies][2], None, y, M, N, K))(kern)
+    smi = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,clocks.sm,power.draw,power.limit,temperature.gpu,"
+                            "clocks_event_reasons.active", "--format=csv,noheader,nounits", "-lms", "50"],
+                           stdout=subprocess.PIPE, text=True)
+    phases = []
+    for who, step in steps.items():
+        g = torch.cuda.CUDAGraph()
+        for i in range(3):
+            step(i)
+        torch.cuda.synchronize()
+        with torch.cuda.graph(g):
+            for i in range(ncopies):
+                step(i)
+        t0, n = time.time(), 0
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        while time.time() - t0 < seconds:
+            for _ in range(4):
+                g.replay()
+            n += 4 * ncopies
+            torch.cuda.synchronize()
+        e1.record()
+        torch.cuda.synchronize()
+        phases.append(dict(who=who, start=t0, end=time.time(), us=e0.elapsed_time(e1) * 1000 / n))
+        time.sleep(1.0)  # a gap between phases in the samples
+    smi.terminate()
+    samples = []
+    for line in smi.communicate()[0].splitlines():
+        f = [v.strip() for v in line.split(",")]
+        try:
+            ts = time.mktime(time.strptime(f[0].split(".")[0], "%Y/%m/%d %H:%M:%S")) + float("0." + f[0].split(".")[1])
+            samples.append(dict(t=ts, sm_mhz=float(f[1]), watts=float(f[2]), limit=float(f[3]), temp=float(f[4]), reasons=f[5]))
+        except (ValueError, IndexError):
+            continue
+    for p in phases:  # the steady part: skip each phase's first half second
+        mine = [s for s in samples if p["start"] + 0.5 <= s["t"] <= p["end"]]
+        if mine:
+            p.update(samples=len(mine), sm_mhz=statistics.median(s["sm_mhz"] for s in mine),
+                     watts=statistics.median(s["watts"] for s in mine), power_limit=mine[0]["limit"],
+                     temp=max(s["temp"] for s in mine),
+                     reasons=sorted({s["reasons"] for s in mine}))
+        p["dense_equiv_tflops"] = 2 * M * N * K / p["us"] / 1e6
+        print(json.dumps(p), flush=True)
+    Path(out_json).write_text(json.dumps(dict(N=N, K=K, M=M, phases=phases, samples=samples), indent=1))
+
+
 def main():
     if len(sys.argv) >= 7 and sys.argv[1] == "profile":
         return profile(Path(sys.argv[2]), sys.argv[3], *(int(v) for v in sys.argv[4:7]))
+    if len(sys.argv) >= 9 and sys.argv[1] == "soak":
+        # soak KERNEL_DIR N K M SECONDS OUT_JSON NAME...
+        return soak(Path(sys.argv[2]), *(int(v) for v in sys.argv[3:6]), float(sys.argv[6]), sys.argv[8:], sys.argv[7])
     if len(sys.argv) >= 3 and sys.argv[1] == "build":
         cfg = "128x128x128x4,64x128x128x4,256x128x64x4,128x128x64x6"
         if "--configs" in sys.argv:

@@ -86,6 +86,16 @@ static_assert(SPLIT_K >= 1, "SPLIT_K counts the CTAs of one output tile");
 #ifndef SF_CLUSTER_N
 #define SF_CLUSTER_N 1
 #endif
+// SF_A_SMEM 1 (development, scripts/device/sm90_dev.py): the sparse A operand straight from
+// shared memory through a descriptor (wgmma.sp "SS", what CUTLASS's sm90 sparse mainloop does)
+// instead of registers. The weight values must then be row-major compressed ([N][K/2], rows
+// padded to 16 bytes) and arrive by a 2-D TMA copy in the canonical K-major swizzled layout —
+// 128-byte swizzle for TILE_K 128 (a 64-element row), 64-byte for TILE_K 64 — not in the
+// fragment layout; the metadata stays as it is. No A loads and no A registers: the consumer's
+// only shared-memory loads are the metadata registers. Needs sf_wgmma_sp_ss<SEL>().
+#ifndef SF_A_SMEM
+#define SF_A_SMEM 0
+#endif
 static_assert(SF_CLUSTER_N == 1 || SF_PERSISTENT, "clusters only in the persistent kernels");
 static_assert(!SF_STREAM_K || (SF_PERSISTENT && SF_CLUSTER_N == 1), "stream-K: persistent, no clusters");
 static_assert(SF_CLUSTER_N == 1 || SF_CLUSTER_N == 2 || SF_CLUSTER_N == 4, "clusters of 1, 2 or 4 CTAs");
@@ -97,6 +107,7 @@ static_assert(TILE_M % (8 * SF_CLUSTER_N) == 0, "each CTA's X slice is whole 8-r
 #define EPI_WARP_BYTES (EPI_TOKENS * 32)
 static_assert(!SF_ASYNC_MAINLOOP || TILE_M % EPI_TOKENS == 0, "the per-warp epilogue takes 64 tokens at a time");
 static_assert(TILE_M * Y_STRIDE * 2 <= STAGES * STAGE_BYTES, "the Y tile reuses the ring");
+static_assert(!SF_A_SMEM || A_BYTES == TILE_N * TILE_K, "SS: the A tile is TILE_N rows of TILE_K bytes");
 
 // The 128-byte CUtensorMap (NVRTC has no cuda.h), passed by value as a __grid_constant__.
 struct __align__(64) sf_tensor_map {
@@ -208,6 +219,16 @@ __device__ __forceinline__ unsigned long long sf_desc_sw128(u32 addr) {
     return (unsigned long long)((addr & 0x3FFFF) >> 4) | (1ull << 16) | ((unsigned long long)(1024 >> 4) << 32) |
            (1ull << 62);
 }
+
+#if SF_A_SMEM
+// Descriptor of the compressed A tile: K-major rows of TILE_K bytes (TILE_K / 2 elements), 8-row
+// groups 8 * TILE_K bytes apart, swizzled across the row width (layout type 1: 128-byte swizzle,
+// 2: 64-byte).
+__device__ __forceinline__ unsigned long long sf_desc_a(u32 addr) {
+    return (unsigned long long)((addr & 0x3FFFF) >> 4) | (1ull << 16) |
+           ((unsigned long long)((8 * TILE_K) >> 4) << 32) | ((TILE_K == 128 ? 1ull : 2ull) << 62);
+}
+#endif
 
 // Four 8x8 b16 matrices stored transposed: lane i gives the address of stored row (i & 7) of
 // matrix (i >> 3), which receives column (i & 7) of that matrix's fragment.
@@ -386,8 +407,13 @@ __device__ __forceinline__ void consume_stage(int j, int local, int kt, int KS, 
     const int nks = min(KSTEPS, KS - kt * KSTEPS);
     sf_mbar_wait(bars + 8 * s, (j / STAGES) & 1);
     const u32 st = ring + s * STAGE_BYTES;
-    const u32 av = st + X_BYTES + rbl * KSTEPS * SF_VAL_BLOCK_BYTES + lane * 16;
     const u32 ev = st + X_BYTES + A_BYTES + rbl * KPS * SF_META_BLOCK_BYTES + lane * 4;
+#if SF_A_SMEM
+    (void)a;
+    // This warpgroup's 64 weight rows of the stage's A tile.
+    const u32 a_tile = st + X_BYTES + (rbl / 4) * 64 * TILE_K;
+#else
+    const u32 av = st + X_BYTES + rbl * KSTEPS * SF_VAL_BLOCK_BYTES + lane * 16;
 #pragma unroll
     for (int kk = 0; kk < KSTEPS; ++kk) {
         const uint4 a4 = sf_lds128(av + kk * SF_VAL_BLOCK_BYTES);
@@ -396,6 +422,7 @@ __device__ __forceinline__ void consume_stage(int j, int local, int kt, int KS, 
         a[kk][2] = a4.z;
         a[kk][3] = a4.w;
     }
+#endif
 #pragma unroll
     for (int p = 0; p < KPS; ++p) e[p] = sf_lds32(ev + p * SF_META_BLOCK_BYTES);
     sf_wgmma_fence();
@@ -410,10 +437,20 @@ __device__ __forceinline__ void consume_stage(int j, int local, int kt, int KS, 
 #endif
             const unsigned long long desc = sf_desc_sw128(st + (kk / 2) * X_HALF_BYTES + (kk % 2) * 64);
             const int scale_d = (!first || kk > 0) ? 1 : 0;
+#if SF_A_SMEM
+            // k32 step kk: the rows' next 16 compressed elements, 32 bytes on (the swizzle is a
+            // function of the address, so the start address moves as in a dense K-major tile).
+            const unsigned long long desc_a = sf_desc_a(a_tile + kk * 32);
+            if (kk % 2 == 0)
+                sf_wgmma_sp_ss<0>(d, desc_a, desc, e[kk / 2], scale_d);
+            else
+                sf_wgmma_sp_ss<1>(d, desc_a, desc, e[kk / 2], scale_d);
+#else
             if (kk % 2 == 0)
                 sf_wgmma_sp<0>(d, a[kk], desc, e[kk / 2], scale_d);
             else
                 sf_wgmma_sp<1>(d, a[kk], desc, e[kk / 2], scale_d);
+#endif
         }
     }
 #endif
@@ -519,7 +556,11 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
 #else
                     for (int h = 0; h < KPS; ++h) sf_tma_load_x(st + h * X_HALF_BYTES, &x_map, full, (kp0 + h) * 64, m0);
 #endif
+#if SF_A_SMEM
+                    sf_tma_load_x(st + X_BYTES, &w_map, full, kt * (TILE_K / 2), rb0 * 16);
+#else
                     sf_tma_load_3d(st + X_BYTES, &w_map, full, 0, ks0, rb0);
+#endif
                     sf_tma_load_3d(st + X_BYTES + A_BYTES, &e_map, full, 0, kp0, rb0);
                 }
             }

@@ -37,7 +37,9 @@ Each case is one layer shape at one M bucket (M is rounded up to the next power 
 bucket planning uses), one dtype and one epilogue class (plain: no epilogue; fused: any other,
 measured with the one --epilogue names). Its candidates are the cost model's best --top-k
 configurations of every registered family that can run that M on this GPU, whatever the cost
-model thinks of the family there. Each is compiled (NVRTC, disk cache), run once and checked
+model thinks of the family there, plus each family's best of every token-tile height its top
+--top-k lacks (the estimate ranks token tiles by compute; at a few dozen tokens the weight
+stream decides). Each is compiled (NVRTC, disk cache), run once and checked
 against a float64 CPU reference (a wrong or failing configuration is recorded, never a
 winner), then timed as `sparseflow benchmark` times SparseFlow: CUDA events around many
 launches (or graph replays with --graph), weight copies rotated past L2, median of --samples.
