@@ -224,10 +224,12 @@ impl FamilyModel for Sm90 {
     }
 
     fn eligibility(&self, m: u64, shape: &GemmShape, _target: &Target) -> Eligibility {
-        // TMA needs 16-byte row strides of X (K % 8 == 0). Up to 64 tokens the decode family
-        // streams the weight faster: on the H200 at M = 32 it ran 0.98-1.13x dense where this
-        // family ran 0.65x (14336x4096, one 128-token tile mostly zero-filled).
-        if !shape.k.is_multiple_of(8) || m <= 64 {
+        // TMA needs 16-byte row strides of X (K % 8 == 0). Up to 16 tokens the decode family
+        // is preferred outright; from 17 to 64 the estimates decide, with the token tiles the
+        // estimate allows (at most M's bucket): on the H200 the 64-token tile ran gate/up (14336x4096) at M = 32
+        // in 24.3 us where decode took 34.8, while decode kept q/o and k/v (9.5 and 4.8 us
+        // against 12.2 and 8.5).
+        if !shape.k.is_multiple_of(8) || m <= 16 {
             Eligibility::Unfit
         } else {
             Eligibility::Candidate
@@ -328,6 +330,14 @@ impl FamilyModel for Sm90 {
     ) -> Option<TileChoice> {
         let res = self.resources(cfg, shape.dtype);
         if res.dynamic_smem > target.max_smem_per_block {
+            return None;
+        }
+        // A token tile larger than M's bucket is partly zero-filled and measured slower than its
+        // compute suggests: on the H200 (14336x4096) the 128-token tile took 37.1 us at M = 64
+        // and 43.5 at M = 32, against 26.0 at M = 128 and 22-24 us for the 64-token tile. So a
+        // tile at most M's bucket — but the smallest, 64, from 32 tokens (at most twice M).
+        let tile_m = u64::from(cfg.tile_m);
+        if tile_m > 2 * m || tile_m > m.next_power_of_two().max(64) {
             return None;
         }
         let split = cfg.split_k as f64;
