@@ -66,6 +66,7 @@ fn measurement(
         weight_copies: 1,
         launches_per_sample: reps,
         note: String::new(),
+        clocks: None,
     }
 }
 

@@ -117,6 +117,21 @@ pub struct Measurement {
     pub launches_per_sample: usize,
     /// Why n/a, or a remark (padding, chosen algorithm or kernel).
     pub note: String,
+    /// The SM clock and board power while the samples ran (NVML, one reading after each
+    /// sample); absent without NVML and in older reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clocks: Option<ClockReadings>,
+}
+
+/// What NVML read while one contender was timed (`bench::gpu::nvml::summarize_readings`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClockReadings {
+    pub readings: usize,
+    pub sm_mhz_median: f64,
+    pub sm_mhz_min: u32,
+    pub power_w_median: Option<f64>,
+    /// Clock-event reasons that held the clock down in any reading (e.g. `sw_power_cap`).
+    pub limited_by: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -288,6 +303,7 @@ mod tests {
             } else {
                 String::new()
             },
+            clocks: None,
         }
     }
 
@@ -336,6 +352,50 @@ mod tests {
             epilogue_overhead: None,
             e2e: Some(vec![]),
         }
+    }
+
+    #[test]
+    fn clocks_line_per_contender_with_the_power_cap_named() {
+        let mut r = sample();
+        for (row, (sf, dense)) in
+            r.rows
+                .iter_mut()
+                .zip([(1350.0, 1500.0), (1410.0, 1980.0), (1380.0, 1600.0)])
+        {
+            for m in &mut row.measurements {
+                let (mhz, capped) = match m.contender.as_str() {
+                    SPARSEFLOW => (sf, true),
+                    "cublas-gemmex" => (dense, false),
+                    _ => continue,
+                };
+                m.clocks = Some(ClockReadings {
+                    readings: 10,
+                    sm_mhz_median: mhz,
+                    sm_mhz_min: mhz as u32 - 30,
+                    power_w_median: Some(691.0),
+                    limited_by: if capped {
+                        vec!["sw_power_cap".into()]
+                    } else {
+                        vec![]
+                    },
+                });
+            }
+        }
+        let s = crate::bench::table::clocks(&r);
+        assert!(
+            s.contains("sparseflow: SM 1380 MHz (lowest 1320), 691 W, clock held down in 3 of 3 timings (sw_power_cap)\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("cublas-gemmex: SM 1600 MHz (lowest 1470), 691 W, clock held down in 0 of 3 timings\n"),
+            "{s}"
+        );
+        // Contenders without readings get no line; a report without any, no section (and its
+        // JSON no `clocks` field).
+        assert!(!s.contains("cublaslt-h0"), "{s}");
+        assert!(crate::bench::table::extras(&r).contains("clocks while timed"));
+        assert_eq!(crate::bench::table::clocks(&sample()), "");
+        assert!(!serde_json::to_string(&sample()).unwrap().contains("clocks"));
     }
 
     #[test]

@@ -166,6 +166,7 @@ pub fn extras(report: &Report) -> String {
             ));
         }
     }
+    s.push_str(&clocks(report));
     let d = &report.device;
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "?".into());
     s.push_str(&format!(
@@ -185,5 +186,62 @@ pub fn extras(report: &Report) -> String {
         report.date_utc,
         report.command
     ));
+    s
+}
+
+/// The clocks each contender was timed at (NVML readings, `Measurement::clocks`), medians over
+/// the cases; empty when no reading was taken. A large GEMM on an H200 runs at the power cap,
+/// and the clock it leaves differs per kernel: the times mean little without it.
+pub fn clocks(report: &Report) -> String {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut names: Vec<&str> = vec![];
+    for m in report.rows.iter().flat_map(|r| &r.measurements) {
+        if m.clocks.is_some() && !names.contains(&m.contender.as_str()) {
+            names.push(&m.contender);
+        }
+    }
+    if names.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "\nclocks while timed (NVML, a reading after each sample; medians over the cases):\n",
+    );
+    for name in names {
+        let c: Vec<_> = report
+            .rows
+            .iter()
+            .flat_map(|r| &r.measurements)
+            .filter(|m| m.contender == name)
+            .filter_map(|m| m.clocks.as_ref())
+            .collect();
+        let power: Vec<f64> = c.iter().filter_map(|c| c.power_w_median).collect();
+        let held: Vec<_> = c.iter().filter(|c| !c.limited_by.is_empty()).collect();
+        let mut reasons: Vec<&str> = held
+            .iter()
+            .flat_map(|c| c.limited_by.iter().map(String::as_str))
+            .collect();
+        reasons.sort();
+        reasons.dedup();
+        s.push_str(&format!(
+            "  {name}: SM {:.0} MHz (lowest {}), {}, clock held down in {} of {} timings{}\n",
+            median(c.iter().map(|c| c.sm_mhz_median).collect()),
+            c.iter().map(|c| c.sm_mhz_min).min().unwrap_or(0),
+            if power.is_empty() {
+                "power n/a".to_string()
+            } else {
+                format!("{:.0} W", median(power))
+            },
+            held.len(),
+            c.len(),
+            if reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", reasons.join(", "))
+            }
+        ));
+    }
     s
 }

@@ -26,6 +26,8 @@ pub struct Gpu {
     pub stream: Arc<CudaStream>,
     pub info: DeviceInfo,
     pub l2_bytes: usize,
+    /// Clock and power readings while timing; `None` without NVML.
+    pub nvml: Option<nvml::Nvml>,
 }
 
 impl Gpu {
@@ -45,7 +47,10 @@ impl Gpu {
         let attr = |a| ctx.attribute(a).ok();
         let l2 =
             attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE).unwrap_or(50 << 20);
-        let (sm_clock, sm_clock_max, driver) = nvml::clocks(0);
+        let nvml = nvml::Nvml::open(0);
+        let (sm_clock, sm_clock_max, driver) = nvml.as_ref().map_or((None, None, None), |n| {
+            (n.sm_clock(), n.max_sm_clock(), n.driver_version())
+        });
         let mut cuda_ver = 0i32;
         // SAFETY: plain out-parameter query.
         let cuda_driver_api = (unsafe { sys::cuDriverGetVersion(&mut cuda_ver) }
@@ -75,6 +80,7 @@ impl Gpu {
             stream,
             info,
             l2_bytes: l2 as usize,
+            nvml,
         })
     }
 
@@ -167,6 +173,22 @@ pub struct TimeCfg {
 /// two CUDA events; a sample's value is its mean per-launch time. Returns the statistics
 /// over samples and the launches per sample.
 pub fn time_gemm(gpu: &Gpu, g: &mut dyn Gemm, cfg: TimeCfg) -> Result<(Summary, usize)> {
+    time_gemm_with_clocks(gpu, g, cfg).map(|(t, launches, _)| (t, launches))
+}
+
+/// [`time_gemm`], plus an NVML reading after each sample (SM clock, power, clock-event
+/// reasons): the clock the samples ran at. The reading is taken outside the timed region.
+pub fn time_gemm_with_clocks(
+    gpu: &Gpu,
+    g: &mut dyn Gemm,
+    cfg: TimeCfg,
+) -> Result<(Summary, usize, Vec<nvml::Reading>)> {
+    let mut readings = Vec::with_capacity(cfg.samples);
+    let mut read = || {
+        if let Some(n) = &gpu.nvml {
+            readings.push(n.reading());
+        }
+    };
     let start = gpu
         .ctx
         .new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))?;
@@ -210,16 +232,18 @@ pub fn time_gemm(gpu: &Gpu, g: &mut dyn Gemm, cfg: TimeCfg) -> Result<(Summary, 
             end.synchronize()
                 .context("kernel failed while timing (graph)")?;
             samples.push(start.elapsed_ms(&end)? as f64 * 1e3 / launches as f64);
+            read();
         }
         samples.remove(0); // the first replay is a warm-up
         let summary = summarize(&samples).context("timing produced no finite samples")?;
-        return Ok((summary, launches));
+        return Ok((summary, launches, readings));
     }
     for _ in 0..cfg.samples {
         samples.push(run(g, launches)? * 1e3 / launches as f64);
+        read();
     }
     let summary = summarize(&samples).context("timing produced no finite samples")?;
-    Ok((summary, launches))
+    Ok((summary, launches, readings))
 }
 
 /// Captures `launches` launches (rotating copies) into a CUDA graph.

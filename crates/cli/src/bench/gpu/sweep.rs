@@ -14,7 +14,9 @@ use super::cublas::{Cublas, CublasGemm, DensePlan};
 use super::cusparselt::{padded_m, Lt, LtGemm, LtWeight};
 use super::problem::{check_rows, oracle_rows, random, sample_rows, HostLayer};
 use super::sparseflow::{self as sf, SfGemm};
-use super::{copies_for, dptr, time_gemm, Gemm, Gpu, GpuElement, TimeCfg};
+use super::{
+    copies_for, dptr, nvml, time_gemm, time_gemm_with_clocks, Gemm, Gpu, GpuElement, TimeCfg,
+};
 use crate::bench::report::{is_dense, Measurement, Row, CUBLAS, CUSPARSELT, SPARSEFLOW};
 use crate::bench::shapes::Layer;
 
@@ -52,6 +54,7 @@ fn na(contender: &str, m_run: usize, note: impl Into<String>) -> Measurement {
         weight_copies: 0,
         launches_per_sample: 0,
         note: note.into(),
+        clocks: None,
     }
 }
 
@@ -124,10 +127,11 @@ pub fn measure(
         m.rel_err_cross = cross;
         return (m, None);
     }
-    match time_gemm(gpu, g, time) {
-        Ok((t, launches)) => {
+    match time_gemm_with_clocks(gpu, g, time) {
+        Ok((t, launches, readings)) => {
             let mut m = na(name, m_run, note);
             m.time = Some(t);
+            m.clocks = nvml::summarize_readings(&readings);
             m.rel_err_oracle = Some(err);
             m.rel_err_cross = cross;
             m.weight_copies = g.copies();
