@@ -26,11 +26,14 @@ def test_shared_memory_a_kernels_compile_spill_free_and_pipelined(tmp_path):
         dev.nvrtc()
     except OSError as e:
         pytest.skip(f"NVRTC 13 not loadable here ({e}); the GPU machine's harness run covers it")
-    # 128x128x128, 4 stages, asynchronous loop, A from shared memory; then 256x128x64 (64-byte swizzle).
-    dev.build(tmp_path, [(128, 128, 128, 4, 8, 1, 0, 1, 1, 1), (256, 128, 64, 5, 8, 1, 0, 1, 1, 1)], guard=False)
+    # 128x128x128, 4 stages, asynchronous loop, A from shared memory; then 256x128x64 (64-byte
+    # swizzle), alone and in 2-CTA multicast clusters.
+    dev.build(tmp_path, [(128, 128, 128, 4, 8, 1, 0, 1, 1, 1), (256, 128, 64, 5, 8, 1, 0, 1, 1, 1),
+                         (256, 128, 64, 5, 8, 1, 0, 1, 1, 1, 2)], guard=False)
     kernels = json.loads((tmp_path / "kernels.json").read_text())
     assert {k["epilogue"] for k in kernels} == {"none", "bias", "bias_silu", "gelu"}
-    assert all(k["a_smem"] and k["name"].endswith("ss") for k in kernels)
+    assert all(k["a_smem"] and ("ss" in k["name"]) for k in kernels)
+    assert [k["cluster"] for k in kernels if k["name"].endswith("ssc2")] == [2, 2]  # fp16, bf16
     for k in kernels:
         log = (tmp_path / f"{k['name']}.log").read_text()
         assert not any(w in log for w in ("C7512", "C7514", "C7520")), f"{k['name']}: wgmma serialized\n{log}"

@@ -15,12 +15,14 @@ integration (crates/runtime's correctness matrix is the acceptance test).
   soak KERNEL_DIR N K M SECONDS OUT_JSON NAME...   GPU machine: cuBLAS and each kernel for SECONDS
         each under nvidia-smi sampling (SM clock, power, clock-event reasons): sustained clocks.
 
-A config C is TILE_M x TILE_N x TILE_K x STAGES [x GROUP_N [x INFLIGHT [x DEV [x SPLIT_K [x ASYNC [x ASMEM]]]]]],
+A config C is TILE_M x TILE_N x TILE_K x STAGES [x GROUP_N [x INFLIGHT [x DEV [x SPLIT_K [x ASYNC [x ASMEM [x CLUSTER]]]]]]],
 e.g. 256x128x64x4 or 128x128x128x4x8x1x0x4x1; DEV 1 = SF_DEV_SKIP_LOADS, 2 = SF_DEV_SKIP_MMA (timing
 experiments with wrong results; correctness skips them); ASYNC 1 = SF_ASYNC_MAINLOOP (the loop shape
 ptxas keeps asynchronous; the name gets an "a1" suffix; with SPLIT_K 1 launched persistent, one CTA
 per SM at most); ASMEM 1 = SF_A_SMEM (A from shared memory through a descriptor, the weight
-row-major compressed; suffix "ss"). `build` prints every ptxas "wgmma ...
+row-major compressed; suffix "ss"); CLUSTER 2 or 4 = SF_CLUSTER_N (persistent only: X multicast
+across the cluster, launched with cuLaunchKernelEx in as many clusters as the driver fits;
+suffix "c2"/"c4"). `build` prints every ptxas "wgmma ...
 serialized" warning (C7512/C7514/C7520) it finds. Epilogue variants are built for the
 first config only. Env for `run`: SF_SHAPES=NxK,..., SF_MS=..., SF_BENCH_ONLY=substring.
 
@@ -76,9 +78,9 @@ def smem_bytes(tm, tn, tk, st, asyn=0):
     return st * stage_bytes(tm, tn, tk) + 1024 + 16 * st + (128 + (tn // 16) * 2048 if asyn else 0)
 
 
-def source(name, dtype, epi, tm, tn, tk, st, grp, infl, dev="", split=1, asyn=0, guard=True, asmem=0):
+def source(name, dtype, epi, tm, tn, tk, st, grp, infl, dev="", split=1, asyn=0, guard=True, asmem=0, cluster=1):
     defs = [f"#define SF_KERNEL_NAME {name}", f"#define SF_DTYPE_{dtype.upper()} 1", f"#define TILE_M {tm}",
-            f"#define TILE_N {tn}", f"#define TILE_K {tk}", f"#define STAGES {st}", f"#define SPLIT_K {split}", f"#define SF_GROUP_N {grp}", f"#define SF_WGMMA_INFLIGHT {infl}", f"#define SF_ASYNC_MAINLOOP {asyn}", f"#define SF_A_SMEM {asmem}",
+            f"#define TILE_N {tn}", f"#define TILE_K {tk}", f"#define STAGES {st}", f"#define SPLIT_K {split}", f"#define SF_GROUP_N {grp}", f"#define SF_WGMMA_INFLIGHT {infl}", f"#define SF_ASYNC_MAINLOOP {asyn}", f"#define SF_A_SMEM {asmem}", f"#define SF_CLUSTER_N {cluster}",
             f"#define SF_USES_BIAS {1 if 'bias' in EPILOGUES[epi] else 0}",
             f"#define SF_EPILOGUE(acc, bias) ({EPILOGUES[epi]})"] + (["#define SF_HANG_GUARD 1"] if guard else [])
     defs += [f"#define {dev} 1"] if dev else []
@@ -129,12 +131,14 @@ def build(out, configs, guard=True):
                 split = cfg[7] if len(cfg) > 7 else 1
                 asyn = cfg[8] if len(cfg) > 8 else 0
                 asmem = cfg[9] if len(cfg) > 9 else 0
+                cluster = cfg[10] if len(cfg) > 10 else 1
                 if epi != "none" and cfg != configs[0]:
                     continue
                 name = (f"sf_sm90_{dtype}_{epi}_m{tm}n{tn}k{tk}s{st}g{grp}i{infl}sk{split}" + ("a1" if asyn else "")
-                        + ("ss" if asmem else "") + (f"_{dev.lower()[7:]}" if dev else ""))
+                        + ("ss" if asmem else "") + (f"c{cluster}" if cluster > 1 else "")
+                        + (f"_{dev.lower()[7:]}" if dev else ""))
                 t0 = time.time()
-                cub, log = compile_cubin(lib, source(name, dtype, epi, tm, tn, tk, st, grp, infl, dev, split, asyn, guard, asmem), name)
+                cub, log = compile_cubin(lib, source(name, dtype, epi, tm, tn, tk, st, grp, infl, dev, split, asyn, guard, asmem, cluster), name)
                 (out / f"{name}.cubin").write_bytes(cub)
                 (out / f"{name}.log").write_text(log)
                 spill = [l for l in log.splitlines() if "spill" in l and not " 0 bytes spill stores, 0 bytes spill loads" in l]
@@ -146,7 +150,7 @@ def build(out, configs, guard=True):
                     raise SystemExit(f"{name} spills:\n{log}")
                 kernels.append(dict(name=name, dtype=dtype, epilogue=epi, tile_m=tm, tile_n=tn, tile_k=tk, stages=st,
                                     smem=smem_bytes(tm, tn, tk, st, asyn), threads=128 * (tn // 64 + 1), split=split,
-                                    a_smem=asmem, persistent=bool(asyn and split == 1)))
+                                    a_smem=asmem, persistent=bool(asyn and split == 1), cluster=cluster))
     (out / "kernels.json").write_text(json.dumps(kernels, indent=1))
 
 
@@ -203,8 +207,35 @@ class Driver:
                                                0, 0, 3, 0), "cuTensorMapEncodeTiled 3d")
         return m
 
-    def launch(self, fn, grid, threads, smem, stream, args):
+    def _config(self, grid, threads, smem, stream, cluster):
+        """A CUlaunchConfig (cuda.h) with the cluster-dimension attribute (id 4)."""
+        class Attr(ctypes.Structure):
+            _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("dims", ctypes.c_uint * 3),
+                        ("rest", ctypes.c_char * 52)]
+
+        class Config(ctypes.Structure):
+            _fields_ = [("grid", ctypes.c_uint * 3), ("block", ctypes.c_uint * 3), ("smem", ctypes.c_uint),
+                        ("stream", ctypes.c_void_p), ("attrs", ctypes.POINTER(Attr)), ("n_attrs", ctypes.c_uint)]
+        attr = Attr(id=4, dims=(ctypes.c_uint * 3)(cluster, 1, 1))
+        cfg = Config(grid=(ctypes.c_uint * 3)(grid[0], grid[1], 1), block=(ctypes.c_uint * 3)(threads, 1, 1),
+                     smem=smem, stream=ctypes.c_void_p(stream), attrs=ctypes.pointer(attr), n_attrs=1)
+        cfg._keep = attr  # the config points at it
+        return cfg
+
+    def max_active_clusters(self, fn, cluster, threads, smem, stream):
+        """cuOccupancyMaxActiveClusters: how many clusters of `cluster` CTAs fit at once."""
+        n = ctypes.c_int()
+        cfg = self._config((cluster, 1), threads, smem, stream, cluster)
+        self.ok(self.cu.cuOccupancyMaxActiveClusters(ctypes.byref(n), fn, ctypes.byref(cfg)),
+                "cuOccupancyMaxActiveClusters")
+        return n.value
+
+    def launch(self, fn, grid, threads, smem, stream, args, cluster=1):
         ptrs = (ctypes.c_void_p * len(args))(*[ctypes.cast(ctypes.pointer(a), ctypes.c_void_p) if not isinstance(a, ctypes.Array) else ctypes.cast(a, ctypes.c_void_p) for a in args])
+        if cluster > 1:
+            cfg = self._config(grid, threads, smem, stream, cluster)
+            self.ok(self.cu.cuLaunchKernelEx(ctypes.byref(cfg), fn, ptrs, None), "cuLaunchKernelEx")
+            return
         self.ok(self.cu.cuLaunchKernel(fn, grid[0], grid[1], 1, threads, 1, 1, smem, ctypes.c_void_p(stream), ptrs, None),
                 "cuLaunchKernel")
 
@@ -218,13 +249,22 @@ class Sm90Kernel:
     def launch(self, x, wv, wm, b, y, M, N, K):
         import torch
         m = self.m
-        tmap = self.drv.tmap_x(x, M, K, m["tile_m"])
+        c = m.get("cluster", 1)
+        stream = torch.cuda.current_stream().cuda_stream
+        # With clusters each CTA loads (and multicasts) 1/c of the X tile.
+        tmap = self.drv.tmap_x(x, M, K, m["tile_m"] // c)
         split = m.get("split", 1)
         tiles = -(-N // m["tile_n"]) * -(-M // m["tile_m"])
         grid = (tiles * split, 1)
         if m.get("persistent"):  # as the runtime launches them: at most one CTA per SM
-            import torch
-            grid = (min(tiles, torch.cuda.get_device_properties(0).multi_processor_count), 1)
+            sms = torch.cuda.get_device_properties(0).multi_processor_count
+            if c > 1:  # whole clusters, as many as the driver fits at once
+                if getattr(self, "clusters", None) is None:
+                    self.clusters = self.drv.max_active_clusters(self.fn, c, m["threads"], m["smem"], stream)
+                cluster_tiles = -(-N // (m["tile_n"] * c)) * -(-M // m["tile_m"])
+                grid = (min(cluster_tiles, self.clusters) * c, 1)
+            else:
+                grid = (min(tiles, sms), 1)
         ws_words = tiles * (split - 1) * m["tile_m"] * m["tile_n"]
         if ws_words and (self.ws is None or self.ws.numel() < ws_words):
             # Every word the empty sentinel (all bits set), as the runtime hands it over.
@@ -242,7 +282,7 @@ class Sm90Kernel:
                 ctypes.c_uint64(b.data_ptr() if b is not None else 0), ctypes.c_uint64(y.data_ptr()),
                 ctypes.c_uint64(self.ws.data_ptr() if ws_words else 0),
                 ctypes.c_int32(M), ctypes.c_int32(N), ctypes.c_int32(K)]
-        self.drv.launch(self.fn, grid, m["threads"], m["smem"], torch.cuda.current_stream().cuda_stream, args)
+        self.drv.launch(self.fn, grid, m["threads"], m["smem"], stream, args, cluster=c)
 
 
 def _layout():
