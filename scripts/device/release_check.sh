@@ -16,6 +16,9 @@
 #                before/after with .carry/old/), then pytest with CUDA
 #   allm         the all-M llama3-8b fp16 command of docs/PERFORMANCE.md, CUDA graphs
 #   sm90         scripts/device/sm90_dev.py run on the cubins in .carry/sm90k (Hopper family)
+#   soak         sm90_dev.py soak: cuBLAS and the .carry/sm90k kernels named in SOAK_KERNELS
+#                (comma-separated) for SOAK_S (6) seconds each at SOAK_SHAPE (14336,4096,8192),
+#                with nvidia-smi sampling clock, power and clock-event reasons
 #   acceptance   verify.sh (full matrix), then the 8B fp16 decode sweep of this build and of
 #                e53226d (.carry/old-e53226d/sparseflow) back to back
 #   pytest       python_check.sh --pytest-only (the Python suite with CUDA)
@@ -130,6 +133,9 @@ case "$1" in
   pytest)
     step pytest bash scripts/device/python_check.sh --pytest-only
     ;;
+  soak)
+    step soak bash -c 'IFS=, read -r n k m <<<"${SOAK_SHAPE:-14336,4096,8192}"; python3 scripts/device/sm90_dev.py soak .carry/sm90k "$n" "$k" "$m" "${SOAK_S:-6}" "$OUT/soak.json" ${SOAK_KERNELS//,/ }'
+    ;;
   memory)
     step memory bash scripts/device/memory_check.sh
     ;;
@@ -163,7 +169,7 @@ case "$1" in
 esac
 }
 
-ALL_GROUPS="correctness perf decode python baseline linear allm sm90 acceptance pytest memory tp tune prefill verify-tuned verify-llama profile"
+ALL_GROUPS="correctness perf decode python baseline linear allm sm90 soak acceptance pytest memory tp tune prefill verify-tuned verify-llama profile"
 [[ $# -gt 0 ]] || { echo "usage: $0 GROUP [GROUP...]; groups: $ALL_GROUPS" >&2; exit 2; }
 for group in "$@"; do  # unknown names fail before any GPU time is spent
     [[ " $ALL_GROUPS " == *" $group "* ]] || { echo "unknown group $group; groups: $ALL_GROUPS" >&2; exit 2; }
