@@ -105,7 +105,7 @@ impl Sm90 {
             return ("sm90sk", "sm90a with a stream-K schedule (SF_STREAM_K): equal K-stage ranges per SM; measured-only: tuning tables select it");
         }
         match (self.async_mainloop, self.cluster_n, self.inflight) {
-            (false, _, _) => ("sm90", "wgmma.mma_async.sp + TMA + mbarrier ring, producer warp + 1-2 consumer warpgroups; M > 64; sm_90a"),
+            (false, _, _) => ("sm90", "wgmma.mma_async.sp + TMA + mbarrier ring, producer warp + 1-2 consumer warpgroups; M > 16 (token tiles up to M's bucket); sm_90a"),
             (true, 1, 2) => ("sm90d2", "sm90a with two stages of wgmmas in flight (SF_WGMMA_INFLIGHT 2); measured-only: tuning tables select it"),
             (true, 1, _) => ("sm90a", "sm90 with the asynchronous consumer loop (SF_ASYNC_MAINLOOP), persistent unless split; measured-only: tuning tables select it"),
             (true, 2, _) => ("sm90c2", "sm90a in 2-CTA clusters multicasting the token tile (SF_CLUSTER_N); persistent; measured-only: tuning tables select it"),
