@@ -257,14 +257,13 @@ class Sm90Kernel:
         tiles = -(-N // m["tile_n"]) * -(-M // m["tile_m"])
         grid = (tiles * split, 1)
         if m.get("persistent"):  # as the runtime launches them: at most one CTA per SM
-            sms = torch.cuda.get_device_properties(0).multi_processor_count
             if c > 1:  # whole clusters, as many as the driver fits at once
                 if getattr(self, "clusters", None) is None:
                     self.clusters = self.drv.max_active_clusters(self.fn, c, m["threads"], m["smem"], stream)
                 cluster_tiles = -(-N // (m["tile_n"] * c)) * -(-M // m["tile_m"])
                 grid = (min(cluster_tiles, self.clusters) * c, 1)
             else:
-                grid = (min(tiles, sms), 1)
+                grid = (min(tiles, torch.cuda.get_device_properties(0).multi_processor_count), 1)
         ws_words = tiles * (split - 1) * m["tile_m"] * m["tile_n"]
         if ws_words and (self.ws is None or self.ws.numel() < ws_words):
             # Every word the empty sentinel (all bits set), as the runtime hands it over.
@@ -294,6 +293,11 @@ def _layout():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def rotation_copies(N, K):
+    """2:4 weight copies whose rotation spans 2x the H200's 60 MB L2 (every launch reads from HBM)."""
+    return max(1, math.ceil(2 * 60e6 / (N * K * 2 * 0.5625)))
 
 
 def torch_weight(N, K, dt, gen, device="cuda"):
@@ -378,9 +382,7 @@ def run(kdir, out_json, bench=True):
         kernels = [k for k in kernels if os.environ["SF_BENCH_ONLY"] in k["name"]]
     for (N, K) in [(int(v.split("x")[0]), int(v.split("x")[1])) for v in os.environ.get("SF_SHAPES", "4096x4096,14336x4096,4096x14336,28672x8192").split(",")]:
         for dtname, dt in (("f16", torch.float16),):
-            copies_w = []
-            wbytes = N * K * 2
-            ncopies = max(1, math.ceil(2 * 60e6 / (wbytes * 0.5625)))
+            ncopies = rotation_copies(N, K)
             ws = [torch_weight(N, K, dt, gen) for _ in range(ncopies)]
             for M in [int(v) for v in os.environ.get("SF_MS", "32,128,512,2048,8192").split(",")]:
                 x = torch.randn(M, K, device="cuda", generator=gen).to(dt)
@@ -461,7 +463,7 @@ def soak(kdir, N, K, M, seconds, names, out_json):
     drv = Driver()
     kernels = {k["name"]: k for k in json.loads((kdir / "kernels.json").read_text())}
     gen = torch.Generator(device="cuda").manual_seed(1)
-    ncopies = max(1, math.ceil(2 * 60e6 / (N * K * 2 * 0.5625)))
+    ncopies = rotation_copies(N, K)
     ws = [torch_weight(N, K, torch.float16, gen) for _ in range(ncopies)]
     x = torch.randn(M, K, device="cuda", generator=gen).half()
     y = torch.empty(M, N, device="cuda", dtype=torch.float16)

@@ -145,12 +145,13 @@ __device__ __forceinline__ void sf_mbar_wait(u32 bar, u32 parity) {
 #endif
 }
 
-// X tile (box 64 elements x TILE_M tokens at (k, m)) into shared memory, completing on `bar`.
-__device__ __forceinline__ void sf_tma_load_x(u32 dst, const sf_tensor_map* map, u32 bar, int k, int m) {
+// One box of a 2-D map at (column c0, row c1) into shared memory, completing on `bar`: the X tile
+// (64 elements x TILE_M tokens at (k, m)), and with SF_A_SMEM the row-major weight values.
+__device__ __forceinline__ void sf_tma_load_2d(u32 dst, const sf_tensor_map* map, u32 bar, int c0, int c1) {
     asm volatile(
         "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n" ::"r"(
             dst),
-        "l"(map), "r"(bar), "r"(k), "r"(m)
+        "l"(map), "r"(bar), "r"(c0), "r"(c1)
         : "memory");
 }
 // This CTA's slice of the X tile (box 64 x X_SLICE_ROWS at (k, m)) into the same offset of the
@@ -554,10 +555,10 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
                         sf_tma_load_x_multicast(st + h * X_HALF_BYTES + rank * X_SLICE_ROWS * 128, &x_map, full,
                                                 (kp0 + h) * 64, m0 + rank * X_SLICE_ROWS, (1 << SF_CLUSTER_N) - 1);
 #else
-                    for (int h = 0; h < KPS; ++h) sf_tma_load_x(st + h * X_HALF_BYTES, &x_map, full, (kp0 + h) * 64, m0);
+                    for (int h = 0; h < KPS; ++h) sf_tma_load_2d(st + h * X_HALF_BYTES, &x_map, full, (kp0 + h) * 64, m0);
 #endif
 #if SF_A_SMEM
-                    sf_tma_load_x(st + X_BYTES, &w_map, full, kt * (TILE_K / 2), rb0 * 16);
+                    sf_tma_load_2d(st + X_BYTES, &w_map, full, kt * (TILE_K / 2), rb0 * 16);
 #else
                     sf_tma_load_3d(st + X_BYTES, &w_map, full, 0, ks0, rb0);
 #endif

@@ -37,11 +37,11 @@ pub struct PlannedKernel {
 }
 
 impl Registry {
-    /// The library's families: `sm80` (any M), `decode` (M ≤ 64), `sm90` (M > 16, sm_90a; token tiles up to M's bucket),
-    /// `sm90a` (sm90's asynchronous, persistent loop), `sm90d2` (sm90a with two stages of wgmmas
-    /// in flight), `sm90sk` (sm90a with a stream-K schedule), `sm90c2` and `sm90c4` (sm90a in 2-
-    /// and 4-CTA multicast clusters) — the last five measured-only: selected by tuning tables
-    /// alone.
+    /// The library's families: `sm80` (any M), `decode` (M ≤ 64), `sm90` (M > 16, sm_90a;
+    /// token tiles up to M's bucket), `sm90a` (sm90's asynchronous, persistent loop), `sm90d2`
+    /// (sm90a with two stages of wgmmas in flight), `sm90sk` (sm90a with a stream-K schedule),
+    /// `sm90c2` and `sm90c4` (sm90a in 2- and 4-CTA multicast clusters) — the last five
+    /// measured-only: selected by tuning tables alone.
     pub fn builtin() -> &'static Registry {
         static BUILTIN: OnceLock<Registry> = OnceLock::new();
         BUILTIN.get_or_init(|| {

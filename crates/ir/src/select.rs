@@ -122,8 +122,8 @@ pub fn rank(
 /// Beside its top `top_k`, each family offers its best candidate of every token-tile height
 /// (`tile_m`) the top `top_k` lacks: the estimate ranks token tiles by compute, while at a few
 /// dozen tokens the weight stream decides — on the H200 at M = 64 (14336x4096) the 64-token
-/// tile ran 22 us and the 128-token tiles the estimate put first 37 us, and a top 3 held only
-/// the latter.
+/// tile ran 22 us and the 128-token tiles the estimate then put first 37 us, and a top 3 held
+/// only the latter.
 pub fn top_k_per_family(
     families: &Families<'_>,
     shape: &GemmShape,
@@ -139,9 +139,9 @@ pub fn top_k_per_family(
         .iter()
         .filter(|f| f.max_m().is_none_or(|max| m <= max) && f.supports_arch(&target.arch))
         .flat_map(|&f| {
-            let ranked = rank_family(families, f, &concrete, m, target, Offer::ForTuning);
-            let mut kept: Vec<TileChoice> = ranked.iter().take(top_k).cloned().collect();
-            for choice in ranked.into_iter().skip(top_k) {
+            let mut kept = rank_family(families, f, &concrete, m, target, Offer::ForTuning);
+            let rest = kept.split_off(top_k.min(kept.len()));
+            for choice in rest {
                 if kept.iter().all(|k| k.config.tile_m != choice.config.tile_m) {
                     kept.push(choice);
                 }

@@ -1,6 +1,7 @@
 //! The benchmark's tables as Markdown: the main table, epilogue overhead, e2e, device line.
 
 use super::report::{Report, CPU_SPARSE, CUSPARSELT, SPARSEFLOW};
+use super::stats::median;
 
 fn us(v: Option<f64>) -> String {
     match v {
@@ -193,10 +194,6 @@ pub fn extras(report: &Report) -> String {
 /// the cases; empty when no reading was taken. A large GEMM on an H200 runs at the power cap,
 /// and the clock it leaves differs per kernel: the times mean little without it.
 pub fn clocks(report: &Report) -> String {
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let mut names: Vec<&str> = vec![];
     for m in report.rows.iter().flat_map(|r| &r.measurements) {
         if m.clocks.is_some() && !names.contains(&m.contender.as_str()) {
@@ -217,6 +214,7 @@ pub fn clocks(report: &Report) -> String {
             .filter(|m| m.contender == name)
             .filter_map(|m| m.clocks.as_ref())
             .collect();
+        let clock: Vec<f64> = c.iter().map(|c| c.sm_mhz_median).collect();
         let power: Vec<f64> = c.iter().filter_map(|c| c.power_w_median).collect();
         let held: Vec<_> = c.iter().filter(|c| !c.limited_by.is_empty()).collect();
         let mut reasons: Vec<&str> = held
@@ -227,13 +225,9 @@ pub fn clocks(report: &Report) -> String {
         reasons.dedup();
         s.push_str(&format!(
             "  {name}: SM {:.0} MHz (lowest {}), {}, clock held down in {} of {} timings{}\n",
-            median(c.iter().map(|c| c.sm_mhz_median).collect()),
+            median(&clock).unwrap_or(f64::NAN),
             c.iter().map(|c| c.sm_mhz_min).min().unwrap_or(0),
-            if power.is_empty() {
-                "power n/a".to_string()
-            } else {
-                format!("{:.0} W", median(power))
-            },
+            median(&power).map_or("power n/a".to_string(), |w| format!("{w:.0} W")),
             held.len(),
             c.len(),
             if reasons.is_empty() {

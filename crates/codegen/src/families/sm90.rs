@@ -226,9 +226,9 @@ impl FamilyModel for Sm90 {
     fn eligibility(&self, m: u64, shape: &GemmShape, _target: &Target) -> Eligibility {
         // TMA needs 16-byte row strides of X (K % 8 == 0). Up to 16 tokens the decode family
         // is preferred outright; from 17 to 64 the estimates decide, with the token tiles the
-        // estimate allows (at most M's bucket): on the H200 the 64-token tile ran gate/up (14336x4096) at M = 32
-        // in 24.3 us where decode took 34.8, while decode kept q/o and k/v (9.5 and 4.8 us
-        // against 12.2 and 8.5).
+        // estimate allows (at most M's bucket): on the H200 the 64-token tile ran gate/up
+        // (14336x4096) at M = 32 in 24.3 us where decode took 34.8, while decode kept q/o and
+        // k/v (9.5 and 4.8 us against 12.2 and 8.5).
         if !shape.k.is_multiple_of(8) || m <= 16 {
             Eligibility::Unfit
         } else {

@@ -10,6 +10,7 @@ use std::ffi::c_void;
 use libloading::Library;
 
 use crate::bench::report::ClockReadings;
+use crate::bench::stats::median;
 
 const NVML_CLOCK_SM: i32 = 1;
 const NVML_SUCCESS: i32 = 0;
@@ -159,18 +160,6 @@ pub fn limiting_reasons(bits: u64) -> Vec<&'static str> {
 /// What the readings taken while a contender was timed say: the median and lowest SM clock,
 /// the median power and every limiting reason seen. `None` without any clock reading.
 pub fn summarize_readings(readings: &[Reading]) -> Option<ClockReadings> {
-    let median = |mut v: Vec<f64>| -> Option<f64> {
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        Some(if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        })
-    };
     let clocks: Vec<f64> = readings
         .iter()
         .filter_map(|r| r.sm_mhz.map(f64::from))
@@ -186,9 +175,14 @@ pub fn summarize_readings(readings: &[Reading]) -> Option<ClockReadings> {
     limited_by.dedup();
     Some(ClockReadings {
         readings: clocks.len(),
-        sm_mhz_median: median(clocks)?,
+        sm_mhz_median: median(&clocks)?,
         sm_mhz_min: sm_mhz_min?,
-        power_w_median: median(readings.iter().filter_map(|r| r.power_w).collect()),
+        power_w_median: median(
+            &readings
+                .iter()
+                .filter_map(|r| r.power_w)
+                .collect::<Vec<_>>(),
+        ),
         limited_by,
     })
 }
