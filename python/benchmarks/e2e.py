@@ -33,13 +33,13 @@ Cases, for ``dense``, ``sparse`` and ``sparse_fused`` (each one key of ``cases``
 * ``fusion_check``: ``sparse_fused`` against ``sparse`` on the same positions (the logits differ
   by rounding only: the activation runs on the rounded GEMM output instead of in its epilogue).
 
-Attention (``--attention``, the same for every model): ``sdpa_packed_gqa`` (default) is
-transformers' SDPA attention except that a decode step's single query token attends over the KV
-heads in place — its query heads regrouped as rows per KV head — instead of SDPA reading a copy
-of the cache expanded to every query head (``repeat_kv``). That copy is what transformers 5.17
-does with a static cache and a mask: measured on the H200 at batch 64 it was a 26 ms elementwise
-kernel per step against 6.4 ms of attention and 4.8 ms of linears. Serving engines, and newer
-transformers releases, attend over the grouped heads directly. ``sdpa`` keeps transformers' own.
+Attention (``--attention``, the same for every model; ``attention.py`` has the measurements):
+``sdpa_packed_gqa`` (default) is transformers' SDPA attention except that a decode step's single
+query token attends over the KV heads in place — its query heads regrouped as rows per KV head —
+instead of SDPA reading a copy of the cache expanded to every query head (``repeat_kv``, a 26 ms
+elementwise kernel per step at batch 64 on the H200 with transformers 5.17). ``flex_decode`` runs
+those decode steps through FlexAttention's split-KV decoding kernel instead, the kind of kernel
+serving engines attend with. ``sdpa`` keeps transformers' own.
 
 ``summary.sparse_over_dense``, ``summary.sparse_fused_over_dense`` and
 ``summary.sparse_fused_over_sparse`` hold the speed ratios of every finished pair.
@@ -77,6 +77,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import decode  # noqa: E402  (the Llama builder, the pruned twin, generate timing)
+from attention import ATTENTIONS, PACKED_GQA, use_attention  # noqa: E402
 from memory import linear_bytes, tensor_bytes  # noqa: E402
 
 import sparseflow as sf  # noqa: E402
@@ -90,6 +91,12 @@ PRESETS: Dict[str, Dict[str, int]] = {
 }
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 MODELS = ("dense", "sparse", "sparse_fused")
+#: Suffix of a case kind whose forward runs through ``torch.compile`` (Inductor, default mode:
+#: the norms, rotary embedding, residual adds and the SiLU product fused into a few kernels; the
+#: GEMMs stay cuBLAS / SparseFlow) — how serving engines (vLLM, SGLang) run the model — before the
+#: same timing as the eager form: ``decode_graph_compiled`` captures the compiled step as a CUDA
+#: graph, ``prefill_compiled`` times the compiled forward.
+COMPILED = "_compiled"
 #: Issue 29's targets (H200, Llama-3-8B, bf16): speed ratios sparse over dense (at least),
 #: memory ratios (at most), teacher-forced top-1 agreement (at least). ``summary.targets`` says
 #: which finished cases meet them.
@@ -98,9 +105,13 @@ TARGETS: Dict[str, float] = {
     "prefill/batch1": 1.25, "prefill/batch8": 1.25,
     "memory/converted_linear_weights": 0.58, "memory/whole_model": 0.65, "agreement": 0.99,
 }  # fmt: skip
+#: The compiled variants of the speed cases (``COMPILED`` suffix) are held to the same targets:
+#: the summary reports both forms side by side, never one in place of the other.
+TARGETS.update({k.replace("/", COMPILED + "/", 1): v for k, v in list(TARGETS.items()) if k.startswith(("decode_graph/", "prefill/"))})
 PREFILL_CHUNK = 16384  # tokens per forward when a decode case fills its KV cache
 CATEGORIES = ("sparseflow_linear", "dense_linear", "attention", "norm", "other")
 CPU_GRAPH = "CUDA-graph capture needs CUDA: the same step ran eagerly instead (code path only, not a measurement)"
+CPU_INDUCTOR = "torch.compile's GPU code needs CUDA: the same forward ran eagerly instead (code path only, not a measurement)"
 CPU_COMPILE = (
     "torch.compile(mode='reduce-overhead') records CUDA graphs and needs CUDA: generate ran eagerly instead "
     "(code path only, not a measurement)"
@@ -299,7 +310,9 @@ def breakdown(prof: Any, steps: int, device: str) -> Dict[str, Any]:
         # attributed above under the same name.
         seen: Dict[str, float] = {}
         for e in prof.events():
-            if e.device_type == DeviceType.CUDA:
+            # The GPU-side copy of a ``record_function`` range (e.g. ``e2e::graph_replay``)
+            # spans kernels already counted: it is no kernel of its own.
+            if e.device_type == DeviceType.CUDA and not e.name.startswith("e2e::"):
                 seen[e.name] = seen.get(e.name, 0.0) + (e.time_range.end - e.time_range.start)
         for name, us in seen.items():
             left = us - sum(v for (n, _), v in by_name.items() if n == name)
@@ -359,18 +372,34 @@ def case_ttft(model: nn.Module, name: str, a: argparse.Namespace) -> Dict[str, A
     }
 
 
-def case_prefill(model: nn.Module, batch: int, a: argparse.Namespace) -> Tuple[Dict[str, Any], Callable[[], Any]]:
+def compiled(model: nn.Module, a: argparse.Namespace) -> Tuple[Callable[..., Any], Dict[str, Any]]:
+    """The model's forward through ``torch.compile`` (Inductor, default mode: no CUDA graphs of
+    its own, so a case can capture the compiled step itself) and what the result records. On
+    the CPU the plain model, marked as not measured."""
+    if a.device != "cuda":
+        return model, {"compiled": False, "not_measured": CPU_INDUCTOR}
+    return torch.compile(model), {"compiled": "torch.compile (Inductor, default mode)"}
+
+
+def case_prefill(
+    model: nn.Module, batch: int, a: argparse.Namespace, compile: bool = False
+) -> Tuple[Dict[str, Any], Callable[[], Any]]:
     ids = random_ids(model, batch, a.prompt, seed=2)
     kw = forward_kwargs(model)
+    forward, res = compiled(model, a) if compile else (model, {})
 
     def run() -> Any:
         with torch.no_grad():
-            return model(ids, use_cache=False, **{kw["keep"]: 1}).logits
+            return forward(ids, use_cache=False, **{kw["keep"]: 1}).logits
 
-    run()  # warm-up (first use of each shape)
+    t = time.perf_counter()
+    run()  # warm-up (first use of each shape; the compile of a compiled case)
+    sync(a.device)
+    first_s = time.perf_counter() - t
     s = decode.timed(run, a.repeats)
     tokens = batch * a.prompt
-    return {"ms": 1e3 * s, "tokens": tokens, "tokens_per_s": tokens / s}, run
+    res = {**res, "ms": 1e3 * s, "tokens": tokens, "tokens_per_s": tokens / s, "first_call_s": first_s}
+    return res, run
 
 
 class DecodeStep:
@@ -380,8 +409,13 @@ class DecodeStep:
     cache by one position on the device (transformers' ``StaticLayer`` keeps the length in a
     device tensor; older versions take a ``cache_position`` tensor, advanced here)."""
 
-    def __init__(self, model: nn.Module, batch: int, context: int, max_steps: int) -> None:
+    def __init__(
+        self, model: nn.Module, batch: int, context: int, max_steps: int, forward: Optional[Callable[..., Any]] = None
+    ) -> None:
+        # ``forward`` (default: the model) runs the decode steps; the context fill and the check
+        # always run the plain model, so a compiled step is checked against eager code.
         self.model, self.kw = model, forward_kwargs(model)
+        self.forward = model if forward is None else forward  # (a compiled module has no truth value)
         self.prompt = random_ids(model, batch, context, seed=3)
         self.max_len = context + max_steps + 8
         self.cache = static_cache(model, batch, self.max_len)
@@ -405,7 +439,7 @@ class DecodeStep:
 
     def __call__(self) -> None:
         with torch.no_grad():
-            logits = self.model(self.ids, **self._kwargs()).logits[:, -1]
+            logits = self.forward(self.ids, **self._kwargs()).logits[:, -1]
             self.logits.copy_(logits)
             self.ids.copy_(logits.argmax(-1, keepdim=True))
             self.pos.add_(1)
@@ -424,17 +458,24 @@ class DecodeStep:
         return float((self.logits[:rows].float() - ref).norm() / ref.norm())
 
 
-def case_decode_graph(model: nn.Module, batch: int, a: argparse.Namespace) -> Tuple[Dict[str, Any], Callable[[], Any], Callable[[], None]]:
+def case_decode_graph(
+    model: nn.Module, batch: int, a: argparse.Namespace, compile: bool = False
+) -> Tuple[Dict[str, Any], Callable[[], Any], Callable[[], None]]:
     warm = 2
-    step = DecodeStep(model, batch, a.context, warm + 1 + a.steps * (a.repeats + 2))
+    forward, info = compiled(model, a) if compile else (model, {})
+    step = DecodeStep(model, batch, a.context, warm + 1 + a.steps * (a.repeats + 2), forward)
+    t = time.perf_counter()
     for _ in range(warm):
-        step.eager()
+        step.eager()  # the first one compiles a compiled step
+    sync(a.device)
+    info["warmup_s"] = time.perf_counter() - t
     if a.device != "cuda":
         step.eager()
         err = step.check()
         s = decode.timed(lambda: [step() for _ in range(a.steps)], a.repeats) / a.steps
+        why = " ".join(filter(None, (CPU_GRAPH, info.pop("not_measured", ""))))
         res = {"ms_per_step": 1e3 * s, "tokens_per_s": batch / s, "check_rel_error": err, "graph": False,
-               "not_measured": CPU_GRAPH}  # fmt: skip
+               **info, "not_measured": why}  # fmt: skip
         return res, step, step
     # Warm-up on a side stream (PyTorch's rule before capture), then capture one step.
     side = torch.cuda.Stream()
@@ -460,7 +501,7 @@ def case_decode_graph(model: nn.Module, batch: int, a: argparse.Namespace) -> Tu
         times.append(start.elapsed_time(end) / 1e3 / a.steps)
     s = median(times)
     res = {"ms_per_step": 1e3 * s, "tokens_per_s": batch / s, "check_rel_error": err, "graph": True,
-           "context": a.context, "static_cache_len": step.max_len}  # fmt: skip
+           "context": a.context, "static_cache_len": step.max_len, **info}  # fmt: skip
 
     def replay() -> None:
         with torch.profiler.record_function("e2e::graph_replay"):
@@ -539,48 +580,6 @@ def case_agreement(dense: nn.Module, sparse: nn.Module, a: argparse.Namespace) -
 # ----------------------------------------------------------------------------- driver
 
 
-#: ``--attention sdpa_packed_gqa``: registered with transformers by ``use_attention``.
-PACKED_GQA = "sdpa_packed_gqa"
-
-
-def packed_gqa_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                         attention_mask: Optional[torch.Tensor], dropout: float = 0.0, scaling: Optional[float] = None,
-                         is_causal: Optional[bool] = None, **kwargs: Any) -> Tuple[torch.Tensor, None]:  # fmt: skip
-    """transformers' ``sdpa`` attention, except one query token per sequence (a decode step)
-    attends over the KV heads in place: the query heads of each KV head become rows of one
-    attention (``(B, H, 1, D)`` → ``(B, H_kv, H / H_kv, D)``, the mask broadcast over them), so no
-    copy of the cache is expanded to every query head. Anything else goes to ``sdpa`` itself."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    groups = getattr(module, "num_key_value_groups", 1)
-    b, heads, q_len, dim = query.shape
-    mask = attention_mask
-    shared_mask = mask is None or (mask.dim() == 4 and mask.shape[1] == 1 and mask.shape[2] == 1)
-    if q_len != 1 or groups == 1 or not shared_mask or kwargs.get("position_bias") is not None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      is_causal=is_causal, **kwargs)  # fmt: skip
-    q = query.reshape(b, heads // groups, groups, dim)  # head h reads KV head h // groups (repeat_kv's order)
-    if mask is not None:
-        mask = mask[:, :, :, : key.shape[-2]]
-    out = torch.nn.functional.scaled_dot_product_attention(q, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling)
-    return out.reshape(b, heads, 1, dim).transpose(1, 2).contiguous(), None
-
-
-def use_attention(model: nn.Module, name: str) -> None:
-    """Sets ``model``'s attention implementation (``--attention``), registering ``PACKED_GQA``
-    with transformers (its attention and, unchanged, SDPA's mask) first."""
-    if name == PACKED_GQA:
-        from transformers import AttentionInterface, AttentionMaskInterface
-        from transformers.masking_utils import sdpa_mask
-
-        AttentionInterface.register(PACKED_GQA, packed_gqa_attention)
-        AttentionMaskInterface.register(PACKED_GQA, sdpa_mask)
-    if hasattr(model, "set_attn_implementation"):
-        model.set_attn_implementation(name)
-    else:  # older transformers: the attribute the attention layers read
-        model.config._attn_implementation = name
-
-
 def config_of(a: argparse.Namespace) -> Dict[str, Any]:
     shape = dict(PRESETS[a.model])
     for k in shape:
@@ -597,11 +596,14 @@ def config_of(a: argparse.Namespace) -> Dict[str, Any]:
 
 def case_plan(a: argparse.Namespace) -> List[str]:
     """Every case key in run order: the first-token cases first (they need fresh models), the
-    graph-replayed decode (the headline) next, ``torch.compile`` last (its compiles are slow)."""
+    graph-replayed decode (the headline) next, the ``torch.compile`` forms last (their compiles
+    are slow)."""
     keys = [f"ttft/{m}" for m in MODELS]
     keys += [f"decode_graph/{m}/batch{b}" for b in a.decode_batches for m in MODELS]
     keys += [f"prefill/{m}/batch{b}" for b in a.prefill_batches for m in MODELS]
     keys += ["agreement", "fusion_check"]
+    keys += [f"decode_graph{COMPILED}/{m}/batch{b}" for b in a.decode_batches for m in MODELS]
+    keys += [f"prefill{COMPILED}/{m}/batch{b}" for b in a.prefill_batches for m in MODELS]
     keys += [f"decode_generate/{m}/batch{b}" for b in a.decode_batches for m in MODELS]
     return keys
 
@@ -731,7 +733,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--agreement-positions", type=int, default=256)
     p.add_argument("--greedy-prompt", type=int, default=16)
     p.add_argument("--greedy-tokens", type=int, default=128)
-    p.add_argument("--attention", choices=(PACKED_GQA, "sdpa"), default=PACKED_GQA,
+    p.add_argument("--attention", choices=ATTENTIONS, default=PACKED_GQA,
                    help="decode attention over the grouped KV heads in place (default) or transformers' sdpa")  # fmt: skip
     p.add_argument("--cases", default=None, help="comma-separated prefixes of the case keys to run (default all)")
     p.add_argument("--no-profile", action="store_true", help="skip the profile/<case> breakdowns")
@@ -858,11 +860,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif kind == "fusion_check":
             if not res.done(key):
                 record(key, lambda: case_fusion_check(sparse, fused, a))
-        elif kind == "prefill":
-            with_profile(key, lambda: case_prefill(model, batch, a), lambda _, fn: _profile_eager(model, fn, a.device))
-        elif kind == "decode_graph":
-            with_profile(key, lambda: case_decode_graph(model, batch, a),
-                         lambda k, replay, step: _profile_decode(model, replay, step, res.cases[k], a))  # fmt: skip
+        elif kind in ("prefill", "prefill" + COMPILED):
+            comp = kind.endswith(COMPILED)
+            with_profile(key, lambda: case_prefill(model, batch, a, comp),
+                         lambda _, fn: _profile_eager(model, fn, a.device, module_ranges_too=not comp))  # fmt: skip
+        elif kind in ("decode_graph", "decode_graph" + COMPILED):
+            comp = kind.endswith(COMPILED)
+            with_profile(key, lambda: case_decode_graph(model, batch, a, comp),
+                         lambda k, replay, step: _profile_decode(model, replay, step, res.cases[k], a, not comp))  # fmt: skip
         elif kind == "decode_generate":
             with_profile(key, lambda: case_decode_generate(model, batch, a), lambda _, gen: _profile_generate(gen, a))
         gc.collect()
@@ -879,28 +884,34 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _profiled(key: str) -> bool:
-    return key.split("/")[0] in ("prefill", "decode_graph", "decode_generate")
+    return key.split("/")[0].removesuffix(COMPILED) in ("prefill", "decode_graph", "decode_generate")
 
 
-def _profile_eager(model: nn.Module, fn: Callable[[], Any], device: str) -> Dict[str, Any]:
+def _profile_eager(model: nn.Module, fn: Callable[[], Any], device: str, module_ranges_too: bool = True) -> Dict[str, Any]:
+    """One forward, attributed by module range, or (a compiled forward: module hooks would make
+    dynamo recompile, and compiled code has no module boundaries) by kernel name."""
+    if not module_ranges_too:
+        return {"by_kernel_name": profiled(fn, 1, device)}
     with module_ranges(model):
         return {"eager_module_ranges": profiled(fn, 1, device)}
 
 
 def _profile_decode(
-    model: nn.Module, replay: Callable[[], None], step: DecodeStep, timed: Dict[str, Any], a: argparse.Namespace
+    model: nn.Module, replay: Callable[[], None], step: DecodeStep, timed: Dict[str, Any], a: argparse.Namespace,
+    module_ranges_too: bool = True,
 ) -> Dict[str, Any]:
     """The replayed graph by kernel name (what ran; the timed step minus its kernels is the
-    time the GPU had no kernel of the step, ``idle_us``), and one eager step with module ranges
-    (the same kernels, attributed exactly)."""
+    time the GPU had no kernel of the step, ``idle_us``), and — unless the step is compiled — one
+    eager step with module ranges (the same kernels, attributed exactly)."""
     out: Dict[str, Any] = {}
     if a.device == "cuda":
         out["graph_replay"] = profiled(replay, a.steps, a.device)
         out["graph_replay"]["idle_us"] = 1e3 * timed["ms_per_step"] - out["graph_replay"]["total_us"]
     else:
         out["graph_replay"] = {"not_measured": CPU_GRAPH}
-    with module_ranges(model):
-        out["eager_module_ranges"] = profiled(step, 1, a.device)
+    if module_ranges_too:
+        with module_ranges(model):
+            out["eager_module_ranges"] = profiled(step, 1, a.device)
     return out
 
 

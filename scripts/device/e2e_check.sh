@@ -4,7 +4,7 @@
 # first token with sf.prepare, prefill 2048 tokens at batch 1 and 8, decode at batch 1/16/64
 # graph-replayed and through generate + torch.compile, agreement, a profiler breakdown per case.
 # One visit (10-minute command limit) runs what fits in ~9 minutes; the JSON is rewritten after
-# every case, and the next visit continues from it. Files in $OUT: e2e-<model>-<dtype>.json,
+# every case, and the next visit continues from it. Files in $OUT: e2e-<model>-<dtype>[-<tag>].json,
 # e2e.txt (the log), kernel-cache.tgz (the kernel cache after the run), gpu.txt, pip.txt.
 #
 # Before the first visit (dev machine):
@@ -21,7 +21,8 @@
 # Between visits: copy the returned e2e-<model>-<dtype>.json (and kernel-cache.tgz) into
 # .carry/e2e/; the next visit starts from them. A visit that finds every case done exits at once.
 # MODEL=llama3-70b-tp8, DTYPE=fp16, BUDGET_S (start no case after it, default 400),
-# E2E_ARGS="--cases decode_graph --retry-errors" narrow or change the run.
+# E2E_ARGS="--cases decode_graph/ --retry-errors" narrow or change the run; TAG=x writes (and
+# resumes) e2e-<model>-<dtype>-x.json instead: a fresh series, e.g. every case of one build.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/sparseflow-out}"
@@ -29,7 +30,7 @@ mkdir -p "$OUT"
 source scripts/device/install_wheel.sh
 MODEL="${MODEL:-llama3-8b}"
 DTYPE="${DTYPE:-bf16}"
-json="e2e-$MODEL-$DTYPE.json"
+json="e2e-$MODEL-$DTYPE${TAG:+-$TAG}.json"
 if [[ -f ".carry/e2e/$json" && ! -f "$OUT/$json" ]]; then
     cp ".carry/e2e/$json" "$OUT/$json"   # resume: finished cases are skipped
 fi
