@@ -179,3 +179,35 @@ def test_compiled_prefill_runs_the_causal_kernel(e2e) -> None:
         AttentionInterface.register(attention.PACKED_GQA, attention.packed_gqa_attention)
     assert masks and all(m is None for m in masks)
     assert e2e.torch.equal(got, ref)
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_flex_decode_matches_sdpa_with_any_mask(e2e, traced: bool) -> None:
+    """One decode step through ``flex_decode`` — eager (mask buffers) or traced by dynamo (block
+    mask built in the graph, blocks after the last allowed position skipped) — equals SDPA over
+    the repeated KV heads, for a static cache's causal mask with and without left padding."""
+    import attention
+
+    torch = e2e.torch
+    torch.manual_seed(0)
+    b, heads, kv_heads, dim, length = 3, 4, 2, 16, 300  # three 128-blocks, the last one partial
+    q = torch.randn(b, heads, 1, dim)
+    k, v = torch.randn(b, kv_heads, length, dim), torch.randn(b, kv_heads, length, dim)
+    filled = torch.tensor([5, 140, 290])  # positions written so far, per sequence
+    allowed = torch.arange(length)[None, :] < filled[:, None]
+    allowed[1, :20] = False  # left padding
+    mask = allowed[:, None, None, :]
+
+    class Layer(torch.nn.Module):
+        num_key_value_groups = heads // kv_heads
+
+        def forward(self, q, k, v, mask):  # type: ignore[no-untyped-def]
+            return attention.flex_decode_attention(self, q, k, v, mask, scaling=dim**-0.5)[0]
+
+    layer = Layer()
+    run = torch.compile(layer, backend="eager") if traced else layer
+    got = run(q, k, v, mask)
+    rep = lambda t: t.repeat_interleave(heads // kv_heads, dim=1)  # noqa: E731
+    ref = torch.nn.functional.scaled_dot_product_attention(q, rep(k), rep(v), attn_mask=mask).transpose(1, 2)
+    assert got.shape == ref.shape == (b, 1, heads, dim)
+    assert torch.allclose(got, ref, atol=1e-5, rtol=1e-4), (got - ref).abs().max()
