@@ -21,15 +21,17 @@ heads with split-KV decoding kernels (FlashInfer, FlashAttention's decoding path
   around attention (a block-sparse mask measured 7.8 / 20 / 50 µs on its own).
 
 Both packed forms also skip the causal mask of a prefill without padding under
-``torch.compile`` (transformers skips it only in eager code, where it can look at the data; its
-packed-sequence check runs outside the compiled graph for the same reason): a compiled prefill
+``torch.compile`` (transformers 5.17 skips it only in eager code, where it can look at the data;
+``packing_checked_eagerly`` runs its packed-sequence check outside the compiled graph for the
+same reason): a compiled prefill
 then runs SDPA's causal kernel instead of a masked one (2.7 against 6.9 ms of cuDNN attention
 per forward of 2048 tokens on the H200, plus 1.2 ms building the mask).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Tuple
+import contextlib
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 from torch import nn
@@ -83,7 +85,7 @@ class _FlexDecode:
 
     def __init__(self) -> None:
         self.masks: Dict[Tuple[int, int, str], Tuple[torch.Tensor, Any]] = {}
-        self.kernel: Optional[Callable[..., torch.Tensor]] = None
+        self.kernels: Dict[str, Callable[..., torch.Tensor]] = {}
 
     def block_mask(self, batch: int, length: int, device: torch.device) -> Tuple[torch.Tensor, Any]:
         key = (batch, length, str(device))
@@ -98,22 +100,25 @@ class _FlexDecode:
             blocks = -(-length // self.BLOCK)
             count = torch.full((batch, 1, 1), blocks, dtype=torch.int32, device=device)
             index = torch.arange(blocks, dtype=torch.int32, device=device).expand(batch, 1, 1, blocks).contiguous()
-            mask = BlockMask.from_kv_blocks(count, index, BLOCK_SIZE=self.BLOCK, mask_mod=mask_mod, seq_lengths=(1, length))
+            mask = BlockMask.from_kv_blocks(count, index, BLOCK_SIZE=self.BLOCK, mask_mod=mask_mod, seq_lengths=(1, length),
+                                            compute_q_blocks=False)  # fmt: skip  (forward only)
             self.masks[key] = (allowed, mask)
         return self.masks[key]
 
     def __call__(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: Optional[torch.Tensor],
                  scaling: Optional[float]) -> torch.Tensor:  # fmt: skip
-        if self.kernel is None:
+        kernel = self.kernels.get(query.device.type)
+        if kernel is None:
             from torch.nn.attention.flex_attention import flex_attention
 
             # Compiled on CUDA (the fused decoding kernel); on the CPU the reference
             # implementation, which only tests the mask handling.
-            self.kernel = torch.compile(flex_attention, dynamic=False) if query.is_cuda else flex_attention
+            kernel = torch.compile(flex_attention, dynamic=False) if query.is_cuda else flex_attention
+            self.kernels[query.device.type] = kernel
         b, length = query.shape[0], key.shape[-2]
         allowed, block_mask = self.block_mask(b, length, query.device)
         allowed.copy_(_allowed(mask, b, length, query.device))
-        return self.kernel(query, key, value, block_mask=block_mask, scale=scaling, enable_gqa=True)
+        return kernel(query, key, value, block_mask=block_mask, scale=scaling, enable_gqa=True)
 
 
 _FLEX = _FlexDecode()
@@ -124,7 +129,18 @@ def _allowed(mask: Optional[torch.Tensor], batch: int, length: int, device: torc
     if mask is None:
         return torch.ones(batch, length, dtype=torch.bool, device=device)
     m = mask[:, 0, 0, :length]
-    return m if m.dtype == torch.bool else m == 0  # an additive mask is 0 where allowed
+    m = m if m.dtype == torch.bool else m == 0  # an additive mask is 0 where allowed
+    return m.expand(batch, length)  # a mask broadcast over the batch (one row) serves every sequence
+
+
+def blocks_through_last_allowed(allowed: torch.Tensor, block: int) -> torch.Tensor:
+    """``(batch,)`` int32: per sequence, how many ``block``-wide KV blocks reach its last allowed
+    position (0 when none is)."""
+    b, length = allowed.shape
+    blocks = -(-length // block)
+    used = torch.nn.functional.pad(allowed, (0, blocks * block - length)).view(b, blocks, block).any(-1)
+    rank = torch.arange(1, blocks + 1, dtype=torch.int32, device=allowed.device)
+    return (used.to(torch.int32) * rank).amax(-1)
 
 
 def _flex_decode_traced(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: Optional[torch.Tensor],
@@ -140,22 +156,22 @@ def _flex_decode_traced(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
     allowed = _allowed(mask, b, length, query.device)
     bs = _FlexDecode.BLOCK
     blocks = -(-length // bs)
-    used = torch.nn.functional.pad(allowed, (0, blocks * bs - length)).view(b, blocks, bs).any(-1)
-    rank = torch.arange(1, blocks + 1, dtype=torch.int32, device=query.device)
-    count = (used.to(torch.int32) * rank).amax(-1).view(b, 1, 1)  # through the last used block
-    index = (rank - 1).expand(b, 1, 1, blocks).contiguous()
+    count = blocks_through_last_allowed(allowed, bs).view(b, 1, 1)
+    index = torch.arange(blocks, dtype=torch.int32, device=query.device).expand(b, 1, 1, blocks).contiguous()
 
     def mask_mod(bi: torch.Tensor, h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
         return allowed[bi, kv]
 
-    block_mask = BlockMask.from_kv_blocks(count, index, BLOCK_SIZE=bs, mask_mod=mask_mod, seq_lengths=(1, length))
+    block_mask = BlockMask.from_kv_blocks(count, index, BLOCK_SIZE=bs, mask_mod=mask_mod, seq_lengths=(1, length),
+                                          compute_q_blocks=False)  # fmt: skip
     return flex_attention(query, key, value, block_mask=block_mask, scale=scaling, enable_gqa=True)
 
 
 @torch.compiler.disable
 def _flex_decode_eager(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: Optional[torch.Tensor],
                        scaling: Optional[float]) -> torch.Tensor:  # fmt: skip
-    # Never traced: its mask buffers are Python state a compiled graph would have to guard on.
+    # Reached only outside tracing (see _flex_decode); the decorator keeps it so if someone calls
+    # it from compiled code: its mask buffers are Python state a graph would have to guard on.
     return _FLEX(query, key, value, mask, scaling)
 
 
@@ -177,37 +193,48 @@ def flex_decode_attention(module: nn.Module, query: torch.Tensor, key: torch.Ten
     return out.transpose(1, 2).contiguous(), None
 
 
+def _zero(offset: Any) -> bool:
+    # A StaticCache layer gives its offset as a device tensor: not known statically, so not plain
+    # (and never turned into a Python bool: that would sync, or break a compiled graph).
+    return isinstance(offset, int) and offset == 0
+
+
 def causal_skip_mask(**kwargs: Any) -> Optional[torch.Tensor]:
     """transformers' SDPA mask, except a plain causal prefill without padding (as many queries as
     keys, nothing cached before them) gets no mask — SDPA then runs its causal kernel — also
-    under ``torch.compile``, where transformers materializes the mask because its own skip
+    under ``torch.compile``, where transformers 5.17 materializes the mask because its own skip
     looks at the data. The conditions here are all static (shapes and arguments)."""
     from transformers.masking_utils import causal_mask_function, sdpa_mask
 
     cache_position = kwargs.get("cache_position")
     q_len = kwargs.get("q_length", cache_position.shape[0] if cache_position is not None else None)
     plain = (
-        kwargs.get("allow_is_causal_skip", True) and kwargs.get("attention_mask") is None
+        q_len is not None and q_len > 1 and q_len == kwargs.get("kv_length")
+        and kwargs.get("allow_is_causal_skip", True) and kwargs.get("attention_mask") is None
         and kwargs.get("mask_function", causal_mask_function) is causal_mask_function
-        and kwargs.get("local_size") is None and not kwargs.get("kv_offset", 0) and not kwargs.get("q_offset", 0)
+        and kwargs.get("local_size") is None and _zero(kwargs.get("kv_offset", 0)) and _zero(kwargs.get("q_offset", 0))
     )  # fmt: skip
-    if plain and q_len is not None and q_len == kwargs.get("kv_length") and q_len > 1:
-        return None
-    return sdpa_mask(**kwargs)
+    return None if plain else sdpa_mask(**kwargs)
 
 
-def _detect_packing_eagerly() -> None:
+@contextlib.contextmanager
+def packing_checked_eagerly() -> Iterator[None]:
     """transformers looks for packed sequences in the position ids of a prefill without cache or
     padding mask; under ``torch.compile`` it cannot look at the data, assumes packing and builds
-    a mask. Running that one check outside the compiled graph (a graph break before the layers)
-    lets it see that one sequence per row is not packed — what eager code concludes."""
+    a mask. Inside this context that one check runs outside the compiled graph (a graph break
+    before the layers), so it sees that one sequence per row is not packed — what eager code
+    concludes. Scoped to the compiled prefill cases: it is a graph break for everything else."""
     import transformers.masking_utils as masking
 
     find = getattr(masking, "find_packed_sequence_indices", None)  # (older releases: no such check)
-    if find is not None and not getattr(find, "_sf_eager", False):
-        eager = torch.compiler.disable(find)
-        eager._sf_eager = True  # type: ignore[attr-defined]
-        masking.find_packed_sequence_indices = eager
+    if find is None:
+        yield
+        return
+    masking.find_packed_sequence_indices = torch.compiler.disable(find)
+    try:
+        yield
+    finally:
+        masking.find_packed_sequence_indices = find
 
 
 def use_attention(model: nn.Module, name: str) -> None:
@@ -219,7 +246,6 @@ def use_attention(model: nn.Module, name: str) -> None:
 
         AttentionInterface.register(name, registered[name])
         AttentionMaskInterface.register(name, causal_skip_mask)
-        _detect_packing_eagerly()
     if hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation(name)
     else:  # older transformers: the attribute the attention layers read

@@ -24,6 +24,8 @@ Cases, for ``dense``, ``sparse`` and ``sparse_fused`` (each one key of ``cases``
   ``StaticCache`` holding ``--context`` tokens, argmax fed back) captured once as a CUDA graph
   and replayed, as a serving engine runs it; the first replay's logits are checked against an
   uncached forward of the same tokens;
+* ``decode_graph_compiled/...``, ``prefill_compiled/...``: the same with the forward through
+  ``torch.compile`` (``COMPILED``), as serving engines run a model; the compile is not timed;
 * ``decode_generate/<model>/batch<B>``: ``model.generate`` with a static cache and transformers'
   ``torch.compile(mode="reduce-overhead")`` decode step (``decode.decode_tps``);
 * ``profile/<case>``: a ``torch.profiler`` breakdown per step of the timed case (SparseFlow
@@ -77,7 +79,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import decode  # noqa: E402  (the Llama builder, the pruned twin, generate timing)
-from attention import ATTENTIONS, PACKED_GQA, use_attention  # noqa: E402
+from attention import ATTENTIONS, PACKED_GQA, packing_checked_eagerly, use_attention  # noqa: E402
 from memory import linear_bytes, tensor_bytes  # noqa: E402
 
 import sparseflow as sf  # noqa: E402
@@ -389,7 +391,7 @@ def case_prefill(
     forward, res = compiled(model, a) if compile else (model, {})
 
     def run() -> Any:
-        with torch.no_grad():
+        with torch.no_grad(), (packing_checked_eagerly() if compile else contextlib.nullcontext()):
             return forward(ids, use_cache=False, **{kw["keep"]: 1}).logits
 
     t = time.perf_counter()
@@ -734,7 +736,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--greedy-prompt", type=int, default=16)
     p.add_argument("--greedy-tokens", type=int, default=128)
     p.add_argument("--attention", choices=ATTENTIONS, default=PACKED_GQA,
-                   help="decode attention over the grouped KV heads in place (default) or transformers' sdpa")  # fmt: skip
+                   help="decode attention: SDPA over the grouped KV heads in place (default), FlexAttention's "
+                        "decoding kernel (flex_decode) or transformers' sdpa (attention.py)")  # fmt: skip
     p.add_argument("--cases", default=None, help="comma-separated prefixes of the case keys to run (default all)")
     p.add_argument("--no-profile", action="store_true", help="skip the profile/<case> breakdowns")
     p.add_argument("--budget-s", type=float, default=1e9, help="start no case after this many seconds")

@@ -123,8 +123,9 @@ def test_ttft_that_compiled_kernels_says_so(e2e) -> None:
 
 
 def test_flex_decode_attention_matches_sdpa(e2e, tmp_path: pathlib.Path) -> None:
-    """``--attention flex_decode`` on the CPU (FlexAttention's reference implementation): every
-    decode step — eager, and replayed from its buffers — computes the uncached logits."""
+    """``--attention flex_decode`` on the CPU (FlexAttention's reference implementation, no
+    graph: the mask buffers are exercised, the kernel is not): every decode step computes the
+    uncached logits."""
     out = tmp_path / "e2e-flex.json"
     args = TINY + ["--attention", "flex_decode", "--cases", "decode_graph/dense,decode_graph/sparse/", "--no-profile"]
     assert e2e.main(args + ["--out", str(out)]) == 0
@@ -136,21 +137,48 @@ def test_flex_decode_attention_matches_sdpa(e2e, tmp_path: pathlib.Path) -> None
 
 
 def test_causal_skip_mask_is_static(e2e) -> None:
-    """A plain causal prefill gets no mask (SDPA's causal kernel); anything else keeps one."""
+    """Only a plain causal prefill without padding gets no mask (SDPA's causal kernel); every
+    other case keeps transformers' mask, decided without reading any tensor's data."""
     pytest.importorskip("transformers")
     import attention
 
-    from transformers.masking_utils import sdpa_mask
+    from transformers.masking_utils import and_masks, causal_mask_function, sdpa_mask
 
-    base = dict(batch_size=1, kv_length=8, attention_mask=None, allow_is_causal_skip=True)
+    torch = e2e.torch
     q = "q_length" if "q_length" in e2e.inspect.signature(sdpa_mask).parameters else "cache_position"
-    span = lambda n: n if q == "q_length" else e2e.torch.arange(n)  # noqa: E731
-    assert attention.causal_skip_mask(**base, **{q: span(8)}) is None
-    decode_step = attention.causal_skip_mask(**{**base, "allow_is_causal_skip": False}, **{q: span(8)})
-    assert decode_step is not None  # a static cache forbids the skip
-    padding = e2e.torch.ones(1, 8, dtype=e2e.torch.bool)
-    padded = {**base, "attention_mask": padding, q: span(8)}
-    assert (attention.causal_skip_mask(**padded) is None) == (sdpa_mask(**padded) is None)  # transformers decides
+    span = lambda n: n if q == "q_length" else torch.arange(n)  # noqa: E731
+    base = dict(batch_size=1, kv_length=8, attention_mask=None, allow_is_causal_skip=True, **{q: span(8)})
+    assert attention.causal_skip_mask(**base) is None
+    keeps = {
+        "skip forbidden (a static cache)": dict(allow_is_causal_skip=False),
+        "padding": dict(attention_mask=torch.ones(1, 8, dtype=torch.bool)),
+        "sliding window": dict(local_size=4),
+        "cached keys before": dict(kv_offset=2),
+        "offset unknown statically": dict(q_offset=torch.tensor(0)),
+        "another mask function": dict(mask_function=and_masks(causal_mask_function, lambda b, h, qi, kv: kv >= 0)),
+        "one query (a decode step)": dict(kv_length=1, **{q: span(1)}),
+    }
+    for why, change in keeps.items():
+        args = {**base, **change}
+        if q == "cache_position" and "q_offset" in change:
+            continue  # older releases take no q_offset
+        # Not skipped here: the result is whatever transformers builds (a mask, or its own skip
+        # where eager code can see the data) — never a skip decided by causal_skip_mask.
+        got, want = attention.causal_skip_mask(**args), sdpa_mask(**args)
+        assert (got is None) == (want is None), why
+        assert got is None or torch.equal(got, want), why
+    assert attention.causal_skip_mask(**{**base, "local_size": 4}) is not None  # the window must be masked
+
+
+def test_blocks_through_last_allowed(e2e) -> None:
+    import attention
+
+    torch = e2e.torch
+    allowed = torch.zeros(4, 300, dtype=torch.bool)
+    allowed[1, :5] = True  # block 0
+    allowed[2, 20:129] = True  # blocks 0-1, left padding
+    allowed[3, 299] = True  # the last, partial block
+    assert attention.blocks_through_last_allowed(allowed, 128).tolist() == [0, 1, 2, 3]
 
 
 def test_compiled_prefill_runs_the_causal_kernel(e2e) -> None:
@@ -172,7 +200,7 @@ def test_compiled_prefill_runs_the_causal_kernel(e2e) -> None:
     AttentionInterface.register(attention.PACKED_GQA, spy)
     try:
         ids = e2e.torch.randint(1, 256, (2, 16))
-        with e2e.torch.no_grad():
+        with e2e.torch.no_grad(), attention.packing_checked_eagerly():
             ref = model(ids, use_cache=False).logits
             got = e2e.torch.compile(model, backend="eager")(ids, use_cache=False).logits
     finally:
@@ -184,8 +212,9 @@ def test_compiled_prefill_runs_the_causal_kernel(e2e) -> None:
 @pytest.mark.parametrize("traced", [False, True])
 def test_flex_decode_matches_sdpa_with_any_mask(e2e, traced: bool) -> None:
     """One decode step through ``flex_decode`` — eager (mask buffers) or traced by dynamo (block
-    mask built in the graph, blocks after the last allowed position skipped) — equals SDPA over
-    the repeated KV heads, for a static cache's causal mask with and without left padding."""
+    mask built in the graph) — equals SDPA over the repeated KV heads, for a static cache's causal
+    mask with and without left padding. (The reference implementation ignores the block counts:
+    ``test_blocks_through_last_allowed`` checks those.)"""
     import attention
 
     torch = e2e.torch
