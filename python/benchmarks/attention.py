@@ -90,19 +90,9 @@ class _FlexDecode:
     def block_mask(self, batch: int, length: int, device: torch.device) -> Tuple[torch.Tensor, Any]:
         key = (batch, length, str(device))
         if key not in self.masks:
-            from torch.nn.attention.flex_attention import BlockMask
-
             allowed = torch.ones(batch, length, dtype=torch.bool, device=device)
-
-            def mask_mod(b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
-                return allowed[b, kv]
-
-            blocks = -(-length // self.BLOCK)
-            count = torch.full((batch, 1, 1), blocks, dtype=torch.int32, device=device)
-            index = torch.arange(blocks, dtype=torch.int32, device=device).expand(batch, 1, 1, blocks).contiguous()
-            mask = BlockMask.from_kv_blocks(count, index, BLOCK_SIZE=self.BLOCK, mask_mod=mask_mod, seq_lengths=(1, length),
-                                            compute_q_blocks=False)  # fmt: skip  (forward only)
-            self.masks[key] = (allowed, mask)
+            every_block = torch.full((batch,), -(-length // self.BLOCK), dtype=torch.int32, device=device)
+            self.masks[key] = (allowed, _partial_blocks(allowed, every_block))
         return self.masks[key]
 
     def __call__(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: Optional[torch.Tensor],
@@ -143,6 +133,23 @@ def blocks_through_last_allowed(allowed: torch.Tensor, block: int) -> torch.Tens
     return (used.to(torch.int32) * rank).amax(-1)
 
 
+def _partial_blocks(allowed: torch.Tensor, count: torch.Tensor) -> Any:
+    """A decoding ``BlockMask`` over ``allowed`` (``(batch, length)``): per sequence its first
+    ``count`` KV blocks, every one partial, so ``mask_mod`` reads ``allowed`` inside each — exact
+    for any mask. Forward only (no q-block transpose)."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    b, length = allowed.shape
+    blocks = -(-length // _FlexDecode.BLOCK)
+    index = torch.arange(blocks, dtype=torch.int32, device=allowed.device).expand(b, 1, 1, blocks).contiguous()
+
+    def mask_mod(bi: torch.Tensor, h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        return allowed[bi, kv]
+
+    return BlockMask.from_kv_blocks(count.view(b, 1, 1), index, BLOCK_SIZE=_FlexDecode.BLOCK, mask_mod=mask_mod,
+                                    seq_lengths=(1, length), compute_q_blocks=False)  # fmt: skip
+
+
 def _flex_decode_traced(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: Optional[torch.Tensor],
                         scaling: Optional[float]) -> torch.Tensor:  # fmt: skip
     """The decode step inside a compiled model: the block mask is built in the graph from this
@@ -150,20 +157,10 @@ def _flex_decode_traced(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
     blocks after the last allowed position are skipped (the unfilled tail of a static cache).
     Blocks up to it are all partial, ``mask_mod`` masks inside them: exact for any mask (left
     padding included) without sorting blocks."""
-    from torch.nn.attention.flex_attention import BlockMask, flex_attention
+    from torch.nn.attention.flex_attention import flex_attention
 
-    b, length = query.shape[0], key.shape[-2]
-    allowed = _allowed(mask, b, length, query.device)
-    bs = _FlexDecode.BLOCK
-    blocks = -(-length // bs)
-    count = blocks_through_last_allowed(allowed, bs).view(b, 1, 1)
-    index = torch.arange(blocks, dtype=torch.int32, device=query.device).expand(b, 1, 1, blocks).contiguous()
-
-    def mask_mod(bi: torch.Tensor, h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
-        return allowed[bi, kv]
-
-    block_mask = BlockMask.from_kv_blocks(count, index, BLOCK_SIZE=bs, mask_mod=mask_mod, seq_lengths=(1, length),
-                                          compute_q_blocks=False)  # fmt: skip
+    allowed = _allowed(mask, query.shape[0], key.shape[-2], query.device)
+    block_mask = _partial_blocks(allowed, blocks_through_last_allowed(allowed, _FlexDecode.BLOCK))
     return flex_attention(query, key, value, block_mask=block_mask, scale=scaling, enable_gqa=True)
 
 

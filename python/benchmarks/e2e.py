@@ -835,6 +835,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     prepared = warmed = False
     for key in pending:
         kind, *rest = key.split("/")
+        base = kind.removesuffix(COMPILED)
+        comp = base != kind  # the torch.compile form of the case
         model = models.get(rest[0]) if rest else None
         batch = int(rest[1][len("batch") :]) if len(rest) > 1 else 0
         if kind == "ttft" and not warmed:
@@ -863,12 +865,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif kind == "fusion_check":
             if not res.done(key):
                 record(key, lambda: case_fusion_check(sparse, fused, a))
-        elif kind in ("prefill", "prefill" + COMPILED):
-            comp = kind.endswith(COMPILED)
+        elif base == "prefill":
             with_profile(key, lambda: case_prefill(model, batch, a, comp),
                          lambda _, fn: _profile_eager(model, fn, a.device, module_ranges_too=not comp))  # fmt: skip
-        elif kind in ("decode_graph", "decode_graph" + COMPILED):
-            comp = kind.endswith(COMPILED)
+        elif base == "decode_graph":
             with_profile(key, lambda: case_decode_graph(model, batch, a, comp),
                          lambda k, replay, step: _profile_decode(model, replay, step, res.cases[k], a, not comp))  # fmt: skip
         elif kind == "decode_generate":
